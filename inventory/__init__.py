@@ -1,0 +1,1 @@
+"""The money path: stock pools in Redis Lua, holds, settlement into SQL."""

