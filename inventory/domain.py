@@ -14,9 +14,9 @@ __all__ = [
     "Hold", "SaleCounters", "InvariantReport", "new_hold_id", "parse_qty", "check_id",
 ]
 
-ID_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,128}$")
-SALE_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # no '.' so a hold id "<sale>.<token>" splits cleanly
-CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
+ID_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,128}\Z")
+SALE_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")  # no '.' so a hold id "<sale>.<token>" splits cleanly
+CURRENCY_RE = re.compile(r"^[A-Z]{3}\Z")
 MAX_PRICE = 10**12
 MAX_UNITS = 10**9
 
@@ -170,6 +170,7 @@ class ConfirmResult:
     code: ConfirmCode
     order_id: str | None
     status: str
+    fresh: bool = False  # True only for the call that confirmed (replays return False)
 
 
 class ReleaseCode(str, Enum):

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["SaleKeys", "sale_keys", "OUTBOX_REGISTRY", "DEAD_LETTER", "SETTLE_GROUP", "room_channel",
-           "room_log", "SALES_REGISTRY"]
+__all__ = ["SaleKeys", "sale_keys", "OUTBOX_REGISTRY", "DEAD_LETTER", "SETTLE_GROUP", "SALES_REGISTRY"]
 
 PREFIX = "ls"
 OUTBOX_REGISTRY = f"{PREFIX}:outboxes"   # SET of outbox stream keys the settlement worker reads
@@ -62,12 +61,3 @@ def sale_id_of_outbox(stream_key: str) -> str:
     start = stream_key.index("{sale:") + len("{sale:")
     return stream_key[start:stream_key.index("}", start)]
 
-
-def room_channel(room_id: str) -> str:
-    """Pub/sub channel carrying one room's events between gateway processes."""
-    return f"{PREFIX}:room:{{{room_id}}}:events"
-
-
-def room_log(room_id: str) -> str:
-    """Hash tag shared by a room's sequence counter and replay log."""
-    return f"{PREFIX}:room:{{{room_id}}}"

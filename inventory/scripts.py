@@ -25,7 +25,7 @@ from .domain import (
 __all__ = ["Inventory", "script_source"]
 
 _LUA = importlib.resources.files("inventory") / "lua"
-SCRIPT_NAMES = ("arm", "reserve", "confirm", "release", "reap", "audit")
+SCRIPT_NAMES = ("arm", "reserve", "confirm", "release", "reap", "audit", "close")
 
 
 def script_source(name: str) -> str:
@@ -78,6 +78,12 @@ class Inventory:
             starts_at_ms=int(h["starts_at"]), ends_at_ms=int(h["ends_at"]), hold_ttl_ms=int(h["hold_ttl"]),
         )
 
+    async def close(self, sale_id: str) -> int | None:
+        """End a sale now (Redis TIME); returns its ends_at ms, or None when unknown."""
+        check_id("sale_id", sale_id, SALE_ID_RE)
+        code, ends = await self._scripts["close"](keys=[K.sale_keys(sale_id).sale], args=[])
+        return int(ends) if _s(code) == "CLOSED" else None
+
     # -- buying --------------------------------------------------------------------------------
 
     async def reserve(self, sale_id: str, user_id: str, qty: int, request_id: str) -> ReserveResult:
@@ -93,7 +99,9 @@ class Inventory:
         args: list[Any] = [self.max_qty]
         for r in requests:
             qty = r.qty if isinstance(r.qty, int) and not isinstance(r.qty, bool) else "x"
-            args += [new_hold_id(sale_id), r.request_id, r.user_id, qty]
+            rid = r.request_id if isinstance(r.request_id, str) else ""  # "" fails Lua's is_id: INVALID
+            user = r.user_id if isinstance(r.user_id, str) else ""
+            args += [new_hold_id(sale_id), rid, user, qty]
         replies = await self._scripts["reserve"](keys=k.for_reserve, args=args)
         out = []
         for code, hold_id, pay_by, available, units in replies:
@@ -108,16 +116,20 @@ class Inventory:
         try:
             sale_id = sale_of_hold(hold_id)
         except InvalidInput:
-            return ConfirmResult(ConfirmCode.INVALID, None, "")
+            return ConfirmResult(ConfirmCode.INVALID, None, "", False)
+        if not isinstance(payment_ref, str) or not isinstance(user_id, str):
+            return ConfirmResult(ConfirmCode.INVALID, None, "", False)
         k = K.sale_keys(sale_id)
-        code, order_id, status = await self._scripts["confirm"](keys=k.for_confirm,
-                                                                 args=[hold_id, payment_ref, user_id])
-        return ConfirmResult(ConfirmCode(_s(code)), _s(order_id) or None, _s(status))
+        code, order_id, status, fresh = await self._scripts["confirm"](keys=k.for_confirm,
+                                                                        args=[hold_id, payment_ref, user_id])
+        return ConfirmResult(ConfirmCode(_s(code)), _s(order_id) or None, _s(status), bool(int(fresh)))
 
     async def release(self, hold_id: str, user_id: str = "") -> ReleaseResult:
         try:
             sale_id = sale_of_hold(hold_id)
         except InvalidInput:
+            return ReleaseResult(ReleaseCode.INVALID, "", 0)
+        if not isinstance(user_id, str):
             return ReleaseResult(ReleaseCode.INVALID, "", 0)
         k = K.sale_keys(sale_id)
         code, status, available = await self._scripts["release"](keys=k.for_release, args=[hold_id, user_id])

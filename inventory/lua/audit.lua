@@ -1,5 +1,6 @@
 -- audit.lua: read-only, atomic snapshot of a sale's counters and the sums they must agree with.
 -- KEYS[1] sale hash  KEYS[2] buyers hash  KEYS[3] holds hash
+-- ARGV (none)
 -- Returns {found, allocated, available, held, sold, sum_held_holds, sum_confirmed_holds, sum_buyers,
 --          max_user_units, limit}
 local sale, buyers, holds = KEYS[1], KEYS[2], KEYS[3]

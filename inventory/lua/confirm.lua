@@ -2,21 +2,21 @@
 -- KEYS[1] sale hash  KEYS[2] buyers hash  KEYS[3] holds hash  KEYS[4] deadlines zset
 -- KEYS[5] outbox stream (read by the settlement worker)
 -- ARGV[1] hold_id  ARGV[2] payment_ref  ARGV[3] user_id ("" = any owner, for operators)
--- Returns {code, order_id, status}; code CONFIRMED | ALREADY_CONFIRMED | EXPIRED | FORBIDDEN
+-- Returns {code, order_id, status, fresh (1 = confirmed by this call)}; code CONFIRMED | ALREADY_CONFIRMED | EXPIRED | FORBIDDEN
 --   | NOT_FOUND | INVALID. A hold past its pay-by is expired here (restocked) and loses the race.
 local sale, buyers, holds, deadlines, outbox = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local hid, ref, who = ARGV[1], ARGV[2], ARGV[3]
-if not (is_id(hid) and is_id(ref) and (who == '' or is_id(who))) then return {'INVALID', '', ''} end
-if not sale_exists(sale) then return {'NOT_FOUND', '', ''} end
+if not (is_id(hid) and is_id(ref) and (who == '' or is_id(who))) then return {'INVALID', '', '', 0} end
+if not sale_exists(sale) then return {'NOT_FOUND', '', '', 0} end
 local raw = redis.call('HGET', holds, hid)
-if not raw then return {'NOT_FOUND', '', ''} end
+if not raw then return {'NOT_FOUND', '', '', 0} end
 local h = cjson.decode(raw)
-if who ~= '' and who ~= h.u then return {'FORBIDDEN', '', h.s} end
+if who ~= '' and who ~= h.u then return {'FORBIDDEN', '', h.s, 0} end
 if h.s == 'confirmed' then
-  if h.pr == ref then return {'CONFIRMED', hid, h.s} end
-  return {'ALREADY_CONFIRMED', hid, h.s}
+  if h.pr == ref then return {'CONFIRMED', hid, h.s, 0} end
+  return {'ALREADY_CONFIRMED', hid, h.s, 0}
 end
-if h.s ~= 'held' then return {'EXPIRED', '', h.s} end
+if h.s ~= 'held' then return {'EXPIRED', '', h.s, 0} end
 local now = now_ms()
 redis.call('ZREM', deadlines, hid)
 if now >= h.p then
@@ -26,7 +26,7 @@ if now >= h.p then
   redis.call('HINCRBY', sale, 'held', -h.q)
   redis.call('HINCRBY', sale, 'available', h.q)
   redis.call('HINCRBY', buyers, h.u, -h.q)
-  return {'EXPIRED', '', h.s}
+  return {'EXPIRED', '', h.s, 0}
 end
 h.s = 'confirmed'
 h.pr = ref
@@ -38,4 +38,4 @@ local cfg = redis.call('HMGET', sale, 'id', 'room', 'sku', 'price', 'currency')
 redis.call('XADD', outbox, '*', 'v', '1', 'order_id', hid, 'sale_id', cfg[1], 'room_id', cfg[2],
            'sku', cfg[3], 'user_id', h.u, 'qty', h.q, 'unit_price', cfg[4], 'currency', cfg[5],
            'payment_ref', ref, 'reserved_at', h.t, 'confirmed_at', now)
-return {'CONFIRMED', hid, h.s}
+return {'CONFIRMED', hid, h.s, 1}

@@ -14,6 +14,13 @@ if not sale_exists(sale) then
   for i = 1, n do out[i] = {'NOT_FOUND', '', 0, 0, 0} end
   return out
 end
+-- every other key must be absent or of its type, so no write below can fail halfway
+local function kind_ok(k, want) return k == 'none' or k == want end
+if not (kind_ok(redis.call('TYPE', buyers).ok, 'hash') and kind_ok(redis.call('TYPE', holds).ok, 'hash')
+        and kind_ok(redis.call('TYPE', idem).ok, 'hash') and kind_ok(redis.call('TYPE', deadlines).ok, 'zset')) then
+  for i = 1, n do out[i] = {'INVALID', '', 0, 0, 0} end
+  return out
+end
 local cfg = redis.call('HMGET', sale, 'starts_at', 'ends_at', 'limit', 'hold_ttl')
 local starts, ends, limit, ttl = tonumber(cfg[1]), tonumber(cfg[2]), tonumber(cfg[3]), tonumber(cfg[4])
 local available = tonumber(redis.call('HGET', sale, 'available'))

@@ -1,0 +1,438 @@
+"""Settlement: confirmed orders flow from the per-sale outbox streams into SQL, exactly once in effect.
+
+One consumer group over every outbox stream. Each batch is written in one DB transaction
+(idempotent by order id), then XACKed, so a crash anywhere causes at most a redelivery that changes
+nothing. A janitor reclaims idle entries of dead consumers (XAUTOCLAIM) and moves entries delivered
+too often (poison) to the dead-letter stream. Streams are trimmed only below every group's oldest
+pending and last-delivered id, so nothing unacked or undelivered is ever trimmed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError, ResponseError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyError
+
+from . import keys as K
+from .domain import CURRENCY_RE, ID_RE, MAX_PRICE, SALE_ID_RE
+from .store import OrderRecord, OrderStore
+
+__all__ = ["SettlementWorker", "SettlementStats", "parse_entry"]
+
+log = logging.getLogger(__name__)
+
+OnCommitted = Callable[[list[OrderRecord]], Awaitable[None]]
+Fault = Callable[[str], None]
+Entry = tuple[str, str, "dict[str, str] | None"]  # (stream key, entry id, fields)
+
+_STR_FIELDS = ("order_id", "sale_id", "room_id", "sku", "user_id", "payment_ref")
+_PAGE = 100          # XPENDING page size in the janitor
+_MAX_PAGES = 10      # per stream and janitor pass
+_MAX_TOTAL = 2**63 - 1
+_TRANSIENT = (SQLAlchemyError, OSError, TimeoutError)  # DB down, locked, pool exhausted: retry
+_PERMANENT = (DataError, IntegrityError)                # a row the DB refuses: isolate it
+
+
+def _s(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def _uint(name: str, raw: str, lo: int, hi: int) -> int:
+    if not (raw.isascii() and raw.isdigit()) or (len(raw) > 1 and raw[0] == "0") or not lo <= int(raw) <= hi:
+        raise ValueError(f"{name} must be an integer between {lo} and {hi}")
+    return int(raw)
+
+
+def parse_entry(stream: str, entry_id: str, fields: Mapping[Any, Any], settled_at_ms: int) -> OrderRecord:
+    """An outbox entry as an order; ``ValueError`` names what is wrong with a malformed one."""
+    f = {_s(k): _s(v) for k, v in fields.items()}
+    if f.get("v") != "1":
+        raise ValueError("unsupported entry version")
+    for name in _STR_FIELDS:
+        pattern = SALE_ID_RE if name in ("sale_id", "room_id") else ID_RE
+        if not pattern.match(f.get(name, "")):
+            raise ValueError(f"{name} is missing or malformed")
+    if f["sale_id"] != K.sale_id_of_outbox(stream):
+        raise ValueError("sale_id does not match the stream")
+    if not CURRENCY_RE.match(f.get("currency", "")):
+        raise ValueError("currency is missing or malformed")
+    qty = _uint("qty", f.get("qty", ""), 1, 10**9)
+    price = _uint("unit_price", f.get("unit_price", ""), 0, MAX_PRICE)
+    if qty * price > _MAX_TOTAL:
+        raise ValueError("total out of range")
+    return OrderRecord(
+        order_id=f["order_id"], sale_id=f["sale_id"], room_id=f["room_id"], sku=f["sku"], user_id=f["user_id"],
+        qty=qty, unit_price=price, total=qty * price, currency=f["currency"], payment_ref=f["payment_ref"],
+        reserved_at_ms=_uint("reserved_at", f.get("reserved_at", ""), 0, 10**14),
+        confirmed_at_ms=_uint("confirmed_at", f.get("confirmed_at", ""), 0, 10**14),
+        settled_at_ms=settled_at_ms, stream_id=entry_id,
+    )
+
+
+def _id(raw: str) -> tuple[int, int]:
+    ms, _, seq = raw.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def _describe(exc: BaseException) -> str:
+    """A short error description without SQL parameters or connection strings."""
+    orig = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    return f"{type(orig).__name__}: {str(orig).splitlines()[0][:200] if str(orig) else ''}"
+
+
+@dataclass(slots=True)
+class SettlementStats:
+    batches: int = 0           # batches committed and acked
+    settled: int = 0           # entries committed and acked (redeliveries included)
+    inserted: int = 0          # order rows newly inserted
+    db_failures: int = 0       # failed batch transactions (each retried)
+    redis_failures: int = 0
+    poison: int = 0            # deliveries of entries that could not be parsed
+    reclaimed: int = 0         # entries taken over from idle consumers
+    dead_lettered: int = 0
+
+
+class _Backoff:
+    def __init__(self, first: float, cap: float) -> None:
+        self.first, self.cap, self.delay = first, cap, first
+
+    def next(self) -> float:
+        d, self.delay = self.delay, min(self.cap, self.delay * 2)
+        return d * random.uniform(0.8, 1.2)
+
+    def reset(self) -> None:
+        self.delay = self.first
+
+
+class SettlementWorker:
+    """Moves confirmed orders from the outbox streams into the ``OrderStore``."""
+
+    def __init__(
+        self, redis: Redis, store: OrderStore, *, consumer: str, batch: int = 200, block_ms: int = 1000,
+        claim_idle_ms: int = 30000, max_deliveries: int = 5, registry_refresh_s: float = 1.0,
+        on_committed: OnCommitted | None = None, fault: Fault | None = None,
+        janitor_interval_s: float | None = None, backoff_max_s: float = 5.0,
+        group: str = K.SETTLE_GROUP, registry: str = K.OUTBOX_REGISTRY, dead_letter: str = K.DEAD_LETTER,
+    ) -> None:
+        if batch < 1 or block_ms < 1 or claim_idle_ms < 1 or max_deliveries < 1:
+            raise ValueError("batch, block_ms, claim_idle_ms and max_deliveries must be positive")
+        self.redis, self.store, self.consumer = redis, store, consumer
+        self.batch, self.block_ms = batch, block_ms
+        self.claim_idle_ms, self.max_deliveries = claim_idle_ms, max_deliveries
+        self.registry_refresh_s = registry_refresh_s
+        self.janitor_interval_s = (janitor_interval_s if janitor_interval_s is not None
+                                   else min(5.0, max(0.05, claim_idle_ms / 2000)))
+        self.on_committed, self.fault = on_committed, fault
+        self.group, self.registry, self.dead_letter = group, registry, dead_letter
+        self.stats = SettlementStats()
+        self._backoff_max = backoff_max_s
+        self._cursors: dict[str, str] = {}          # stream -> "0"-style id (own pending) or ">"
+        self._poison: dict[tuple[str, str], str] = {}
+        self._next_refresh = self._next_janitor = 0.0
+        self._stop = asyncio.Event()
+        self._finished = asyncio.Event()
+        self._task: asyncio.Task[Any] | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def run(self, *, burst: bool = False) -> None:
+        """Settle until ``stop()``; with ``burst`` return once nothing is pending and nothing is new."""
+        if self._task is not None:
+            raise RuntimeError("this worker is already running")
+        self._task = asyncio.current_task()
+        self._finished.clear()
+        self._cursors.clear()
+        self._next_refresh = self._next_janitor = 0.0
+        backoff = _Backoff(0.05, self._backoff_max)
+        log.info("settlement worker %s started (group %s)", self.consumer, self.group)
+        try:
+            while not self._stop.is_set():
+                try:
+                    progressed = await self._step(burst)
+                    backoff.reset()
+                    if burst and not progressed:
+                        if await self._all_settled():
+                            return
+                        await self._pause(max(0.01, self._next_janitor - time.monotonic()))
+                except RedisError as exc:
+                    self.stats.redis_failures += 1
+                    self._cursors.clear()  # re-discover, recreate groups, re-read own pending entries
+                    self._next_refresh = 0.0
+                    delay = backoff.next()
+                    log.warning("settlement: redis error (%s); retrying in %.2fs", _describe(exc), delay)
+                    await self._pause(delay)
+                except Exception:  # a bug or an unexpected failure: keep settling, loudly
+                    self._cursors.clear()
+                    self._next_refresh = 0.0
+                    delay = backoff.next()
+                    log.exception("settlement: unexpected error; retrying in %.2fs", delay)
+                    await self._pause(delay)
+        finally:
+            self._task = None
+            self._finished.set()
+            log.info("settlement worker %s stopped", self.consumer)
+
+    async def stop(self, timeout: float | None = None) -> None:
+        """Stop reading, finish the batch in hand, then return (cancel the run after ``timeout`` s).
+
+        A stopped worker stays stopped (``run`` returns at once); build a new one to run again.
+        """
+        self._stop.set()
+        task = self._task
+        if task is None or task is asyncio.current_task():
+            return
+        try:
+            async with asyncio.timeout(timeout):
+                await self._finished.wait()
+        except TimeoutError:
+            log.warning("settlement worker %s did not drain in %ss; cancelling", self.consumer, timeout)
+            task.cancel()
+            await self._finished.wait()
+
+    async def _pause(self, seconds: float) -> None:
+        try:
+            async with asyncio.timeout(seconds):
+                await self._stop.wait()
+        except TimeoutError:
+            pass
+
+    # -- main loop -------------------------------------------------------------------------------
+
+    async def _step(self, burst: bool) -> bool:
+        now = time.monotonic()
+        if now >= self._next_refresh:
+            await self._refresh()
+            self._next_refresh = now + self.registry_refresh_s
+        progressed = False
+        if now >= self._next_janitor:
+            progressed = await self._janitor() > 0
+            self._next_janitor = time.monotonic() + self.janitor_interval_s
+        if self._stop.is_set():
+            return progressed
+        if not self._cursors:
+            if not burst:
+                await self._pause(self.block_ms / 1000)
+            return progressed
+        entries = await self._read(block=not burst)
+        if entries:
+            await self._process(entries)
+        return progressed or bool(entries)
+
+    async def _refresh(self) -> None:
+        for key in sorted(_s(m) for m in await self.redis.smembers(self.registry)):
+            if key in self._cursors:
+                continue
+            try:
+                await self.redis.xgroup_create(key, self.group, id="0", mkstream=True)
+            except ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    log.error("settlement: cannot use stream %s: %s", key, _describe(exc))
+                    continue
+            self._cursors[key] = "0"
+
+    async def _read(self, block: bool) -> list[Entry]:
+        own = {k: c for k, c in self._cursors.items() if c != ">"}
+        if own:  # start-up / after errors: our own pending entries first
+            got = self._entries(await self.redis.xreadgroup(self.group, self.consumer, own, count=self.batch))
+            for key in own:
+                ids = [i for k, i, _ in got if k == key]
+                self._cursors[key] = ids[-1] if ids else ">"
+            if got:
+                return got
+        if self._stop.is_set():
+            return []
+        streams = {k: ">" for k in self._cursors}
+        return self._entries(await self.redis.xreadgroup(
+            self.group, self.consumer, streams, count=self.batch, block=self.block_ms if block else None))
+
+    @staticmethod
+    def _entries(reply: Any) -> list[Entry]:
+        if not reply:
+            return []
+        pairs = reply.items() if isinstance(reply, dict) else reply
+        out: list[Entry] = []
+        for key, items in pairs:
+            if items and isinstance(items[0], list) and isinstance(reply, dict):  # RESP3 nesting
+                items = items[0]
+            for entry_id, fields in items:
+                if entry_id is not None:
+                    out.append((_s(key), _s(entry_id), fields))
+        return out
+
+    # -- processing ------------------------------------------------------------------------------
+
+    async def _process(self, entries: Sequence[Entry]) -> None:
+        for i in range(0, len(entries), self.batch):
+            await self._settle(entries[i:i + self.batch])
+
+    async def _settle(self, chunk: Sequence[Entry]) -> None:
+        settled_at = int(time.time() * 1000)
+        items: list[tuple[str, str, OrderRecord]] = []
+        for key, entry_id, fields in chunk:
+            try:
+                if fields is None:
+                    raise ValueError("entry has no fields")
+                items.append((key, entry_id, parse_entry(key, entry_id, fields, settled_at)))
+            except ValueError as exc:
+                self._mark_poison(key, entry_id, str(exc))
+        if not items:
+            return
+        if self.fault is not None:
+            self.fault("before_commit")
+        committed = await self._commit(items)
+        if not committed:
+            return
+        if self.fault is not None:
+            self.fault("after_commit")
+        records = [r for _, _, r in committed]
+        if self.on_committed is not None:
+            try:
+                await self.on_committed(records)
+            except Exception:
+                log.exception("settlement: on_committed hook failed")
+        ids: dict[str, list[str]] = {}
+        for key, entry_id, _ in committed:
+            ids.setdefault(key, []).append(entry_id)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key, key_ids in ids.items():
+                pipe.xack(key, self.group, *key_ids)
+            await pipe.execute()
+        self.stats.batches += 1
+        self.stats.settled += len(records)
+        for key in ids:
+            await self._trim(key)
+
+    def _mark_poison(self, key: str, entry_id: str, reason: str) -> None:
+        self.stats.poison += 1
+        if len(self._poison) > 10_000:
+            self._poison.clear()
+        self._poison[(key, entry_id)] = reason
+        log.warning("settlement: poison entry %s %s left pending: %s", key, entry_id, reason)
+
+    async def _commit(self, items: list[tuple[str, str, OrderRecord]]) -> list[tuple[str, str, OrderRecord]]:
+        """One DB transaction for the batch, retried with backoff while the DB fails.
+
+        Returns the items now stored: all of them, or (when the DB refuses a row) all but the
+        refused ones, or none if the worker is stopping while the DB is down.
+        """
+        backoff = _Backoff(0.05, self._backoff_max)
+        while True:
+            try:
+                inserted = await self.store.insert_new_orders([r for _, _, r in items])
+                self.stats.inserted += len(inserted)
+                return items
+            except _PERMANENT as exc:
+                if len(items) == 1:
+                    self._mark_poison(items[0][0], items[0][1], f"refused by the database: {_describe(exc)}")
+                    return []
+                stored: list[tuple[str, str, OrderRecord]] = []
+                for item in items:  # isolate the refused row; the others still settle
+                    stored += await self._commit([item])
+                return stored
+            except _TRANSIENT as exc:
+                self.stats.db_failures += 1
+                if self._stop.is_set():
+                    log.warning("settlement: batch of %d not committed (%s); left pending on stop",
+                                len(items), _describe(exc))
+                    return []
+                delay = backoff.next()
+                log.warning("settlement: batch of %d not committed (%s); retrying in %.2fs",
+                            len(items), _describe(exc), delay)
+                await asyncio.sleep(delay)
+                await self._keep_claimed(items)
+
+    async def _keep_claimed(self, items: list[tuple[str, str, OrderRecord]]) -> None:
+        """While retrying, reset the entries' idle time (JUSTID: no delivery count) so no one reclaims them."""
+        ids: dict[str, list[str]] = {}
+        for key, entry_id, _ in items:
+            ids.setdefault(key, []).append(entry_id)
+        for key, key_ids in ids.items():
+            await self.redis.xclaim(key, self.group, self.consumer, self.claim_idle_ms // 2, key_ids, justid=True)
+
+    async def _trim(self, key: str) -> None:
+        """XTRIM MINID below every group's oldest pending and last-delivered id."""
+        floor: tuple[int, int] | None = None
+        for g in await self.redis.xinfo_groups(key):
+            g = {_s(k): v for k, v in g.items()}
+            last = _id(_s(g["last-delivered-id"]))
+            if int(g["pending"]):
+                oldest = (await self.redis.xpending(key, _s(g["name"])))["min"]
+                bound = min(last, _id(_s(oldest))) if oldest is not None else last
+            else:
+                bound = (last[0], last[1] + 1)  # everything delivered is acked
+            floor = bound if floor is None else min(floor, bound)
+        if floor is not None and floor > (0, 0):
+            await self.redis.xtrim(key, minid=f"{floor[0]}-{floor[1]}", approximate=False)
+
+    # -- janitor ---------------------------------------------------------------------------------
+
+    async def _janitor(self) -> int:
+        """Dead-letter over-delivered entries, then reclaim idle ones; returns entries handled."""
+        handled = 0
+        for key in list(self._cursors):
+            if self._stop.is_set():
+                break
+            handled += await self._dead_letter_overdue(key)
+            handled += await self._reclaim(key)
+        return handled
+
+    async def _dead_letter_overdue(self, key: str) -> int:
+        moved, start = 0, "-"
+        for _ in range(_MAX_PAGES):
+            rows = await self.redis.xpending_range(key, self.group, min=start, max="+", count=_PAGE,
+                                                   idle=self.claim_idle_ms)
+            for row in rows:
+                if int(row["times_delivered"]) > self.max_deliveries:
+                    await self._move_to_dead_letter(key, _s(row["message_id"]), int(row["times_delivered"]))
+                    moved += 1
+            if len(rows) < _PAGE:
+                break
+            start = "(" + _s(rows[-1]["message_id"])
+        return moved
+
+    async def _move_to_dead_letter(self, key: str, entry_id: str, deliveries: int) -> None:
+        found = await self.redis.xrange(key, entry_id, entry_id)
+        fields = {_s(k): _s(v) for k, v in (found[0][1] or {}).items()} if found else {}
+        reason = self._poison.pop((key, entry_id), None) or (
+            f"delivered {deliveries} times without settling" if found else "entry missing from the stream")
+        extra = {"source_stream": key, "source_id": entry_id, "reason": reason, "deliveries": str(deliveries)}
+        payload = {("field." + k if k in extra else k): v for k, v in fields.items()}
+        payload.update(extra)
+        await self.redis.xadd(self.dead_letter, payload)
+        await self.redis.xack(key, self.group, entry_id)
+        self.stats.dead_lettered += 1
+        log.error("settlement: entry %s %s moved to %s after %d deliveries: %s",
+                  key, entry_id, self.dead_letter, deliveries, reason)
+
+    async def _reclaim(self, key: str) -> int:
+        claimed, start = 0, "0-0"
+        for _ in range(_MAX_PAGES):
+            reply = await self.redis.xautoclaim(key, self.group, self.consumer, self.claim_idle_ms,
+                                                start_id=start, count=self.batch)
+            # Redis 7: [next, entries, deleted ids]; 6.2: [next, entries] (deleted entries as nil)
+            nxt, items = _s(reply[0]), reply[1]
+            entries = [(key, _s(i), f) for i, f in items if i is not None]
+            if entries:
+                self.stats.reclaimed += len(entries)
+                log.info("settlement: reclaimed %d idle entries of %s", len(entries), key)
+                await self._process(entries)
+                claimed += len(entries)
+            if nxt == "0-0" or self._stop.is_set():
+                break
+            start = nxt
+        return claimed
+
+    async def _all_settled(self) -> bool:
+        """Nothing pending in the group on any known stream."""
+        for key in self._cursors:
+            if int((await self.redis.xpending(key, self.group))["pending"]):
+                return False
+        return True

@@ -1,0 +1,396 @@
+"""The SQL system of record (SQLAlchemy Core, async): rooms, products, sales and settled orders.
+
+SQLite (aiosqlite, WAL + busy timeout so several processes can write) or PostgreSQL (asyncpg).
+Orders are written in batches, idempotently by ``order_id``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger, CheckConstraint, Column, Index, Integer, MetaData, PrimaryKeyConstraint, String, Table, Text,
+    event, func, select, update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from .domain import SaleSpec
+
+__all__ = [
+    "OrderStore", "RoomRecord", "ProductRecord", "SaleRecord", "OrderRecord", "SaleConflict", "async_url",
+    "ROOM_STATUSES", "metadata",
+]
+
+log = logging.getLogger(__name__)
+
+ROOM_STATUSES = ("scheduled", "live", "ended")
+_CHUNK = 500  # rows per INSERT statement (keeps bound parameters far below driver limits)
+
+metadata = MetaData()
+
+rooms = Table(
+    "rooms", metadata,
+    Column("room_id", String(64), primary_key=True),
+    Column("title", String(256), nullable=False),
+    Column("host_id", String(128), nullable=False),
+    Column("player_url", String(2048), nullable=False, default=""),
+    Column("status", String(16), nullable=False),
+    Column("created_at_ms", BigInteger, nullable=False),
+    Column("updated_at_ms", BigInteger, nullable=False),
+    CheckConstraint("status IN ('scheduled', 'live', 'ended')", name="ck_rooms_status"),
+)
+
+products = Table(
+    "products", metadata,
+    Column("room_id", String(64), nullable=False),
+    Column("product_id", String(128), nullable=False),
+    Column("sku", String(128), nullable=False),
+    Column("title", String(256), nullable=False),
+    Column("description", Text, nullable=False, default=""),
+    Column("image_url", String(2048), nullable=False, default=""),
+    Column("unit_price", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    PrimaryKeyConstraint("room_id", "product_id", name="pk_products"),
+)
+
+sales = Table(
+    "sales", metadata,
+    Column("sale_id", String(64), primary_key=True),
+    Column("room_id", String(64), nullable=False),
+    Column("product_id", String(128), nullable=False),
+    Column("sku", String(128), nullable=False),
+    Column("title", String(256), nullable=False),
+    Column("unit_price", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("allocated", BigInteger, nullable=False),
+    Column("per_user_limit", BigInteger, nullable=False),
+    Column("starts_at_ms", BigInteger, nullable=False),
+    Column("ends_at_ms", BigInteger, nullable=False),
+    Column("hold_ttl_ms", BigInteger, nullable=False),
+    Column("created_at_ms", BigInteger, nullable=False),
+    Index("ix_sales_room", "room_id"),
+)
+
+orders = Table(
+    "orders", metadata,
+    Column("order_id", String(128), primary_key=True),
+    Column("sale_id", String(64), nullable=False),
+    Column("room_id", String(64), nullable=False),
+    Column("sku", String(128), nullable=False),
+    Column("user_id", String(128), nullable=False),
+    Column("qty", Integer, nullable=False),
+    Column("unit_price", BigInteger, nullable=False),
+    Column("total", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("payment_ref", String(128), nullable=False),
+    Column("reserved_at_ms", BigInteger, nullable=False),
+    Column("confirmed_at_ms", BigInteger, nullable=False),
+    Column("settled_at_ms", BigInteger, nullable=False),
+    Column("stream_id", String(64), nullable=False, default=""),
+    Index("ix_orders_room_confirmed", "room_id", "confirmed_at_ms"),
+    Index("ix_orders_sale", "sale_id"),
+)
+
+
+class SaleConflict(Exception):
+    """A sale with this id already exists with different content."""
+
+    def __init__(self, sale_id: str) -> None:
+        super().__init__(f"sale {sale_id} already exists with different settings")
+        self.sale_id = sale_id
+
+
+@dataclass(frozen=True, slots=True)
+class RoomRecord:
+    room_id: str
+    title: str
+    host_id: str
+    player_url: str
+    status: str
+    created_at_ms: int
+    updated_at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class ProductRecord:
+    room_id: str
+    product_id: str
+    sku: str
+    title: str
+    description: str
+    image_url: str
+    unit_price: int
+    currency: str
+
+
+@dataclass(frozen=True, slots=True)
+class SaleRecord:
+    sale_id: str
+    room_id: str
+    product_id: str
+    sku: str
+    title: str
+    unit_price: int
+    currency: str
+    allocated: int
+    per_user_limit: int
+    starts_at_ms: int
+    ends_at_ms: int
+    hold_ttl_ms: int
+    created_at_ms: int
+
+    def same_content(self, other: SaleRecord) -> bool:
+        """Equal in everything but ``created_at_ms``."""
+        return dataclasses.replace(self, created_at_ms=0) == dataclasses.replace(other, created_at_ms=0)
+
+    def spec(self) -> SaleSpec:
+        """The Redis-side stock pool spec of this sale."""
+        return SaleSpec(self.sale_id, self.room_id, self.sku, self.unit_price, self.currency, self.allocated,
+                        self.per_user_limit, self.starts_at_ms, self.ends_at_ms, self.hold_ttl_ms)
+
+
+@dataclass(frozen=True, slots=True)
+class OrderRecord:
+    order_id: str
+    sale_id: str
+    room_id: str
+    sku: str
+    user_id: str
+    qty: int
+    unit_price: int
+    total: int
+    currency: str
+    payment_ref: str
+    reserved_at_ms: int
+    confirmed_at_ms: int
+    settled_at_ms: int
+    stream_id: str
+
+
+def async_url(url: str) -> str:
+    """A DATABASE_URL in the async driver's dialect (sqlite+aiosqlite / postgresql+asyncpg)."""
+    for prefix in ("postgresql+asyncpg://", "postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+asyncpg://" + url[len(prefix):]
+    if url.startswith("sqlite://"):
+        return "sqlite+aiosqlite://" + url[len("sqlite://"):]
+    return url
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _row(cls: type, row: Any) -> Any:
+    return cls(**{f.name: row._mapping[f.name] for f in dataclasses.fields(cls)})
+
+
+def _is_exists_race(exc: DBAPIError) -> bool:
+    text = str(exc.orig if exc.orig is not None else exc).lower()
+    return "already exists" in text or "duplicate key" in text or "pg_type_typname_nsp_index" in text
+
+
+class OrderStore:
+    """Async access to the SQL system of record. Build with ``await OrderStore.open(url)``."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self._insert = sqlite.insert if engine.dialect.name == "sqlite" else postgresql.insert
+
+    @classmethod
+    async def open(cls, url: str, *, busy_timeout_ms: int = 5000, pool_size: int = 5) -> OrderStore:
+        """Connect and create the tables if needed (safe when several processes do it at once)."""
+        url = async_url(url)
+        if url.startswith("sqlite"):
+            engine = create_async_engine(url)
+
+            @event.listens_for(engine.sync_engine, "connect")
+            def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+                cur = dbapi_conn.cursor()
+                cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+                cur.execute("PRAGMA journal_mode=WAL")
+                cur.close()
+        else:
+            engine = create_async_engine(url, pool_size=pool_size, pool_pre_ping=True)
+        store = cls(engine)
+        try:
+            await store._create_all()
+        except BaseException:
+            await engine.dispose()
+            raise
+        return store
+
+    async def _create_all(self) -> None:
+        for attempt in range(5):
+            try:
+                async with self.engine.begin() as conn:
+                    await conn.run_sync(metadata.create_all, checkfirst=True)
+                return
+            except DBAPIError as exc:  # another process created a table between our check and create
+                if not _is_exists_race(exc) or attempt == 4:
+                    raise
+                log.debug("create_all raced with another process; retrying")
+                await asyncio.sleep(0.05 * (attempt + 1))
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    # -- orders ----------------------------------------------------------------------------------
+
+    async def upsert_orders(self, records: Sequence[OrderRecord]) -> int:
+        """Insert orders in ONE transaction, skipping order ids already stored; returns rows inserted."""
+        return len(await self.insert_new_orders(records))
+
+    async def insert_new_orders(self, records: Sequence[OrderRecord]) -> list[str]:
+        """Like ``upsert_orders``, returning the order ids newly inserted."""
+        unique: dict[str, dict[str, Any]] = {}
+        for r in records:
+            unique.setdefault(r.order_id, dataclasses.asdict(r))
+        if not unique:
+            return []
+        rows = list(unique.values())
+        inserted: list[str] = []
+        async with self.engine.begin() as conn:
+            for i in range(0, len(rows), _CHUNK):
+                stmt = (self._insert(orders).values(rows[i:i + _CHUNK])
+                        .on_conflict_do_nothing(index_elements=[orders.c.order_id])
+                        .returning(orders.c.order_id))
+                inserted.extend((await conn.execute(stmt)).scalars().all())
+        return inserted
+
+    async def get_order(self, order_id: str) -> OrderRecord | None:
+        return await self._one(OrderRecord, select(orders).where(orders.c.order_id == order_id))
+
+    async def orders_for_room(self, room_id: str, limit: int = 100) -> list[OrderRecord]:
+        q = (select(orders).where(orders.c.room_id == room_id)
+             .order_by(orders.c.confirmed_at_ms.desc(), orders.c.order_id).limit(limit))
+        return await self._all(OrderRecord, q)
+
+    async def orders_for_user(self, room_id: str, user_id: str, limit: int = 100) -> list[OrderRecord]:
+        q = (select(orders).where(orders.c.room_id == room_id, orders.c.user_id == user_id)
+             .order_by(orders.c.confirmed_at_ms.desc(), orders.c.order_id).limit(limit))
+        return await self._all(OrderRecord, q)
+
+    async def sold_units(self, sale_id: str) -> int:
+        q = select(func.coalesce(func.sum(orders.c.qty), 0)).where(orders.c.sale_id == sale_id)
+        async with self.engine.connect() as conn:
+            return int((await conn.execute(q)).scalar_one())
+
+    async def room_totals(self, room_id: str) -> tuple[int, int, dict[str, int]]:
+        """(orders, units, gross merchandise value in minor units by currency) of a room."""
+        q = (select(orders.c.currency, func.count(), func.sum(orders.c.qty), func.sum(orders.c.total))
+             .where(orders.c.room_id == room_id).group_by(orders.c.currency))
+        count = units = 0
+        gmv: dict[str, int] = {}
+        async with self.engine.connect() as conn:
+            for currency, n, u, total in await conn.execute(q):
+                count += int(n)
+                units += int(u or 0)
+                gmv[currency] = int(total or 0)
+        return count, units, gmv
+
+    async def orders_per_minute(self, room_id: str, since_ms: int) -> list[tuple[int, int, int]]:
+        """(minute start ms, orders, gmv in minor units, all currencies) per minute since ``since_ms``."""
+        minute = (orders.c.confirmed_at_ms - orders.c.confirmed_at_ms % 60000).label("minute")
+        q = (select(minute, func.count(), func.sum(orders.c.total))
+             .where(orders.c.room_id == room_id, orders.c.confirmed_at_ms >= since_ms)
+             .group_by(minute).order_by(minute))
+        async with self.engine.connect() as conn:
+            return [(int(m), int(n), int(g or 0)) for m, n, g in await conn.execute(q)]
+
+    # -- rooms -----------------------------------------------------------------------------------
+
+    async def upsert_room(self, room: RoomRecord) -> None:
+        """Create a room or update its title, host, player URL and status (created_at is kept)."""
+        _check_status(room.status)
+        stmt = self._insert(rooms).values(dataclasses.asdict(room))
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[rooms.c.room_id],
+            set_={c: stmt.excluded[c] for c in ("title", "host_id", "player_url", "status", "updated_at_ms")},
+        )
+        async with self.engine.begin() as conn:
+            await conn.execute(stmt)
+
+    async def get_room(self, room_id: str) -> RoomRecord | None:
+        return await self._one(RoomRecord, select(rooms).where(rooms.c.room_id == room_id))
+
+    async def list_rooms(self, status: str | None = None, limit: int = 100) -> list[RoomRecord]:
+        q = select(rooms).order_by(rooms.c.created_at_ms.desc(), rooms.c.room_id).limit(limit)
+        if status is not None:
+            _check_status(status)
+            q = q.where(rooms.c.status == status)
+        return await self._all(RoomRecord, q)
+
+    async def set_room_status(self, room_id: str, status: str, at_ms: int | None = None) -> bool:
+        """Set a room's status; False if there is no such room."""
+        _check_status(status)
+        stmt = (update(rooms).where(rooms.c.room_id == room_id)
+                .values(status=status, updated_at_ms=_now_ms() if at_ms is None else at_ms))
+        async with self.engine.begin() as conn:
+            return (await conn.execute(stmt)).rowcount > 0
+
+    # -- products --------------------------------------------------------------------------------
+
+    async def upsert_product(self, product: ProductRecord) -> None:
+        stmt = self._insert(products).values(dataclasses.asdict(product))
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[products.c.room_id, products.c.product_id],
+            set_={c: stmt.excluded[c] for c in ("sku", "title", "description", "image_url", "unit_price",
+                                                 "currency")},
+        )
+        async with self.engine.begin() as conn:
+            await conn.execute(stmt)
+
+    async def list_products(self, room_id: str) -> list[ProductRecord]:
+        q = select(products).where(products.c.room_id == room_id).order_by(products.c.product_id)
+        return await self._all(ProductRecord, q)
+
+    async def get_product(self, room_id: str, product_id: str) -> ProductRecord | None:
+        q = select(products).where(products.c.room_id == room_id, products.c.product_id == product_id)
+        return await self._one(ProductRecord, q)
+
+    # -- sales -----------------------------------------------------------------------------------
+
+    async def insert_sale(self, sale: SaleRecord) -> bool:
+        """Store a sale: True if new, False if an identical one exists; ``SaleConflict`` if it differs."""
+        stmt = (self._insert(sales).values(dataclasses.asdict(sale))
+                .on_conflict_do_nothing(index_elements=[sales.c.sale_id]).returning(sales.c.sale_id))
+        async with self.engine.begin() as conn:
+            if (await conn.execute(stmt)).first() is not None:
+                return True
+            existing = _row(SaleRecord, (await conn.execute(
+                select(sales).where(sales.c.sale_id == sale.sale_id))).one())
+        if not existing.same_content(sale):
+            raise SaleConflict(sale.sale_id)
+        return False
+
+    async def get_sale(self, sale_id: str) -> SaleRecord | None:
+        return await self._one(SaleRecord, select(sales).where(sales.c.sale_id == sale_id))
+
+    async def list_sales(self, room_id: str) -> list[SaleRecord]:
+        q = select(sales).where(sales.c.room_id == room_id).order_by(sales.c.starts_at_ms, sales.c.sale_id)
+        return await self._all(SaleRecord, q)
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    async def _one(self, cls: type, q: Any) -> Any:
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(q)).first()
+        return None if row is None else _row(cls, row)
+
+    async def _all(self, cls: type, q: Any) -> list[Any]:
+        async with self.engine.connect() as conn:
+            return [_row(cls, r) for r in await conn.execute(q)]
+
+
+def _check_status(status: str) -> None:
+    if status not in ROOM_STATUSES:
+        raise ValueError(f"room status must be one of {', '.join(ROOM_STATUSES)}")

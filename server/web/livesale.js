@@ -1,0 +1,766 @@
+// livesale.js: the browser client of the livesale wire protocol v1 (docs/PROTOCOL.md).
+//
+// A plain ES module with no dependencies and no build step. Works in any modern browser
+// (and in Deno/Node 22+, which have WebSocket, EventTarget and crypto built in).
+//
+//   import { connect } from "/static/livesale.js";
+//   const live = connect({ room: "demo", token, onEvent: (msg, client) => render(client) });
+//   const result = await live.buy(saleId);          // buy_result
+//   if (result.code === "RESERVED") await live.pay(result.hold);
+//
+// See docs/CLIENT.md for the full API.
+
+export const SUBPROTOCOL = "livesale.v1.json";
+export const PROTOCOL_VERSION = "livesale.v1";
+
+/** Backoff schedule (seconds) for reconnects; the last value is the cap. */
+const BACKOFF_S = [1, 2, 4, 8, 16];
+const RID_RE = /^[A-Za-z0-9_.:@-]{1,128}$/;
+
+/** An `error` reply (or a local failure such as a timeout) turned into an exception. */
+export class LiveSaleError extends Error {
+  constructor(code, message, reply = null) {
+    super(message ? `${code}: ${message}` : code);
+    this.name = "LiveSaleError";
+    this.code = code;
+    this.reply = reply;
+  }
+}
+
+/** A fresh request id: crypto.randomUUID where available (secure contexts), random hex otherwise. */
+export function newRid(prefix = "") {
+  let id;
+  if (globalThis.crypto && typeof globalThis.crypto.randomUUID === "function") {
+    id = globalThis.crypto.randomUUID();
+  } else {
+    const bytes = new Uint8Array(16);
+    (globalThis.crypto || { getRandomValues: (b) => b.map(() => Math.floor(Math.random() * 256)) })
+      .getRandomValues(bytes);
+    id = Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+  }
+  return prefix ? `${prefix}-${id}` : id;
+}
+
+/** Format an amount in minor units (cents) with its ISO currency, e.g. (1999, "EUR") -> "€19.99". */
+export function formatMoney(minor, currency = "EUR", locale = undefined) {
+  if (minor === null || minor === undefined || Number.isNaN(Number(minor))) return "";
+  let fmt;
+  try {
+    fmt = new Intl.NumberFormat(locale, { style: "currency", currency });
+  } catch {
+    return `${(Number(minor) / 100).toFixed(2)} ${currency}`;
+  }
+  const digits = fmt.resolvedOptions().maximumFractionDigits;
+  return fmt.format(Number(minor) / 10 ** digits);
+}
+
+/** `ws(s)://host/ws` from a page location, an http(s) base URL or a ws(s) URL. */
+export function wsUrl(url) {
+  const loc = globalThis.location;
+  if (!url) {
+    if (!loc) throw new LiveSaleError("INVALID", "url is required outside a browser page");
+    return `${loc.protocol === "https:" ? "wss" : "ws"}://${loc.host}/ws`;
+  }
+  const u = new URL(url, loc ? loc.href : undefined);
+  if (u.protocol === "http:") u.protocol = "ws:";
+  else if (u.protocol === "https:") u.protocol = "wss:";
+  if (u.pathname === "/" || u.pathname === "") u.pathname = "/ws";
+  return u.toString();
+}
+
+/** Decode a JWT's payload without verifying it (to show a name or check `exp` locally). */
+export function tokenClaims(token) {
+  try {
+    const part = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    const json = decodeURIComponent(
+      Array.from(atob(part.padEnd(part.length + ((4 - (part.length % 4)) % 4), "=")),
+        (c) => "%" + c.charCodeAt(0).toString(16).padStart(2, "0")).join(""),
+    );
+    return JSON.parse(json);
+  } catch {
+    return null;
+  }
+}
+
+const SEQUENCED = new Set([
+  "room_status", "product_pinned", "product_unpinned", "sale_scheduled", "sale_open",
+  "sale_sold_out", "sale_closed", "announcement", "comment_hidden", "user_muted",
+]);
+// Requests that are idempotent by rid on the server: re-sent after a reconnect.
+const IDEMPOTENT = new Set(["buy", "pay", "release"]);
+const REPLY_OF = { buy: "buy_result", pay: "pay_result", release: "release_result" };
+
+/**
+ * A live room connection. Extends EventTarget; every event is a CustomEvent whose `detail` is
+ * the server message (or a small object for the local events `state`, `change`, `clock`, `error`).
+ *
+ * Events: `state` ({state, attempt, delay_ms}), `message` (every server message), one event per
+ * server message type (`snapshot`, `tick`, `sale_open`, `buy_result`, ...), `change` ({cause}) after
+ * local state changed, `clock` ({offset, rtt}), `error` ({code, message, request?}).
+ */
+export class LiveSaleClient extends EventTarget {
+  /**
+   * @param {object} opts
+   * @param {string} opts.room           room id to join
+   * @param {string} [opts.token]        viewer or host JWT (watching works without one)
+   * @param {string} [opts.url]          ws(s):// or http(s):// URL of the server (default: this page's host)
+   * @param {Function} [opts.onEvent]    called as onEvent(msg, client) for every server message and local event
+   * @param {number} [opts.pingIntervalMs=20000]
+   * @param {number} [opts.requestTimeoutMs=15000]
+   * @param {number} [opts.clockSamples=5]
+   * @param {Function} [opts.WebSocket]  WebSocket implementation (default: globalThis.WebSocket)
+   */
+  constructor(opts = {}) {
+    super();
+    if (!opts.room) throw new LiveSaleError("INVALID", "room is required");
+    this.url = wsUrl(opts.url);
+    this.roomId = opts.room;
+    this.token = opts.token || null;
+    this.onEvent = opts.onEvent || null;
+    this.pingIntervalMs = opts.pingIntervalMs ?? 20000;
+    this.requestTimeoutMs = opts.requestTimeoutMs ?? 15000;
+    this.clockSamples = opts.clockSamples ?? 5;
+    this.WebSocketImpl = opts.WebSocket || globalThis.WebSocket;
+
+    /** "idle" | "connecting" | "open" | "reconnecting" | "closed" */
+    this.state = "idle";
+    this.attempt = 0;
+    this.session = null;
+    this.limits = null;
+    this.lastClose = null; // {code, reason}
+    this.fatal = null;     // {code, message} when the server refused the join
+
+    // clock sync
+    this.offset = 0;       // server time - client time, ms
+    this.rtt = null;       // rtt of the sample the offset came from
+    this.clockSynced = false;
+
+    this._resetRoomState();
+    /** Your holds by hold id: {hold, sale, qty, pay_by, status: held|confirmed|released|expired, order?} */
+    this.holds = new Map();
+    /** Orders confirmed by settlement (order_confirmed), newest last. */
+    this.orders = [];
+
+    this._ws = null;
+    this._joined = false;
+    this._pending = new Map();   // rid -> {msg, resolve, reject, timer, reply}
+    this._fireAndForget = new Map(); // rid -> {type, at}
+    this._outbox = [];           // messages waiting for a join
+    this._timers = { reconnect: null, ping: null, clock: null, resync: null };
+    this._clock = null;          // {samples, inflight: {t0, timer}}
+    this._lastRx = 0;
+    this._onOnline = () => { if (this.state === "reconnecting") this._reconnectNow(); };
+  }
+
+  _resetRoomState() {
+    this.room = null;        // {room_id, title, status, player_url}
+    this.pinned = null;      // product or null
+    this.products = [];      // [product]
+    this.sales = new Map();  // sale_id -> Sale (units_left merged from ticks)
+    this.comments = [];      // [{id, user, name, text, ts}], hidden ones removed
+    this.hiddenComments = new Set();
+    this.muted = new Set();
+    this.announcements = []; // [{text, ts, seq}], newest last
+    this.bought = [];        // "just bought" ticker: [{name, sale_id, qty, ts}], newest last
+    this.viewers = 0;
+    this.likes = 0;
+    this.epoch = null;
+    this.seq = null;
+    this.you = null;         // {user, name, role}
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // lifecycle
+
+  /** Open the connection (idempotent). Returns a Promise resolved after the first join. */
+  start() {
+    if (this.state === "idle" || this.state === "closed") {
+      this.fatal = null;
+      this._closing = false;
+      if (globalThis.addEventListener) globalThis.addEventListener("online", this._onOnline);
+      this._open("connecting");
+    }
+    if (this._joined) return Promise.resolve(this);
+    return new Promise((resolve, reject) => {
+      const onJoin = () => { cleanup(); resolve(this); };
+      const onState = (e) => {
+        if (e.detail.state === "closed") { cleanup(); reject(new LiveSaleError(this.fatal?.code || "CLOSED", this.fatal?.message || "connection closed")); }
+      };
+      const cleanup = () => {
+        this.removeEventListener("joined", onJoin);
+        this.removeEventListener("state", onState);
+      };
+      this.addEventListener("joined", onJoin);
+      this.addEventListener("state", onState);
+    });
+  }
+
+  /** Close for good (no reconnect). Pending requests are rejected. */
+  close() {
+    this._closing = true;
+    if (globalThis.removeEventListener) globalThis.removeEventListener("online", this._onOnline);
+    this._clearTimers();
+    if (this._ws) {
+      try { this._ws.close(1000, "bye"); } catch { /* ignore */ }
+    }
+    this._ws = null;
+    this._joined = false;
+    this._failPending(new LiveSaleError("CLOSED", "client closed"), () => true);
+    this._setState("closed");
+  }
+
+  /** Replace the token (e.g. after a refresh) and re-join with it. */
+  setToken(token) {
+    this.token = token || null;
+    if (this.state === "closed" && this.fatal) { this.start(); return; }
+    if (this._ws && this._ws.readyState === 1) this._sendJoin();
+  }
+
+  /** Server time now, in ms, from the measured clock offset. */
+  serverNow() {
+    return Date.now() + this.offset;
+  }
+
+  get joined() { return this._joined; }
+
+  _setState(state, extra = {}) {
+    if (this.state === state && !extra.force) return;
+    this.state = state;
+    this._emit("state", { type: "state", state, attempt: this.attempt, ...extra });
+  }
+
+  _open(state) {
+    this._setState(state);
+    let ws;
+    try {
+      ws = new this.WebSocketImpl(this.url, [SUBPROTOCOL]);
+    } catch (err) {
+      this._scheduleReconnect();
+      return;
+    }
+    this._ws = ws;
+    this._joined = false;
+    ws.onopen = () => {
+      if (ws !== this._ws) return;
+      this._lastRx = Date.now();
+      this._sendJoin();
+      this._startPing();
+    };
+    ws.onmessage = (ev) => {
+      if (ws !== this._ws) return;
+      this._lastRx = Date.now();
+      if (typeof ev.data !== "string") return; // JSON subprotocol: text frames only
+      let msg;
+      try { msg = JSON.parse(ev.data); } catch { return; }
+      if (msg && typeof msg === "object" && typeof msg.type === "string") this._handle(msg);
+    };
+    ws.onclose = (ev) => {
+      if (ws !== this._ws) return;
+      this.lastClose = { code: ev.code, reason: ev.reason };
+      this._ws = null;
+      this._joined = false;
+      this._stopPing();
+      this._clock = null;
+      clearTimeout(this._timers.clock);
+      if (this._closing || this.fatal) {
+        this._failPending(new LiveSaleError("CLOSED", "connection closed"), () => true);
+        this._setState("closed");
+        return;
+      }
+      // Non-idempotent requests can't be re-sent safely: fail them now.
+      this._failPending(new LiveSaleError("DISCONNECTED", "connection lost before the reply"),
+        (p) => p.sent && !IDEMPOTENT.has(p.msg.type));
+      this._scheduleReconnect();
+    };
+    ws.onerror = () => { /* onclose follows */ };
+  }
+
+  _scheduleReconnect() {
+    this.attempt += 1;
+    const base = BACKOFF_S[Math.min(this.attempt, BACKOFF_S.length) - 1] * 1000;
+    const delay = Math.round(base / 2 + Math.random() * base / 2); // "equal jitter"
+    this._setState("reconnecting", { delay_ms: delay, force: true });
+    clearTimeout(this._timers.reconnect);
+    this._timers.reconnect = setTimeout(() => this._open("reconnecting"), delay);
+  }
+
+  _reconnectNow() {
+    clearTimeout(this._timers.reconnect);
+    if (!this._ws) this._open("reconnecting");
+  }
+
+  /** Drop the socket and reconnect (used on heartbeat loss or a sequence gap). */
+  _forceReconnect(withResume = true) {
+    if (!withResume) { this.epoch = null; this.seq = null; }
+    const ws = this._ws;
+    if (ws) {
+      this._ws = null;
+      try { ws.close(4000, "client resync"); } catch { /* ignore */ }
+      this._joined = false;
+      this._stopPing();
+      this._failPending(new LiveSaleError("DISCONNECTED", "connection reset"), (p) => p.sent && !IDEMPOTENT.has(p.msg.type));
+      this._scheduleReconnect();
+    }
+  }
+
+  _clearTimers() {
+    for (const k of Object.keys(this._timers)) {
+      clearTimeout(this._timers[k]);
+      clearInterval(this._timers[k]);
+    }
+  }
+
+  _startPing() {
+    this._stopPing();
+    this._timers.ping = setInterval(() => {
+      if (!this._ws || this._ws.readyState !== 1) return;
+      // Nothing at all (not even ticks or pongs) for two intervals: the link is dead.
+      if (Date.now() - this._lastRx > this.pingIntervalMs * 2 + 5000) {
+        this._forceReconnect(true);
+        return;
+      }
+      this._raw({ type: "ping" });
+    }, this.pingIntervalMs);
+  }
+
+  _stopPing() {
+    clearInterval(this._timers.ping);
+    this._timers.ping = null;
+  }
+
+  _sendJoin() {
+    const msg = { type: "join", room: this.roomId };
+    if (this.token) msg.token = this.token;
+    if (this.epoch !== null && this.seq !== null) msg.resume = { epoch: this.epoch, seq: this.seq };
+    this._raw(msg);
+  }
+
+  _raw(msg) {
+    const ws = this._ws;
+    if (!ws || ws.readyState !== 1) return false;
+    ws.send(JSON.stringify(msg));
+    return true;
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // clock sync
+
+  _startClockSync(samples = this.clockSamples) {
+    clearTimeout(this._timers.clock);
+    this._clock = { samples: [], want: samples, inflight: null };
+    this._sendClockSample();
+  }
+
+  _sendClockSample() {
+    const c = this._clock;
+    if (!c || !this._joined) return;
+    if (c.samples.length >= c.want) {
+      this._finishClockSync();
+      return;
+    }
+    const t0 = Date.now();
+    c.inflight = { t0 };
+    this._raw({ type: "clock", t0 });
+    // A lost sample does not stall the sync.
+    this._timers.clock = setTimeout(() => {
+      if (this._clock === c && c.inflight && c.inflight.t0 === t0) {
+        c.want -= 1;
+        c.inflight = null;
+        this._sendClockSample();
+      }
+    }, 3000);
+  }
+
+  _onClock(msg) {
+    const c = this._clock;
+    const t3 = Date.now();
+    if (!c || !c.inflight || msg.t0 !== c.inflight.t0) return;
+    clearTimeout(this._timers.clock);
+    c.inflight = null;
+    const { t0, t1, t2 } = msg;
+    if ([t1, t2].every((v) => typeof v === "number")) {
+      c.samples.push({ offset: ((t1 - t0) + (t2 - t3)) / 2, rtt: (t3 - t0) - (t2 - t1) });
+    }
+    this._sendClockSample();
+  }
+
+  _finishClockSync() {
+    const c = this._clock;
+    this._clock = null;
+    if (!c || c.samples.length === 0) return;
+    const best = c.samples.reduce((a, b) => (b.rtt < a.rtt ? b : a));
+    this.offset = best.offset;
+    this.rtt = best.rtt;
+    this.clockSynced = true;
+    this._emit("clock", { type: "clock_sync", offset: this.offset, rtt: this.rtt, samples: c.samples.length });
+    this._changed("clock");
+    // Drift check every five minutes.
+    clearTimeout(this._timers.resync);
+    this._timers.resync = setTimeout(() => { if (this._joined) this._startClockSync(); }, 300000);
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // inbound
+
+  _emit(type, detail) {
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+    if (this.onEvent) {
+      try { this.onEvent(detail, this); } catch (err) { console.error("livesale onEvent handler failed", err); }
+    }
+  }
+
+  _changed(cause) {
+    this.dispatchEvent(new CustomEvent("change", { detail: { type: "change", cause } }));
+  }
+
+  _handle(msg) {
+    const type = msg.type;
+    if (SEQUENCED.has(type) && typeof msg.seq === "number") {
+      if (this.epoch !== null && msg.epoch !== undefined && String(msg.epoch) !== String(this.epoch)) {
+        // The room's history was lost: start over from a snapshot.
+        this._rejoinFresh();
+        return;
+      }
+      if (this.seq !== null) {
+        if (msg.seq <= this.seq) return;           // duplicate (e.g. replayed twice)
+        if (msg.seq > this.seq + 1) {              // gap: never apply out of order
+          this._rejoinFresh();
+          return;
+        }
+      }
+      this.seq = msg.seq;
+      if (msg.epoch !== undefined) this.epoch = String(msg.epoch);
+    }
+
+    switch (type) {
+      case "hello":
+        this.session = msg.session;
+        this.limits = msg.limits || null;
+        if (typeof msg.server_time === "number" && !this.clockSynced) this.offset = msg.server_time - Date.now();
+        break;
+      case "snapshot": this._applySnapshot(msg); break;
+      case "resumed":
+        this.epoch = String(msg.epoch);
+        this.seq = msg.from_seq;
+        this._afterJoin(msg);
+        break;
+      case "clock": this._onClock(msg); break;
+      case "pong": break;
+      case "tick": this._applyTick(msg); break;
+      case "room_status": if (this.room) this.room = { ...this.room, status: msg.status }; break;
+      case "product_pinned":
+        this.pinned = msg.product || null;
+        if (msg.product) this._upsertProduct(msg.product);
+        break;
+      case "product_unpinned": this.pinned = null; break;
+      case "sale_scheduled":
+      case "sale_open":
+        if (msg.sale) this._upsertSale(msg.sale);
+        break;
+      case "sale_sold_out": this._patchSale(msg.sale_id, { state: "sold_out", units_left: 0 }); break;
+      case "sale_closed": this._patchSale(msg.sale_id, { state: "closed", closed_reason: msg.reason }); break;
+      case "announcement":
+        this.announcements.push({ text: msg.text, ts: msg.ts, seq: msg.seq });
+        if (this.announcements.length > 20) this.announcements.splice(0, this.announcements.length - 20);
+        break;
+      case "comment_hidden":
+        this.hiddenComments.add(msg.comment);
+        this.comments = this.comments.filter((c) => c.id !== msg.comment);
+        break;
+      case "user_muted": this.muted.add(msg.user); break;
+      case "buy_result": this._onBuyResult(msg); break;
+      case "pay_result": this._onPayResult(msg); break;
+      case "release_result": this._onReleaseResult(msg); break;
+      case "order_confirmed": this._onOrderConfirmed(msg); break;
+      case "ok": break;
+      case "error": this._onError(msg); break;
+      default: break; // unknown types are ignored (forward compatibility)
+    }
+
+    this._settle(msg);
+    this._emit("message", msg);
+    this.dispatchEvent(new CustomEvent(type, { detail: msg }));
+    if (type !== "pong" && type !== "hello") this._changed(type);
+  }
+
+  _rejoinFresh() {
+    this.epoch = null;
+    this.seq = null;
+    this._joined = false;
+    this._sendJoin();
+  }
+
+  _applySnapshot(msg) {
+    this._resetRoomState();
+    this.room = msg.room || null;
+    this.pinned = msg.pinned || null;
+    this.products = Array.isArray(msg.products) ? msg.products.slice() : [];
+    for (const s of msg.sales || []) this.sales.set(s.sale_id, { ...s });
+    this.comments = Array.isArray(msg.comments) ? msg.comments.slice(-100) : [];
+    this.viewers = msg.viewers ?? 0;
+    this.likes = msg.likes ?? 0;
+    this.epoch = msg.epoch !== undefined && msg.epoch !== null ? String(msg.epoch) : null;
+    this.seq = msg.seq ?? null;
+    this.you = msg.you || null;
+    this._afterJoin(msg);
+  }
+
+  _afterJoin(msg) {
+    const first = !this._everJoined;
+    this._joined = true;
+    this._everJoined = true;
+    this.attempt = 0;
+    this.fatal = null;
+    this._setState("open", { recovered: !!msg.recovered, first });
+    // Flush what was waiting, then re-send idempotent requests that lost their socket.
+    const out = this._outbox;
+    this._outbox = [];
+    for (const m of out) this._raw(m);
+    for (const p of this._pending.values()) {
+      if (!p.sent) p.sent = this._raw(p.msg);
+    }
+    this._startClockSync();
+    this.dispatchEvent(new CustomEvent("joined", { detail: msg }));
+  }
+
+  _applyTick(msg) {
+    if (typeof msg.viewers === "number") this.viewers = msg.viewers;
+    if (typeof msg.likes === "number") this.likes = msg.likes;
+    if (msg.units && typeof msg.units === "object") {
+      for (const [id, left] of Object.entries(msg.units)) {
+        const s = this.sales.get(id);
+        if (s) this.sales.set(id, { ...s, units_left: left });
+      }
+    }
+    if (Array.isArray(msg.comments) && msg.comments.length) {
+      const seen = new Set(this.comments.map((c) => c.id));
+      for (const c of msg.comments) {
+        if (!seen.has(c.id) && !this.hiddenComments.has(c.id)) this.comments.push(c);
+      }
+      if (this.comments.length > 100) this.comments.splice(0, this.comments.length - 100);
+    }
+    if (Array.isArray(msg.bought) && msg.bought.length) {
+      this.bought.push(...msg.bought);
+      if (this.bought.length > 30) this.bought.splice(0, this.bought.length - 30);
+    }
+  }
+
+  _upsertProduct(p) {
+    const i = this.products.findIndex((x) => x.product_id === p.product_id);
+    if (i >= 0) this.products[i] = { ...this.products[i], ...p };
+    else this.products.push(p);
+  }
+
+  _upsertSale(sale) {
+    const prev = this.sales.get(sale.sale_id);
+    this.sales.set(sale.sale_id, { ...(prev || {}), ...sale });
+  }
+
+  _patchSale(id, patch) {
+    const s = this.sales.get(id);
+    if (s) this.sales.set(id, { ...s, ...patch });
+  }
+
+  _onBuyResult(msg) {
+    if (typeof msg.units_left === "number" && msg.sale) this._patchSale(msg.sale, { units_left: msg.units_left });
+    if (msg.code === "RESERVED" && msg.hold) {
+      const prev = this.holds.get(msg.hold);
+      if (!prev || prev.status === "held") {
+        this.holds.set(msg.hold, { hold: msg.hold, sale: msg.sale, qty: msg.qty ?? 1, pay_by: msg.pay_by, status: "held" });
+      }
+    }
+  }
+
+  _onPayResult(msg) {
+    const h = this.holds.get(msg.hold);
+    if (msg.code === "CONFIRMED" || msg.code === "ALREADY_CONFIRMED") {
+      this.holds.set(msg.hold, { ...(h || { hold: msg.hold }), status: "confirmed", order: msg.order || msg.hold });
+    } else if (msg.code === "EXPIRED" && h) {
+      this.holds.set(msg.hold, { ...h, status: "expired" });
+    }
+  }
+
+  _onReleaseResult(msg) {
+    const h = this.holds.get(msg.hold);
+    if (h && (msg.code === "RELEASED" || msg.code === "NOT_HELD") && h.status === "held") {
+      this.holds.set(msg.hold, { ...h, status: msg.code === "RELEASED" ? "released" : "expired" });
+    }
+  }
+
+  _onOrderConfirmed(msg) {
+    const o = msg.order;
+    if (!o) return;
+    if (!this.orders.some((x) => x.order_id === o.order_id)) this.orders.push(o);
+    const h = this.holds.get(o.order_id);
+    this.holds.set(o.order_id, { ...(h || { hold: o.order_id, sale: o.sale_id, qty: o.qty }), status: "confirmed", order: o.order_id, settled: true });
+  }
+
+  _onError(msg) {
+    const ff = msg.rid ? this._fireAndForget.get(msg.rid) : null;
+    if (ff) this._fireAndForget.delete(msg.rid);
+    const pendingJoin = !this._joined && !msg.rid && ["NOT_FOUND", "UNAUTHORIZED", "FORBIDDEN", "INVALID", "BAD_MESSAGE"].includes(msg.code);
+    this._emit("error", { type: "error", code: msg.code, message: msg.message, rid: msg.rid, request: ff ? ff.type : (this._pending.get(msg.rid)?.msg.type ?? (pendingJoin ? "join" : undefined)) });
+    if (pendingJoin) {
+      // The server refused the join (unknown room, bad token): stop instead of retrying forever.
+      this.fatal = { code: msg.code, message: msg.message };
+      this._closing = false;
+      const ws = this._ws;
+      this._ws = null;
+      this._stopPing();
+      if (ws) { try { ws.close(1000, "join refused"); } catch { /* ignore */ } }
+      this._failPending(new LiveSaleError(msg.code, msg.message, msg), () => true);
+      this._setState("closed", { code: msg.code, message: msg.message });
+    }
+  }
+
+  /** Resolve or reject the request this message answers (matched by rid). */
+  _settle(msg) {
+    if (!msg.rid || !this._pending.has(msg.rid)) return;
+    const p = this._pending.get(msg.rid);
+    if (msg.type === "error") {
+      this._pending.delete(msg.rid);
+      clearTimeout(p.timer);
+      p.reject(new LiveSaleError(msg.code, msg.message, msg));
+    } else if (msg.type === p.reply) {
+      this._pending.delete(msg.rid);
+      clearTimeout(p.timer);
+      p.resolve(msg);
+    }
+  }
+
+  /** Reject pending requests matching `predicate`; the others are re-sent after the next join. */
+  _failPending(err, predicate) {
+    for (const [rid, p] of this._pending) {
+      if (predicate(p)) {
+        this._pending.delete(rid);
+        clearTimeout(p.timer);
+        p.reject(err);
+      } else {
+        p.sent = false;
+      }
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // outbound
+
+  /** Send a request and wait for its reply (matched by rid). Queued until joined. */
+  request(type, fields = {}, { reply = REPLY_OF[type] || "ok", timeoutMs = this.requestTimeoutMs } = {}) {
+    const rid = fields.rid && RID_RE.test(fields.rid) ? fields.rid : newRid(type.slice(0, 8));
+    const msg = { type, ...fields, rid };
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this._pending.delete(rid);
+        reject(new LiveSaleError("TIMEOUT", `no reply to ${type} within ${timeoutMs} ms`));
+      }, timeoutMs);
+      // Sent now if joined, otherwise right after the next join.
+      const sent = this._joined && this._raw(msg);
+      this._pending.set(rid, { msg, resolve, reject, timer, reply, sent });
+    });
+  }
+
+  /** Send a message with no reply; queued until joined. */
+  send(type, fields = {}) {
+    this._send({ type, ...fields });
+  }
+
+  _send(msg) {
+    if (this._joined && this._raw(msg)) return;
+    // Fire-and-forget messages (comments, likes) wait for the next join.
+    this._outbox.push(msg);
+    if (this._outbox.length > 200) this._outbox.shift();
+  }
+
+  // viewer actions -------------------------------------------------------------------------------
+
+  /** Reserve `qty` units of a sale. Resolves with the buy_result (check `.code`: RESERVED, SOLD_OUT, ...). */
+  buy(saleId, qty = 1, { rid } = {}) {
+    return this.request("buy", { sale: saleId, qty, ...(rid ? { rid } : {}) });
+  }
+
+  /** Pay a hold (demo payment). Resolves with the pay_result (`.code` CONFIRMED, EXPIRED, ...). */
+  pay(hold) {
+    return this.request("pay", { hold: typeof hold === "object" ? hold.hold : hold });
+  }
+
+  /** Give a hold back before its pay-by time. Resolves with the release_result. */
+  release(hold) {
+    return this.request("release", { hold: typeof hold === "object" ? hold.hold : hold });
+  }
+
+  /** Post a comment (1-300 characters). Errors (MUTED, RATE_LIMITED) arrive as `error` events. */
+  comment(text) {
+    const rid = newRid("c");
+    this._fireAndForget.set(rid, { type: "comment", at: Date.now() });
+    if (this._fireAndForget.size > 50) this._fireAndForget.delete(this._fireAndForget.keys().next().value);
+    this._send({ type: "comment", text: String(text).slice(0, 300), rid });
+    return rid;
+  }
+
+  /** Add `n` likes (1-50). The aggregated count arrives in ticks. */
+  like(n = 1) {
+    this._send({ type: "like", n: Math.max(1, Math.min(50, Math.floor(n))) });
+  }
+
+  // host actions (host token) ---------------------------------------------------------------------
+
+  goLive() { return this.request("go_live"); }
+  endLive() { return this.request("end_live"); }
+  pin(productId) { return this.request("pin", { product: productId }); }
+  unpin() { return this.request("unpin"); }
+
+  /**
+   * Launch a flash sale. Accepts wire names or camelCase:
+   * {product, units, price?, limit?, starts_in_s|startsInS?, duration_s|durationS?, hold_ttl_s|holdTtlS?}
+   * Resolves with the `ok` reply (its `sale` field holds the new Sale).
+   */
+  launchSale(opts) {
+    const f = { product: opts.product ?? opts.productId ?? opts.product_id, units: opts.units };
+    const map = {
+      price: ["price", "unit_price", "unitPrice"], limit: ["limit", "per_user_limit", "perUserLimit"],
+      starts_in_s: ["starts_in_s", "startsInS"], duration_s: ["duration_s", "durationS"],
+      hold_ttl_s: ["hold_ttl_s", "holdTtlS"],
+    };
+    for (const [wire, names] of Object.entries(map)) {
+      for (const n of names) {
+        if (opts[n] !== undefined && opts[n] !== null && opts[n] !== "") { f[wire] = opts[n]; break; }
+      }
+    }
+    return this.request("launch_sale", f);
+  }
+
+  endSale(saleId) { return this.request("end_sale", { sale: saleId }); }
+  announce(text) { return this.request("announce", { text }); }
+  hideComment(commentId) { return this.request("hide_comment", { comment: commentId }); }
+  mute(user) { return this.request("mute", { user }); }
+
+  // derived state ---------------------------------------------------------------------------------
+
+  /** Sales as an array, soonest start first. */
+  salesList() {
+    return Array.from(this.sales.values()).sort((a, b) => (a.starts_at ?? 0) - (b.starts_at ?? 0));
+  }
+
+  /** A sale's phase at the current server time: scheduled | open | sold_out | closed. */
+  salePhase(sale, now = this.serverNow()) {
+    if (!sale) return null;
+    if (sale.state === "closed") return "closed";
+    if (sale.state === "sold_out") return "sold_out";
+    if (sale.ends_at && now >= sale.ends_at) return "closed";
+    if (sale.state === "scheduled" && sale.starts_at && now < sale.starts_at) return "scheduled";
+    if (typeof sale.units_left === "number" && sale.units_left <= 0) return "sold_out";
+    return "open";
+  }
+
+  /** Your holds of one sale (newest first). */
+  holdsOf(saleId) {
+    return Array.from(this.holds.values()).filter((h) => h.sale === saleId).reverse();
+  }
+}
+
+/** Create a client and start it. Returns the client (an EventTarget); `await client.start()` waits for the join. */
+export function connect(opts) {
+  const client = new LiveSaleClient(opts);
+  client.start().catch(() => { /* surfaced as `state: closed` and `error` events */ });
+  return client;
+}

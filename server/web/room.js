@@ -1,0 +1,700 @@
+// The viewer page (/rooms/<room_id>): player, pinned product, flash sale countdown + buy, chat, likes.
+import { LiveSaleClient, formatMoney, tokenClaims } from "/static/livesale.js";
+
+const $ = (sel, root = document) => root.querySelector(sel);
+const byId = (id) => document.querySelector(`[data-testid="${id}"]`);
+
+const roomId = (() => {
+  const m = location.pathname.match(/\/rooms\/([^/?#]+)/);
+  if (m) return decodeURIComponent(m[1]);
+  return new URLSearchParams(location.search).get("room") || "demo";
+})();
+
+// ---------------------------------------------------------------------------------------------
+// small DOM helpers
+
+function setText(el, text) {
+  text = text ?? "";
+  if (el && el.textContent !== text) el.textContent = text;
+}
+function setAttr(el, name, value) {
+  if (!el) return;
+  if (value === null || value === undefined || value === false) {
+    if (el.hasAttribute(name)) el.removeAttribute(name);
+  } else if (el.getAttribute(name) !== String(value)) {
+    el.setAttribute(name, String(value));
+  }
+}
+function show(el, visible) {
+  if (el && el.hidden === visible) el.hidden = !visible;
+}
+function fmtClock(ms) {
+  const total = Math.max(0, Math.ceil(ms / 1000));
+  const h = Math.floor(total / 3600);
+  const m = Math.floor((total % 3600) / 60);
+  const s = total % 60;
+  const mm = String(m).padStart(2, "0");
+  const ss = String(s).padStart(2, "0");
+  return h > 0 ? `${h}:${mm}:${ss}` : `${mm}:${ss}`;
+}
+function hue(str) {
+  let h = 0;
+  for (const ch of String(str)) h = (h * 31 + ch.charCodeAt(0)) >>> 0;
+  return h % 360;
+}
+let toastTimer = null;
+function toast(text, kind = "info") {
+  const el = byId("toast");
+  el.textContent = text;
+  el.dataset.kind = kind;
+  el.hidden = false;
+  clearTimeout(toastTimer);
+  toastTimer = setTimeout(() => { el.hidden = true; }, 4000);
+}
+
+// ---------------------------------------------------------------------------------------------
+// identity: a demo viewer token per browser, kept in localStorage
+
+const ID_KEY = "livesale.viewer";
+const NAME_KEY = "livesale.name";
+
+function randomName() {
+  const adj = ["Happy", "Swift", "Lucky", "Bright", "Cosmic", "Sunny", "Bold", "Calm", "Witty", "Keen"];
+  const noun = ["Otter", "Falcon", "Panda", "Fox", "Koala", "Lynx", "Heron", "Tiger", "Robin", "Whale"];
+  const r = (a) => a[Math.floor(Math.random() * a.length)];
+  return `${r(adj)} ${r(noun)}`;
+}
+
+function loadIdentity() {
+  try {
+    const id = JSON.parse(localStorage.getItem(ID_KEY) || "null");
+    if (!id || !id.token) return null;
+    const claims = tokenClaims(id.token);
+    if (claims && claims.exp && claims.exp * 1000 < Date.now() + 60000) return null; // expired soon
+    return id;
+  } catch {
+    return null;
+  }
+}
+
+async function fetchIdentity(name) {
+  let delay = 500;
+  for (;;) {
+    try {
+      const res = await fetch("/api/viewer-token", {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ name }),
+      });
+      const body = await res.json().catch(() => ({}));
+      if (res.ok && body.token) {
+        const id = { token: body.token, user: body.user, name: body.name || name };
+        localStorage.setItem(ID_KEY, JSON.stringify(id));
+        localStorage.setItem(NAME_KEY, id.name);
+        return id;
+      }
+      if (res.status >= 400 && res.status < 500) {
+        throw new Error(body.error?.message || `viewer token refused (${res.status})`);
+      }
+    } catch (err) {
+      if (err instanceof TypeError) { /* network error: retry */ } else {
+        toast(String(err.message || err), "error");
+        if (name !== "Guest") return fetchIdentity("Guest");
+        throw err;
+      }
+    }
+    await new Promise((r) => setTimeout(r, delay));
+    delay = Math.min(delay * 2, 8000);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// my holds survive a reload (the snapshot has no personal state)
+
+let identity = null;
+const holdsKey = () => `livesale.holds.${roomId}.${identity?.user || "anon"}`;
+
+function saveHolds() {
+  try {
+    const arr = Array.from(client.holds.values()).slice(-20);
+    localStorage.setItem(holdsKey(), JSON.stringify(arr));
+  } catch { /* storage full or disabled */ }
+}
+
+async function restoreHolds() {
+  let arr = [];
+  try { arr = JSON.parse(localStorage.getItem(holdsKey()) || "[]"); } catch { arr = []; }
+  for (const h of arr) if (h && h.hold) client.holds.set(h.hold, h);
+  // Ask the server what became of holds that were still open.
+  await Promise.all(arr.filter((h) => h && h.status === "held").map(async (h) => {
+    try {
+      const res = await fetch(`/api/holds/${encodeURIComponent(h.hold)}`, {
+        headers: { Authorization: `Bearer ${identity.token}` },
+      });
+      if (res.status === 404 || res.status === 403) { client.holds.delete(h.hold); return; }
+      if (!res.ok) return;
+      const body = await res.json();
+      const status = body.status || body.hold?.status;
+      const payBy = body.pay_by ?? body.pay_by_ms ?? body.hold?.pay_by;
+      const cur = client.holds.get(h.hold);
+      if (cur && status) client.holds.set(h.hold, { ...cur, status, ...(payBy ? { pay_by: payBy } : {}) });
+    } catch { /* keep the local view */ }
+  }));
+  saveHolds();
+  scheduleRender();
+}
+
+// ---------------------------------------------------------------------------------------------
+// the client
+
+let client = null;
+const notes = new Map();     // sale_id -> {code, at}: the last non-RESERVED answer to my buy
+const buying = new Set();    // sale ids with a buy in flight (or waiting for the open instant)
+const paying = new Set();    // hold ids being paid
+let unsentLikes = 0;         // my likes not sent yet (batched every 400 ms)
+let sentLikes = 0;           // sent, not yet seen in a tick's total
+let connectingSince = Date.now();
+
+async function main() {
+  const cached = loadIdentity();
+  identity = cached || await fetchIdentity(localStorage.getItem(NAME_KEY) || randomName());
+  setText(byId("viewer-name"), identity.name);
+
+  client = new LiveSaleClient({ room: roomId, token: identity.token });
+  client.addEventListener("change", scheduleRender);
+  client.addEventListener("state", onState);
+  client.addEventListener("error", onClientError);
+  client.addEventListener("buy_result", saveHolds);
+  client.addEventListener("pay_result", saveHolds);
+  client.addEventListener("release_result", saveHolds);
+  client.addEventListener("order_confirmed", (e) => {
+    saveHolds();
+    toast(`Order ${shortId(e.detail.order?.order_id)} confirmed`, "ok");
+  });
+  client.addEventListener("tick", onTick);
+  client.addEventListener("announcement", (e) => { announcementAt = Date.now(); lastAnnouncement = e.detail.text; });
+  await restoreHolds();
+  client.start().catch(() => {});
+  setInterval(render, 250);
+  setInterval(flushLikes, 400);
+  wireUi();
+  render();
+}
+
+function shortId(id) {
+  if (!id) return "";
+  const tail = String(id).split(".").pop();
+  return "#" + tail.slice(0, 8).toUpperCase();
+}
+
+function onState(e) {
+  if (e.detail.state === "connecting" || e.detail.state === "reconnecting") {
+    if (!connectingSince) connectingSince = Date.now();
+  } else {
+    connectingSince = 0;
+  }
+  render();
+}
+
+async function onClientError(e) {
+  const { code, message, request } = e.detail;
+  if (code === "UNAUTHORIZED" && identity) {
+    // Token expired or signed with an old secret: get a fresh one and re-join.
+    localStorage.removeItem(ID_KEY);
+    identity = await fetchIdentity(identity.name || randomName());
+    setText(byId("viewer-name"), identity.name);
+    client.setToken(identity.token);
+    return;
+  }
+  if (request === "join" && code === "NOT_FOUND") { render(); return; }
+  const text = {
+    MUTED: "You have been muted in this room.",
+    RATE_LIMITED: request === "comment" ? "Slow down: one comment per second." : "Too fast: try again in a moment.",
+  }[code] || message || code;
+  toast(text, "error");
+}
+
+let lastLikes = null;
+function onTick(e) {
+  const t = e.detail;
+  if (typeof t.likes === "number") {
+    const delta = lastLikes === null ? 0 : Math.max(0, t.likes - lastLikes);
+    const mine = Math.min(sentLikes, delta);
+    sentLikes -= mine;
+    for (let i = 0; i < Math.min(3, delta - mine); i++) setTimeout(floatHeart, i * 120);
+    lastLikes = t.likes;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// UI wiring
+
+function wireUi() {
+  byId("buy-button").addEventListener("click", onBuy);
+  byId("pay-button").addEventListener("click", onPay);
+  byId("release-button").addEventListener("click", onRelease);
+  byId("like-button").addEventListener("click", () => {
+    unsentLikes += 1;
+    floatHeart();
+    render();
+  });
+  byId("comment-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const input = byId("comment-input");
+    const text = input.value.trim();
+    if (!text) return;
+    client.comment(text);
+    input.value = "";
+  });
+  byId("rename-button").addEventListener("click", async () => {
+    const name = (prompt("Your display name", identity?.name || "") || "").trim().slice(0, 40);
+    if (!name || name === identity?.name) return;
+    localStorage.removeItem(ID_KEY);
+    identity = await fetchIdentity(name);
+    setText(byId("viewer-name"), identity.name);
+    client.setToken(identity.token);
+  });
+}
+
+function flushLikes() {
+  if (unsentLikes > 0 && client && client.joined) {
+    const batch = Math.min(50, unsentLikes);
+    client.like(batch);
+    unsentLikes -= batch;
+    sentLikes += batch;
+  }
+}
+
+function floatHeart() {
+  const box = $(".hearts");
+  if (!box || box.childElementCount > 12) return;
+  const h = document.createElement("span");
+  h.className = "heart";
+  h.textContent = "♥";
+  h.style.setProperty("--dx", `${Math.round((Math.random() - 0.5) * 60)}px`);
+  h.style.setProperty("--hue", `${330 + Math.round(Math.random() * 40)}`);
+  box.appendChild(h);
+  h.addEventListener("animationend", () => h.remove());
+}
+
+async function onBuy() {
+  const sale = currentSale();
+  if (!sale || buying.has(sale.sale_id)) return;
+  buying.add(sale.sale_id);
+  notes.delete(sale.sale_id);
+  render();
+  try {
+    await buyWithRetry(sale.sale_id);
+  } finally {
+    buying.delete(sale.sale_id);
+    render();
+  }
+}
+
+async function buyWithRetry(saleId) {
+  // A tap a few ms before the server's open instant gets NOT_STARTED: retry right after it.
+  for (let attempt = 0; attempt < 4; attempt++) {
+    let res;
+    try {
+      res = await client.buy(saleId, 1);
+    } catch (err) {
+      toast(err.code === "TIMEOUT" ? "No answer from the server, try again." : `Could not buy: ${err.message}`, "error");
+      return;
+    }
+    if (res.code === "NOT_STARTED") {
+      const s = client.sales.get(saleId);
+      const wait = (s?.starts_at ?? 0) - client.serverNow();
+      if (wait < 5000) {
+        await new Promise((r) => setTimeout(r, Math.max(30, wait + 30 + attempt * 100)));
+        continue;
+      }
+    }
+    handleBuyResult(saleId, res);
+    return;
+  }
+  notes.set(saleId, { code: "NOT_STARTED", at: Date.now() });
+}
+
+function handleBuyResult(saleId, res) {
+  switch (res.code) {
+    case "RESERVED":
+      notes.delete(saleId);
+      break;
+    case "RATE_LIMITED":
+      toast("Too fast: try again in a moment.", "error");
+      break;
+    case "UNAUTHORIZED":
+      onClientError({ detail: { code: "UNAUTHORIZED" } });
+      break;
+    case "INVALID":
+    case "IDEM_MISMATCH":
+      toast(`Could not buy (${res.code})`, "error");
+      break;
+    default:
+      notes.set(saleId, { code: res.code, at: Date.now() });
+  }
+}
+
+async function onPay() {
+  const hold = activeHold(currentSale()?.sale_id);
+  if (!hold || paying.has(hold.hold)) return;
+  paying.add(hold.hold);
+  render();
+  try {
+    const res = await client.pay(hold.hold);
+    if (res.code === "EXPIRED") { notes.set(hold.sale, { code: "EXPIRED", at: Date.now() }); toast("Your reservation expired.", "error"); }
+    else if (res.code !== "CONFIRMED" && res.code !== "ALREADY_CONFIRMED") toast(`Payment failed (${res.code})`, "error");
+  } catch (err) {
+    toast(`Payment failed: ${err.message}`, "error");
+  } finally {
+    paying.delete(hold.hold);
+    saveHolds();
+    render();
+  }
+}
+
+async function onRelease() {
+  const hold = activeHold(currentSale()?.sale_id);
+  if (!hold) return;
+  try { await client.release(hold.hold); } catch (err) { toast(err.message, "error"); }
+  saveHolds();
+  render();
+}
+
+// ---------------------------------------------------------------------------------------------
+// derived state
+
+function activeHold(saleId) {
+  if (!client || !saleId) return null;
+  const now = client.serverNow();
+  for (const h of client.holdsOf(saleId)) {
+    if (h.status === "held" && (!h.pay_by || h.pay_by > now)) return h;
+  }
+  return null;
+}
+
+function confirmedQty(saleId) {
+  let q = 0;
+  for (const h of client.holdsOf(saleId)) if (h.status === "confirmed") q += h.qty || 1;
+  return q;
+}
+
+/** The sale the product card shows: open > next scheduled > mine > pinned product's > latest. */
+function currentSale() {
+  if (!client) return null;
+  const sales = client.salesList();
+  if (!sales.length) return null;
+  const now = client.serverNow();
+  const phase = (s) => client.salePhase(s, now);
+  const mine = sales.filter((s) => activeHold(s.sale_id));
+  if (mine.length) return mine[mine.length - 1];
+  const open = sales.filter((s) => phase(s) === "open");
+  if (open.length) return open[open.length - 1];
+  const scheduled = sales.filter((s) => phase(s) === "scheduled");
+  if (scheduled.length) return scheduled[0];
+  const recent = sales.filter((s) => (s.ends_at ?? 0) > now - 10 * 60000 || confirmedQty(s.sale_id) > 0);
+  const pinnedId = client.pinned?.product_id;
+  if (pinnedId) {
+    const forPinned = recent.filter((s) => s.product_id === pinnedId);
+    if (forPinned.length) return forPinned[forPinned.length - 1];
+    return null; // show the pinned product itself
+  }
+  return recent.length ? recent[recent.length - 1] : null;
+}
+
+function productOf(sale) {
+  if (!client) return null;
+  if (sale) {
+    const p = client.products.find((x) => x.product_id === sale.product_id)
+      || (client.pinned && client.pinned.product_id === sale.product_id ? client.pinned : null);
+    return { ...(p || {}), title: p?.title || sale.title, currency: sale.currency || p?.currency };
+  }
+  return client.pinned;
+}
+
+/** The buy button's state for a sale: see docs/CLIENT.md (viewer page). */
+function buyState(sale) {
+  if (!sale) return { state: "none" };
+  const now = client.serverNow();
+  const phase = client.salePhase(sale, now);
+  const held = activeHold(sale.sale_id);
+  const bought = confirmedQty(sale.sale_id);
+  const note = notes.get(sale.sale_id);
+  if (held) return { state: "reserved", hold: held };
+  if (buying.has(sale.sale_id)) return { state: "pending" };
+  if (bought > 0 && (bought >= (sale.per_user_limit || 1) || phase !== "open")) return { state: "confirmed", bought };
+  if (note?.code === "LIMIT") return { state: "limit", bought };
+  if (phase === "closed") return { state: "ended", bought };
+  if (phase === "sold_out" || note?.code === "SOLD_OUT") return { state: "sold-out", bought };
+  if (note?.code === "ENDED") return { state: "ended", bought };
+  if (phase === "scheduled") return { state: "not-started" };
+  return { state: "buy", bought, note };
+}
+
+// ---------------------------------------------------------------------------------------------
+// rendering
+
+let renderQueued = false;
+function scheduleRender() {
+  if (renderQueued) return;
+  renderQueued = true;
+  requestAnimationFrame(() => { renderQueued = false; render(); });
+}
+
+let lastAnnouncement = null;
+let announcementAt = 0;
+let playerUrlShown = null;
+
+function render() {
+  renderConnection();
+  if (!client) return;
+  const room = client.room;
+  const title = room?.title || roomId;
+  setText(byId("room-title"), title);
+  if (document.title !== `${title} · livesale`) document.title = `${title} · livesale`;
+  setText(byId("placeholder-title"), title);
+  const badge = byId("live-badge");
+  const status = room?.status || "scheduled";
+  setAttr(badge, "data-status", status);
+  setText(badge, status === "live" ? "LIVE" : status === "ended" ? "Ended" : "Starting soon");
+  renderPlayer(room?.player_url || "");
+
+  setText(byId("viewer-count"), compact(client.viewers));
+  setText(byId("like-count"), compact(client.likes + unsentLikes + sentLikes));
+
+  renderProduct();
+  renderComments();
+  renderTicker();
+
+  const ann = byId("announcement");
+  const annText = lastAnnouncement ?? client.announcements.at(-1)?.text;
+  const showAnn = annText && (Date.now() - announcementAt < 30000 || !announcementAt && client.announcements.length);
+  show(ann, !!showAnn);
+  if (showAnn) setText(byId("announcement-text"), annText);
+}
+
+function compact(n) {
+  n = Number(n) || 0;
+  if (n < 10000) return String(n);
+  return new Intl.NumberFormat(undefined, { notation: "compact", maximumFractionDigits: 1 }).format(n);
+}
+
+function renderConnection() {
+  const state = client ? client.state : "connecting";
+  document.body.dataset.conn = state;
+  const conn = byId("conn-state");
+  setAttr(conn, "data-state", state);
+  setAttr(conn, "title", `Connection: ${state}`);
+  const banner = byId("banner");
+  let text = null;
+  if (state === "reconnecting") text = "Reconnecting…";
+  else if (state === "connecting" && connectingSince && Date.now() - connectingSince > 1500) text = "Connecting…";
+  else if (state === "closed" && client?.fatal) {
+    text = client.fatal.code === "NOT_FOUND" ? "This room does not exist." : `Disconnected: ${client.fatal.message || client.fatal.code}`;
+  }
+  show(banner, !!text);
+  setAttr(banner, "data-kind", state === "closed" ? "error" : "warn");
+  if (text) setText(byId("banner-text"), text);
+}
+
+function renderPlayer(url) {
+  if (url === playerUrlShown) return;
+  playerUrlShown = url;
+  const media = byId("player-media");
+  media.replaceChildren();
+  const player = byId("player");
+  player.classList.toggle("has-media", !!url);
+  if (!url) return;
+  let el;
+  if (/\.(mp4|webm|ogg|m3u8)(\?|#|$)/i.test(url)) {
+    el = document.createElement("video");
+    Object.assign(el, { src: url, autoplay: true, muted: true, controls: true, playsInline: true, loop: true });
+  } else {
+    el = document.createElement("iframe");
+    el.src = url;
+    el.allow = "autoplay; encrypted-media; picture-in-picture; fullscreen";
+    el.setAttribute("allowfullscreen", "");
+    el.title = "Live stream";
+  }
+  media.appendChild(el);
+}
+
+function renderProduct() {
+  const card = byId("product-card");
+  const sale = currentSale();
+  const product = productOf(sale);
+  const bs = buyState(sale);
+  setAttr(card, "data-state", product ? bs.state : "empty");
+  if (!product) {
+    renderBuy(bs, sale);
+    return;
+  }
+  const currency = sale?.currency || product.currency || "EUR";
+  setText(byId("pinned-title"), product.title || product.sku || "");
+  setText(byId("product-kicker"), sale ? "Flash sale" : "Pinned");
+  const price = sale ? sale.unit_price : product.unit_price;
+  setText(byId("pinned-price"), formatMoney(price, currency));
+  const was = sale && product.unit_price && product.unit_price > sale.unit_price ? formatMoney(product.unit_price, currency) : "";
+  setText(byId("price-was"), was);
+
+  const thumb = byId("product-thumb");
+  const img = product.image_url || "";
+  if (thumb.dataset.src !== img || !thumb.dataset.init) {
+    thumb.dataset.src = img;
+    thumb.dataset.init = "1";
+    thumb.replaceChildren();
+    if (img) {
+      const i = document.createElement("img");
+      i.src = img; i.alt = ""; i.loading = "lazy";
+      thumb.appendChild(i);
+    } else {
+      const t = (product.title || "?").trim();
+      thumb.textContent = t.split(/\s+/).slice(0, 2).map((w) => w[0]).join("").toUpperCase();
+    }
+    thumb.style.setProperty("--h", hue(product.product_id || t));
+  }
+
+  const box = byId("sale-box");
+  show(box, !!sale);
+  if (sale) {
+    const now = client.serverNow();
+    const phase = client.salePhase(sale, now);
+    const cd = byId("countdown");
+    let cdText = "";
+    if (phase === "scheduled") cdText = `Starts in ${fmtClock(sale.starts_at - now)}`;
+    else if (phase === "open") cdText = sale.ends_at ? `Ends in ${fmtClock(sale.ends_at - now)}` : "On now";
+    else if (phase === "sold_out") cdText = "Sold out";
+    else cdText = "Ended";
+    setText(cd, cdText);
+    setAttr(cd, "data-phase", phase);
+    const left = typeof sale.units_left === "number" ? sale.units_left : sale.allocated;
+    const ul = byId("units-left");
+    setText(ul, left > 0 ? `${left} of ${sale.allocated} left` : "0 left");
+    setAttr(ul, "data-units", left);
+    const pct = sale.allocated ? Math.max(0, Math.min(100, (left / sale.allocated) * 100)) : 0;
+    byId("stock-fill").style.width = `${pct}%`;
+  }
+  renderBuy(bs, sale, product);
+}
+
+const BUTTON_LABEL = {
+  "none": "Not on sale",
+  "not-started": "Starts soon",
+  "buy": "Buy now",
+  "pending": "Reserving…",
+  "reserved": "Reserved",
+  "confirmed": "Purchased ✓",
+  "sold-out": "Sold out",
+  "limit": "Limit reached",
+  "ended": "Sale ended",
+};
+
+function renderBuy(bs, sale, product) {
+  const btn = byId("buy-button");
+  const pay = byId("pay-button");
+  const rel = byId("release-button");
+  const status = byId("status");
+  const now = client.serverNow();
+  let label = BUTTON_LABEL[bs.state];
+  if (bs.state === "not-started" && sale) label = `Starts in ${fmtClock(sale.starts_at - now)}`;
+  if (bs.state === "buy" && bs.bought) label = "Buy another";
+  setText(btn, label);
+  setAttr(btn, "data-state", bs.state);
+  btn.disabled = bs.state !== "buy";
+  show(btn, bs.state !== "reserved");
+
+  show(pay, bs.state === "reserved");
+  show(rel, bs.state === "reserved");
+  let statusText = "";
+  let statusState = bs.state;
+  const currency = sale?.currency || product?.currency || "EUR";
+  if (bs.state === "reserved") {
+    const h = bs.hold;
+    const total = formatMoney((sale?.unit_price ?? 0) * (h.qty || 1), currency);
+    const busy = paying.has(h.hold);
+    setText(pay, busy ? "Paying…" : `Pay ${total}`);
+    pay.disabled = busy;
+    statusText = h.pay_by ? `Reserved for you · pay within ${fmtClock(h.pay_by - now)}` : "Reserved for you";
+  } else if (bs.state === "confirmed" || (bs.bought > 0 && sale)) {
+    const settled = client.holdsOf(sale.sale_id).find((h) => h.status === "confirmed" && h.settled);
+    const order = client.holdsOf(sale.sale_id).find((h) => h.status === "confirmed");
+    statusText = `Order confirmed ✓ ${shortId(order?.order || order?.hold)}${settled ? "" : ""}`;
+    statusState = "confirmed";
+  } else if (bs.state === "sold-out") {
+    statusText = notes.get(sale?.sale_id)?.code === "SOLD_OUT" ? "So close! Someone was faster: sold out." : "All units are taken.";
+  } else if (bs.state === "limit") {
+    statusText = `Limit reached: ${sale?.per_user_limit || 1} per person.`;
+  } else if (bs.state === "ended") {
+    statusText = notes.get(sale?.sale_id)?.code === "EXPIRED" ? "Your reservation expired and the sale has ended." : "This flash sale has ended.";
+  } else if (bs.state === "not-started" && sale) {
+    const at = new Date(sale.starts_at - client.offset);
+    statusText = `Opens at ${at.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" })} · get ready!`;
+  } else if (bs.state === "buy" && sale) {
+    const note = notes.get(sale.sale_id);
+    statusText = note?.code === "EXPIRED" ? "Your reservation expired: try again while stock lasts." :
+      `Reserve now, pay within ${Math.round((sale.hold_ttl_ms || 300000) / 60000)} min.`;
+  } else if (bs.state === "pending") {
+    statusText = "Reserving your unit…";
+  } else if (bs.state === "none" && product) {
+    statusText = "No flash sale running for this product yet.";
+  }
+  setText(status, statusText);
+  setAttr(status, "data-state", statusState);
+}
+
+const commentEls = new Map();
+function renderComments() {
+  const list = byId("comments");
+  const ids = new Set(client.comments.map((c) => c.id));
+  for (const [id, el] of commentEls) {
+    if (!ids.has(id)) { el.remove(); commentEls.delete(id); }
+  }
+  const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
+  let added = false;
+  for (const c of client.comments) {
+    if (commentEls.has(c.id)) continue;
+    const li = document.createElement("li");
+    li.className = "comment";
+    li.dataset.testid = "comment";
+    li.dataset.id = c.id;
+    li.dataset.user = c.user;
+    if (identity && c.user === identity.user) li.classList.add("mine");
+    const name = document.createElement("span");
+    name.className = "comment-name";
+    name.textContent = c.name || c.user;
+    name.style.setProperty("--h", hue(c.user));
+    const text = document.createElement("span");
+    text.className = "comment-text";
+    text.textContent = c.text;
+    li.append(name, text);
+    list.appendChild(li);
+    commentEls.set(c.id, li);
+    added = true;
+  }
+  if (added && atBottom) list.scrollTop = list.scrollHeight;
+}
+
+const tickerEls = new Map();
+function renderTicker() {
+  const box = byId("ticker");
+  const now = client.serverNow();
+  const recent = client.bought.filter((b) => now - (b.ts || now) < 8000).slice(-3);
+  const keys = new Set(recent.map((b) => `${b.ts}|${b.name}|${b.sale_id}`));
+  for (const [k, el] of tickerEls) if (!keys.has(k)) { el.remove(); tickerEls.delete(k); }
+  for (const b of recent) {
+    const k = `${b.ts}|${b.name}|${b.sale_id}`;
+    if (tickerEls.has(k)) continue;
+    const el = document.createElement("div");
+    el.className = "ticker-item";
+    el.dataset.testid = "ticker-item";
+    const title = client.sales.get(b.sale_id)?.title || "it";
+    el.textContent = `🛍 ${b.name} just bought ${b.qty > 1 ? b.qty + " × " : ""}${title}`;
+    box.appendChild(el);
+    tickerEls.set(k, el);
+  }
+}
+
+main().catch((err) => {
+  console.error(err);
+  toast(`Could not start: ${err.message || err}`, "error");
+});

@@ -1,0 +1,70 @@
+"""Signed host and viewer tokens (HS256 JWTs). Pure: no I/O."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass
+
+import jwt
+
+__all__ = ["Identity", "TokenError", "mint_host_token", "mint_viewer_token", "verify_token", "ANONYMOUS"]
+
+_ALG = "HS256"
+
+
+class TokenError(ValueError):
+    """The token is missing, malformed, expired or not signed with our secret."""
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    user: str            # "" for anonymous watchers
+    name: str
+    role: str            # "anonymous" | "viewer" | "host"
+    rooms: tuple[str, ...] = ()
+
+    @property
+    def is_viewer(self) -> bool:
+        return self.role in ("viewer", "host") and bool(self.user)
+
+    def hosts(self, room_id: str) -> bool:
+        return self.role == "host" and ("*" in self.rooms or room_id in self.rooms)
+
+
+ANONYMOUS = Identity(user="", name="", role="anonymous")
+
+
+def mint_host_token(secret: str, host_id: str, rooms: tuple[str, ...] = ("*",), ttl_s: int = 7 * 86400) -> str:
+    now = int(time.time())
+    return jwt.encode({"sub": host_id, "role": "host", "name": host_id, "rooms": list(rooms),
+                       "iat": now, "exp": now + ttl_s}, secret, algorithm=_ALG)
+
+
+def mint_viewer_token(secret: str, name: str, user: str | None = None, ttl_s: int = 30 * 86400) -> tuple[str, str]:
+    """Returns (token, user id). The demo issues one per browser."""
+    user = user or "v-" + secrets.token_hex(6)
+    now = int(time.time())
+    token = jwt.encode({"sub": user, "role": "viewer", "name": name, "iat": now, "exp": now + ttl_s},
+                       secret, algorithm=_ALG)
+    return token, user
+
+
+def verify_token(secret: str, token: object) -> Identity:
+    if not isinstance(token, str) or not token or len(token) > 4096:
+        raise TokenError("token must be a non-empty string")
+    try:
+        claims = jwt.decode(token, secret, algorithms=[_ALG], options={"require": ["sub", "exp"]})
+    except jwt.ExpiredSignatureError:
+        raise TokenError("token expired") from None
+    except jwt.PyJWTError:
+        raise TokenError("token is not valid") from None
+    role = claims.get("role")
+    sub = claims.get("sub")
+    if role not in ("viewer", "host") or not isinstance(sub, str) or not 1 <= len(sub) <= 128:
+        raise TokenError("token has no valid role or subject")
+    rooms = claims.get("rooms") or []
+    if not isinstance(rooms, list) or not all(isinstance(r, str) for r in rooms):
+        raise TokenError("token has malformed rooms")
+    name = claims.get("name") if isinstance(claims.get("name"), str) else sub
+    return Identity(user=sub, name=name[:40], role=role, rooms=tuple(rooms))

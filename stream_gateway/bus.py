@@ -1,0 +1,118 @@
+"""The cross-process room bus over Redis: sequenced events, ambient events, user messages, loading.
+
+Sequenced events go through ``publish.lua`` (seq + log + state + PUBLISH in one script), so every
+gateway receives them in seq order on the room's channel. Channel payloads are prefixed with one
+byte: ``E`` sequenced event json, ``A`` ambient json, ``U`` user-targeted json.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+
+from .keys import room_keys
+from .room_state import COMMENTS_KEPT, RoomState
+
+__all__ = ["RoomBus"]
+
+_PUBLISH = (importlib.resources.files("stream_gateway") / "lua" / "publish.lua").read_text()
+
+
+def _text(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else v
+
+
+class RoomBus:
+    def __init__(self, redis: Redis, replay_keep: int = 1024) -> None:
+        self.redis = redis
+        self.replay_keep = replay_keep
+        self._publish = redis.register_script(_PUBLISH)
+
+    async def load_script(self) -> None:
+        await self.redis.script_load(self._publish.script)
+
+    async def publish(self, room_id: str, event: dict[str, Any] | None,
+                      state: dict[str, Any] | None = None, once: str = "") -> int:
+        """Publish a sequenced event (and/or state changes). Returns its seq, 0 if none was published.
+
+        ``state`` maps state-hash fields to a json-able value, or None to delete the field.
+        """
+        k = room_keys(room_id)
+        args: list[Any] = [k.channel, orjson.dumps(event) if event else "", self.replay_keep, once,
+                           len(state or {})]
+        for f, v in (state or {}).items():
+            args += [f, "" if v is None else orjson.dumps(v)]
+        seq, _epoch = await self._publish(keys=k.for_publish, args=args)
+        return int(seq)
+
+    async def ambient(self, room_id: str, payload: dict[str, Any]) -> None:
+        await self.redis.publish(room_keys(room_id).channel, b"A" + orjson.dumps(payload))
+
+    async def comment(self, room_id: str, comment: dict[str, Any]) -> None:
+        k = room_keys(room_id)
+        raw = orjson.dumps(comment)
+        async with self.redis.pipeline(transaction=True) as p:
+            p.lpush(k.comments, raw)
+            p.ltrim(k.comments, 0, COMMENTS_KEPT - 1)
+            p.publish(k.channel, b"A" + orjson.dumps({"k": "c", "c": comment}))
+            await p.execute()
+
+    async def to_user(self, room_id: str, user: str, message: dict[str, Any]) -> None:
+        await self.redis.publish(room_keys(room_id).channel, b"U" + orjson.dumps({"u": user, "m": message}))
+
+    async def add_likes(self, room_id: str, n: int) -> int:
+        k = room_keys(room_id)
+        total = int(await self.redis.incrby(k.likes, n))
+        await self.redis.publish(k.channel, b"A" + orjson.dumps({"k": "l", "n": total}))
+        return total
+
+    async def count(self, room_id: str, field: str, n: int = 1) -> None:
+        await self.redis.hincrby(room_keys(room_id).funnel, field, n)
+
+    async def funnel(self, room_id: str) -> dict[str, int]:
+        raw = await self.redis.hgetall(room_keys(room_id).funnel)
+        return {_text(a): int(b) for a, b in raw.items()}
+
+    async def load(self, room_id: str) -> tuple[RoomState, list[tuple[int, bytes]]]:
+        """Atomically read seq/epoch, state, recent comments, likes and the replay log."""
+        k = room_keys(room_id)
+        async with self.redis.pipeline(transaction=True) as p:
+            p.hmget(k.meta, "seq", "epoch")
+            p.hgetall(k.state)
+            p.lrange(k.comments, 0, COMMENTS_KEPT - 1)
+            p.get(k.likes)
+            p.lrange(k.log, 0, -1)
+            (seq, epoch), state, comments, likes, log = await p.execute()
+        rs = RoomState.load(
+            room_id, _text(epoch) or "", int(seq or 0), {_text(a): _text(b) for a, b in state.items()},
+            [_text(c) for c in comments], int(likes or 0),
+        )
+        ring = []
+        for raw in log:
+            data = raw if isinstance(raw, bytes) else raw.encode()
+            ring.append((orjson.loads(data)["seq"], data))
+        return rs, ring
+
+    async def report_viewers(self, room_id: str, gateway_id: str, count: int, now_ms: int) -> int:
+        """Record this gateway's local viewers; return the room total over live gateways."""
+        k = room_keys(room_id)
+        async with self.redis.pipeline(transaction=False) as p:
+            if count:
+                p.hset(k.viewers, gateway_id, f"{count}:{now_ms}")
+            else:
+                p.hdel(k.viewers, gateway_id)
+            p.hgetall(k.viewers)
+            _, allv = await p.execute()
+        total, stale = 0, []
+        for gw, val in allv.items():
+            c, _, ts = _text(val).partition(":")
+            if now_ms - int(ts or 0) > 10_000:
+                stale.append(gw)
+            else:
+                total += int(c)
+        if stale:
+            await self.redis.hdel(k.viewers, *stale)
+        return total

@@ -1,0 +1,97 @@
+"""One viewer connection: identity, limits, and the non-blocking write path with backpressure policy."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from typing import Any
+
+from aiohttp import web
+
+from .auth import ANONYMOUS, Identity
+from .frames import BINARY, TEXT, close_frame, frame
+from .messages import encode_json, encode_msgpack
+
+__all__ = ["Conn", "TokenBucket", "CLOSE_SLOW", "CLOSE_HEARTBEAT", "CLOSE_POLICY", "CLOSE_GOING_AWAY"]
+
+CLOSE_SLOW = 4008        # write buffer over the hard limit: reconnect and resume / resync
+CLOSE_HEARTBEAT = 4001   # nothing heard for two heartbeat intervals
+CLOSE_POLICY = 1008      # inbound flood
+CLOSE_GOING_AWAY = 1001
+
+
+class TokenBucket:
+    __slots__ = ("rate", "burst", "tokens", "stamp")
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate, self.burst, self.tokens, self.stamp = rate, burst, burst, time.monotonic()
+
+    def take(self, n: float = 1.0) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= n:
+            self.tokens -= n
+            return True
+        return False
+
+
+class Conn:
+    __slots__ = ("ws", "transport", "binary", "identity", "room_id", "last_seen", "dead", "session",
+                 "buys", "comments", "flood_window", "flood_count", "hard_limit", "skipped")
+
+    def __init__(self, ws: web.WebSocketResponse, transport: asyncio.Transport, binary: bool,
+                 buy_rate: float, comment_rate: float, hard_limit: int) -> None:
+        self.ws = ws
+        self.transport = transport
+        self.binary = binary
+        self.identity: Identity = ANONYMOUS
+        self.room_id: str | None = None
+        self.last_seen = time.monotonic()
+        self.dead = False
+        self.session = secrets.token_hex(4)
+        self.buys = TokenBucket(buy_rate, max(2.0, buy_rate * 2))
+        self.comments = TokenBucket(comment_rate, 3.0)
+        self.flood_window = 0
+        self.flood_count = 0
+        self.hard_limit = hard_limit
+        self.skipped = 0
+
+    def send(self, obj: dict[str, Any]) -> None:
+        """A personal message (critical lane): encoded for this connection, never skipped."""
+        if self.binary:
+            self.write(frame(encode_msgpack(obj), BINARY))
+        else:
+            self.write(frame(encode_json(obj), TEXT))
+
+    def write(self, data: bytes) -> bool:
+        if self.dead:
+            return False
+        t = self.transport
+        if t.is_closing():
+            self.dead = True
+            return False
+        if t.get_write_buffer_size() > self.hard_limit:
+            self.kill(CLOSE_SLOW, "slow consumer: resync")
+            return False
+        t.write(data)
+        return True
+
+    def kill(self, code: int, reason: str) -> None:
+        """Close without awaiting the peer: queue a close frame, then drop the transport shortly."""
+        if self.dead:
+            return
+        self.dead = True
+        t = self.transport
+        if not t.is_closing():
+            t.write(close_frame(code, reason))
+            asyncio.get_running_loop().call_later(2.0, t.abort)
+
+    def flood(self, limit: int) -> bool:
+        """Count an inbound message; True when more than ``limit`` arrived within this second."""
+        now = int(time.monotonic())
+        if now != self.flood_window:
+            self.flood_window, self.flood_count = now, 0
+        self.flood_count += 1
+        return self.flood_count > limit
