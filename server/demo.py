@@ -1,0 +1,144 @@
+"""`livesale demo`: the whole system on embedded defaults, with a seeded live room that looks alive.
+
+It runs the gateway + settlement in this process, seeds a room with products over the public HTTP
+API, launches a flash sale about every minute, and runs a few simulated viewers (over the public
+WebSocket protocol) who chat, like, buy and pay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from typing import Any
+
+import aiohttp
+
+from stream_gateway.auth import mint_host_token
+
+from .cli import run_server
+from .config import Settings
+
+__all__ = ["run_demo"]
+
+log = logging.getLogger(__name__)
+
+ROOM = "demo"
+PRODUCTS = [
+    {"product_id": "lipstick", "sku": "LS-RED-01", "title": "Velvet Matte Lipstick, Ruby", "unit_price": 1990,
+     "description": "Long-wear matte finish. 12 shades."},
+    {"product_id": "serum", "sku": "SR-VITC-30", "title": "Vitamin C Glow Serum 30 ml", "unit_price": 3450,
+     "description": "15% vitamin C, brightening."},
+    {"product_id": "sneakers", "sku": "SN-CLOUD-42", "title": "Cloud Runner Sneakers", "unit_price": 8900,
+     "description": "Featherweight knit, limited colourway."},
+    {"product_id": "headphones", "sku": "HP-NC-700", "title": "Noise-cancelling Headphones", "unit_price": 12900,
+     "description": "30 h battery, USB-C."},
+]
+NAMES = ["Ana", "Bruno", "Chen", "Dara", "Emeka", "Fatima", "Gus", "Hana", "Ines", "Jae", "Kofi", "Lena"]
+LINES = ["love this!", "is it vegan?", "how long does shipping take?", "just bought one 🎉", "more colours please",
+         "that price 🔥", "ready for the drop", "does it come in blue?", "hi from Lisbon", "3, 2, 1..."]
+
+
+async def run_demo(settings: Settings) -> None:
+    if settings.port == 0:
+        settings = settings.replace(port=8080)
+    stop = asyncio.Event()
+    tasks: list[asyncio.Task[Any]] = []
+
+    async def ready(url: str) -> None:
+        host_token = mint_host_token(settings.signing_secret(), "demo-host", (ROOM,))
+        base = url.replace("0.0.0.0", "127.0.0.1")
+        await _seed(base, host_token)
+        tasks.append(asyncio.create_task(_sales_loop(base, host_token, stop), name="demo-sales"))
+        for i in range(settings.demo_viewers):
+            tasks.append(asyncio.create_task(_viewer(base, NAMES[i % len(NAMES)], stop), name=f"demo-viewer-{i}"))
+        print("\n  livesale demo is running\n"
+              f"  viewer page : {base}/rooms/{ROOM}\n"
+              f"  host panel  : {base}/host/{ROOM}#token={host_token}\n"
+              f"  API         : {base}/api/rooms/{ROOM}\n"
+              "  Ctrl-C stops it.\n", flush=True)
+
+    try:
+        await run_server(settings, ready=ready)
+    finally:
+        stop.set()
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _seed(base: str, token: str) -> None:
+    h = {"Authorization": f"Bearer {token}"}
+    async with aiohttp.ClientSession(headers=h) as s:
+        async with s.post(f"{base}/api/rooms", json={"room_id": ROOM, "title": "Friday Night Drop"}) as r:
+            r.raise_for_status()
+        for p in PRODUCTS:
+            async with s.post(f"{base}/api/rooms/{ROOM}/products", json={**p, "currency": "EUR"}) as r:
+                r.raise_for_status()
+        async with s.post(f"{base}/api/rooms/{ROOM}/actions/go_live", json={}) as r:
+            r.raise_for_status()
+
+
+async def _sales_loop(base: str, token: str, stop: asyncio.Event) -> None:
+    """Pin a product, announce, and drop a flash sale about every minute."""
+    h = {"Authorization": f"Bearer {token}"}
+    n = 0
+    async with aiohttp.ClientSession(headers=h) as s:
+        while not stop.is_set():
+            p = PRODUCTS[n % len(PRODUCTS)]
+            n += 1
+            try:
+                await s.post(f"{base}/api/rooms/{ROOM}/actions/pin", json={"product": p["product_id"]})
+                await s.post(f"{base}/api/rooms/{ROOM}/actions/announce",
+                             json={"text": f"Flash sale on {p['title']} in 15 seconds!"})
+                await s.post(f"{base}/api/rooms/{ROOM}/sales", json={
+                    "product_id": p["product_id"], "units": random.choice([10, 20, 30]), "per_user_limit": 2,
+                    "unit_price": int(p["unit_price"] * 0.7), "starts_in_s": 15, "duration_s": 40,
+                    "hold_ttl_s": 60})
+            except aiohttp.ClientError as exc:
+                log.warning("demo sale loop: %s", exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 60)
+
+
+async def _viewer(base: str, name: str, stop: asyncio.Event) -> None:
+    """A simulated viewer: watches, chats, likes, and taps buy when a sale opens (pays most holds)."""
+    rng = random.Random(name)
+    async with aiohttp.ClientSession() as s:
+        async with s.post(f"{base}/api/viewer-token", json={"name": name}) as r:
+            token = (await r.json())["token"]
+        while not stop.is_set():
+            try:
+                async with s.ws_connect(f"{base}/ws", protocols=("livesale.v1.json",), heartbeat=20) as ws:
+                    await ws.send_json({"type": "join", "room": ROOM, "token": token})
+                    chatter = asyncio.create_task(_chatter(ws, rng))
+                    try:
+                        async for msg in ws:
+                            if msg.type != aiohttp.WSMsgType.TEXT:
+                                break
+                            m = msg.json()
+                            if m.get("type") == "sale_open" and rng.random() < 0.8:
+                                await asyncio.sleep(rng.uniform(0.05, 1.5))
+                                await ws.send_json({"type": "buy", "rid": f"{name}-{rng.getrandbits(40):x}",
+                                                    "sale": m["sale"]["sale_id"], "qty": 1})
+                            elif m.get("type") == "buy_result" and m.get("code") == "RESERVED" and rng.random() < 0.75:
+                                await asyncio.sleep(rng.uniform(1, 6))
+                                await ws.send_json({"type": "pay", "rid": f"pay-{rng.getrandbits(40):x}",
+                                                    "hold": m["hold"]})
+                    finally:
+                        chatter.cancel()
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await chatter
+            except (aiohttp.ClientError, OSError) as exc:
+                log.debug("demo viewer %s: %s", name, exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 2)
+
+
+async def _chatter(ws: aiohttp.ClientWebSocketResponse, rng: random.Random) -> None:
+    while True:
+        await asyncio.sleep(rng.uniform(3, 12))
+        if rng.random() < 0.5:
+            await ws.send_json({"type": "comment", "text": rng.choice(LINES)})
+        await ws.send_json({"type": "like", "n": rng.randint(1, 5)})
