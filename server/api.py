@@ -146,7 +146,7 @@ async def get_time(request: web.Request) -> web.Response:
 
 async def health(request: web.Request) -> web.Response:
     await request.app[INVENTORY].redis.ping()
-    return json({"ok": True, "connections": len(request.app[GATEWAY].connections),
+    return json({"ok": True, "gateway": request.app[HUB].gateway_id, "connections": len(request.app[GATEWAY].connections),
                  "rooms": len(request.app[HUB].rooms), "stats": request.app[HUB].stats})
 
 

@@ -73,6 +73,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     bus = RoomBus(raw, replay_keep=s.replay_buffer)
     await bus.load_script()
     service = RoomService(store, inventory, bus, s.default_hold_ttl_s, s.max_qty_per_request)
+    service.start()
     hub = Hub(raw, bus, tick_ms=s.tick_ms, replay_keep=s.replay_buffer, soft_limit=s.ws_soft_limit,
               heartbeat_s=s.heartbeat_s, sample_threshold=s.sample_threshold,
               on_open=service.fire_open, on_close=service.fire_close)
@@ -86,7 +87,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await hub.stop()
-        await service.batcher.close()
+        await service.close()
         await store.close()
         await redis.aclose()
         await raw.aclose()

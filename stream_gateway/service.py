@@ -7,6 +7,7 @@ stock), then publishes the room event. Results are typed; the transports map the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import time
@@ -137,6 +138,37 @@ class RoomService:
         self.default_hold_ttl_s = default_hold_ttl_s
         self.max_qty = max_qty
         self.batcher = ReserveBatcher(inventory)
+        self._funnel: dict[str, dict[str, int]] = {}  # room -> counter -> n, flushed to Redis each second
+        self._flusher: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._flusher = asyncio.create_task(self._flush_loop(), name="funnel-flush")
+
+    async def close(self) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+        await self.flush_funnel()
+        await self.batcher.close()
+
+    def _count(self, room_id: str, field: str) -> None:
+        room = self._funnel.setdefault(room_id, {})
+        room[field] = room.get(field, 0) + 1
+
+    async def flush_funnel(self) -> None:
+        pending, self._funnel = self._funnel, {}
+        for room_id, counts in pending.items():
+            for field, n in counts.items():
+                await self.bus.count(room_id, field, n)
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                await self.flush_funnel()
+            except Exception as exc:  # Redis briefly away: the counts of that second are dropped
+                log.warning("funnel flush failed: %s", exc)
 
     # -- rooms and catalogue -------------------------------------------------------------------
 
@@ -295,11 +327,11 @@ class RoomService:
         if not isinstance(qty, int) or isinstance(qty, bool) or not 1 <= qty <= self.max_qty:
             return ReserveResult(ReserveCode.INVALID, None, None, 0, 0)
         if room_id:
-            await self.bus.count(room_id, "tapped")
+            self._count(room_id, "tapped")
         result = await self.batcher.reserve(sale_id, ReserveRequest(viewer.user, qty, request_id))
         if result.ok:
             if room_id:
-                await self.bus.count(room_id, "reserved")
+                self._count(room_id, "reserved")
             if result.available == 0 and room_id:  # this request took the last unit: exactly once per depletion
                 await self.bus.publish(room_id, {"type": "sale_sold_out", "sale_id": sale_id})
         return result
@@ -313,7 +345,7 @@ class RoomService:
             counters = await self.inventory.counters(hold.sale_id) if hold else None
             if hold and counters and hold.confirmed_ms:
                 room = counters.room_id
-                await self.bus.count(room, "paid")
+                self._count(room, "paid")
                 await self.bus.ambient(room, {"k": "b", "b": {"order": hold_id, "name": mask_name(viewer.name),
                                                                "sale_id": hold.sale_id, "qty": hold.qty,
                                                                "ts": hold.confirmed_ms}})

@@ -82,10 +82,10 @@ export function tokenClaims(token) {
   }
 }
 
-const SEQUENCED = new Set([
-  "room_status", "product_pinned", "product_unpinned", "sale_scheduled", "sale_open",
-  "sale_sold_out", "sale_closed", "announcement", "comment_hidden", "user_muted",
-]);
+// Replies and personal messages never carry `seq`; every room event does (including types added
+// after this client was written, which are still counted so that no false gap is seen).
+const UNSEQUENCED = new Set(["snapshot", "resumed", "hello", "clock", "pong", "tick", "ok", "error",
+  "buy_result", "pay_result", "release_result", "order_confirmed"]);
 // Requests that are idempotent by rid on the server: re-sent after a reconnect.
 const IDEMPOTENT = new Set(["buy", "pay", "release"]);
 const REPLY_OF = { buy: "buy_result", pay: "pay_result", release: "release_result" };
@@ -415,7 +415,7 @@ export class LiveSaleClient extends EventTarget {
 
   _handle(msg) {
     const type = msg.type;
-    if (SEQUENCED.has(type) && typeof msg.seq === "number") {
+    if (typeof msg.seq === "number" && !UNSEQUENCED.has(type)) {
       if (this.epoch !== null && msg.epoch !== undefined && String(msg.epoch) !== String(this.epoch)) {
         // The room's history was lost: start over from a snapshot.
         this._rejoinFresh();
@@ -448,6 +448,8 @@ export class LiveSaleClient extends EventTarget {
       case "pong": break;
       case "tick": this._applyTick(msg); break;
       case "room_status": if (this.room) this.room = { ...this.room, status: msg.status }; break;
+      case "room_updated": if (msg.room) this.room = { ...(this.room || {}), ...msg.room }; break;
+      case "product_added": if (msg.product) this._upsertProduct(msg.product); break;
       case "product_pinned":
         this.pinned = msg.product || null;
         if (msg.product) this._upsertProduct(msg.product);
@@ -467,7 +469,10 @@ export class LiveSaleClient extends EventTarget {
         this.hiddenComments.add(msg.comment);
         this.comments = this.comments.filter((c) => c.id !== msg.comment);
         break;
-      case "user_muted": this.muted.add(msg.user); break;
+      case "user_muted":
+        this.muted.add(msg.user);
+        this.comments = this.comments.filter((c) => c.user !== msg.user);
+        break;
       case "buy_result": this._onBuyResult(msg); break;
       case "pay_result": this._onPayResult(msg); break;
       case "release_result": this._onReleaseResult(msg); break;
@@ -502,6 +507,7 @@ export class LiveSaleClient extends EventTarget {
     this.epoch = msg.epoch !== undefined && msg.epoch !== null ? String(msg.epoch) : null;
     this.seq = msg.seq ?? null;
     this.you = msg.you || null;
+    if (msg.announcement && msg.announcement.text) this.announcements.push({ ...msg.announcement });
     this._afterJoin(msg);
   }
 
@@ -519,7 +525,11 @@ export class LiveSaleClient extends EventTarget {
     for (const p of this._pending.values()) {
       if (!p.sent) p.sent = this._raw(p.msg);
     }
-    this._startClockSync();
+    // Measure the clock once per socket (a server-initiated resync snapshot does not redo it).
+    if (this._clockSocket !== this._ws) {
+      this._clockSocket = this._ws;
+      this._startClockSync();
+    }
     this.dispatchEvent(new CustomEvent("joined", { detail: msg }));
   }
 
@@ -535,7 +545,7 @@ export class LiveSaleClient extends EventTarget {
     if (Array.isArray(msg.comments) && msg.comments.length) {
       const seen = new Set(this.comments.map((c) => c.id));
       for (const c of msg.comments) {
-        if (!seen.has(c.id) && !this.hiddenComments.has(c.id)) this.comments.push(c);
+        if (!seen.has(c.id) && !this.hiddenComments.has(c.id) && !this.muted.has(c.user)) this.comments.push(c);
       }
       if (this.comments.length > 100) this.comments.splice(0, this.comments.length - 100);
     }

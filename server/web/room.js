@@ -172,7 +172,6 @@ async function main() {
     toast(`Order ${shortId(e.detail.order?.order_id)} confirmed`, "ok");
   });
   client.addEventListener("tick", onTick);
-  client.addEventListener("announcement", (e) => { announcementAt = Date.now(); lastAnnouncement = e.detail.text; });
   await restoreHolds();
   client.start().catch(() => {});
   setInterval(render, 250);
@@ -441,8 +440,6 @@ function scheduleRender() {
   requestAnimationFrame(() => { renderQueued = false; render(); });
 }
 
-let lastAnnouncement = null;
-let announcementAt = 0;
 let playerUrlShown = null;
 
 function render() {
@@ -467,10 +464,10 @@ function render() {
   renderTicker();
 
   const ann = byId("announcement");
-  const annText = lastAnnouncement ?? client.announcements.at(-1)?.text;
-  const showAnn = annText && (Date.now() - announcementAt < 30000 || !announcementAt && client.announcements.length);
-  show(ann, !!showAnn);
-  if (showAnn) setText(byId("announcement-text"), annText);
+  const last = client.announcements.at(-1);
+  const showAnn = !!last && (!last.ts || client.serverNow() - last.ts < 120000);
+  show(ann, showAnn);
+  if (showAnn) setText(byId("announcement-text"), last.text);
 }
 
 function compact(n) {
@@ -674,6 +671,7 @@ function renderComments() {
   if (added && atBottom) list.scrollTop = list.scrollHeight;
 }
 
+const BAG_ICON = '<svg viewBox="0 0 24 24" aria-hidden="true"><path d="M7 7V6a5 5 0 0110 0v1h3l-1 14H5L4 7h3zm2 0h6V6a3 3 0 00-6 0v1z"/></svg>';
 const tickerEls = new Map();
 function renderTicker() {
   const box = byId("ticker");
@@ -688,7 +686,8 @@ function renderTicker() {
     el.className = "ticker-item";
     el.dataset.testid = "ticker-item";
     const title = client.sales.get(b.sale_id)?.title || "it";
-    el.textContent = `🛍 ${b.name} just bought ${b.qty > 1 ? b.qty + " × " : ""}${title}`;
+    el.innerHTML = BAG_ICON;
+    el.append(`${b.name} just bought ${b.qty > 1 ? b.qty + " × " : ""}${title}`);
     box.appendChild(el);
     tickerEls.set(k, el);
   }
