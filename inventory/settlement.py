@@ -88,6 +88,13 @@ def _describe(exc: BaseException) -> str:
     return f"{type(orig).__name__}: {str(orig).splitlines()[0][:200] if str(orig) else ''}"
 
 
+def _raise_if_cancelling() -> None:
+    """Re-raise a cancellation a library swallowed (redis-py can, while connecting)."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError()
+
+
 @dataclass(slots=True)
 class SettlementStats:
     batches: int = 0           # batches committed and acked
@@ -113,7 +120,13 @@ class _Backoff:
 
 
 class SettlementWorker:
-    """Moves confirmed orders from the outbox streams into the ``OrderStore``."""
+    """Moves confirmed orders from the outbox streams into the ``OrderStore``.
+
+    ``on_committed(orders)`` is awaited after each batch's commit and before its XACK, with every
+    order of the batch (now durably stored): at least once per order, so a crash between commit and
+    ack repeats it rather than losing it. ``fault(point)`` ("before_commit" / "after_commit") is a
+    test hook. ``group``, ``registry`` and ``dead_letter`` default to the production keys.
+    """
 
     def __init__(
         self, redis: Redis, store: OrderStore, *, consumer: str, batch: int = 200, block_ms: int = 1000,
@@ -155,6 +168,7 @@ class SettlementWorker:
         log.info("settlement worker %s started (group %s)", self.consumer, self.group)
         try:
             while not self._stop.is_set():
+                _raise_if_cancelling()
                 try:
                     progressed = await self._step(burst)
                     backoff.reset()
@@ -169,6 +183,7 @@ class SettlementWorker:
                     delay = backoff.next()
                     log.warning("settlement: redis error (%s); retrying in %.2fs", _describe(exc), delay)
                     await self._pause(delay)
+                    _raise_if_cancelling()
                 except Exception:  # a bug or an unexpected failure: keep settling, loudly
                     self._cursors.clear()
                     self._next_refresh = 0.0
@@ -396,6 +411,8 @@ class SettlementWorker:
             if len(rows) < _PAGE:
                 break
             start = "(" + _s(rows[-1]["message_id"])
+        if moved:
+            await self._trim(key)
         return moved
 
     async def _move_to_dead_letter(self, key: str, entry_id: str, deliveries: int) -> None:

@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 ROOM_STATUSES = ("scheduled", "live", "ended")
 _CHUNK = 500  # rows per INSERT statement (keeps bound parameters far below driver limits)
+_STARTUP_ATTEMPTS = 20
 
 metadata = MetaData()
 
@@ -193,9 +194,11 @@ def _row(cls: type, row: Any) -> Any:
     return cls(**{f.name: row._mapping[f.name] for f in dataclasses.fields(cls)})
 
 
-def _is_exists_race(exc: DBAPIError) -> bool:
+def _is_startup_race(exc: DBAPIError) -> bool:
+    """Another process created a table first, or (SQLite) held the lock while the file was new."""
     text = str(exc.orig if exc.orig is not None else exc).lower()
-    return "already exists" in text or "duplicate key" in text or "pg_type_typname_nsp_index" in text
+    return any(m in text for m in ("already exists", "duplicate key", "pg_type_typname_nsp_index",
+                                   "database is locked"))
 
 
 class OrderStore:
@@ -210,35 +213,54 @@ class OrderStore:
         """Connect and create the tables if needed (safe when several processes do it at once)."""
         url = async_url(url)
         if url.startswith("sqlite"):
-            engine = create_async_engine(url)
+            engine = create_async_engine(url, hide_parameters=True)
 
             @event.listens_for(engine.sync_engine, "connect")
             def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
                 cur = dbapi_conn.cursor()
                 cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
-                cur.execute("PRAGMA journal_mode=WAL")
+                try:  # WAL is persistent in the file: one success is enough (``_ensure_wal`` checks)
+                    cur.execute("PRAGMA journal_mode=WAL")
+                except Exception as exc:  # another connection holds the lock while the file is new
+                    log.debug("journal_mode=WAL deferred: %s", exc)
                 cur.close()
         else:
-            engine = create_async_engine(url, pool_size=pool_size, pool_pre_ping=True)
+            engine = create_async_engine(url, pool_size=pool_size, pool_pre_ping=True, hide_parameters=True)
         store = cls(engine)
         try:
             await store._create_all()
+            if engine.dialect.name == "sqlite":
+                await store._ensure_wal()
         except BaseException:
             await engine.dispose()
             raise
         return store
 
     async def _create_all(self) -> None:
-        for attempt in range(5):
+        for attempt in range(_STARTUP_ATTEMPTS):
             try:
                 async with self.engine.begin() as conn:
                     await conn.run_sync(metadata.create_all, checkfirst=True)
                 return
-            except DBAPIError as exc:  # another process created a table between our check and create
-                if not _is_exists_race(exc) or attempt == 4:
+            except DBAPIError as exc:  # another process created a table (or held the lock) meanwhile
+                if not _is_startup_race(exc) or attempt == _STARTUP_ATTEMPTS - 1:
                     raise
-                log.debug("create_all raced with another process; retrying")
-                await asyncio.sleep(0.05 * (attempt + 1))
+                log.debug("create_all raced with another connection; retrying")
+                await asyncio.sleep(0.02 * (attempt + 1))
+
+    async def _ensure_wal(self) -> None:
+        """SQLite: WAL journal so readers and several writing processes get along."""
+        for attempt in range(_STARTUP_ATTEMPTS):
+            try:
+                async with self.engine.connect() as conn:
+                    mode = (await conn.exec_driver_sql("PRAGMA journal_mode=WAL")).scalar()
+                if str(mode).lower() == "wal" or str(mode).lower() == "memory":
+                    return
+            except DBAPIError as exc:
+                if not _is_startup_race(exc) or attempt == _STARTUP_ATTEMPTS - 1:
+                    raise
+            await asyncio.sleep(0.02 * (attempt + 1))
+        log.warning("SQLite journal mode is not WAL; concurrent writers may see 'database is locked'")
 
     async def close(self) -> None:
         await self.engine.dispose()

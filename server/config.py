@@ -135,6 +135,8 @@ class Settings:
     def validate(self) -> None:
         if self.ws_soft_limit >= self.ws_hard_limit:
             raise SettingsError("LIVESALE_WS_SOFT_LIMIT must be lower than LIVESALE_WS_HARD_LIMIT")
+        if self.secret and len(self.secret) < 32:
+            raise SettingsError("LIVESALE_SECRET must be at least 32 characters (HS256 keys need 256 bits)")
         if self.settle_block_ms >= 5000:
             raise SettingsError("LIVESALE_SETTLE_BLOCK_MS must stay below the 5 s Redis socket timeout")
 

@@ -57,7 +57,7 @@ def database_url(data_dir: Path) -> str:
 def settings(redis_url: str, database_url: str, data_dir: Path) -> Settings:
     return Settings.from_env(
         {}, redis_url=redis_url, database_url=database_url, data_dir=str(data_dir),
-        secret="test-secret-" + secrets.token_hex(8), port=0,
+        secret="test-secret-" + secrets.token_hex(16), port=0,
     )
 
 
