@@ -96,12 +96,16 @@ class Inventory:
         if not isinstance(sale_id, str) or not SALE_ID_RE.match(sale_id):
             return [ReserveResult(ReserveCode.INVALID, None, None, 0, 0) for _ in requests]
         k = K.sale_keys(sale_id)
-        args: list[Any] = [self.max_qty]
+        quads = []
         for r in requests:
-            qty = r.qty if isinstance(r.qty, int) and not isinstance(r.qty, bool) else "x"
+            qty = str(r.qty) if isinstance(r.qty, int) and not isinstance(r.qty, bool) else "x"
             rid = r.request_id if isinstance(r.request_id, str) else ""  # "" fails Lua's is_id: INVALID
             user = r.user_id if isinstance(r.user_id, str) else ""
-            args += [new_hold_id(sale_id), rid, user, qty]
+            quads.append((new_hold_id(sale_id), rid, user, qty))
+        if len(quads) > 2:  # one JSON argument is much cheaper to pack than 4 per request
+            args: list[Any] = [self.max_qty, "@json", orjson.dumps(quads)]
+        else:
+            args = [self.max_qty, *(x for q in quads for x in q)]
         replies = await self._scripts["reserve"](keys=k.for_reserve, args=args)
         out = []
         for code, hold_id, pay_by, available, units in replies:

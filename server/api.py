@@ -364,7 +364,9 @@ async def get_order(request: web.Request) -> web.Response:
             hold = await request.app[INVENTORY].get_hold(order_id)
         except InvalidInput:
             hold = None
-        if hold is not None and hold.status == "confirmed" and (hold.user_id == ident.user or ident.role == "host"):
+        counters = await request.app[INVENTORY].counters(hold.sale_id) if hold is not None else None
+        if (hold is not None and hold.status == "confirmed"
+                and (hold.user_id == ident.user or (counters is not None and ident.hosts(counters.room_id)))):
             raise ApiError("NOT_SETTLED", "the order is confirmed and being settled; retry shortly")
         raise ApiError("NOT_FOUND", f"no order {order_id}")
     if o.user_id != ident.user and not ident.hosts(o.room_id):

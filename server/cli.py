@@ -32,20 +32,20 @@ def _install_uvloop() -> None:
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
-async def _until_signal(stop_extra: Callable[[], None] | None = None) -> None:
+def _signal_event() -> asyncio.Event:
+    """An event set by SIGINT/SIGTERM; install it before announcing readiness."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    if stop_extra:
-        stop_extra()
+    return stop
 
 
 async def run_server(settings: Settings, *, reuse_port: bool = False,
                      ready: Callable[[str], Awaitable[None] | None] | None = None) -> None:
     from .app import create_app
 
+    stop = _signal_event()
     app = create_app(settings)
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=settings.shutdown_timeout_s,
                            access_log=None)
@@ -60,7 +60,7 @@ async def run_server(settings: Settings, *, reuse_port: bool = False,
             result = ready(url)
             if asyncio.iscoroutine(result):
                 await result
-        await _until_signal()
+        await stop.wait()
     finally:
         await runner.cleanup()
 
@@ -105,6 +105,7 @@ async def _settle_main(settings: Settings) -> None:
 
     from .app import redis_client, start_settlement, stop_settlement
 
+    stop = _signal_event()
     redis = redis_client(settings.redis_url, settings.redis_pool_size, decode=True)
     raw = redis_client(settings.redis_url, 8, decode=False)
     store = await OrderStore.open(settings.sqlalchemy_url)
@@ -116,7 +117,7 @@ async def _settle_main(settings: Settings) -> None:
     tasks, worker, reaper = await start_settlement(settings, redis, store, inventory, bus, service)
     print("livesale settlement worker running", flush=True)
     try:
-        await _until_signal()
+        await stop.wait()
     finally:
         await stop_settlement(tasks, worker, reaper, settings.shutdown_timeout_s)
         await store.close()

@@ -55,6 +55,7 @@ class Gateway:
         conn = Conn(ws, transport, ws.ws_protocol == SUBPROTOCOL_MSGPACK, lim.buy_rate, lim.comment_rate,
                     lim.hard_limit)
         self.connections.add(conn)
+        self.hub.all.add(conn)
         conn.send({"type": "hello", "v": PROTOCOL_VERSION, "server_time": self.hub.now_ms(), "session": conn.session,
                    "limits": {"max_msg": lim.max_msg, "buy_rate": lim.buy_rate, "comment_rate": lim.comment_rate,
                               "tick_ms": lim.tick_ms}})
@@ -78,6 +79,7 @@ class Gateway:
         finally:
             conn.dead = True
             self.connections.discard(conn)
+            self.hub.all.discard(conn)
             self.hub.remove(conn)
             if not ws.closed:
                 try:
@@ -108,7 +110,10 @@ class Gateway:
         t = m.type
         if t == "clock":
             t1 = self.hub.now_ms()
-            conn.send({"type": "clock", "t0": m["t0"], "t1": t1, "t2": self.hub.now_ms()})
+            out = {"type": "clock", "t0": m["t0"], "t1": t1, "t2": self.hub.now_ms()}
+            if m.rid:
+                out["rid"] = m.rid
+            conn.send(out)
             return
         if t == "ping":
             conn.send({"type": "pong", "rid": m.rid} if m.rid else {"type": "pong"})
@@ -134,6 +139,11 @@ class Gateway:
                 return
             raise ActionError("UNAUTHORIZED", f"{t} needs a viewer token: join with a token")
         if t == "buy":
+            local = self.hub.rooms.get(room_id)
+            if local is not None and m["sale"] not in local.state.sales:  # only this room's sales
+                conn.send({"type": "buy_result", "rid": m.rid, "code": "NOT_FOUND", "sale": m["sale"],
+                           "qty": m["qty"], "units_left": None})
+                return
             if not conn.buys.take():
                 conn.send({"type": "buy_result", "rid": m.rid, "code": "RATE_LIMITED", "sale": m["sale"],
                            "qty": m["qty"], "units_left": None})
@@ -173,17 +183,18 @@ class Gateway:
             await self.service.like(room_id, m["n"])
 
     async def _join(self, conn: Conn, m: Inbound) -> None:
+        identity = ANONYMOUS
         if m["token"]:
             try:
-                conn.identity = verify_token(self.secret, m["token"])
+                identity = verify_token(self.secret, m["token"])
             except TokenError as e:
                 raise ActionError("UNAUTHORIZED", str(e)) from None
-        else:
-            conn.identity = ANONYMOUS
         if conn.room_id is not None:
-            self.hub.remove(conn)
+            self.hub.remove(conn)  # under the identity it joined with: by_user is keyed by it
+        conn.identity = identity
         room: LocalRoom = await self.hub.room(m["room"])
         if not room.state.exists:
+            self.hub.drop_if_unused(room)
             raise ActionError("NOT_FOUND", f"no room {m['room']}")
         if conn.dead:
             return

@@ -86,6 +86,7 @@ class Hub:
         self.on_close = on_close
         self.gateway_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self.rooms: dict[str, LocalRoom] = {}
+        self.all: set[Conn] = set()  # every open connection, joined or not (heartbeat covers them all)
         self._by_channel: dict[bytes, LocalRoom] = {}
         self._pubsub = redis.pubsub()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -113,9 +114,13 @@ class Hub:
             for c in room.conns():
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(c.ws.close(code=CLOSE_GOING_AWAY, message=b"server shutdown"), 1.0)
-        for t in [*self._loops, *self._tasks]:
+        tasks = [*self._loops, *self._tasks]
+        for t in tasks:
             t.cancel()
-        await asyncio.gather(*self._loops, *self._tasks, return_exceptions=True)
+        if tasks:  # bounded: a cancel swallowed inside a library must not hang shutdown forever
+            _, pending = await asyncio.wait(tasks, timeout=5.0)
+            if pending:
+                log.warning("hub stop: %d task(s) did not finish", len(pending))
         with contextlib.suppress(Exception):
             await self._pubsub.aclose()
 
@@ -182,6 +187,11 @@ class Hub:
         self._schedule_sales(room)
         room.dirty.add("units")
 
+    def drop_if_unused(self, room: LocalRoom) -> None:
+        """Forget a loaded room nobody is in (a join for a room that does not exist)."""
+        if self.rooms.get(room.room_id) is room and not room.size and room.ready.is_set():
+            self._drop_room(room)
+
     def _drop_room(self, room: LocalRoom) -> None:
         self.rooms.pop(room.room_id, None)
         self._by_channel.pop(room.channel, None)
@@ -240,7 +250,7 @@ class Hub:
 
     async def _reader(self) -> None:
         backoff = 0.1
-        while True:
+        while not self._closing:
             try:
                 msg = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                 backoff = 0.1
@@ -387,7 +397,7 @@ class Hub:
         loop = asyncio.get_running_loop()
         next_at = loop.time()
         last_viewers = 0.0
-        while True:
+        while not self._closing:
             next_at += self.tick_s
             await asyncio.sleep(max(0.0, next_at - loop.time()))
             if loop.time() - next_at > self.tick_s:  # fell behind: skip, don't burst
@@ -471,33 +481,38 @@ class Hub:
                 continue
             fr = data()
             for c in list(conns):
-                if c.dead:
-                    self._reap_dead(c)
-                    continue
-                if c.transport.get_write_buffer_size() > soft:
-                    c.skipped += 1
-                    self.stats["skipped"] += 1
-                    if not c.write(b""):
+                if c.dead or c.transport.get_write_buffer_size() > soft:
+                    if not c.dead:
+                        c.skipped += 1
+                        self.stats["skipped"] += 1
+                    if not c.write(b""):  # closes it past the hard limit; reaps closed ones
                         self._reap_dead(c)
                     continue
-                c.transport.write(fr)
+                if not c.write(fr):
+                    self._reap_dead(c)
 
     # -- heartbeat and housekeeping -------------------------------------------------------------
 
     async def _heartbeat(self) -> None:
-        while True:
-            await asyncio.sleep(self.heartbeat_s)
+        """Ping every connection once per interval, spread over SLICES steps so the pongs don't all
+        come back (and wake every handler) at the same instant."""
+        slices = 20
+        step = 0
+        while not self._closing:
+            await asyncio.sleep(self.heartbeat_s / slices)
             limit = time.monotonic() - 2 * self.heartbeat_s
-            for room in list(self.rooms.values()):
-                for c in room.conns():
-                    if c.last_seen < limit:
-                        c.kill(CLOSE_HEARTBEAT, "heartbeat timeout")
-                        self._reap_dead(c)
-                    elif not c.write(PING_FRAME):
-                        self._reap_dead(c)
+            for c in list(self.all):
+                if hash(c) % slices != step:
+                    continue
+                if c.last_seen < limit:
+                    c.kill(CLOSE_HEARTBEAT, "heartbeat timeout")
+                    self._reap_dead(c)
+                elif not c.write(PING_FRAME):
+                    self._reap_dead(c)
+            step = (step + 1) % slices
 
     async def _housekeeping(self) -> None:
-        while True:
+        while not self._closing:
             await asyncio.sleep(5.0)
             try:
                 await self.sync_clock()

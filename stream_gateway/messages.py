@@ -123,7 +123,7 @@ def decode_frame(data: bytes | str) -> Any:
     try:
         if isinstance(data, str):
             return orjson.loads(data)
-        return msgpack.unpackb(data, raw=False, strict_map_key=True, max_buffer_size=1 << 20)
+        return msgpack.unpackb(data, raw=False, strict_map_key=True)
     except Exception:
         raise ProtocolError("BAD_JSON", "message is not valid JSON (text) or msgpack (binary)") from None
 

@@ -184,7 +184,18 @@ async def test_refused_request_replays_its_refusal(inventory, uid):
     assert await snapshot(inventory.redis, sale) == before
 
 
-@pytest.mark.parametrize("user,qty", [("alice", 3), ("mallory", 2), ("mallory", 3)])
+async def test_request_ids_are_scoped_per_user(inventory, uid):
+    """Another viewer reusing alice's request id neither replays nor blocks: it is its own request."""
+    sale = f"{uid}-scoped"
+    await arm_sale(inventory, sale, allocated=10, limit=5)
+    first = await inventory.reserve(sale, "alice", 2, "req-1")
+    other = await inventory.reserve(sale, "mallory", 2, "req-1")
+    assert first.ok and other.ok and first.hold_id != other.hold_id
+    assert (await inventory.reserve(sale, "alice", 2, "req-1")).hold_id == first.hold_id
+    assert (await inventory.check_invariant(sale)).ok
+
+
+@pytest.mark.parametrize("user,qty", [("alice", 3), ("alice", 1)])
 async def test_same_request_id_different_payload_is_idem_mismatch(inventory, uid, user, qty):
     sale = f"{uid}-mis"
     await arm_sale(inventory, sale, allocated=10, limit=5)

@@ -77,8 +77,9 @@ class SaleMachine(RuleBasedStateMachine):
         self.sold = 0
         self.holds: dict[str, ModelHold] = {}
         self.units: Counter[str] = Counter()
-        self.requests: dict[str, tuple[str, int, ReserveCode, str | None]] = {}
-        self.request_ids: list[str] = []  # creation order (draws index these: never random ids)
+        # request ids are scoped per user: (user, rid) -> first outcome
+        self.requests: dict[tuple[str, str], tuple[str, int, ReserveCode, str | None]] = {}
+        self.request_ids: list[tuple[str, str]] = []  # creation order (draws index these: never random ids)
         self.hold_ids: list[str] = []
         self.next_request = 0
 
@@ -251,9 +252,10 @@ class SaleMachine(RuleBasedStateMachine):
         """A drawn request; repeats an earlier request id (same or changed payload) when asked to."""
         user, qty, repeat, pick, same = draw
         if repeat and self.request_ids:
-            rid = self.request_ids[pick % len(self.request_ids)]
+            key = self.request_ids[pick % len(self.request_ids)]
+            rid = key[1]
             if same:
-                user, qty = self.requests[rid][0], self.requests[rid][1]
+                user, qty = self.requests[key][0], self.requests[key][1]
         else:
             rid = f"r{self.next_request}"
             self.next_request += 1
@@ -261,7 +263,7 @@ class SaleMachine(RuleBasedStateMachine):
 
     def apply_reserve(self, user: str, qty: int, rid: str, res: ReserveResult) -> None:
         assert self.spec is not None
-        prior = self.requests.get(rid)
+        prior = self.requests.get((user, rid))
         if prior is not None:
             p_user, p_qty, p_code, p_hold = prior
             if (p_user, p_qty) == (user, qty):
@@ -286,8 +288,8 @@ class SaleMachine(RuleBasedStateMachine):
             self.available -= qty
             self.units[user] += qty
         assert res.available == self.available and res.user_units == self.units[user]
-        self.requests[rid] = (user, qty, code, res.hold_id)
-        self.request_ids.append(rid)
+        self.requests[(user, rid)] = (user, qty, code, res.hold_id)
+        self.request_ids.append((user, rid))
         if res.hold_id is not None:
             self.hold_ids.append(res.hold_id)
 

@@ -1,14 +1,30 @@
 -- reserve.lua: take stock out of `available` into a hold, for one or many requests (the burst path).
 -- KEYS[1] sale hash   KEYS[2] buyers hash (user -> units held or sold)
--- KEYS[3] holds hash (hold_id -> json)   KEYS[4] idempotency hash (request_id -> json)
+-- KEYS[3] holds hash (hold_id -> json)   KEYS[4] idempotency hash (user_id|request_id -> json)
 -- KEYS[5] deadlines zset (hold_id -> pay_by_ms)
 -- ARGV[1] max qty per request, then per request 4 args: hold_id, request_id, user_id, qty
+--   or (the burst path, cheaper to send) ARGV[2] = '@json' and ARGV[3] = a JSON array of
+--   [hold_id, request_id, user_id, qty] string quadruples
 -- Returns one {code, hold_id, pay_by_ms, available, user_units} per request, in order.
 -- code RESERVED | NOT_STARTED | ENDED | SOLD_OUT | LIMIT | INVALID | NOT_FOUND | IDEM_MISMATCH
 -- Open/close is decided here with Redis TIME; no partial fills; bad input writes nothing.
 local sale, buyers, holds, idem, deadlines = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local max_qty = parse_pos_int(ARGV[1], 1e9) or 1
-local n = math.floor((#ARGV - 1) / 4)
+local reqs = {}
+if ARGV[2] == '@json' then
+  local ok, decoded = pcall(cjson.decode, ARGV[3] or '')
+  if ok and type(decoded) == 'table' then
+    for i, r in ipairs(decoded) do
+      if type(r) == 'table' then reqs[i] = r else reqs[i] = {} end
+    end
+  end
+else
+  for i = 1, math.floor((#ARGV - 1) / 4) do
+    local b = 1 + (i - 1) * 4
+    reqs[i] = {ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4]}
+  end
+end
+local n = #reqs
 local out = {}
 if not sale_exists(sale) then
   for i = 1, n do out[i] = {'NOT_FOUND', '', 0, 0, 0} end
@@ -27,13 +43,13 @@ local available = tonumber(redis.call('HGET', sale, 'available'))
 local now = now_ms()
 local taken = 0
 for i = 1, n do
-  local b = 1 + (i - 1) * 4
-  local hid, rid, user, qs = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4]
+  local hid, rid, user, qs = reqs[i][1], reqs[i][2], reqs[i][3], reqs[i][4]
   local qty = parse_pos_int(qs, max_qty)
   if not (is_id(hid) and is_id(rid) and is_id(user) and qty) then
     out[i] = {'INVALID', '', 0, available, 0}
   else
-    local prior = redis.call('HGET', idem, rid)
+    local ikey = user .. '|' .. rid  -- request ids are scoped per user: viewers can't collide
+    local prior = redis.call('HGET', idem, ikey)
     if prior then
       local p = cjson.decode(prior)
       if p.u == user and p.q == qty then
@@ -64,10 +80,10 @@ for i = 1, n do
         units = redis.call('HINCRBY', buyers, user, qty)
         redis.call('HSET', holds, hid, cjson.encode({u = user, q = qty, p = pay_by, s = 'held', r = rid, t = now}))
         redis.call('ZADD', deadlines, pay_by, hid)
-        redis.call('HSET', idem, rid, cjson.encode({c = code, h = hid, p = pay_by, u = user, q = qty}))
+        redis.call('HSET', idem, ikey, cjson.encode({c = code, h = hid, p = pay_by, u = user, q = qty}))
         out[i] = {code, hid, pay_by, available, units}
       else
-        redis.call('HSET', idem, rid, cjson.encode({c = code, h = '', p = 0, u = user, q = qty}))
+        redis.call('HSET', idem, ikey, cjson.encode({c = code, h = '', p = 0, u = user, q = qty}))
         out[i] = {code, '', 0, available, units}
       end
     end
