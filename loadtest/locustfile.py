@@ -1,0 +1,311 @@
+"""Locust scenario for a live room: viewers watch, like, comment, tap buy at a sale's open, pay.
+
+Headless through ``make loadtest`` (``python -m loadtest.run_locust``), or the web UI against a
+running server::
+
+    export LIVESALE_HOST_TOKEN=$(python -m server.cli token --host loadhost)
+    locust -f loadtest/locustfile.py --host http://127.0.0.1:8080
+
+Locust has no WebSocket user: each user holds a ``websocket-client`` connection with a gevent
+greenlet receiving from it. Only request/response pairs become locust request events (``ws buy``
+click -> ``buy_result``, ``ws pay`` -> ``pay_result``, ``ws launch_sale`` -> ``ok``, ``ws join`` ->
+``snapshot``); room broadcasts are counted, not recorded one by one.
+
+Viewers learn each sale's open instant (``starts_at``, server time) from the snapshot and from
+``sale_scheduled``/``sale_open`` events, estimate the clock offset NTP-style over 5 ``clock``
+samples (PROTOCOL.md, Clock sync), and tap buy at the open with a small human jitter. A share
+(``LIVESALE_PAY_RATIO``) of the holds are paid; every CONFIRMED pay result is appended as one JSON
+line to ``LIVESALE_ORDERS_FILE`` (order, sale, hold, user, token) so ``run_locust`` can check each
+exists in the database exactly once. One host user (``LIVESALE_HOST_TOKEN``) launches a sale every
+``LIVESALE_SALE_EVERY_S`` seconds with ``launch_sale``.
+
+Environment: LIVESALE_HOST_TOKEN, LIVESALE_ROOM (load), LIVESALE_PRODUCT (p-load),
+LIVESALE_SALE_UNITS (50), LIVESALE_SALE_EVERY_S (10), LIVESALE_SALE_STARTS_IN_S (3),
+LIVESALE_PAY_RATIO (0.5), LIVESALE_ORDERS_FILE (unset: not recorded).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import random
+import time
+
+import gevent
+from gevent.event import AsyncResult
+from gevent.lock import Semaphore
+from locust import HttpUser, between, constant, events, task
+
+import websocket
+
+ROOM = os.environ.get("LIVESALE_ROOM", "load")
+PRODUCT = os.environ.get("LIVESALE_PRODUCT", "p-load")
+HOST_TOKEN = os.environ.get("LIVESALE_HOST_TOKEN", "")
+ORDERS_FILE = os.environ.get("LIVESALE_ORDERS_FILE", "")
+PAY_RATIO = float(os.environ.get("LIVESALE_PAY_RATIO", "0.5"))
+SALE_UNITS = int(os.environ.get("LIVESALE_SALE_UNITS", "50"))
+SALE_EVERY_S = float(os.environ.get("LIVESALE_SALE_EVERY_S", "10"))
+SALE_STARTS_IN_S = int(os.environ.get("LIVESALE_SALE_STARTS_IN_S", "3"))
+SALE_DURATION_S = int(os.environ.get("LIVESALE_SALE_DURATION_S", "60"))
+REPLY_TIMEOUT_S = 15.0
+
+_ids = itertools.count(1)
+_orders_lock = Semaphore()
+BUY_OK = {"RESERVED", "SOLD_OUT", "LIMIT", "ENDED", "NOT_STARTED"}  # answers a real click can get
+
+
+def _ws_url(host: str) -> str:
+    return host.replace("https://", "wss://").replace("http://", "ws://").rstrip("/") + "/ws"
+
+
+def _record_order(line: dict) -> None:
+    if not ORDERS_FILE:
+        return
+    data = (json.dumps(line, separators=(",", ":")) + "\n").encode()
+    with _orders_lock:  # O_APPEND + one write per line: safe across locust processes too
+        fd = os.open(ORDERS_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+
+
+class RoomConnection:
+    """One WebSocket in a room, a receive greenlet, and rid -> reply routing."""
+
+    def __init__(self, user: HttpUser, token: str | None, on_event) -> None:
+        self.user = user
+        self.env = user.environment
+        self.token = token
+        self.on_event = on_event
+        self.pending: dict[str, AsyncResult] = {}
+        self.snapshot = AsyncResult()
+        self.clock_samples: list[tuple[float, float]] = []  # (rtt, offset)
+        self.clock_reply: AsyncResult | None = None
+        self.offset_ms = 0.0
+        self.received = 0
+        self.closed = False
+        t0 = time.perf_counter()
+        self.ws = websocket.create_connection(_ws_url(user.host), timeout=REPLY_TIMEOUT_S,
+                                              enable_multithread=True, skip_utf8_validation=True)
+        self.ws.settimeout(None)
+        self.reader = gevent.spawn(self._recv_loop)
+        join = {"type": "join", "room": ROOM}
+        if token:
+            join["token"] = token
+        self.send(join)
+        try:
+            snap = self.snapshot.get(timeout=REPLY_TIMEOUT_S)
+            self._fire("ws", "join", t0, len(json.dumps(snap)), None)
+        except Exception as exc:
+            self._fire("ws", "join", t0, 0, exc)
+            raise
+        self.sync_clock()
+
+    # -- plumbing --------------------------------------------------------------------------------
+    def _fire(self, kind: str, name: str, t0: float, length: int, exc: Exception | None) -> None:
+        self.env.events.request.fire(request_type=kind, name=name,
+                                     response_time=(time.perf_counter() - t0) * 1000.0,
+                                     response_length=length, exception=exc, context={})
+
+    def send(self, msg: dict) -> None:
+        self.ws.send(json.dumps(msg, separators=(",", ":")))
+
+    def _recv_loop(self) -> None:
+        while not self.closed:
+            try:
+                raw = self.ws.recv()
+            except Exception:
+                self.closed = True
+                break
+            if not raw:
+                continue
+            self.received += 1
+            try:
+                msg = json.loads(raw)
+            except ValueError:
+                continue
+            t = msg.get("type")
+            if t == "clock":
+                if self.clock_reply is not None:
+                    self.clock_reply.set((msg, time.time() * 1000.0))
+                continue
+            if t in ("snapshot", "resumed"):
+                if not self.snapshot.ready():
+                    self.snapshot.set(msg)
+            elif t == "error" and not self.snapshot.ready() and "rid" not in msg:
+                self.snapshot.set_exception(RuntimeError(f"{msg.get('code')}: {msg.get('message')}"))
+            rid = msg.get("rid")
+            if rid is not None and rid in self.pending:
+                self.pending.pop(rid).set(msg)
+            if t != "tick":
+                self.on_event(msg)
+
+    def request(self, msg: dict, name: str) -> dict | None:
+        """Send a message with a fresh rid, wait for its reply; records a locust request event."""
+        rid = f"{msg['type'][:1]}{next(_ids)}.{random.getrandbits(32):x}"
+        msg["rid"] = rid
+        res = AsyncResult()
+        self.pending[rid] = res
+        t0 = time.perf_counter()
+        try:
+            self.send(msg)
+            reply = res.get(timeout=REPLY_TIMEOUT_S)
+        except Exception as exc:
+            self.pending.pop(rid, None)
+            self._fire("ws", name, t0, 0, exc)
+            return None
+        code = reply.get("code")
+        ok = reply.get("type") != "error" and (msg["type"] != "buy" or code in BUY_OK) and \
+            (msg["type"] != "pay" or code in ("CONFIRMED", "ALREADY_CONFIRMED"))
+        label = f"{name} -> {code}" if code and msg["type"] in ("buy", "pay") else name
+        self._fire("ws", label, t0, 0, None if ok else RuntimeError(f"{reply.get('type')} {code}"))
+        return reply
+
+    def sync_clock(self, samples: int = 5) -> None:
+        best = None
+        for _ in range(samples):
+            self.clock_reply = AsyncResult()
+            t0 = time.time() * 1000.0
+            self.send({"type": "clock", "t0": t0})
+            try:
+                msg, t3 = self.clock_reply.get(timeout=REPLY_TIMEOUT_S)
+            except gevent.Timeout:
+                continue
+            t1, t2 = msg["t1"], msg["t2"]
+            rtt = (t3 - t0) - (t2 - t1)
+            off = ((t1 - t0) + (t2 - t3)) / 2.0
+            if best is None or rtt < best[0]:
+                best = (rtt, off)
+        self.clock_reply = None
+        if best:
+            self.offset_ms = best[1]
+
+    def server_now(self) -> float:
+        return time.time() * 1000.0 + self.offset_ms
+
+    def close(self) -> None:
+        self.closed = True
+        try:
+            self.ws.close()
+        except Exception:
+            pass
+        self.reader.kill(block=False)
+
+
+class Viewer(HttpUser):
+    """Watches, likes and comments at a low rate; taps buy at every sale's open; pays some holds."""
+
+    weight = 100
+    wait_time = between(3, 8)
+
+    def on_start(self) -> None:
+        self.tried: set[str] = set()
+        self.buys: list[gevent.Greenlet] = []
+        with self.client.post("/api/viewer-token", json={"name": f"viewer{next(_ids)}"},
+                              name="/api/viewer-token", catch_response=True) as r:
+            if r.status_code != 200 and r.status_code != 201:
+                r.failure(f"viewer-token: {r.status_code}")
+                self.stop()
+                return
+            body = r.json()
+        self.token, self.user_id = body["token"], body.get("user")
+        self.conn = RoomConnection(self, self.token, self.on_event)
+        for sale in (self.conn.snapshot.get().get("sales") or []):
+            self.consider(sale, from_snapshot=True)
+
+    def on_stop(self) -> None:
+        for g in getattr(self, "buys", []):
+            g.kill(block=False)
+        if getattr(self, "conn", None):
+            self.conn.close()
+
+    # -- room events -------------------------------------------------------------------------------
+    def on_event(self, msg: dict) -> None:
+        t = msg.get("type")
+        if t in ("sale_scheduled", "sale_open") and isinstance(msg.get("sale"), dict):
+            self.consider(msg["sale"])
+
+    def consider(self, sale: dict, from_snapshot: bool = False) -> None:
+        sid = sale.get("sale_id")
+        if not sid or sid in self.tried or sale.get("state") not in ("scheduled", "open"):
+            return
+        if sale.get("state") == "open" and from_snapshot and random.random() < 0.5:
+            self.tried.add(sid)  # joined mid-sale: half of them still try
+            return
+        self.tried.add(sid)
+        self.buys.append(gevent.spawn(self.tap_buy, sid, int(sale.get("starts_at") or 0)))
+
+    def tap_buy(self, sale_id: str, starts_at: int) -> None:
+        conn = self.conn
+        wait_s = (starts_at - conn.server_now()) / 1000.0
+        gevent.sleep(max(0.0, wait_s) + random.uniform(0.0, 0.25))  # a thumb, not a robot
+        if conn.closed:
+            return
+        reply = conn.request({"type": "buy", "sale": sale_id, "qty": 1}, "buy")
+        if not reply or reply.get("code") != "RESERVED" or random.random() >= PAY_RATIO:
+            return
+        gevent.sleep(random.uniform(0.5, 2.0))
+        hold = reply["hold"]
+        paid = conn.request({"type": "pay", "hold": hold}, "pay")
+        if paid and paid.get("code") == "CONFIRMED":
+            _record_order({"order": paid.get("order") or hold, "sale": sale_id, "hold": hold,
+                           "user": self.user_id, "token": self.token, "t": int(time.time() * 1000)})
+
+    # -- ambient behaviour ---------------------------------------------------------------------------
+    @task(6)
+    def watch(self) -> None:
+        pass
+
+    @task(3)
+    def like(self) -> None:
+        if not self.conn.closed:
+            self.conn.send({"type": "like", "n": random.randint(1, 3)})
+
+    @task(1)
+    def comment(self) -> None:
+        if not self.conn.closed:
+            self.conn.send({"type": "comment", "text": random.choice(
+                ["love it", "how much?", "size M please", "wow", "is it back in stock?", "ship to EU?"])})
+
+
+class Host(HttpUser):
+    """Launches a sale of the room's product every LIVESALE_SALE_EVERY_S seconds."""
+
+    fixed_count = 1
+    wait_time = constant(SALE_EVERY_S)
+
+    def on_start(self) -> None:
+        if not HOST_TOKEN:
+            self.stop()
+            return
+        self.conn = RoomConnection(self, HOST_TOKEN, lambda msg: None)
+
+    def on_stop(self) -> None:
+        if getattr(self, "conn", None):
+            self.conn.close()
+
+    @task
+    def launch(self) -> None:
+        if self.conn.closed:
+            return
+        self.conn.request({"type": "launch_sale", "product": PRODUCT, "units": SALE_UNITS, "limit": 1,
+                           "starts_in_s": SALE_STARTS_IN_S, "duration_s": SALE_DURATION_S}, "launch_sale")
+
+
+@events.test_start.add_listener
+def ensure_room(environment, **_kw) -> None:
+    """Web-UI mode: create the room and its product if they are missing (needs the host token)."""
+    if not HOST_TOKEN or not environment.host or os.environ.get("LIVESALE_ROOM_READY"):
+        return
+    import requests
+
+    h = {"Authorization": f"Bearer {HOST_TOKEN}"}
+    base = environment.host.rstrip("/")
+    if requests.get(f"{base}/api/rooms/{ROOM}", timeout=10).status_code == 404:
+        requests.post(f"{base}/api/rooms", json={"room_id": ROOM, "title": "Load test room"}, headers=h, timeout=10)
+    requests.post(f"{base}/api/rooms/{ROOM}/products", json={
+        "product_id": PRODUCT, "sku": "LOAD-1", "title": "Load test tee", "unit_price": 1999, "currency": "EUR"},
+        headers=h, timeout=10)
+    requests.post(f"{base}/api/rooms/{ROOM}/actions/go_live", json={}, headers=h, timeout=10)
