@@ -11,6 +11,7 @@ import contextlib
 import logging
 import os
 import socket
+from dataclasses import dataclass
 from collections.abc import AsyncIterator, Sequence
 
 from aiohttp import web
@@ -30,7 +31,7 @@ from .config import Settings
 from .embedded import EmbeddedRedis
 from .keys import BUS, GATEWAY, HUB, INVENTORY, REDIS, SERVICE, SETTINGS, STORE, WORKER
 
-__all__ = ["create_app", "redis_client"]
+__all__ = ["create_app", "redis_client", "Core"]
 
 log = logging.getLogger(__name__)
 
@@ -62,17 +63,43 @@ async def _engine(app: web.Application) -> AsyncIterator[None]:
         await asyncio.to_thread(embedded.stop)
 
 
+@dataclass
+class Core:
+    """The shared resources of a process: Redis clients (text and bytes), store, scripts, bus, service."""
+
+    redis: Redis
+    raw: Redis
+    store: OrderStore
+    inventory: Inventory
+    bus: RoomBus
+    service: RoomService
+
+    @classmethod
+    async def open(cls, s: Settings) -> Core:
+        s.data_path.mkdir(parents=True, exist_ok=True)
+        redis = redis_client(s.redis_url, s.redis_pool_size, decode=True)
+        raw = redis_client(s.redis_url, s.redis_pool_size, decode=False)
+        store = await OrderStore.open(s.sqlalchemy_url)
+        inventory = Inventory(redis, max_qty=s.max_qty_per_request)
+        await inventory.load()
+        bus = RoomBus(raw, replay_keep=s.replay_buffer)
+        await bus.load_script()
+        service = RoomService(store, inventory, bus, s.default_hold_ttl_s, s.max_qty_per_request)
+        return cls(redis, raw, store, inventory, bus, service)
+
+    async def close(self) -> None:
+        await self.service.close()
+        await self.store.close()
+        for client in (self.redis, self.raw):
+            await client.aclose()
+            await client.connection_pool.disconnect()
+
+
 async def _resources(app: web.Application) -> AsyncIterator[None]:
     s: Settings = app[SETTINGS]
-    s.data_path.mkdir(parents=True, exist_ok=True)
-    redis = redis_client(s.redis_url, s.redis_pool_size, decode=True)
-    raw = redis_client(s.redis_url, s.redis_pool_size, decode=False)
-    store = await OrderStore.open(s.sqlalchemy_url)
-    inventory = Inventory(redis, max_qty=s.max_qty_per_request)
-    await inventory.load()
-    bus = RoomBus(raw, replay_keep=s.replay_buffer)
-    await bus.load_script()
-    service = RoomService(store, inventory, bus, s.default_hold_ttl_s, s.max_qty_per_request)
+    core = await Core.open(s)
+    redis, raw, store, inventory, bus, service = (core.redis, core.raw, core.store, core.inventory, core.bus,
+                                                  core.service)
     service.start()
     hub = Hub(raw, bus, tick_ms=s.tick_ms, replay_keep=s.replay_buffer, soft_limit=s.ws_soft_limit,
               heartbeat_s=s.heartbeat_s, sample_threshold=s.sample_threshold,
@@ -87,12 +114,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await hub.stop()
-        await service.close()
-        await store.close()
-        await redis.aclose()
-        await raw.aclose()
-        await redis.connection_pool.disconnect()
-        await raw.connection_pool.disconnect()
+        await core.close()
 
 
 async def _settlement(app: web.Application) -> AsyncIterator[None]:

@@ -98,31 +98,18 @@ def _serve_workers(settings: Settings) -> int:
 
 async def _settle_main(settings: Settings) -> None:
     """Settlement worker + hold reaper, until SIGTERM (drains the batch in hand first)."""
-    from inventory.scripts import Inventory
-    from inventory.store import OrderStore
-    from stream_gateway.bus import RoomBus
-    from stream_gateway.service import RoomService
-
-    from .app import redis_client, start_settlement, stop_settlement
+    from .app import Core, start_settlement, stop_settlement
 
     stop = _signal_event()
-    redis = redis_client(settings.redis_url, settings.redis_pool_size, decode=True)
-    raw = redis_client(settings.redis_url, 8, decode=False)
-    store = await OrderStore.open(settings.sqlalchemy_url)
-    inventory = Inventory(redis, max_qty=settings.max_qty_per_request)
-    await inventory.load()
-    bus = RoomBus(raw, replay_keep=settings.replay_buffer)
-    await bus.load_script()
-    service = RoomService(store, inventory, bus, settings.default_hold_ttl_s, settings.max_qty_per_request)
-    tasks, worker, reaper = await start_settlement(settings, redis, store, inventory, bus, service)
+    core = await Core.open(settings)
+    tasks, worker, reaper = await start_settlement(settings, core.redis, core.store, core.inventory, core.bus,
+                                                   core.service)
     print("livesale settlement worker running", flush=True)
     try:
         await stop.wait()
     finally:
         await stop_settlement(tasks, worker, reaper, settings.shutdown_timeout_s)
-        await store.close()
-        await redis.aclose()
-        await raw.aclose()
+        await core.close()
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

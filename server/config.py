@@ -150,15 +150,11 @@ class Settings:
     @property
     def sqlalchemy_url(self) -> str:
         """The DATABASE_URL in the async driver's dialect (aiosqlite or asyncpg)."""
-        url = self.database_url
-        if not url:
+        if not self.database_url:
             return f"sqlite+aiosqlite:///{self.data_path / 'livesale.db'}"
-        for prefix in ("postgresql+asyncpg://", "postgresql://", "postgres://"):
-            if url.startswith(prefix):
-                return "postgresql+asyncpg://" + url[len(prefix):]
-        if url.startswith("sqlite://"):
-            return "sqlite+aiosqlite://" + url[len("sqlite://"):]
-        return url
+        from inventory.store import async_url  # one converter, shared with the store
+
+        return async_url(self.database_url)
 
     def signing_secret(self) -> str:
         """LIVESALE_SECRET, or a random secret persisted (0600) in the data directory."""
