@@ -3,28 +3,12 @@
 -- KEYS[3] holds hash (hold_id -> json)   KEYS[4] idempotency hash (user_id|request_id -> json)
 -- KEYS[5] deadlines zset (hold_id -> pay_by_ms)
 -- ARGV[1] max qty per request, then per request 4 args: hold_id, request_id, user_id, qty
---   or (the burst path, cheaper to send) ARGV[2] = '@json' and ARGV[3] = a JSON array of
---   [hold_id, request_id, user_id, qty] string quadruples
 -- Returns one {code, hold_id, pay_by_ms, available, user_units} per request, in order.
 -- code RESERVED | NOT_STARTED | ENDED | SOLD_OUT | LIMIT | INVALID | NOT_FOUND | IDEM_MISMATCH
 -- Open/close is decided here with Redis TIME; no partial fills; bad input writes nothing.
 local sale, buyers, holds, idem, deadlines = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local max_qty = parse_pos_int(ARGV[1], 1e9) or 1
-local reqs = {}
-if ARGV[2] == '@json' then
-  local ok, decoded = pcall(cjson.decode, ARGV[3] or '')
-  if ok and type(decoded) == 'table' then
-    for i, r in ipairs(decoded) do
-      if type(r) == 'table' then reqs[i] = r else reqs[i] = {} end
-    end
-  end
-else
-  for i = 1, math.floor((#ARGV - 1) / 4) do
-    local b = 1 + (i - 1) * 4
-    reqs[i] = {ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4]}
-  end
-end
-local n = #reqs
+local n = math.floor((#ARGV - 1) / 4)
 local out = {}
 if not sale_exists(sale) then
   for i = 1, n do out[i] = {'NOT_FOUND', '', 0, 0, 0} end
@@ -43,7 +27,8 @@ local available = tonumber(redis.call('HGET', sale, 'available'))
 local now = now_ms()
 local taken = 0
 for i = 1, n do
-  local hid, rid, user, qs = reqs[i][1], reqs[i][2], reqs[i][3], reqs[i][4]
+  local b = 1 + (i - 1) * 4
+  local hid, rid, user, qs = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4]
   local qty = parse_pos_int(qs, max_qty)
   if not (is_id(hid) and is_id(rid) and is_id(user) and qty) then
     out[i] = {'INVALID', '', 0, available, 0}
