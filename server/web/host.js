@@ -366,7 +366,8 @@ function renderSales(sales) {
     let timing = "";
     if (phase === "scheduled") timing = `opens in ${fmtSecs(s.starts_at - now)}`;
     else if (phase === "open") timing = `ends in ${fmtSecs(s.ends_at - now)}`;
-    else timing = s.ends_at ? new Date(Math.min(s.ends_at, now) - (client?.offset || 0)).toLocaleTimeString() : "";
+    else if (s.ends_at && s.ends_at <= now) timing = `ended ${new Date(s.ends_at - (client?.offset || 0)).toLocaleTimeString()}`;
+    else timing = s.ends_at ? `until ${new Date(s.ends_at - (client?.offset || 0)).toLocaleTimeString()}` : "";
     const canEnd = phase === "open" || phase === "scheduled";
     const title = s.title || allProducts().find((p) => p.product_id === s.product_id)?.title || s.product_id;
     rows.push(el("tr", { "data-testid": "sale-row", "data-sale-id": s.sale_id, "data-state": phase },

@@ -442,9 +442,28 @@ function scheduleRender() {
 
 let playerUrlShown = null;
 
+// The 250 ms interval drives the countdown text; a phase change (a sale opening or closing, a
+// pay-by deadline) is rendered at its exact instant by a timer aimed at the next boundary.
+let boundaryTimer = null;
+let boundaryAt = 0;
+function scheduleBoundary() {
+  if (!client) return;
+  const now = client.serverNow();
+  let next = Infinity;
+  for (const s of client.sales.values()) {
+    for (const t of [s.starts_at, s.ends_at]) if (t > now && t < next) next = t;
+  }
+  for (const h of client.holds.values()) if (h.status === "held" && h.pay_by > now && h.pay_by < next) next = h.pay_by;
+  if (next === Infinity || next - now > 60000 || next === boundaryAt) return;
+  clearTimeout(boundaryTimer);
+  boundaryAt = next;
+  boundaryTimer = setTimeout(() => { boundaryAt = 0; render(); }, Math.max(0, next - client.serverNow()) + 1);
+}
+
 function render() {
   renderConnection();
   if (!client) return;
+  scheduleBoundary();
   const room = client.room;
   const title = room?.title || roomId;
   setText(byId("room-title"), title);
