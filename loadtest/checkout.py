@@ -415,17 +415,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = dict(url=a.url, room=a.room, product=a.product, host_token=a.host_token, secret=a.secret,
                buyers=a.buyers, procs=a.procs, mode=a.mode, rate=a.rate, seconds=a.seconds, units=a.units,
                client_cores=[int(c) for c in a.client_cores.split(",") if c])
-    try:
-        import uvloop
-        uvloop.install()
-    except ImportError:
-        pass
-    res = asyncio.run(run(cfg))
-    out = orjson.dumps(res, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS).decode()
-    print(out)
-    if a.json:
-        with open(a.json, "w") as f:
-            f.write(out)
+    res = lean.run_and_report(run, cfg, a.json)
     return 1 if res.get("oversell") else 0
 
 

@@ -468,17 +468,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = dict(target=a.target, url=a.url, conns=a.conns, rate=a.rate, seconds=a.seconds, procs=a.procs,
                room=a.room, host_token=a.host_token, server_pid=a.server_pid,
                client_cores=[int(c) for c in a.client_cores.split(",") if c])
-    try:
-        import uvloop
-        uvloop.install()
-    except ImportError:
-        pass
-    res = asyncio.run(run(cfg))
-    out = orjson.dumps(res, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS).decode()
-    print(out)
-    if a.json:
-        with open(a.json, "w") as f:
-            f.write(out)
+    res = lean.run_and_report(run, cfg, a.json)
     return 0 if res.get("all_delivered") else 1
 
 

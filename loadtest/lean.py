@@ -20,6 +20,7 @@ import struct
 import time
 from array import array
 from collections.abc import Callable, Iterable
+from typing import Any
 
 __all__ = [
     "WSProto", "connect", "connect_many", "Histogram", "frame", "proc_cpu_s", "proc_rss_kib",
@@ -436,3 +437,23 @@ async def http_json(method: str, url: str, body: dict | None = None, token: str 
         return status, orjson.loads(payload) if payload.strip() else {}
     except orjson.JSONDecodeError:
         return status, {"raw": payload.decode(errors="replace")}
+
+
+def run_and_report(run: Any, cfg: dict, json_path: str | None) -> dict:
+    """Run a generator's ``run(cfg)`` on uvloop (when installed), print its JSON result, save it."""
+    import asyncio
+
+    import orjson
+
+    try:
+        import uvloop
+        uvloop.install()
+    except ImportError:
+        pass
+    res = asyncio.run(run(cfg))
+    out = orjson.dumps(res, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS).decode()
+    print(out)
+    if json_path:
+        with open(json_path, "w") as f:
+            f.write(out)
+    return res

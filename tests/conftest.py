@@ -81,3 +81,18 @@ async def inventory(redis: Redis) -> Inventory:
 def uid() -> str:
     """A fresh id prefix so tests never collide on a shared server."""
     return "t" + secrets.token_hex(6)
+
+
+@pytest.fixture
+async def drop_test_sales(redis: Redis, uid: str) -> AsyncIterator[None]:
+    """Delete this test's sales afterwards (only keys under its own ``uid``: never FLUSHDB), so a
+    shared server does not keep test outboxes registered for a settlement worker to pick up."""
+    yield
+    from inventory import keys as K
+
+    pattern = f"{K.PREFIX}:{{sale:{uid}"
+    async for key in redis.scan_iter(match=pattern + "*", count=1000):
+        await redis.delete(key)
+    for registry in (K.SALES_REGISTRY, K.OUTBOX_REGISTRY):
+        async for member in redis.sscan_iter(registry, match=f"*{uid}*"):
+            await redis.srem(registry, member)

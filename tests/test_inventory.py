@@ -7,7 +7,6 @@ TIME: tests that need time to pass poll the server's clock with a bounded timeou
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import secrets
 from collections import Counter
@@ -30,17 +29,7 @@ LUA_DIR = Path(__file__).resolve().parents[1] / "inventory" / "lua"
 HAS_FRESH = "fresh" in ConfirmResult.__dataclass_fields__  # ConfirmResult.fresh, if this version has it
 
 
-@pytest.fixture(autouse=True)
-async def _drop_test_sales(redis, uid):
-    """Delete this test's sales afterwards (only keys under its own ``uid``: never FLUSHDB), so a
-    shared server does not keep test outboxes registered for a settlement worker to pick up."""
-    yield
-    pattern = f"{K.PREFIX}:{{sale:{uid}"
-    async for key in redis.scan_iter(match=pattern + "*", count=1000):
-        await redis.delete(key)
-    for registry in (K.SALES_REGISTRY, K.OUTBOX_REGISTRY):
-        async for member in redis.sscan_iter(registry, match=f"*{uid}*"):
-            await redis.srem(registry, member)
+pytestmark = pytest.mark.usefixtures("drop_test_sales")
 
 
 # -- helpers ---------------------------------------------------------------------------------------

@@ -28,17 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PROC = Path(__file__).resolve().parent / "burst_proc.py"
 
 
-@pytest.fixture(autouse=True)
-async def _drop_test_sales(redis, uid):
-    """Delete this test's sales afterwards (only keys under its own ``uid``: never FLUSHDB), so a
-    shared server does not keep test outboxes registered for a settlement worker to pick up."""
-    yield
-    pattern = f"{K.PREFIX}:{{sale:{uid}"
-    async for key in redis.scan_iter(match=pattern + "*", count=1000):
-        await redis.delete(key)
-    for registry in (K.SALES_REGISTRY, K.OUTBOX_REGISTRY):
-        async for member in redis.sscan_iter(registry, match=f"*{uid}*"):
-            await redis.srem(registry, member)
+pytestmark = pytest.mark.usefixtures("drop_test_sales")
 
 
 async def arm(inv: Inventory, sale_id: str, allocated: int, limit: int) -> SaleSpec:
