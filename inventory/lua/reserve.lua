@@ -6,6 +6,9 @@
 -- Returns one {code, hold_id, pay_by_ms, available, user_units} per request, in order.
 -- code RESERVED | NOT_STARTED | ENDED | SOLD_OUT | LIMIT | INVALID | NOT_FOUND | IDEM_MISMATCH
 -- Open/close is decided here with Redis TIME; no partial fills; bad input writes nothing.
+-- Requests are decided one after another, exactly as if each were its own call; the reads are done
+-- up front with one HMGET per hash and the writes at the end with one multi-field command per key
+-- (a redis.call costs several microseconds; per request it was 7 of them, per batch it is now ~9).
 local sale, buyers, holds, idem, deadlines = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local max_qty = parse_pos_int(ARGV[1], 1e9) or 1
 local n = math.floor((#ARGV - 1) / 4)
@@ -21,24 +24,77 @@ if not (kind_ok(redis.call('TYPE', buyers).ok, 'hash') and kind_ok(redis.call('T
   for i = 1, n do out[i] = {'INVALID', '', 0, 0, 0} end
   return out
 end
-local cfg = redis.call('HMGET', sale, 'starts_at', 'ends_at', 'limit', 'hold_ttl')
+
+-- one command over many fields, in chunks (unpack has a stack limit)
+local CHUNK = 1000
+local function many(cmd, key, list)
+  local replies = {}
+  for s = 1, #list, CHUNK do
+    local r = redis.call(cmd, key, unpack(list, s, math.min(#list, s + CHUNK - 1)))
+    if type(r) == 'table' then
+      for j = 1, #r do replies[#replies + 1] = r[j] end
+    end
+  end
+  return replies
+end
+
+local cfg = redis.call('HMGET', sale, 'starts_at', 'ends_at', 'limit', 'hold_ttl', 'available')
 local starts, ends, limit, ttl = tonumber(cfg[1]), tonumber(cfg[2]), tonumber(cfg[3]), tonumber(cfg[4])
-local available = tonumber(redis.call('HGET', sale, 'available'))
+local available = tonumber(cfg[5])
 local now = now_ms()
-local taken = 0
+local open = now >= starts and now < ends
+
+-- pass 1: validate; gather the fields to read. Ids are checked for their characters all at once
+-- (one pattern search over the joined arguments); only a batch that has a bad character anywhere
+-- checks each id on its own.
+local all_clean = n > 0 and table.concat(ARGV, '', 2, 1 + n * 4):find('[^%w_%.:@%-]') == nil
+local function ok_id(s)
+  if all_clean then return #s >= 1 and #s <= 128 end
+  return is_id(s)
+end
+local reqs, ikeys, users, hids, user_seen = {}, {}, {}, {}, {}
 for i = 1, n do
   local b = 1 + (i - 1) * 4
-  local hid, rid, user, qs = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4]
-  local qty = parse_pos_int(qs, max_qty)
-  if not (is_id(hid) and is_id(rid) and is_id(user) and qty) then
+  local hid, rid, user = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]
+  local qty = parse_pos_int(ARGV[b + 4], max_qty)
+  if qty and ok_id(hid) and ok_id(rid) and ok_id(user) then
+    local ikey = user .. '|' .. rid  -- request ids are scoped per user: viewers can't collide
+    reqs[i] = {hid, user, qty, ikey, rid}
+    ikeys[#ikeys + 1] = ikey
+    hids[#hids + 1] = hid
+    if not user_seen[user] then
+      user_seen[user] = true
+      users[#users + 1] = user
+    end
+  end
+end
+
+local prior, units_of, hid_taken = {}, {}, {}
+if #ikeys > 0 then
+  local r = many('HMGET', idem, ikeys)
+  for j = 1, #ikeys do if r[j] then prior[ikeys[j]] = r[j] end end
+  r = many('HMGET', buyers, users)
+  for j = 1, #users do units_of[users[j]] = tonumber(r[j] or '0') end
+  if open then
+    r = many('HMGET', holds, hids)
+    for j = 1, #hids do if r[j] then hid_taken[hids[j]] = true end end
+  end
+end
+
+-- pass 2: decide, in order; writes are collected and applied once at the end
+local w_holds, w_deadlines, w_idem, touched, fresh = {}, {}, {}, {}, {}
+local taken = 0
+local pay_by = now + ttl
+for i = 1, n do
+  local q = reqs[i]
+  if not q then
     out[i] = {'INVALID', '', 0, available, 0}
   else
-    local ikey = user .. '|' .. rid  -- request ids are scoped per user: viewers can't collide
-    local prior = redis.call('HGET', idem, ikey)
-    if prior then
-      local p = cjson.decode(prior)
+    local hid, user, qty, ikey, rid = q[1], q[2], q[3], q[4], q[5]
+    local p = fresh[ikey] or (prior[ikey] and cjson.decode(prior[ikey]))
+    if p then
       if p.u == user and p.q == qty then
-        out[i] = {p.c, p.h, p.p, available, tonumber(redis.call('HGET', buyers, user) or '0')}
+        out[i] = {p.c, p.h, p.p, available, units_of[user]}
       else
         out[i] = {'IDEM_MISMATCH', '', 0, available, 0}
       end
@@ -46,36 +102,50 @@ for i = 1, n do
       out[i] = {'NOT_STARTED', '', starts, available, 0}
     elseif now >= ends then
       out[i] = {'ENDED', '', ends, available, 0}
-    elseif redis.call('HEXISTS', holds, hid) == 1 then
+    elseif hid_taken[hid] then
       out[i] = {'INVALID', '', 0, available, 0}
     else
-      local units = tonumber(redis.call('HGET', buyers, user) or '0')
-      local code
+      local units = units_of[user]
+      local rec
       if available < qty then
-        code = 'SOLD_OUT'
+        rec = {c = 'SOLD_OUT', h = '', p = 0, u = user, q = qty}
       elseif units + qty > limit then
-        code = 'LIMIT'
+        rec = {c = 'LIMIT', h = '', p = 0, u = user, q = qty}
       else
-        code = 'RESERVED'
-      end
-      if code == 'RESERVED' then
-        local pay_by = now + ttl
+        rec = {c = 'RESERVED', h = hid, p = pay_by, u = user, q = qty}
         available = available - qty
         taken = taken + qty
-        units = redis.call('HINCRBY', buyers, user, qty)
-        redis.call('HSET', holds, hid, cjson.encode({u = user, q = qty, p = pay_by, s = 'held', r = rid, t = now}))
-        redis.call('ZADD', deadlines, pay_by, hid)
-        redis.call('HSET', idem, ikey, cjson.encode({c = code, h = hid, p = pay_by, u = user, q = qty}))
-        out[i] = {code, hid, pay_by, available, units}
-      else
-        redis.call('HSET', idem, ikey, cjson.encode({c = code, h = '', p = 0, u = user, q = qty}))
-        out[i] = {code, '', 0, available, units}
+        units = units + qty
+        units_of[user] = units
+        touched[user] = true
+        hid_taken[hid] = true
+        w_holds[#w_holds + 1] = hid
+        -- ids are of [A-Za-z0-9_.:@-] (checked above), so this is valid JSON without escaping
+        w_holds[#w_holds + 1] = string.format('{"u":"%s","q":%d,"p":%d,"s":"held","r":"%s","t":%d}',
+          user, qty, pay_by, rid, now)
+        w_deadlines[#w_deadlines + 1] = pay_by
+        w_deadlines[#w_deadlines + 1] = hid
       end
+      fresh[ikey] = rec
+      w_idem[#w_idem + 1] = ikey
+      w_idem[#w_idem + 1] = string.format('{"c":"%s","h":"%s","p":%d,"u":"%s","q":%d}', rec.c, rec.h, rec.p,
+        user, qty)
+      out[i] = {rec.c, rec.h, rec.p, available, units}
     end
   end
 end
+
 if taken > 0 then
+  local w_buyers = {}
+  for user in pairs(touched) do
+    w_buyers[#w_buyers + 1] = user
+    w_buyers[#w_buyers + 1] = string.format('%d', units_of[user])
+  end
+  many('HSET', buyers, w_buyers)
+  many('HSET', holds, w_holds)
+  many('ZADD', deadlines, w_deadlines)
   redis.call('HINCRBY', sale, 'available', -taken)
   redis.call('HINCRBY', sale, 'held', taken)
 end
+if #w_idem > 0 then many('HSET', idem, w_idem) end
 return out
