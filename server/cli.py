@@ -20,6 +20,11 @@ __all__ = ["main"]
 
 log = logging.getLogger("livesale")
 
+# Internal parent -> child signal, not a user setting (so it is not in server/config.py or the README):
+# `livesale serve` with more than one worker sets it in each gateway child's environment so the child
+# binds with SO_REUSEPORT. Setting it by hand is not supported.
+_INTERNAL_REUSE_PORT_ENV = "LIVESALE_REUSE_PORT"
+
 
 def _setup_logging(level: str) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s")
@@ -77,7 +82,11 @@ def _serve_workers(settings: Settings) -> int:
         embedded = EmbeddedRedis(settings.data_path)
         env["REDIS_URL"] = embedded.start()
     settings.signing_secret()  # create the shared secret once, before the workers race for it
-    env.update(LIVESALE_SETTLE_IN_PROCESS="0", LIVESALE_WORKERS="1", LIVESALE_REUSE_PORT="1")
+    # The children re-read their settings from the environment: hand them what this process resolved
+    # (command-line overrides such as --port included), not just a copy of os.environ.
+    env.update(LIVESALE_SETTLE_IN_PROCESS="0", LIVESALE_WORKERS="1", LIVESALE_PORT=str(settings.port),
+               LIVESALE_HOST=settings.host)
+    env[_INTERNAL_REUSE_PORT_ENV] = "1"
     children = [subprocess.Popen([sys.executable, "-m", "server.cli", "serve"], env=env)
                 for _ in range(settings.workers)]
     try:
@@ -118,7 +127,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     _install_uvloop()
     if settings.workers > 1:
         return _serve_workers(settings)
-    asyncio.run(run_server(settings, reuse_port=os.environ.get("LIVESALE_REUSE_PORT") == "1"))
+    asyncio.run(run_server(settings, reuse_port=os.environ.get(_INTERNAL_REUSE_PORT_ENV) == "1"))
     return 0
 
 

@@ -1,6 +1,8 @@
 """The one settings object, read once from the environment.
 
-Every knob lives here; nothing else in the code base reads ``os.environ``.
+Every server knob lives here; nothing else in the server reads settings from ``os.environ``. (The
+one exception is ``LIVESALE_REUSE_PORT`` in ``server/cli.py``: an internal signal from
+``livesale serve --workers N`` to its own gateway children, not a user setting.)
 ``Settings.from_env(env)`` validates every value and raises ``SettingsError``
 with a message that names the variable, what it got and what it expects.
 """

@@ -466,8 +466,11 @@ async def test_batch_mixes_invalid_and_valid_requests(inventory, busy_sale):
             ReserveRequest("", 1, "r3"), ReserveRequest("dave", 2, "r4")]
     codes = [r.code for r in await inventory.reserve_many(busy_sale, reqs)]
     assert codes == [ReserveCode.RESERVED, ReserveCode.INVALID, ReserveCode.INVALID, ReserveCode.RESERVED]
-    assert await inventory.redis.hexists(K.sale_keys(busy_sale).idem, "r2") == 0
-    assert await inventory.redis.hexists(K.sale_keys(busy_sale).idem, "r3") == 0
+    # idempotency fields are "<user>|<rid>" (reserve.lua): the valid requests wrote theirs, the invalid ones none
+    idem = await inventory.redis.hgetall(K.sale_keys(busy_sale).idem)
+    assert "carol|r1" in idem and "dave|r4" in idem
+    assert "carol|r2" not in idem and "|r3" not in idem
+    assert not [f for f in idem if f.endswith(("|r2", "|r3"))], idem
     await assert_ok(inventory, busy_sale)
 
 

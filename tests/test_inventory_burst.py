@@ -22,13 +22,10 @@ from inventory import keys as K
 from inventory.domain import SaleSpec
 from inventory.scripts import Inventory
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("drop_test_sales")]
 
 ROOT = Path(__file__).resolve().parents[1]
 PROC = Path(__file__).resolve().parent / "burst_proc.py"
-
-
-pytestmark = pytest.mark.usefixtures("drop_test_sales")
 
 
 async def arm(inv: Inventory, sale_id: str, allocated: int, limit: int) -> SaleSpec:

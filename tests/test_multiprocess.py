@@ -3,6 +3,8 @@
 - 1,000 viewers over two gateway processes all receive the same room events in the same order.
 - `LIVESALE_WORKERS=2`: two gateway children share the port (SO_REUSEPORT), the parent settles; both
   children accept joins, and SIGTERM stops everything cleanly.
+- `livesale serve --workers 2 --port P`: the command-line flags reach the children (they bind P, not
+  the environment's LIVESALE_PORT).
 """
 
 from __future__ import annotations
@@ -45,9 +47,10 @@ class ServerProc:
         self._task = asyncio.create_task(self._drain())
 
     @classmethod
-    async def start(cls, env: dict[str, str]) -> ServerProc:
+    async def start(cls, env: dict[str, str], args: tuple[str, ...] = ()) -> ServerProc:
         full = {**os.environ, "PYTHONPATH": str(ROOT), "LIVESALE_LOG_LEVEL": "WARNING", **env}
-        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "server.cli", "serve", cwd=str(ROOT),
+        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "server.cli", "serve", *args,
+                                                    cwd=str(ROOT),
                                                     env=full, stdout=asyncio.subprocess.PIPE,
                                                     stderr=asyncio.subprocess.STDOUT)
         return cls(proc)
@@ -228,6 +231,41 @@ async def test_workers_share_the_port_and_stop_on_sigterm(settings: Settings, re
     finally:
         await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
         await session.close()
+        rc = await parent.stop(30)
+        for pid in children:  # the parent stops its children; kill leftovers so nothing leaks
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+                raise AssertionError(f"gateway child {pid} survived the parent's SIGTERM")
+    assert rc == 0, parent.lines[-30:]
+
+
+async def test_workers_and_port_from_the_command_line_reach_the_children(settings: Settings, redis_url: str,
+                                                                        database_url: str, tmp_path: Path) -> None:
+    port, env_port = free_port(), free_port()
+    # the environment names another port: the --port flag must win in the parent and in both children
+    env = base_env(settings, redis_url, database_url, tmp_path / "cli", env_port)
+    env["LIVESALE_WORKERS"] = ""  # empty = unset: only --workers asks for two gateways
+    parent = await ServerProc.start(env, ("--workers", "2", "--port", str(port)))
+    children: set[int] = set()
+    try:
+        listening = await parent.wait_lines("livesale listening on", 2)
+        assert all(ln.endswith(f":{port}") for ln in listening), listening
+        await parent.wait_lines("livesale settlement worker running")
+
+        async def two_gateways() -> set[str]:
+            seen: set[str] = set()
+            # a fresh TCP connection per request: the kernel spreads them over both children
+            async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session:
+                while len(seen) < 2:
+                    async with session.get(f"http://127.0.0.1:{port}/healthz") as r:
+                        assert r.status == 200, await r.text()
+                        seen.add((await r.json())["gateway"])
+            return seen
+
+        gateways = await asyncio.wait_for(two_gateways(), timeout(20))
+        children = {int(gw.rsplit(":", 2)[1]) for gw in gateways}
+        assert len(children) == 2 and parent.proc.pid not in children, gateways
+    finally:
         rc = await parent.stop(30)
         for pid in children:  # the parent stops its children; kill leftovers so nothing leaks
             with contextlib.suppress(ProcessLookupError):
