@@ -9,6 +9,7 @@ validates input early, builds keys and maps replies to result types.
 from __future__ import annotations
 
 import importlib.resources
+import secrets
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,7 +20,7 @@ from . import keys as K
 from .domain import (
     ArmCode, ArmResult, ConfirmCode, ConfirmResult, Hold, InvalidInput, InvariantReport, ReleaseCode,
     ReleaseResult, ReserveCode, ReserveRequest, ReserveResult, SaleCounters, SaleSpec, check_id,
-    new_hold_id, sale_of_hold, SALE_ID_RE,
+    sale_of_hold, SALE_ID_RE,
 )
 
 __all__ = ["Inventory", "script_source"]
@@ -31,6 +32,10 @@ SCRIPT_NAMES = ("arm", "reserve", "confirm", "release", "reap", "audit", "close"
 def script_source(name: str) -> str:
     """A script's full text: the shared helpers, then the script (its KEYS/ARGV header included)."""
     return (_LUA / "_lib.lua").read_text() + "\n" + (_LUA / f"{name}.lua").read_text()
+
+
+_RESERVE_CODES: dict[Any, ReserveCode] = {**{c.value: c for c in ReserveCode},
+                                         **{c.value.encode(): c for c in ReserveCode}}
 
 
 def _s(v: Any) -> str:
@@ -58,11 +63,16 @@ class Inventory:
 
     async def arm(self, spec: SaleSpec) -> ArmResult:
         k = K.sale_keys(spec.sale_id)
+        # registered before the sale exists: a crash between the two can leave a registry entry for a
+        # sale that was never armed (harmless, the worker reads an empty stream), never an armed sale
+        # whose outbox nobody reads. The registries are global keys, so they can't join the script.
+        await self.redis.sadd(K.OUTBOX_REGISTRY, k.outbox)
+        await self.redis.sadd(K.SALES_REGISTRY, spec.sale_id)
         code, available, held, sold = await self._scripts["arm"](keys=[k.sale], args=spec.to_argv())
         result = ArmResult(ArmCode(_s(code)), int(available), int(held), int(sold))
-        if result.ok:
-            await self.redis.sadd(K.OUTBOX_REGISTRY, k.outbox)
-            await self.redis.sadd(K.SALES_REGISTRY, spec.sale_id)
+        if result.code is ArmCode.INVALID:  # nothing is armed under this key: bad input leaves no trace
+            await self.redis.srem(K.OUTBOX_REGISTRY, k.outbox)
+            await self.redis.srem(K.SALES_REGISTRY, spec.sale_id)
         return result
 
     async def counters(self, sale_id: str) -> SaleCounters | None:
@@ -96,23 +106,21 @@ class Inventory:
         if not isinstance(sale_id, str) or not SALE_ID_RE.match(sale_id):
             return [ReserveResult(ReserveCode.INVALID, None, None, 0, 0) for _ in requests]
         k = K.sale_keys(sale_id)
-        quads = []
-        for r in requests:
+        tokens = secrets.token_hex(8 * len(requests))  # one urandom read for the batch's hold ids
+        args: list[Any] = [self.max_qty]
+        for i, r in enumerate(requests):
             qty = str(r.qty) if isinstance(r.qty, int) and not isinstance(r.qty, bool) else "x"
             rid = r.request_id if isinstance(r.request_id, str) else ""  # "" fails Lua's is_id: INVALID
             user = r.user_id if isinstance(r.user_id, str) else ""
-            quads.append((new_hold_id(sale_id), rid, user, qty))
+            args += (f"{sale_id}.{tokens[16 * i:16 * i + 16]}", rid, user, qty)
         # flat ARGV: a JSON-encoded batch was tried and measured slower end to end (cjson.decode costs
         # the server more than redis-py saves packing; in a burst both share a core)
-        args: list[Any] = [self.max_qty, *(x for q in quads for x in q)]
         replies = await self._scripts["reserve"](keys=k.for_reserve, args=args)
         out = []
         for code, hold_id, pay_by, available, units in replies:
-            c = ReserveCode(_s(code))
-            out.append(ReserveResult(
-                code=c, hold_id=_s(hold_id) if c is ReserveCode.RESERVED else None,
-                pay_by_ms=int(pay_by) or None, available=int(available), user_units=int(units),
-            ))
+            c = _RESERVE_CODES[code]
+            out.append(ReserveResult(c, _s(hold_id) if c is ReserveCode.RESERVED else None,
+                                     int(pay_by) or None, int(available), int(units)))
         return out
 
     async def confirm(self, hold_id: str, payment_ref: str, user_id: str = "") -> ConfirmResult:

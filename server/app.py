@@ -102,7 +102,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
                                                   core.service)
     service.start()
     hub = Hub(raw, bus, tick_ms=s.tick_ms, replay_keep=s.replay_buffer, soft_limit=s.ws_soft_limit,
-              heartbeat_s=s.heartbeat_s, sample_threshold=s.sample_threshold,
+              heartbeat_s=s.heartbeat_s, sample_threshold=s.sample_threshold, ambient_rate=s.ambient_rate,
               on_open=service.fire_open, on_close=service.fire_close)
     await hub.start()
     gateway = Gateway(hub, service, s.signing_secret(),

@@ -115,6 +115,7 @@ class Settings:
     heartbeat_s: float = field(default=25.0, metadata=_env("LIVESALE_HEARTBEAT_S", _float(1, 3600), "Server ping interval; a peer silent for two intervals is closed."))
     buy_rate: float = field(default=5.0, metadata=_env("LIVESALE_BUY_RATE", _float(0.1, 10000), "Buy requests per second allowed per connection (burst of twice this)."))
     comment_rate: float = field(default=1.0, metadata=_env("LIVESALE_COMMENT_RATE", _float(0.01, 10000), "Comments per second allowed per connection (burst of three)."))
+    ambient_rate: int = field(default=20000, metadata=_env("LIVESALE_AMBIENT_RATE", _int(100, 10_000_000), "Ambient frames per second one gateway process writes at most: with more local viewers than this x tick, rooms tick every 2nd, 3rd... tick (critical events are never delayed)."))
     sample_threshold: int = field(default=20000, metadata=_env("LIVESALE_SAMPLE_THRESHOLD", _int(1, 10_000_000), "Rooms with more local viewers than this get sampled comments/ticker."))
     demo_viewers: int = field(default=6, metadata=_env("LIVESALE_DEMO_VIEWERS", _int(0, 10000), "Simulated viewers in `livesale demo`."))
     shutdown_timeout_s: float = field(default=10.0, metadata=_env("LIVESALE_SHUTDOWN_TIMEOUT_S", _float(0.1, 600), "Graceful shutdown: time to drain before cancelling."))

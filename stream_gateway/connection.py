@@ -39,7 +39,8 @@ class TokenBucket:
 
 class Conn:
     __slots__ = ("ws", "transport", "binary", "identity", "room_id", "last_seen", "dead", "session",
-                 "buys", "comments", "flood_window", "flood_count", "hard_limit", "skipped")
+                 "buys", "comments", "flood_window", "flood_count", "hard_limit", "skipped", "inflight",
+                 "_settled")
 
     def __init__(self, ws: web.WebSocketResponse, transport: asyncio.Transport, binary: bool,
                  buy_rate: float, comment_rate: float, hard_limit: int) -> None:
@@ -57,6 +58,25 @@ class Conn:
         self.flood_count = 0
         self.hard_limit = hard_limit
         self.skipped = 0
+        self.inflight = 0  # requests accepted and not answered yet (buys in a reserve batch)
+        self._settled: asyncio.Future[None] | None = None
+
+    def answered(self) -> None:
+        """One accepted request got its answer."""
+        self.inflight -= 1
+        if not self.inflight and self._settled is not None and not self._settled.done():
+            self._settled.set_result(None)
+
+    async def settle(self, timeout: float) -> None:
+        """Wait (bounded) until every accepted request has been answered, e.g. before closing."""
+        if self.inflight:
+            self._settled = asyncio.get_running_loop().create_future()
+            try:
+                await asyncio.wait_for(self._settled, timeout)
+            except asyncio.TimeoutError:
+                pass
+            finally:
+                self._settled = None
 
     def send(self, obj: dict[str, Any]) -> None:
         """A personal message (critical lane): encoded for this connection, never skipped."""

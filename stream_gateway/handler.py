@@ -6,11 +6,12 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from inventory.domain import InvalidInput, ReserveCode
+from inventory.domain import InvalidInput, ReserveCode, ReserveResult
 from .auth import ANONYMOUS, TokenError, verify_token
 from .connection import CLOSE_POLICY, Conn
 from .hub import Hub, LocalRoom
@@ -65,6 +66,7 @@ class Gateway:
                 conn.last_seen = time.monotonic()
                 if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
                     if conn.flood(FLOOD_LIMIT):
+                        await conn.settle(2.0)  # the buys already accepted get their answers first
                         await ws.close(code=CLOSE_POLICY, message=b"too many messages")
                         break
                     await self._on_message(conn, msg.data)
@@ -148,15 +150,8 @@ class Gateway:
                 conn.send({"type": "buy_result", "rid": m.rid, "code": "RATE_LIMITED", "sale": m["sale"],
                            "qty": m["qty"], "units_left": None})
                 return
-            r = await self.service.buy(ident, room_id, m["sale"], m["qty"], m.rid)
-            out: dict[str, Any] = {"type": "buy_result", "rid": m.rid, "code": r.code.value, "sale": m["sale"],
-                                   "qty": m["qty"], "units_left": r.available}
-            if r.code is ReserveCode.RESERVED:
-                out["hold"] = r.hold_id
-                out["pay_by"] = r.pay_by_ms
-            elif r.code is ReserveCode.NOT_STARTED:
-                out["starts_at"] = r.pay_by_ms
-            conn.send(out)
+            conn.inflight += 1
+            self.service.submit_buy(ident, room_id, m["sale"], m["qty"], m.rid, partial(_answer_buy, conn, m))
         elif t == "pay":
             if not conn.buys.take():
                 conn.send({"type": "pay_result", "rid": m.rid, "code": "RATE_LIMITED", "hold": m["hold"]})
@@ -230,6 +225,23 @@ class Gateway:
 
     async def close_all(self) -> None:
         await self.hub.stop()
+
+
+def _answer_buy(conn: Conn, m: Inbound, r: ReserveResult | BaseException) -> None:
+    """The reservation's outcome, to this viewer only (called from the batch's result loop)."""
+    conn.answered()
+    if isinstance(r, BaseException):
+        log.warning("buy %s failed: %s", m.rid, r)
+        conn.send(_error("INTERNAL", "the server could not complete this request; retry", m.rid))
+        return
+    out: dict[str, Any] = {"type": "buy_result", "rid": m.rid, "code": r.code.value, "sale": m["sale"],
+                           "qty": m["qty"], "units_left": r.available}
+    if r.code is ReserveCode.RESERVED:
+        out["hold"] = r.hold_id
+        out["pay_by"] = r.pay_by_ms
+    elif r.code is ReserveCode.NOT_STARTED:
+        out["starts_at"] = r.pay_by_ms
+    conn.send(out)
 
 
 def _error(code: str, message: str, rid: str | None) -> dict[str, Any]:

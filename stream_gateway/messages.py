@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,47 +77,69 @@ HOST_ACTIONS = frozenset({"go_live", "end_live", "pin", "unpin", "launch_sale", 
 ACTION_TYPES = frozenset(_SPECS)
 
 
-def _check(msg_type: str, name: str, kind: str, value: Any, rid: str | None) -> Any:
-    def bad(expect: str) -> ProtocolError:
+def _checker(msg_type: str, name: str, kind: str) -> Callable[[Any, str | None], Any]:
+    """Build the validator of one field once (the spec is parsed here, not per message)."""
+    def bad(expect: str, rid: str | None) -> ProtocolError:
         return ProtocolError("BAD_MESSAGE", f"{msg_type}.{name} must be {expect}", rid)
 
-    if kind == "id":
-        if not isinstance(value, str) or not _ID.match(value):
-            raise bad("1-128 characters of [A-Za-z0-9_.:@-]")
-        return value
-    if kind == "room":
-        if not isinstance(value, str) or not _ROOM.match(value):
-            raise bad("1-64 characters of [A-Za-z0-9_-]")
-        return value
+    if kind in ("id", "room"):
+        pattern, expect = (_ID, "1-128 characters of [A-Za-z0-9_.:@-]") if kind == "id" else \
+            (_ROOM, "1-64 characters of [A-Za-z0-9_-]")
+        match = pattern.match
+
+        def check_id(value: Any, rid: str | None) -> Any:
+            if value.__class__ is not str or not match(value):
+                raise bad(expect, rid)
+            return value
+        return check_id
     if kind == "token":
-        if not isinstance(value, str) or len(value) > 4096:
-            raise bad("a token string")
-        return value
+        def check_token(value: Any, rid: str | None) -> Any:
+            if not isinstance(value, str) or len(value) > 4096:
+                raise bad("a token string", rid)
+            return value
+        return check_token
     if kind == "num":
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
-            raise bad("a number")
-        return value
+        def check_num(value: Any, rid: str | None) -> Any:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+                raise bad("a number", rid)
+            return value
+        return check_num
     if kind.startswith("str:"):
         limit = int(kind[4:])
-        if not isinstance(value, str) or not value.strip():
-            raise bad("a non-empty string")
-        if len(value) > limit:
-            raise ProtocolError("INVALID", f"{msg_type}.{name} is longer than {limit} characters", rid)
-        return value.strip()
+
+        def check_str(value: Any, rid: str | None) -> Any:
+            if not isinstance(value, str) or not value.strip():
+                raise bad("a non-empty string", rid)
+            if len(value) > limit:
+                raise ProtocolError("INVALID", f"{msg_type}.{name} is longer than {limit} characters", rid)
+            return value.strip()
+        return check_str
     if kind.startswith("int:"):
-        _, lo, hi = kind.split(":")
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise bad("an integer")
-        if not int(lo) <= value <= int(hi):
-            raise ProtocolError("INVALID", f"{msg_type}.{name} must be between {lo} and {hi}", rid)
-        return value
+        _, lo_s, hi_s = kind.split(":")
+        lo, hi = int(lo_s), int(hi_s)
+
+        def check_int(value: Any, rid: str | None) -> Any:
+            if value.__class__ is not int:  # bool is a subclass of int: refused too
+                raise bad("an integer", rid)
+            if not lo <= value <= hi:
+                raise ProtocolError("INVALID", f"{msg_type}.{name} must be between {lo} and {hi}", rid)
+            return value
+        return check_int
     if kind == "resume":
-        if (not isinstance(value, dict) or not isinstance(value.get("epoch"), str)
-                or len(value["epoch"]) > 64 or isinstance(value.get("seq"), bool)
-                or not isinstance(value.get("seq"), int) or value["seq"] < 0):
-            raise bad("an object {epoch: string, seq: integer >= 0}")
-        return (value["epoch"], value["seq"])
+        def check_resume(value: Any, rid: str | None) -> Any:
+            if (not isinstance(value, dict) or not isinstance(value.get("epoch"), str)
+                    or len(value["epoch"]) > 64 or isinstance(value.get("seq"), bool)
+                    or not isinstance(value.get("seq"), int) or value["seq"] < 0):
+                raise bad("an object {epoch: string, seq: integer >= 0}", rid)
+            return (value["epoch"], value["seq"])
+        return check_resume
     raise AssertionError(kind)
+
+
+_COMPILED: dict[str, tuple[tuple[str, Callable[[Any, str | None], Any], bool, Any], ...]] = {
+    t: tuple((name, _checker(t, name, kind), required, default) for name, (kind, required, default) in spec.items())
+    for t, spec in _SPECS.items()
+}
 
 
 def decode_frame(data: bytes | str) -> Any:
@@ -138,20 +161,20 @@ def parse_inbound(data: bytes | str) -> Inbound:
     msg_type = obj.get("type")
     if not isinstance(msg_type, str):
         raise ProtocolError("BAD_MESSAGE", "message has no string `type`", rid)
-    spec = _SPECS.get(msg_type)
+    spec = _COMPILED.get(msg_type)
     if spec is None:
         raise ProtocolError("BAD_MESSAGE", f"unknown message type {msg_type[:40]!r}", rid)
-    if msg_type in _RID_REQUIRED and rid is None:
+    if rid is None and msg_type in _RID_REQUIRED:
         raise ProtocolError("BAD_MESSAGE", f"{msg_type} needs a rid", rid)
     fields: dict[str, Any] = {}
-    for name, (kind, required, default) in spec.items():
+    for name, check, required, default in spec:
         value = obj.get(name)
         if value is None:
             if required:
                 raise ProtocolError("BAD_MESSAGE", f"{msg_type}.{name} is required", rid)
             fields[name] = default
         else:
-            fields[name] = _check(msg_type, name, kind, value, rid)
+            fields[name] = check(value, rid)
     return Inbound(msg_type, rid, fields)
 
 

@@ -11,7 +11,8 @@ import contextlib
 import logging
 import secrets
 import time
-from dataclasses import dataclass
+from collections.abc import Callable, Coroutine
+from functools import partial
 from typing import Any
 
 from inventory.domain import (
@@ -67,29 +68,33 @@ def sale_wire(s: SaleRecord, units_left: int | None = None, state: str = "schedu
             "starts_at": s.starts_at_ms, "ends_at": s.ends_at_ms, "hold_ttl_ms": s.hold_ttl_ms, "state": state}
 
 
-@dataclass
-class _Pending:
-    req: ReserveRequest
-    fut: asyncio.Future[ReserveResult]
+ReserveCallback = Callable[[ReserveResult | BaseException], None]
 
 
 class ReserveBatcher:
     """Group-commit for the burst: buys for one sale that arrive while a script call is in flight are
-    sent together in the next call (one EVALSHA reserves up to ``max_batch`` requests)."""
+    sent together in the next call (one EVALSHA reserves up to ``max_batch`` requests).
+
+    ``submit`` takes a callback rather than returning a future: the gateway answers each click from
+    the batch's result loop directly, so a click costs no task wake-up of its own."""
 
     def __init__(self, inventory: Inventory, max_batch: int = 256, max_inflight: int = 2) -> None:
         self.inventory = inventory
         self.max_batch = max_batch
         self.max_inflight = max_inflight
-        self._queues: dict[str, list[_Pending]] = {}
+        self._queues: dict[str, list[tuple[ReserveRequest, ReserveCallback]]] = {}
         self._inflight: dict[str, int] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def reserve(self, sale_id: str, req: ReserveRequest) -> ReserveResult:
-        fut: asyncio.Future[ReserveResult] = asyncio.get_running_loop().create_future()
-        self._queues.setdefault(sale_id, []).append(_Pending(req, fut))
+    def submit(self, sale_id: str, req: ReserveRequest, done: ReserveCallback) -> None:
+        """Queue one request; ``done`` gets its ReserveResult (or the exception that failed its batch)."""
+        self._queues.setdefault(sale_id, []).append((req, done))
         if self._inflight.get(sale_id, 0) < self.max_inflight:
             self._start(sale_id)
+
+    async def reserve(self, sale_id: str, req: ReserveRequest) -> ReserveResult:
+        fut: asyncio.Future[ReserveResult] = asyncio.get_running_loop().create_future()
+        self.submit(sale_id, req, partial(_settle_future, fut))
         return await fut
 
     def _start(self, sale_id: str) -> None:
@@ -107,15 +112,16 @@ class ReserveBatcher:
                     break
                 batch, self._queues[sale_id] = queue[: self.max_batch], queue[self.max_batch:]
                 try:
-                    results = await self.inventory.reserve_many(sale_id, [p.req for p in batch])
+                    results: list[ReserveResult] | None = await self.inventory.reserve_many(
+                        sale_id, [req for req, _ in batch])
+                    failure: BaseException | None = None
                 except Exception as exc:  # Redis down: every waiter gets the error, nothing is lost
-                    for p in batch:
-                        if not p.fut.done():
-                            p.fut.set_exception(exc)
-                    continue
-                for p, r in zip(batch, results):
-                    if not p.fut.done():
-                        p.fut.set_result(r)
+                    results, failure = None, exc
+                for i, (_, done) in enumerate(batch):
+                    try:
+                        done(failure if results is None else results[i])
+                    except Exception:
+                        log.exception("reserve callback failed")
         finally:
             self._inflight[sale_id] -= 1
             if not self._inflight[sale_id]:
@@ -129,6 +135,15 @@ class ReserveBatcher:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
+def _settle_future(fut: "asyncio.Future[Any]", outcome: Any) -> None:
+    if fut.done():
+        return
+    if isinstance(outcome, BaseException):
+        fut.set_exception(outcome)
+    else:
+        fut.set_result(outcome)
+
+
 class RoomService:
     def __init__(self, store: OrderStore, inventory: Inventory, bus: RoomBus, default_hold_ttl_s: int,
                  max_qty: int) -> None:
@@ -140,6 +155,7 @@ class RoomService:
         self.batcher = ReserveBatcher(inventory)
         self._funnel: dict[str, dict[str, int]] = {}  # room -> counter -> n, flushed to Redis each second
         self._flusher: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()  # publishes started from the buy path
 
     def start(self) -> None:
         self._flusher = asyncio.create_task(self._flush_loop(), name="funnel-flush")
@@ -151,6 +167,18 @@ class RoomService:
                 await self._flusher
         await self.flush_funnel()
         await self.batcher.close()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=5.0)
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("room publish failed: %s", task.exception())
 
     def _count(self, room_id: str, field: str) -> None:
         room = self._funnel.setdefault(room_id, {})
@@ -323,18 +351,29 @@ class RoomService:
 
     # -- viewers ---------------------------------------------------------------------------------
 
-    async def buy(self, viewer: Identity, room_id: str | None, sale_id: str, qty: Any, request_id: str) -> ReserveResult:
+    def submit_buy(self, viewer: Identity, room_id: str | None, sale_id: str, qty: Any, request_id: str,
+                   done: ReserveCallback) -> None:
+        """Queue a reservation; ``done`` gets the ReserveResult (or the exception that failed it)."""
         if not isinstance(qty, int) or isinstance(qty, bool) or not 1 <= qty <= self.max_qty:
-            return ReserveResult(ReserveCode.INVALID, None, None, 0, 0)
+            done(ReserveResult(ReserveCode.INVALID, None, None, 0, 0))
+            return
         if room_id:
             self._count(room_id, "tapped")
-        result = await self.batcher.reserve(sale_id, ReserveRequest(viewer.user, qty, request_id))
-        if result.ok:
-            if room_id:
-                self._count(room_id, "reserved")
-            if result.available == 0 and room_id:  # this request took the last unit: exactly once per depletion
-                await self.bus.publish(room_id, {"type": "sale_sold_out", "sale_id": sale_id})
-        return result
+        self.batcher.submit(sale_id, ReserveRequest(viewer.user, qty, request_id),
+                            partial(self._reserved, room_id, sale_id, done))
+
+    def _reserved(self, room_id: str | None, sale_id: str, done: ReserveCallback,
+                  result: ReserveResult | BaseException) -> None:
+        if isinstance(result, ReserveResult) and result.ok and room_id:
+            self._count(room_id, "reserved")
+            if result.available == 0:  # this request took the last unit: exactly once per depletion
+                self._spawn(self.bus.publish(room_id, {"type": "sale_sold_out", "sale_id": sale_id}))
+        done(result)
+
+    async def buy(self, viewer: Identity, room_id: str | None, sale_id: str, qty: Any, request_id: str) -> ReserveResult:
+        fut: asyncio.Future[ReserveResult] = asyncio.get_running_loop().create_future()
+        self.submit_buy(viewer, room_id, sale_id, qty, request_id, partial(_settle_future, fut))
+        return await fut
 
     async def pay(self, viewer: Identity, hold_id: str, payment_ref: str | None = None) -> ConfirmResult:
         """Demo payment: it succeeds at once and confirms the hold (idempotent per hold)."""
@@ -346,7 +385,7 @@ class RoomService:
             if hold and counters and hold.confirmed_ms:
                 room = counters.room_id
                 self._count(room, "paid")
-                await self.bus.ambient(room, {"k": "b", "b": {"order": hold_id, "name": mask_name(viewer.name),
+                await self.bus.ambient(room, {"k": "b", "b": {"name": mask_name(viewer.name),
                                                                "sale_id": hold.sale_id, "qty": hold.qty,
                                                                "ts": hold.confirmed_ms}})
         return result
