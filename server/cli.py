@@ -142,14 +142,18 @@ def cmd_settle(args: argparse.Namespace) -> int:
 
 
 def cmd_token(args: argparse.Namespace) -> int:
-    from stream_gateway.auth import mint_host_token, mint_viewer_token
+    from stream_gateway.auth import TokenError, mint_host_token, mint_viewer_token
 
     settings = Settings.from_env()
     secret = settings.signing_secret()
-    if args.viewer:
-        token, _user = mint_viewer_token(secret, args.viewer, ttl_s=args.ttl)
-    else:
-        token = mint_host_token(secret, args.host, tuple(args.room or ["*"]), ttl_s=args.ttl)
+    try:
+        if args.viewer:
+            token, _user = mint_viewer_token(secret, args.viewer, ttl_s=args.ttl)
+        else:
+            token = mint_host_token(secret, args.host, tuple(args.room or ["*"]), ttl_s=args.ttl)
+    except TokenError as e:
+        print(f"livesale token: {e}", file=sys.stderr)
+        return 2
     print(token)
     return 0
 

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 import time
 from dataclasses import dataclass
 
 import jwt
 
-__all__ = ["Identity", "TokenError", "mint_host_token", "mint_viewer_token", "verify_token", "ANONYMOUS"]
+__all__ = ["Identity", "TokenError", "mint_host_token", "mint_viewer_token", "verify_token", "ANONYMOUS",
+           "SUB_RULE"]
 
 _ALG = "HS256"
+# A subject is the user id everywhere else (holds, orders, rate limits, `mute`): the same alphabet as
+# the protocol's ids, so a token the server accepts at join can also buy, pay and be muted.
+_SUB = re.compile(r"^[A-Za-z0-9_.:@-]{1,128}\Z")
+SUB_RULE = "1-128 characters of [A-Za-z0-9_.:@-]"
 
 
 class TokenError(ValueError):
@@ -35,15 +41,24 @@ class Identity:
 ANONYMOUS = Identity(user="", name="", role="anonymous")
 
 
+def _check_sub(sub: object, what: str) -> str:
+    if not isinstance(sub, str) or not _SUB.match(sub):
+        raise TokenError(f"{what} must be {SUB_RULE}, got {str(sub)[:40]!r}")
+    return sub
+
+
 def mint_host_token(secret: str, host_id: str, rooms: tuple[str, ...] = ("*",), ttl_s: int = 7 * 86400) -> str:
+    """Raises TokenError when ``host_id`` is not a valid subject (see ``SUB_RULE``)."""
+    _check_sub(host_id, "host id")
     now = int(time.time())
     return jwt.encode({"sub": host_id, "role": "host", "name": host_id, "rooms": list(rooms),
                        "iat": now, "exp": now + ttl_s}, secret, algorithm=_ALG)
 
 
 def mint_viewer_token(secret: str, name: str, user: str | None = None, ttl_s: int = 30 * 86400) -> tuple[str, str]:
-    """Returns (token, user id). The demo issues one per browser."""
-    user = user or "v-" + secrets.token_hex(6)
+    """Returns (token, user id). The demo issues one per browser. ``name`` is free-form display text;
+    ``user`` (default: a random ``v-<hex>``) must be a valid subject, else TokenError."""
+    user = _check_sub(user, "viewer id") if user else "v-" + secrets.token_hex(6)
     now = int(time.time())
     token = jwt.encode({"sub": user, "role": "viewer", "name": name, "iat": now, "exp": now + ttl_s},
                        secret, algorithm=_ALG)
@@ -61,8 +76,10 @@ def verify_token(secret: str, token: object) -> Identity:
         raise TokenError("token is not valid") from None
     role = claims.get("role")
     sub = claims.get("sub")
-    if role not in ("viewer", "host") or not isinstance(sub, str) or not 1 <= len(sub) <= 128:
-        raise TokenError("token has no valid role or subject")
+    if role not in ("viewer", "host"):
+        raise TokenError("token has no valid role (viewer or host)")
+    if not isinstance(sub, str) or not _SUB.match(sub):
+        raise TokenError(f"token subject (sub) must be {SUB_RULE}")
     rooms = claims.get("rooms") or []
     if not isinstance(rooms, list) or not all(isinstance(r, str) for r in rooms):
         raise TokenError("token has malformed rooms")

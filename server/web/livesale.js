@@ -86,6 +86,10 @@ export function tokenClaims(token) {
 // after this client was written, which are still counted so that no false gap is seen).
 const UNSEQUENCED = new Set(["snapshot", "resumed", "hello", "clock", "pong", "tick", "ok", "error",
   "buy_result", "pay_result", "release_result", "order_confirmed"]);
+// Names of the client's own events. A server message of the same type is not dispatched under
+// that name (it would mean two different things): raw `clock` replies are clock-sync samples, and a
+// server `error` is dispatched once, as the client's `error` event. Every message is still in `message`.
+const LOCAL_EVENTS = new Set(["state", "change", "message", "clock", "error", "joined"]);
 // Requests that are idempotent by rid on the server: re-sent after a reconnect.
 const IDEMPOTENT = new Set(["buy", "pay", "release"]);
 const REPLY_OF = { buy: "buy_result", pay: "pay_result", release: "release_result" };
@@ -95,8 +99,9 @@ const REPLY_OF = { buy: "buy_result", pay: "pay_result", release: "release_resul
  * the server message (or a small object for the local events `state`, `change`, `clock`, `error`).
  *
  * Events: `state` ({state, attempt, delay_ms}), `message` (every server message), one event per
- * server message type (`snapshot`, `tick`, `sale_open`, `buy_result`, ...), `change` ({cause}) after
- * local state changed, `clock` ({offset, rtt}), `error` ({code, message, request?}).
+ * server message type (`snapshot`, `tick`, `sale_open`, `buy_result`, ...; not `clock` or `error`,
+ * which are local event names), `change` ({cause}) after local state changed, `clock` ({offset, rtt})
+ * after a clock sync, `error` ({code, message, rid?, request?}) once per server `error` message.
  */
 export class LiveSaleClient extends EventTarget {
   /**
@@ -404,6 +409,10 @@ export class LiveSaleClient extends EventTarget {
 
   _emit(type, detail) {
     this.dispatchEvent(new CustomEvent(type, { detail }));
+    this._callOnEvent(detail);
+  }
+
+  _callOnEvent(detail) {
     if (this.onEvent) {
       try { this.onEvent(detail, this); } catch (err) { console.error("livesale onEvent handler failed", err); }
     }
@@ -483,8 +492,12 @@ export class LiveSaleClient extends EventTarget {
     }
 
     this._settle(msg);
-    this._emit("message", msg);
-    this.dispatchEvent(new CustomEvent(type, { detail: msg }));
+    this.dispatchEvent(new CustomEvent("message", { detail: msg }));
+    // A server `error` reaches onEvent once: as the `error` event emitted by _onError (same fields + request).
+    if (type !== "error") this._callOnEvent(msg);
+    // Event names the client uses for its own events keep one meaning: a raw `clock` sample or a raw
+    // `error` message is not re-dispatched under that name (both are still in `message`).
+    if (!LOCAL_EVENTS.has(type)) this.dispatchEvent(new CustomEvent(type, { detail: msg }));
     if (type !== "pong" && type !== "hello") this._changed(type);
   }
 
@@ -609,7 +622,8 @@ export class LiveSaleClient extends EventTarget {
     const ff = msg.rid ? this._fireAndForget.get(msg.rid) : null;
     if (ff) this._fireAndForget.delete(msg.rid);
     const pendingJoin = !this._joined && !msg.rid && ["NOT_FOUND", "UNAUTHORIZED", "FORBIDDEN", "INVALID", "BAD_MESSAGE"].includes(msg.code);
-    this._emit("error", { type: "error", code: msg.code, message: msg.message, rid: msg.rid, request: ff ? ff.type : (this._pending.get(msg.rid)?.msg.type ?? (pendingJoin ? "join" : undefined)) });
+    const request = ff ? ff.type : (this._pending.get(msg.rid)?.msg.type ?? (pendingJoin ? "join" : undefined));
+    this._emit("error", { ...msg, type: "error", code: msg.code, message: msg.message, rid: msg.rid, request });
     if (pendingJoin) {
       // The server refused the join (unknown room, bad token): stop instead of retrying forever.
       this.fatal = { code: msg.code, message: msg.message };
