@@ -35,6 +35,7 @@ from .keys import room_keys
 from .messages import encode_msgpack
 from inventory.keys import sale_keys
 from .room_state import RoomState, sale_state_at
+from .tasks import OwnedTasks
 
 __all__ = ["Hub", "LocalRoom"]
 
@@ -91,7 +92,7 @@ class Hub:
         self.all: set[Conn] = set()  # every open connection, joined or not (heartbeat covers them all)
         self._by_channel: dict[bytes, LocalRoom] = {}
         self._pubsub = redis.pubsub()
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = OwnedTasks(log, "hub task")
         self._loops: list[asyncio.Task[Any]] = []
         self._offset_ms = 0.0
         self._closing = False
@@ -116,25 +117,19 @@ class Hub:
             for c in room.conns():
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(c.ws.close(code=CLOSE_GOING_AWAY, message=b"server shutdown"), 1.0)
-        tasks = [*self._loops, *self._tasks]
-        for t in tasks:
+        for t in self._loops:
             t.cancel()
-        if tasks:  # bounded: a cancel swallowed inside a library must not hang shutdown forever
-            _, pending = await asyncio.wait(tasks, timeout=5.0)
-            if pending:
-                log.warning("hub stop: %d task(s) did not finish", len(pending))
+        stuck = await self._tasks.cancel(5.0)  # bounded: a swallowed cancel must not hang shutdown
+        if self._loops:
+            _, pending = await asyncio.wait(self._loops, timeout=5.0)
+            stuck += len(pending)
+        if stuck:
+            log.warning("hub stop: %d task(s) did not finish", stuck)
         with contextlib.suppress(Exception):
             await self._pubsub.aclose()
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
-        task = asyncio.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("hub task failed", exc_info=task.exception())
+        self._tasks.spawn(coro)
 
     # -- clock ------------------------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -25,6 +25,7 @@ from inventory.store import OrderStore, ProductRecord, RoomRecord, SaleRecord
 from .auth import Identity
 from .bus import RoomBus
 from .room_state import sale_state_at
+from .tasks import OwnedTasks
 
 __all__ = ["RoomService", "ActionError", "mask_name", "sale_wire"]
 
@@ -84,7 +85,7 @@ class ReserveBatcher:
         self.max_inflight = max_inflight
         self._queues: dict[str, list[tuple[ReserveRequest, ReserveCallback]]] = {}
         self._inflight: dict[str, int] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = OwnedTasks(log, "reserve batch")
 
     def submit(self, sale_id: str, req: ReserveRequest, done: ReserveCallback) -> None:
         """Queue one request; ``done`` gets its ReserveResult (or the exception that failed its batch)."""
@@ -99,9 +100,7 @@ class ReserveBatcher:
 
     def _start(self, sale_id: str) -> None:
         self._inflight[sale_id] = self._inflight.get(sale_id, 0) + 1
-        task = asyncio.create_task(self._drain(sale_id))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(self._drain(sale_id))
 
     async def _drain(self, sale_id: str) -> None:
         try:
@@ -130,9 +129,7 @@ class ReserveBatcher:
                     self._queues.pop(sale_id, None)
 
     async def close(self) -> None:
-        for t in list(self._tasks):
-            t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.cancel(5.0)
 
 
 def _settle_future(fut: "asyncio.Future[Any]", outcome: Any) -> None:
@@ -155,7 +152,7 @@ class RoomService:
         self.batcher = ReserveBatcher(inventory)
         self._funnel: dict[str, dict[str, int]] = {}  # room -> counter -> n, flushed to Redis each second
         self._flusher: asyncio.Task[None] | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()  # publishes started from the buy path
+        self._tasks = OwnedTasks(log, "room publish")  # publishes started from the buy path
 
     def start(self) -> None:
         self._flusher = asyncio.create_task(self._flush_loop(), name="funnel-flush")
@@ -167,18 +164,7 @@ class RoomService:
                 await self._flusher
         await self.flush_funnel()
         await self.batcher.close()
-        if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=5.0)
-
-    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
-        task = asyncio.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.warning("room publish failed: %s", task.exception())
+        await self._tasks.drain(5.0)
 
     def _count(self, room_id: str, field: str) -> None:
         room = self._funnel.setdefault(room_id, {})
@@ -367,7 +353,7 @@ class RoomService:
         if isinstance(result, ReserveResult) and result.ok and room_id:
             self._count(room_id, "reserved")
             if result.available == 0:  # this request took the last unit: exactly once per depletion
-                self._spawn(self.bus.publish(room_id, {"type": "sale_sold_out", "sale_id": sale_id}))
+                self._tasks.spawn(self.bus.publish(room_id, {"type": "sale_sold_out", "sale_id": sale_id}))
         done(result)
 
     async def buy(self, viewer: Identity, room_id: str | None, sale_id: str, qty: Any, request_id: str) -> ReserveResult:

@@ -225,3 +225,37 @@ async def test_token_with_an_invalid_subject_is_refused_at_join(room: Room) -> N
     with pytest.raises(TokenError):
         mint_viewer_token(room.secret, "Ana", user="v 1")
     assert mint_viewer_token(room.secret, "Ana", user="v-1:a@b.c_d")[1] == "v-1:a@b.c_d"
+
+
+# -- f. the ambient budget stretches the tick in big rooms ------------------------------------------------
+
+async def _tick_gaps(room: Room, viewers: int, ticks: int) -> list[float]:
+    """Join ``viewers`` sockets, keep the likes counter moving, return the gaps between the ticks that
+    carry it (as one viewer receives them)."""
+    socks = [(await room.viewer(f"Fan{i}"))[0] for i in range(viewers)]
+    watcher, liker = socks[0], socks[-1]
+    start = len(watcher.msgs)
+    stamps: list[float] = []
+    seen = start
+    while len(stamps) < ticks:
+        await liker.send({"type": "like", "n": 1})
+        seen = await watcher.wait_index(lambda m: m["type"] == "tick" and "likes" in m, timeout(5), start=seen) + 1
+        stamps.append(time.monotonic())
+    return [b - a for a, b in zip(stamps, stamps[1:])]
+
+
+async def test_ambient_rate_stretches_the_tick(make_server: Any, settings: Settings, uid: str) -> None:
+    """tick 50 ms with LIVESALE_AMBIENT_RATE=100 frames/s: 5 frames per tick for 12 viewers means a
+    room tick every 3rd base tick (>= 150 ms apart); the default budget ticks every 50 ms."""
+    slow = await make_room(make_server, settings, uid, tick_ms=50, ambient_rate=100)
+    try:
+        gaps = sorted(await _tick_gaps(slow, 12, 8))
+        assert gaps[len(gaps) // 2] >= 0.12, gaps  # median: ~0.15 s
+    finally:
+        await slow.close()
+    fast = await make_room(make_server, settings, uid + "b", tick_ms=50)
+    try:
+        gaps = sorted(await _tick_gaps(fast, 12, 8))
+        assert gaps[len(gaps) // 2] < 0.12, gaps  # median: ~0.05 s
+    finally:
+        await fast.close()

@@ -47,9 +47,12 @@ class ServerProc:
         self._task = asyncio.create_task(self._drain())
 
     @classmethod
-    async def start(cls, env: dict[str, str], args: tuple[str, ...] = ()) -> ServerProc:
+    async def start(cls, env: dict[str, str], args: tuple[str, ...] = (), command: str = "serve",
+                    unset: tuple[str, ...] = ()) -> ServerProc:
         full = {**os.environ, "PYTHONPATH": str(ROOT), "LIVESALE_LOG_LEVEL": "WARNING", **env}
-        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "server.cli", "serve", *args,
+        for name in unset:
+            full.pop(name, None)
+        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "server.cli", command, *args,
                                                     cwd=str(ROOT),
                                                     env=full, stdout=asyncio.subprocess.PIPE,
                                                     stderr=asyncio.subprocess.STDOUT)
@@ -92,6 +95,17 @@ class ServerProc:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._task, 5)
         return rc
+
+
+async def stop_parent(parent: ServerProc, children: set[int]) -> int:
+    """SIGTERM the `serve --workers` parent; it must stop its gateway children (leftovers are killed
+    so nothing leaks, and fail the test)."""
+    rc = await parent.stop(30)
+    for pid in children:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+            raise AssertionError(f"gateway child {pid} survived the parent's SIGTERM")
+    return rc
 
 
 def base_env(settings: Settings, redis_url: str, database_url: str, data_dir: Path, port: int) -> dict[str, str]:
@@ -231,11 +245,7 @@ async def test_workers_share_the_port_and_stop_on_sigterm(settings: Settings, re
     finally:
         await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
         await session.close()
-        rc = await parent.stop(30)
-        for pid in children:  # the parent stops its children; kill leftovers so nothing leaks
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-                raise AssertionError(f"gateway child {pid} survived the parent's SIGTERM")
+        rc = await stop_parent(parent, children)
     assert rc == 0, parent.lines[-30:]
 
 
@@ -266,9 +276,5 @@ async def test_workers_and_port_from_the_command_line_reach_the_children(setting
         children = {int(gw.rsplit(":", 2)[1]) for gw in gateways}
         assert len(children) == 2 and parent.proc.pid not in children, gateways
     finally:
-        rc = await parent.stop(30)
-        for pid in children:  # the parent stops its children; kill leftovers so nothing leaks
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-                raise AssertionError(f"gateway child {pid} survived the parent's SIGTERM")
+        rc = await stop_parent(parent, children)
     assert rc == 0, parent.lines[-30:]
