@@ -344,9 +344,9 @@ def targets(r: dict) -> list[dict]:
             f"{fmt(ours.get('e2e_p99_ms'))} vs Node ws {fmt(node.get('e2e_p99_ms'))} ms",
             ours.get("all_delivered") and ours["p99_ms"] <= lim,
             f"by {ours['p99_ms'] - lim:.1f} ms on the ts clock ({ours['p99_ms'] / node['p99_ms']:.2f}x Node ws): both "
-            "servers are send()-bound, one syscall per connection per event; the tail is the time to sweep 5,000 "
-            "sockets plus the client's own lag on the other core, and ours costs fewer CPU µs per delivery than "
-            "Node ws's in the same run (see notes)")
+            "servers are send()-bound, one syscall per connection per event (CPU per delivery: ours "
+            f"{fmt(ours.get('server_us_per_msg'), 2)} µs, Node ws {fmt(node.get('server_us_per_msg'), 2)} µs); the "
+            "tail is the time to sweep 5,000 sockets plus the client's own lag on the other core (see notes)")
     bigruns = r.get("big", {}).get("runs", {})
     for key in [k for k in bigruns if k.startswith("livesale@")]:
         big = bigruns[key]
@@ -357,9 +357,10 @@ def targets(r: dict) -> list[dict]:
             f"{'all delivered' if big.get('all_delivered') else 'MISSING ' + str(big.get('missing'))}; "
             f"p99 {big['p99_ms']:.1f} ms (vs schedule {fmt(big.get('e2e_p99_ms'))} ms)",
             big.get("all_delivered") and big["p99_ms"] <= 500 and (big.get("e2e_p99_ms") or 0) <= 500,
-            "one process on one core tops out near 100-120k deliveries/s (send() per connection); at 19k x 5/s "
-            "the core is at 100% and the heartbeat sweep adds its stall; at 19k x 10/s the rate cannot be kept "
-            "(Node ws neither)")
+            f"one process on one core does ~{1e6 / big['server_us_per_msg'] / 1000:.0f}k deliveries/s in this run "
+            f"({big['server_us_per_msg']:.1f} µs each, one send() per connection) and {big['conns']:,} x "
+            f"{key.split('@')[1]} events/s asks for {big['conns'] * float(key.split('@')[1]) / 1000:.0f}k/s, so "
+            "announces queue in front of the gateway (the schedule clock); Node ws saturates first (see notes)")
     big = bigruns.get("livesale@5", {})
     co = r.get("checkout", {})
     best = max((x.get("clicks_per_s", 0) for x in co.values() if isinstance(x, dict) and "results" in x), default=0)

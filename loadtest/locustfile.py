@@ -33,6 +33,7 @@ import random
 import time
 
 import gevent
+import gevent.event
 from gevent.event import AsyncResult
 from gevent.lock import Semaphore
 from locust import HttpUser, between, constant, events, task
@@ -211,7 +212,10 @@ class Viewer(HttpUser):
                 return
             body = r.json()
         self.token, self.user_id = body["token"], body.get("user")
+        # room events can arrive (and spawn tap_buy) while RoomConnection is still joining
+        self.conn_ready = gevent.event.Event()
         self.conn = RoomConnection(self, self.token, self.on_event)
+        self.conn_ready.set()
         for sale in (self.conn.snapshot.get().get("sales") or []):
             self.consider(sale, from_snapshot=True)
 
@@ -238,6 +242,8 @@ class Viewer(HttpUser):
         self.buys.append(gevent.spawn(self.tap_buy, sid, int(sale.get("starts_at") or 0)))
 
     def tap_buy(self, sale_id: str, starts_at: int) -> None:
+        if not self.conn_ready.wait(30):
+            return
         conn = self.conn
         wait_s = (starts_at - conn.server_now()) / 1000.0
         gevent.sleep(max(0.0, wait_s) + random.uniform(0.0, 0.25))  # a thumb, not a robot
