@@ -393,7 +393,7 @@ class Hub:
     def tick_stride(self) -> int:
         """Room ticks happen every N-th base tick, N chosen so that the ambient frames this process
         writes (one per local viewer per tick) stay within ``ambient_rate`` per second. Small rooms
-        tick at ``tick_ms``; with 20,000 frames/s, 5,000 local viewers tick every 0.2-0.4 s, 19,000 every
+        tick at ``tick_ms``; with 20,000 frames/s and 200 ms ticks, 5,000 local viewers tick every 0.4 s, 19,000 every
         ~1 s. Critical events are never delayed by this: they do not wait for a tick."""
         conns = sum(r.size for r in self.rooms.values())
         budget_per_tick = max(1.0, self.ambient_rate * self.tick_s)
