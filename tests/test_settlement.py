@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import sqlite3
+import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -456,3 +457,42 @@ async def test_stop_while_idle_and_cancel(redis: Redis, store: OrderStore, sale:
 async def _xreading(redis: Redis, sale: Sale) -> bool:
     groups = await redis.xinfo_groups(sale.outbox) if await redis.exists(sale.outbox) else []
     return any(g["name"] == sale.group for g in groups)
+
+
+# -- the `livesale settle` command -------------------------------------------------------------------
+
+async def test_settle_command_settles_and_stops_on_sigterm(inventory: Inventory, store: OrderStore, uid: str,
+                                                           redis_url: str, database_url: str, settings: Any,
+                                                           tmp_path: Path, drop_test_sales: None) -> None:
+    """`livesale settle` as deployed next to gateways that run with LIVESALE_SETTLE_IN_PROCESS=0: it
+    settles what is already waiting and what comes while it runs, then stops cleanly on SIGTERM."""
+    from test_multiprocess import ServerProc
+
+    now = await inventory.now_ms()
+    spec = SaleSpec(sale_id=f"{uid}-cli", room_id=f"{uid}-r", sku="sku-1", unit_price=PRICE, currency="EUR",
+                    allocated=100, per_user_limit=50, starts_at_ms=now - 1000, ends_at_ms=now + 600_000,
+                    hold_ttl_ms=600_000)
+    assert (await inventory.arm(spec)).ok  # registered in the production registry, as the gateways do
+    sale = Sale(spec.sale_id, spec.room_id, K.sale_keys(spec.sale_id).outbox, K.SETTLE_GROUP, K.OUTBOX_REGISTRY)
+    waiting = await confirm_many(inventory, sale, 5)
+    env = {"REDIS_URL": redis_url, "DATABASE_URL": database_url, "LIVESALE_DATA_DIR": str(tmp_path),
+           "LIVESALE_SECRET": settings.secret, "LIVESALE_SETTLE_BLOCK_MS": "200"}
+    proc = await ServerProc.start(env, command="settle")
+    try:
+        await proc.wait_lines("livesale settlement worker running")
+        await eventually(lambda: _count(store, sale, 5), 30, "the waiting orders settled by `livesale settle`")
+        later = await confirm_many(inventory, sale, 3, start=5)
+        await eventually(lambda: _count(store, sale, 8), 30, "orders confirmed while it runs")
+        assert_orders(await rows(store, sale), {**waiting, **later}, sale)
+    finally:
+        rc = await proc.stop()
+    assert rc == 0, "\n".join(proc.lines[-30:])
+
+
+def test_settle_command_needs_redis_url(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    env.update(PYTHONPATH=str(ROOT), LIVESALE_DATA_DIR=str(tmp_path))
+    out = subprocess.run([sys.executable, "-m", "server.cli", "settle"], env=env, capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 2
+    assert "REDIS_URL" in out.stderr

@@ -98,7 +98,7 @@ for i = 1, n do
       else
         out[i] = {'IDEM_MISMATCH', '', 0, available, 0}
       end
-    elseif now < starts then
+    elseif now < starts then  -- clock answers are not remembered: the same rid may reserve at the open
       out[i] = {'NOT_STARTED', '', starts, available, 0}
     elseif now >= ends then
       out[i] = {'ENDED', '', ends, available, 0}
