@@ -366,9 +366,13 @@ def targets(r: dict) -> list[dict]:
     best = max((x.get("clicks_per_s", 0) for x in co.values() if isinstance(x, dict) and "results" in x), default=0)
     if co:
         over = any(x.get("oversell") for x in co.values() if isinstance(x, dict))
+        per_click = [x["server_us_per_click"] for x in co.values()
+                     if isinstance(x, dict) and x.get("server_us_per_click")] or [0.0]
+        us_lo, us_hi = min(per_click), max(per_click)
         add(">= 20,000 buy clicks/s through one gateway, zero oversell", f"best {best:,} clicks/s; oversell: "
             f"{'YES' if over else 'none'}", best >= 20000 and not over,
-            f"by {100 - 100 * best / 20000:.0f}%: one gateway process spends ~85-110 µs of CPU per answered click "
+            f"by {100 - 100 * best / 20000:.0f}%: one gateway process spends {us_lo:.0f}-{us_hi:.0f} µs of CPU per "
+            "answered click in these runs "
             "(a recv and a send syscall per click, aiohttp's per-message wake-up, ambient ticks to every buyer, "
             "redis-py packing); 20,000/s on one core needs <= 50 µs. When the Valkey shares core 0 it adds ~25-30 µs "
             "per click there (see notes)")
@@ -378,10 +382,11 @@ def targets(r: dict) -> list[dict]:
             add("p99 click-to-result <= 100 ms at 10,000 clicks/s",
                 f"p99 {r10['p99_ms']:.1f} ms at {fmt(r10.get('achieved_rate'))} clicks/s sent, "
                 f"{fmt(r10.get('clicks_per_s'))}/s answered", r10["p99_ms"] <= 100 and r10.get("target_rate", 0) >= 10000,
-                f"best of {'/'.join(k for k in co if k.startswith('rate10k'))}: 10,000 clicks/s is at this gateway "
-                "process's capacity here, so requests queue; below the knee "
-                + (f"(rate6k: {fmt(co['rate6k'].get('clicks_per_s'))}/s) p99 is {co['rate6k']['p99_ms']:.1f} ms"
-                   if "p99_ms" in co.get("rate6k", {}) else "p99 is far lower"))
+                f"best of {'/'.join(k for k in co if k.startswith('rate10k'))}: 10,000 clicks/s sits at one gateway "
+                "process's capacity on this VM, so small slowdowns queue requests and the tail moves by hundreds of "
+                "ms between runs (see the run-to-run spread in the notes)"
+                + (f"; at 6,000 clicks/s with the engine on core 0: p99 {co['rate6k']['p99_ms']:.1f} ms"
+                   if "p99_ms" in co.get("rate6k", {}) else ""))
     en = r.get("engine")
     if en and co:
         rb = en["batch"]["reservations_per_s"]
