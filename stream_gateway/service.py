@@ -93,11 +93,6 @@ class ReserveBatcher:
         if self._inflight.get(sale_id, 0) < self.max_inflight:
             self._start(sale_id)
 
-    async def reserve(self, sale_id: str, req: ReserveRequest) -> ReserveResult:
-        fut: asyncio.Future[ReserveResult] = asyncio.get_running_loop().create_future()
-        self.submit(sale_id, req, partial(_settle_future, fut))
-        return await fut
-
     def _start(self, sale_id: str) -> None:
         self._inflight[sale_id] = self._inflight.get(sale_id, 0) + 1
         self._tasks.spawn(self._drain(sale_id))
