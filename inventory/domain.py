@@ -11,7 +11,7 @@ from typing import Any
 __all__ = [
     "ID_RE", "CURRENCY_RE", "InvalidInput", "SaleSpec", "ArmCode", "ArmResult", "ReserveCode",
     "ReserveRequest", "ReserveResult", "ConfirmCode", "ConfirmResult", "ReleaseCode", "ReleaseResult",
-    "Hold", "SaleCounters", "InvariantReport", "new_hold_id", "parse_qty", "check_id",
+    "Hold", "SaleCounters", "InvariantReport", "new_hold_ids", "parse_qty", "check_id",
 ]
 
 ID_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,128}\Z")
@@ -55,8 +55,10 @@ def parse_qty(value: Any, max_qty: int) -> int:
     return qty
 
 
-def new_hold_id(sale_id: str) -> str:
-    return f"{sale_id}.{secrets.token_hex(8)}"
+def new_hold_ids(sale_id: str, n: int) -> list[str]:
+    """``n`` fresh hold ids ``<sale_id>.<16 hex>`` (one urandom read for the whole batch)."""
+    tokens = secrets.token_hex(8 * n)
+    return [f"{sale_id}.{tokens[16 * i:16 * i + 16]}" for i in range(n)]
 
 
 def sale_of_hold(hold_id: str) -> str:
