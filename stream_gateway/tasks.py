@@ -31,12 +31,6 @@ class OwnedTasks:
         if not task.cancelled() and task.exception() is not None:
             self._log.warning("%s failed: %s", self._what, task.exception(), exc_info=task.exception())
 
-    def __len__(self) -> int:
-        return len(self._tasks)
-
-    def __iter__(self):  # type: ignore[no-untyped-def]
-        return iter(list(self._tasks))
-
     async def drain(self, timeout: float) -> None:
         """Let the running tasks finish (at most ``timeout`` seconds)."""
         if self._tasks:
