@@ -152,6 +152,7 @@ class ReserveResult:
     pay_by_ms: int | None      # RESERVED: pay-by deadline; NOT_STARTED: starts_at; ENDED: ends_at
     available: int             # units left in the pool after this request
     user_units: int            # the user's units held or bought in this sale
+    replayed: bool = False     # the remembered answer to an earlier request with this id: nothing changed now
 
     @property
     def ok(self) -> bool:

@@ -115,10 +115,10 @@ class Inventory:
         # the server more than redis-py saves packing; in a burst both share a core)
         replies = await self._scripts["reserve"](keys=k.for_reserve, args=args)
         out = []
-        for code, hold_id, pay_by, available, units in replies:
+        for code, hold_id, pay_by, available, units, replayed in replies:
             c = _RESERVE_CODES[code]
             out.append(ReserveResult(c, _s(hold_id) if c is ReserveCode.RESERVED else None,
-                                     int(pay_by) or None, int(available), int(units)))
+                                     int(pay_by) or None, int(available), int(units), replayed == 1))
         return out
 
     async def confirm(self, hold_id: str, payment_ref: str, user_id: str = "") -> ConfirmResult:

@@ -15,6 +15,7 @@ from inventory.domain import InvalidInput, ReserveCode, ReserveResult
 from .auth import ANONYMOUS, TokenError, verify_token
 from .connection import CLOSE_POLICY, Conn
 from .hub import Hub, LocalRoom
+from .lingering import GatewaySocket
 from .messages import (
     HOST_ACTIONS, PROTOCOL_VERSION, SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK, Inbound, ProtocolError, parse_inbound,
 )
@@ -46,8 +47,8 @@ class Gateway:
         self.connections: set[Conn] = set()
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        ws = web.WebSocketResponse(protocols=(SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK), compress=False,
-                                   max_msg_size=self.limits.max_msg, autoping=False, heartbeat=None)
+        ws = GatewaySocket(protocols=(SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK), compress=False,
+                           max_msg_size=self.limits.max_msg, autoping=False, heartbeat=None)
         await ws.prepare(request)
         transport = request.transport
         if transport is None:
@@ -88,6 +89,7 @@ class Gateway:
                     await asyncio.wait_for(ws.close(), 1.0)
                 except Exception:
                     transport.abort()
+            await ws.wait_lingering()  # an oversize message: the client reads its 1009, then we close
         return ws
 
     async def _on_message(self, conn: Conn, data: bytes | str) -> None:

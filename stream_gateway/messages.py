@@ -46,6 +46,8 @@ class Inbound:
         return self.fields.get(key, default)
 
 
+MAX_SALE_UNITS = 1_000_000  # units one sale may allocate (WS launch_sale and HTTP POST /api/rooms/{room}/sales)
+
 # field spec: name -> (kind, required, default). kinds: id, room, str:<max>, int:<lo>:<hi>, resume, token
 _SPECS: dict[str, dict[str, tuple[str, bool, Any]]] = {
     "join": {"room": ("room", True, None), "token": ("token", False, None), "resume": ("resume", False, None)},
@@ -61,7 +63,7 @@ _SPECS: dict[str, dict[str, tuple[str, bool, Any]]] = {
     "pin": {"product": ("room", True, None)},
     "unpin": {},
     "launch_sale": {
-        "product": ("room", True, None), "units": ("int:1:1000000000", True, None),
+        "product": ("room", True, None), "units": (f"int:1:{MAX_SALE_UNITS}", True, None),
         "price": ("int:0:1000000000000", False, None), "limit": ("int:1:1000000", False, 1),
         "starts_in_s": ("int:0:31536000", False, 0), "duration_s": ("int:1:31536000", False, 300),
         "hold_ttl_s": ("int:5:86400", False, None), "sale_id": ("room", False, None),
@@ -136,8 +138,13 @@ def _checker(msg_type: str, name: str, kind: str) -> Callable[[Any, str | None],
     raise AssertionError(kind)
 
 
-_COMPILED: dict[str, tuple[tuple[str, Callable[[Any, str | None], Any], bool, Any], ...]] = {
-    t: tuple((name, _checker(t, name, kind), required, default) for name, (kind, required, default) in spec.items())
+# fields for which JSON null means "absent" (clients commonly send `token: null` for "no token")
+_NULL_MEANS_ABSENT = frozenset({("join", "token"), ("join", "resume")})
+_MISSING = object()
+
+_COMPILED: dict[str, tuple[tuple[str, Callable[[Any, str | None], Any], bool, Any, bool], ...]] = {
+    t: tuple((name, _checker(t, name, kind), required, default, (t, name) in _NULL_MEANS_ABSENT)
+             for name, (kind, required, default) in spec.items())
     for t, spec in _SPECS.items()
 }
 
@@ -167,12 +174,15 @@ def parse_inbound(data: bytes | str) -> Inbound:
     if rid is None and msg_type in _RID_REQUIRED:
         raise ProtocolError("BAD_MESSAGE", f"{msg_type} needs a rid", rid)
     fields: dict[str, Any] = {}
-    for name, check, required, default in spec:
-        value = obj.get(name)
-        if value is None:
+    for name, check, required, default, nullable in spec:
+        value = obj.get(name, _MISSING)
+        if value is _MISSING or (value is None and nullable):
             if required:
                 raise ProtocolError("BAD_MESSAGE", f"{msg_type}.{name} is required", rid)
             fields[name] = default
+        elif value is None:  # null is a value of the wrong type, like 1.0, true or "1" (an absent field defaults)
+            raise ProtocolError("BAD_MESSAGE", f"{msg_type}.{name} must not be null (leave it out for the default)",
+                                rid)
         else:
             fields[name] = check(value, rid)
     return Inbound(msg_type, rid, fields)

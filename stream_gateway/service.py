@@ -226,6 +226,23 @@ class RoomService:
         await self.store.set_room_status(room_id, status)
         wire = {**room_wire(rec), "status": status}
         await self.bus.publish(room_id, {"type": "room_status", "status": status}, {"room": wire})
+        if status == "ended":
+            await self._close_room_sales(room_id)
+
+    async def _close_room_sales(self, room_id: str) -> None:
+        """Ending the live ends its sales: every open or scheduled sale of the room closes now (in
+        Redis, so no buy or HTTP reserve gets through after this) with ``sale_closed`` reason
+        ``live_ended``. Sales that had already ended keep their own close."""
+        now = await self.inventory.now_ms()
+        for rec in await self.store.list_sales(room_id):
+            counters = await self.inventory.counters(rec.sale_id)
+            if counters is None or counters.ends_at_ms <= now:
+                continue
+            ends = await self.inventory.close(rec.sale_id)
+            if ends is None:
+                continue
+            _, wire = await self.sale(rec.sale_id)
+            await self.fire_close(room_id, {**wire, "ends_at": ends}, reason="live_ended")
 
     async def pin(self, room_id: str, product_id: str) -> None:
         p = await self.store.get_product(room_id, product_id)
@@ -338,17 +355,19 @@ class RoomService:
         if not isinstance(qty, int) or isinstance(qty, bool) or not 1 <= qty <= self.max_qty:
             done(ReserveResult(ReserveCode.INVALID, None, None, 0, 0))
             return
-        if room_id:
-            self._count(room_id, "tapped")
         self.batcher.submit(sale_id, ReserveRequest(viewer.user, qty, request_id),
                             partial(self._reserved, room_id, sale_id, done))
 
     def _reserved(self, room_id: str | None, sale_id: str, done: ReserveCallback,
                   result: ReserveResult | BaseException) -> None:
-        if isinstance(result, ReserveResult) and result.ok and room_id:
-            self._count(room_id, "reserved")
-            if result.available == 0:  # this request took the last unit: exactly once per depletion
-                self._tasks.spawn(self.bus.publish(room_id, {"type": "sale_sold_out", "sale_id": sale_id}))
+        # a replayed answer (a retry of a request already decided) changed nothing: it neither counts in
+        # the funnel again nor announces anything to the room
+        if isinstance(result, ReserveResult) and room_id and not result.replayed:
+            self._count(room_id, "tapped")
+            if result.ok:
+                self._count(room_id, "reserved")
+                if result.available == 0:  # this request took the last unit: exactly once per depletion
+                    self._tasks.spawn(self.bus.publish(room_id, {"type": "sale_sold_out", "sale_id": sale_id}))
         done(result)
 
     async def buy(self, viewer: Identity, room_id: str | None, sale_id: str, qty: Any, request_id: str) -> ReserveResult:

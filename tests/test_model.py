@@ -268,15 +268,16 @@ class SaleMachine(RuleBasedStateMachine):
             p_user, p_qty, p_code, p_hold = prior
             if (p_user, p_qty) == (user, qty):
                 assert (res.code, res.hold_id) == (p_code, p_hold)  # replayed, nothing changes
+                assert res.replayed
                 assert res.user_units == self.units[user]
             else:
                 assert res.code is ReserveCode.IDEM_MISMATCH
             assert res.available == self.available
             return
-        if self.available < qty:
-            code = ReserveCode.SOLD_OUT
-        elif self.units[user] + qty > self.spec.per_user_limit:
+        if self.units[user] + qty > self.spec.per_user_limit:  # the limit is answered before stock
             code = ReserveCode.LIMIT
+        elif self.available < qty:
+            code = ReserveCode.SOLD_OUT
         else:
             code = ReserveCode.RESERVED
         assert res.code is code, (res, self.available, self.units[user])
@@ -288,6 +289,7 @@ class SaleMachine(RuleBasedStateMachine):
             self.available -= qty
             self.units[user] += qty
         assert res.available == self.available and res.user_units == self.units[user]
+        assert not res.replayed
         self.requests[(user, rid)] = (user, qty, code, res.hold_id)
         self.request_ids.append((user, rid))
         if res.hold_id is not None:

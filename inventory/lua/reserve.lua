@@ -3,7 +3,9 @@
 -- KEYS[3] holds hash (hold_id -> json)   KEYS[4] idempotency hash (user_id|request_id -> json)
 -- KEYS[5] deadlines zset (hold_id -> pay_by_ms)
 -- ARGV[1] max qty per request, then per request 4 args: hold_id, request_id, user_id, qty
--- Returns one {code, hold_id, pay_by_ms, available, user_units} per request, in order.
+-- Returns one {code, hold_id, pay_by_ms, available, user_units, replayed} per request, in order;
+-- replayed is 1 when the answer is the remembered one of an earlier request with the same id (a
+-- retry: nothing was decided or changed now), else 0.
 -- code RESERVED | NOT_STARTED | ENDED | SOLD_OUT | LIMIT | INVALID | NOT_FOUND | IDEM_MISMATCH
 -- Open/close is decided here with Redis TIME; no partial fills; bad input writes nothing.
 -- Requests are decided one after another, exactly as if each were its own call; the reads are done
@@ -14,14 +16,14 @@ local max_qty = parse_pos_int(ARGV[1], 1e9) or 1
 local n = math.floor((#ARGV - 1) / 4)
 local out = {}
 if not sale_exists(sale) then
-  for i = 1, n do out[i] = {'NOT_FOUND', '', 0, 0, 0} end
+  for i = 1, n do out[i] = {'NOT_FOUND', '', 0, 0, 0, 0} end
   return out
 end
 -- every other key must be absent or of its type, so no write below can fail halfway
 local function kind_ok(k, want) return k == 'none' or k == want end
 if not (kind_ok(redis.call('TYPE', buyers).ok, 'hash') and kind_ok(redis.call('TYPE', holds).ok, 'hash')
         and kind_ok(redis.call('TYPE', idem).ok, 'hash') and kind_ok(redis.call('TYPE', deadlines).ok, 'zset')) then
-  for i = 1, n do out[i] = {'INVALID', '', 0, 0, 0} end
+  for i = 1, n do out[i] = {'INVALID', '', 0, 0, 0, 0} end
   return out
 end
 
@@ -88,29 +90,29 @@ local pay_by = now + ttl
 for i = 1, n do
   local q = reqs[i]
   if not q then
-    out[i] = {'INVALID', '', 0, available, 0}
+    out[i] = {'INVALID', '', 0, available, 0, 0}
   else
     local hid, user, qty, ikey, rid = q[1], q[2], q[3], q[4], q[5]
     local p = fresh[ikey] or (prior[ikey] and cjson.decode(prior[ikey]))
     if p then
       if p.u == user and p.q == qty then
-        out[i] = {p.c, p.h, p.p, available, units_of[user]}
+        out[i] = {p.c, p.h, p.p, available, units_of[user], 1}
       else
-        out[i] = {'IDEM_MISMATCH', '', 0, available, 0}
+        out[i] = {'IDEM_MISMATCH', '', 0, available, 0, 1}
       end
     elseif now < starts then  -- clock answers are not remembered: the same rid may reserve at the open
-      out[i] = {'NOT_STARTED', '', starts, available, 0}
+      out[i] = {'NOT_STARTED', '', starts, available, 0, 0}
     elseif now >= ends then
-      out[i] = {'ENDED', '', ends, available, 0}
+      out[i] = {'ENDED', '', ends, available, 0, 0}
     elseif hid_taken[hid] then
-      out[i] = {'INVALID', '', 0, available, 0}
+      out[i] = {'INVALID', '', 0, available, 0, 0}
     else
       local units = units_of[user]
       local rec
-      if available < qty then
-        rec = {c = 'SOLD_OUT', h = '', p = 0, u = user, q = qty}
-      elseif units + qty > limit then
+      if units + qty > limit then  -- the per-user limit first: it is the answer whatever is left
         rec = {c = 'LIMIT', h = '', p = 0, u = user, q = qty}
+      elseif available < qty then
+        rec = {c = 'SOLD_OUT', h = '', p = 0, u = user, q = qty}
       else
         rec = {c = 'RESERVED', h = hid, p = pay_by, u = user, q = qty}
         available = available - qty
@@ -130,7 +132,7 @@ for i = 1, n do
       w_idem[#w_idem + 1] = ikey
       w_idem[#w_idem + 1] = string.format('{"c":"%s","h":"%s","p":%d,"u":"%s","q":%d}', rec.c, rec.h, rec.p,
         user, qty)
-      out[i] = {rec.c, rec.h, rec.p, available, units}
+      out[i] = {rec.c, rec.h, rec.p, available, units, 0}
     end
   end
 end
