@@ -3,13 +3,16 @@
 One consumer group over every outbox stream. Each batch is written in one DB transaction
 (idempotent by order id), then XACKed, so a crash anywhere causes at most a redelivery that changes
 nothing. A janitor reclaims idle entries of dead consumers (XAUTOCLAIM) and moves entries delivered
-too often (poison) to the dead-letter stream. Streams are trimmed only below every group's oldest
-pending and last-delivered id, so nothing unacked or undelivered is ever trimmed.
+too often (poison) to the dead-letter stream, unless their order is already in SQL (settled by a
+worker that died before the ack: then it is notified and acked). Streams are trimmed only below
+every group's oldest pending and last-delivered id, so nothing unacked or undelivered is ever
+trimmed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 import time
@@ -39,6 +42,7 @@ _MAX_PAGES = 10      # per stream and janitor pass
 _MAX_TOTAL = 2**63 - 1
 _TRANSIENT = (SQLAlchemyError, OSError, TimeoutError)  # DB down, locked, pool exhausted: retry
 _PERMANENT = (DataError, IntegrityError)                # a row the DB refuses: isolate it
+_HOOK_TRANSIENT = (RedisError, OSError, TimeoutError)   # on_committed could not publish: redeliver
 
 
 def _s(v: Any) -> str:
@@ -123,9 +127,14 @@ class SettlementWorker:
     """Moves confirmed orders from the outbox streams into the ``OrderStore``.
 
     ``on_committed(orders)`` is awaited after each batch's commit and before its XACK, with every
-    order of the batch (now durably stored): at least once per order, so a crash between commit and
-    ack repeats it rather than losing it. ``fault(point)`` ("before_commit" / "after_commit") is a
-    test hook. ``group``, ``registry`` and ``dead_letter`` default to the production keys.
+    order of the batch as stored in SQL (an order stored by an earlier delivery comes with its
+    stored ``settled_at_ms``): at least once per order, so a crash between commit and ack repeats it
+    rather than losing it. If the hook fails with a Redis / network error (it could not publish),
+    the batch is not acked: it is read again, committed again (a no-op) and the hook repeated. Any
+    other exception from the hook is a bug in it: logged, and the batch is acked (settlement must
+    not stall on it; the orders are in SQL). ``settled_at_ms`` is Redis ``TIME`` at the commit
+    attempt. ``fault(point)`` ("before_commit" / "after_commit") is a test hook. ``group``,
+    ``registry`` and ``dead_letter`` default to the production keys.
     """
 
     def __init__(
@@ -289,7 +298,7 @@ class SettlementWorker:
             await self._settle(entries[i:i + self.batch])
 
     async def _settle(self, chunk: Sequence[Entry]) -> None:
-        settled_at = int(time.time() * 1000)
+        settled_at = 0  # stamped in _commit (Redis TIME at the attempt that commits)
         items: list[tuple[str, str, OrderRecord]] = []
         for key, entry_id, fields in chunk:
             try:
@@ -308,11 +317,7 @@ class SettlementWorker:
         if self.fault is not None:
             self.fault("after_commit")
         records = [r for _, _, r in committed]
-        if self.on_committed is not None:
-            try:
-                await self.on_committed(records)
-            except Exception:
-                log.exception("settlement: on_committed hook failed")
+        await self._notify(records)
         ids: dict[str, list[str]] = {}
         for key, entry_id, _ in committed:
             ids.setdefault(key, []).append(entry_id)
@@ -325,6 +330,19 @@ class SettlementWorker:
         for key in ids:
             await self._trim(key)
 
+    async def _notify(self, records: list[OrderRecord]) -> None:
+        """Run ``on_committed``; a Redis / network failure propagates so the entries are not acked."""
+        if self.on_committed is None:
+            return
+        try:
+            await self.on_committed(records)
+        except _HOOK_TRANSIENT as exc:  # not acked: read again, committed again (no-op), hook repeated
+            log.warning("settlement: %d order(s) committed but on_committed failed (%s); left pending "
+                        "to be notified again", len(records), _describe(exc))
+            raise
+        except Exception:
+            log.exception("settlement: on_committed hook failed (a bug in the hook); acked anyway")
+
     def _mark_poison(self, key: str, entry_id: str, reason: str) -> None:
         self.stats.poison += 1
         if len(self._poison) > 10_000:
@@ -335,15 +353,25 @@ class SettlementWorker:
     async def _commit(self, items: list[tuple[str, str, OrderRecord]]) -> list[tuple[str, str, OrderRecord]]:
         """One DB transaction for the batch, retried with backoff while the DB fails.
 
-        Returns the items now stored: all of them, or (when the DB refuses a row) all but the
-        refused ones, or none if the worker is stopping while the DB is down.
+        Returns the items now stored, with the records as stored (``settled_at_ms`` is stamped
+        with Redis ``TIME`` at each attempt; an order stored earlier keeps its stored values): all
+        of them, or (when the DB refuses a row) all but the refused ones, or none if the worker is
+        stopping while the DB is down.
         """
         backoff = _Backoff(0.05, self._backoff_max)
         while True:
+            sec, usec = await self.redis.time()
+            settled_at = int(sec) * 1000 + int(usec) // 1000
+            items = [(k, i, dataclasses.replace(r, settled_at_ms=settled_at)) for k, i, r in items]
             try:
-                inserted = await self.store.insert_new_orders([r for _, _, r in items])
+                inserted = set(await self.store.insert_new_orders([r for _, _, r in items]))
                 self.stats.inserted += len(inserted)
-                return items
+                earlier = [r.order_id for _, _, r in items if r.order_id not in inserted]
+                if not earlier:
+                    return items
+                stored = await self.store.get_orders(earlier)
+                return [(k, i, stored.get(r.order_id, r) if r.order_id not in inserted else r)
+                        for k, i, r in items]
             except _PERMANENT as exc:
                 if len(items) == 1:
                     self._mark_poison(items[0][0], items[0][1], f"refused by the database: {_describe(exc)}")
@@ -418,6 +446,8 @@ class SettlementWorker:
     async def _move_to_dead_letter(self, key: str, entry_id: str, deliveries: int) -> None:
         found = await self.redis.xrange(key, entry_id, entry_id)
         fields = {_s(k): _s(v) for k, v in (found[0][1] or {}).items()} if found else {}
+        if fields and await self._ack_if_settled(key, entry_id, fields, deliveries):
+            return
         reason = self._poison.pop((key, entry_id), None) or (
             f"delivered {deliveries} times without settling" if found else "entry missing from the stream")
         extra = {"source_stream": key, "source_id": entry_id, "reason": reason, "deliveries": str(deliveries)}
@@ -428,6 +458,24 @@ class SettlementWorker:
         self.stats.dead_lettered += 1
         log.error("settlement: entry %s %s moved to %s after %d deliveries: %s",
                   key, entry_id, self.dead_letter, deliveries, reason)
+
+    async def _ack_if_settled(self, key: str, entry_id: str, fields: dict[str, str], deliveries: int) -> bool:
+        """An over-delivered entry whose order is already in SQL was settled (its workers died between
+        commit and ack): notify its buyer (``on_committed``, errors propagate: left pending) and ack
+        it, rather than dead-lettering it and never sending its order_confirmed."""
+        try:
+            order_id = parse_entry(key, entry_id, fields, 0).order_id
+        except ValueError:
+            return False
+        stored = (await self.store.get_orders([order_id])).get(order_id)
+        if stored is None:
+            return False
+        await self._notify([stored])
+        await self.redis.xack(key, self.group, entry_id)
+        self.stats.settled += 1
+        log.warning("settlement: entry %s %s delivered %d times was already settled; notified and acked",
+                    key, entry_id, deliveries)
+        return True
 
     async def _reclaim(self, key: str) -> int:
         claimed, start = 0, "0-0"

@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger, CheckConstraint, Column, Index, Integer, MetaData, PrimaryKeyConstraint, String, Table, Text,
-    event, func, select, update,
+    and_, event, func, or_, select, update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
@@ -98,6 +98,7 @@ orders = Table(
     Column("stream_id", String(64), nullable=False, default=""),
     Index("ix_orders_room_confirmed", "room_id", "confirmed_at_ms"),
     Index("ix_orders_sale", "sale_id"),
+    Index("ix_orders_user_settled", "user_id", "settled_at_ms"),
 )
 
 
@@ -241,6 +242,8 @@ class OrderStore:
             try:
                 async with self.engine.begin() as conn:
                     await conn.run_sync(metadata.create_all, checkfirst=True)
+                    for index in orders.indexes:  # indexes added after a table was first created
+                        await conn.run_sync(index.create, checkfirst=True)
                 return
             except DBAPIError as exc:  # another process created a table (or held the lock) meanwhile
                 if not _is_startup_race(exc) or attempt == _STARTUP_ATTEMPTS - 1:
@@ -299,6 +302,28 @@ class OrderStore:
     async def orders_for_user(self, room_id: str, user_id: str, limit: int = 100) -> list[OrderRecord]:
         q = (select(orders).where(orders.c.room_id == room_id, orders.c.user_id == user_id)
              .order_by(orders.c.confirmed_at_ms.desc(), orders.c.order_id).limit(limit))
+        return await self._all(OrderRecord, q)
+
+    async def get_orders(self, order_ids: Sequence[str]) -> dict[str, OrderRecord]:
+        """The stored orders among ``order_ids``, by id."""
+        out: dict[str, OrderRecord] = {}
+        ids = list(dict.fromkeys(order_ids))
+        for i in range(0, len(ids), _CHUNK):
+            q = select(orders).where(orders.c.order_id.in_(ids[i:i + _CHUNK]))
+            for o in await self._all(OrderRecord, q):
+                out[o.order_id] = o
+        return out
+
+    async def orders_settled_for_user(self, user_id: str, since_ms: int = 0, after: tuple[int, str] | None = None,
+                                      limit: int = 100) -> list[OrderRecord]:
+        """A user's orders with ``settled_at_ms >= since_ms``, oldest first (ties by order id), after
+        the ``(settled_at_ms, order_id)`` position ``after`` when given (keyset paging)."""
+        q = select(orders).where(orders.c.user_id == user_id, orders.c.settled_at_ms >= since_ms)
+        if after is not None:
+            at, order_id = after
+            q = q.where(or_(orders.c.settled_at_ms > at,
+                            and_(orders.c.settled_at_ms == at, orders.c.order_id > order_id)))
+        q = q.order_by(orders.c.settled_at_ms, orders.c.order_id).limit(limit)
         return await self._all(OrderRecord, q)
 
     async def sold_units(self, sale_id: str) -> int:

@@ -9,13 +9,15 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from inventory.domain import ConfirmCode, InvalidInput, ReleaseCode, ReserveCode, sale_of_hold
+from inventory.domain import ID_RE, ConfirmCode, InvalidInput, ReleaseCode, ReserveCode, sale_of_hold
+from inventory.store import OrderRecord
 from stream_gateway.auth import Identity, TokenError, mint_viewer_token, verify_token
+from stream_gateway.messages import MAX_SALE_UNITS
 from stream_gateway.service import ActionError, sale_wire
 
 from .keys import BUS, GATEWAY, HUB, INVENTORY, SERVICE, SETTINGS, STORE
 
-__all__ = ["setup", "error_middleware", "ApiError"]
+__all__ = ["setup", "error_middleware", "ApiError", "MAX_URL_BYTES", "MAX_REQUEST_LINE"]
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +25,7 @@ STATUS = {
     "BAD_JSON": 400, "INVALID": 400, "BAD_MESSAGE": 400, "UNAUTHORIZED": 401, "FORBIDDEN": 403,
     "NOT_FOUND": 404, "NOT_SETTLED": 404, "SOLD_OUT": 409, "LIMIT": 409, "NOT_STARTED": 409,
     "IDEM_MISMATCH": 409, "CONFLICT": 409, "ALREADY_CONFIRMED": 409, "NOT_HELD": 409, "ENDED": 410,
-    "EXPIRED": 410, "RATE_LIMITED": 429, "MUTED": 403,
+    "EXPIRED": 410, "RATE_LIMITED": 429, "MUTED": 403, "URI_TOO_LONG": 414,
 }
 _MESSAGES = {
     "NOT_STARTED": "the sale has not started yet", "ENDED": "the sale has ended", "SOLD_OUT": "sold out",
@@ -34,6 +36,11 @@ _MESSAGES = {
     "FORBIDDEN": "this hold belongs to someone else", "NOT_HELD": "the hold is no longer held",
 }
 _TITLE_MAX = 200
+MAX_URL_BYTES = 8192          # path + query string; longer: 414 URI_TOO_LONG (JSON)
+MAX_REQUEST_LINE = 64 * 1024  # the HTTP parser's own cut (plain-text 400 before any handler runs)
+MY_ORDERS_LIMIT = 200         # GET /api/me/orders: most orders per page
+_MY_ORDERS_DEFAULT = 50
+_MAX_MS = 10**14
 
 
 class ApiError(Exception):
@@ -49,6 +56,8 @@ def _error_response(code: str, message: str, status: int) -> web.Response:
 
 @web.middleware
 async def error_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    if len(request.raw_path) > MAX_URL_BYTES:
+        return _error_response("URI_TOO_LONG", f"the URL is longer than {MAX_URL_BYTES} bytes", 414)
     try:
         return await handler(request)
     except ApiError as e:
@@ -168,7 +177,10 @@ async def create_room(request: web.Request) -> web.Response:
     player_url = _str(data, "player_url", "", 500)
     if not _URL.match(player_url):
         raise ApiError("INVALID", "player_url must be an http(s) URL")
-    room = await request.app[SERVICE].create_room(host, room_id, _str(data, "title", "Live room"), player_url)
+    title = _str(data, "title")
+    if not title:
+        raise ApiError("INVALID", "title must not be empty")
+    room = await request.app[SERVICE].create_room(host, room_id, title, player_url)
     return json(room, 201)
 
 
@@ -213,7 +225,7 @@ async def create_sale(request: web.Request) -> web.Response:
     host_of(request, room_id)
     data = await body(request)
     sale = await request.app[SERVICE].launch_sale(
-        room_id, _str(data, "product_id", None, 64), _int(data, "units", lo=0, hi=10**9),
+        room_id, _str(data, "product_id", None, 64), _int(data, "units", lo=1, hi=MAX_SALE_UNITS),
         price=_opt_int(data, "unit_price", hi=10**12), per_user_limit=_int(data, "per_user_limit", 1, 1, 10**6),
         starts_at_ms=_opt_int(data, "starts_at"), starts_in_s=_int(data, "starts_in_s", 0, 0, 31536000),
         ends_at_ms=_opt_int(data, "ends_at"), duration_s=_int(data, "duration_s", 300, 1, 31536000),
@@ -339,8 +351,13 @@ async def pay(request: web.Request) -> web.Response:
         raise ApiError("INVALID", "payment_ref must be a string")
     c = await request.app[SERVICE].pay(viewer, hold.hold_id, ref)
     if c.code is ConfirmCode.CONFIRMED:
-        return json({"order_id": c.order_id, "hold_id": hold.hold_id, "status": "confirmed",
-                     "settled": False}, 201 if c.fresh else 200)
+        reply: dict[str, Any] = {"order_id": c.order_id, "hold_id": hold.hold_id, "status": "confirmed",
+                                 "settled": False}
+        if not c.fresh and c.order_id:  # a repeated pay: the order may be in SQL by now
+            o = await request.app[STORE].get_order(c.order_id)
+            if o is not None:
+                reply.update(settled=True, order=_order_json(o))
+        return json(reply, 201 if c.fresh else 200)
     raise ApiError(c.code.value, _MESSAGES.get(c.code.value, c.code.value.lower()))
 
 
@@ -371,10 +388,50 @@ async def get_order(request: web.Request) -> web.Response:
         raise ApiError("NOT_FOUND", f"no order {order_id}")
     if o.user_id != ident.user and not ident.hosts(o.room_id):
         raise ApiError("FORBIDDEN", "this order belongs to someone else")
-    return json({"order_id": o.order_id, "sale_id": o.sale_id, "room_id": o.room_id, "sku": o.sku,
-                 "user_id": o.user_id, "qty": o.qty, "unit_price": o.unit_price, "total": o.total,
-                 "currency": o.currency, "payment_ref": o.payment_ref, "reserved_at": o.reserved_at_ms,
-                 "confirmed_at": o.confirmed_at_ms, "settled_at": o.settled_at_ms, "status": "settled"})
+    return json(_order_json(o))
+
+
+def _order_json(o: OrderRecord) -> dict[str, Any]:
+    return {"order_id": o.order_id, "sale_id": o.sale_id, "room_id": o.room_id, "sku": o.sku,
+            "user_id": o.user_id, "qty": o.qty, "unit_price": o.unit_price, "total": o.total,
+            "currency": o.currency, "payment_ref": o.payment_ref, "reserved_at": o.reserved_at_ms,
+            "confirmed_at": o.confirmed_at_ms, "settled_at": o.settled_at_ms, "status": "settled"}
+
+
+def _query_ms(request: web.Request, name: str) -> int | None:
+    raw = request.query.get(name)
+    if raw is None:
+        return None
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 15 or int(raw) > _MAX_MS:
+        raise ApiError("INVALID", f"{name} must be a time in ms: an integer between 0 and {_MAX_MS}")
+    return int(raw)
+
+
+async def my_orders(request: web.Request) -> web.Response:
+    """The viewer's settled orders with settled_at >= since, oldest first, a page at a time.
+
+    ``next`` is an opaque cursor ("<settled_at>.<order_id>" of the page's last order) to pass back
+    as ``cursor`` for the following page; null on the last page.
+    """
+    viewer = viewer_of(request)
+    since = _query_ms(request, "since") or 0
+    raw_limit = request.query.get("limit", str(_MY_ORDERS_DEFAULT))
+    if (not (raw_limit.isascii() and raw_limit.isdigit()) or len(raw_limit) > 3
+            or not 1 <= int(raw_limit) <= MY_ORDERS_LIMIT):
+        raise ApiError("INVALID", f"limit must be an integer between 1 and {MY_ORDERS_LIMIT}")
+    limit = int(raw_limit)
+    after: tuple[int, str] | None = None
+    cursor = request.query.get("cursor")
+    if cursor is not None:
+        at, dot, order_id = cursor.partition(".")
+        if (not dot or not (at.isascii() and at.isdigit()) or len(at) > 15 or int(at) > _MAX_MS
+                or not ID_RE.match(order_id)):
+            raise ApiError("INVALID", "cursor must be the `next` value of a previous page")
+        after = (int(at), order_id)
+    rows = await request.app[STORE].orders_settled_for_user(viewer.user, since, after, limit + 1)
+    page = rows[:limit]
+    nxt = f"{page[-1].settled_at_ms}.{page[-1].order_id}" if len(rows) > limit else None
+    return json({"orders": [_order_json(o) for o in page], "next": nxt})
 
 
 def setup(app: web.Application) -> None:
@@ -395,4 +452,5 @@ def setup(app: web.Application) -> None:
     r.add_post("/api/holds/{hold}/pay", pay)
     r.add_delete("/api/holds/{hold}", release)
     r.add_get("/api/orders/{order}", get_order)
+    r.add_get("/api/me/orders", my_orders)
     _ = sale_wire  # re-exported for API consumers

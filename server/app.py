@@ -12,7 +12,7 @@ import logging
 import os
 import socket
 from dataclasses import dataclass
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 from aiohttp import web
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -48,6 +48,16 @@ def order_message(o: OrderRecord) -> dict[str, object]:
             "order": {"order_id": o.order_id, "sale_id": o.sale_id, "sku": o.sku, "qty": o.qty,
                       "unit_price": o.unit_price, "total": o.total, "currency": o.currency,
                       "confirmed_at": o.confirmed_at_ms, "settled_at": o.settled_at_ms}}
+
+
+def notify_orders(bus: RoomBus) -> Callable[[Sequence[OrderRecord]], Awaitable[None]]:
+    """The settlement worker's ``on_committed``: "order_confirmed" to the buyer's sockets in the
+    sale's room, only after the DB commit. Any publish error propagates: the worker then leaves the
+    batch unacked and repeats it (at least once; clients de-duplicate by ``order.order_id``)."""
+    async def on_committed(orders: Sequence[OrderRecord]) -> None:
+        for o in orders:
+            await bus.to_user(o.room_id, o.user_id, order_message(o))
+    return on_committed
 
 
 async def _engine(app: web.Application) -> AsyncIterator[None]:
@@ -133,13 +143,9 @@ async def _settlement(app: web.Application) -> AsyncIterator[None]:
 
 async def start_settlement(s: Settings, redis: Redis, store: OrderStore, inventory: Inventory, bus: RoomBus,
                            service: RoomService) -> tuple[list[asyncio.Task[None]], SettlementWorker, Reaper]:
-    async def on_committed(orders: Sequence[OrderRecord]) -> None:
-        for o in orders:  # "order_confirmed" reaches the buyer only after the DB commit
-            await bus.to_user(o.room_id, o.user_id, order_message(o))
-
     worker = SettlementWorker(redis, store, consumer=f"{socket.gethostname()}-{os.getpid()}", batch=s.settle_batch,
                               block_ms=s.settle_block_ms, claim_idle_ms=s.settle_claim_idle_ms,
-                              max_deliveries=s.settle_max_deliveries, on_committed=on_committed)
+                              max_deliveries=s.settle_max_deliveries, on_committed=notify_orders(bus))
     reaper = Reaper(redis, inventory, s.reap_interval_ms, on_restock=service.restocked)
     tasks = [asyncio.create_task(worker.run(), name="settlement"), asyncio.create_task(reaper.run(), name="reaper")]
     return tasks, worker, reaper
@@ -163,7 +169,10 @@ async def _on_shutdown(app: web.Application) -> None:
 
 
 def create_app(settings: Settings) -> web.Application:
-    app = web.Application(middlewares=[api.error_middleware], client_max_size=64 * 1024)
+    # request lines up to MAX_REQUEST_LINE reach the middleware, which answers URLs over
+    # MAX_URL_BYTES with a JSON 414 (aiohttp's parser would answer a plain-text 400 past 8 KiB)
+    app = web.Application(middlewares=[api.error_middleware], client_max_size=64 * 1024,
+                          handler_args={"max_line_size": api.MAX_REQUEST_LINE})
     app[SETTINGS] = settings
     app.cleanup_ctx.append(_engine)
     app.cleanup_ctx.append(_resources)
