@@ -39,8 +39,9 @@ class Reaper:
                 raise
             except Exception as exc:
                 log.warning("reaper sweep failed: %s", exc)
-            try:
-                await asyncio.wait_for(self._stop.wait(), self.interval)
+            try:  # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancel (then run never ends)
+                async with asyncio.timeout(self.interval):
+                    await self._stop.wait()
             except TimeoutError:
                 pass
 

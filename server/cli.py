@@ -9,9 +9,10 @@ import gc
 import logging
 import os
 import signal
-import subprocess
+import socket
 import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 from aiohttp import web
 
@@ -25,6 +26,29 @@ log = logging.getLogger("livesale")
 # `livesale serve` with more than one worker sets it in each gateway child's environment so the child
 # binds with SO_REUSEPORT. Setting it by hand is not supported.
 _INTERNAL_REUSE_PORT_ENV = "LIVESALE_REUSE_PORT"
+
+TOKEN_TTL_MAX_S = 366 * 86400
+
+
+class ListenError(OSError):
+    """The HTTP/WebSocket address cannot be bound (in use, not ours, unknown host...)."""
+
+
+def package_version() -> str:
+    """The installed package's version; from a source tree without metadata, pyproject's."""
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version("livesale")
+    except importlib.metadata.PackageNotFoundError:
+        import re
+
+        pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+        try:
+            m = re.search(r'^version\s*=\s*"([^"]+)"', pyproject.read_text(), re.M)
+        except OSError:
+            m = None
+        return m.group(1) if m else "unknown"
 
 
 def _setup_logging(level: str) -> None:
@@ -57,37 +81,84 @@ def _signal_event() -> asyncio.Event:
     return stop
 
 
+def _where(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def bind_sockets(host: str, port: int, *, reuse_port: bool = False) -> list[socket.socket]:
+    """Bind (not yet listen) the server's sockets as asyncio's ``create_server`` would: one per address
+    ``host`` resolves to (empty: every interface), SO_REUSEADDR, SO_REUSEPORT when asked, IPv6-only
+    IPv6 sockets. Raises ``ListenError`` naming the address; nothing else has started by then."""
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as e:
+        raise ListenError(f"cannot listen on {_where(host, port)}: {str(e.strerror or e).lower()}") from None
+    socks: list[socket.socket] = []
+    seen: set[tuple[int, object]] = set()
+    where = _where(host, port)
+    try:
+        for family, kind, proto, _name, addr in infos:
+            if (family, addr) in seen:
+                continue
+            seen.add((family, addr))
+            where = _where(str(addr[0]), int(addr[1]))
+            sock = socket.socket(family, kind, proto)
+            socks.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(addr)
+    except OSError as e:
+        for sock in socks:
+            sock.close()
+        raise ListenError(f"cannot listen on {where}: {str(e.strerror or e).lower()}") from None
+    return socks
+
+
 async def run_server(settings: Settings, *, reuse_port: bool = False,
                      ready: Callable[[str], Awaitable[None] | None] | None = None) -> None:
+    """Serve until SIGINT/SIGTERM. The address is bound first: when it cannot be (in use...), this
+    raises ``ListenError`` before anything (embedded engine, settlement) has started."""
     from .app import create_app
 
-    stop = _signal_event()
-    app = create_app(settings)
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=settings.shutdown_timeout_s,
-                           access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port, reuse_port=reuse_port, backlog=4096)
-    await site.start()
-    _tune_gc()
-    host, port = runner.addresses[0][:2]
-    url = f"http://{host}:{port}"
-    print(f"livesale listening on {url}", flush=True)
+    socks = bind_sockets(settings.host, settings.port, reuse_port=reuse_port)
     try:
-        if ready is not None:
-            result = ready(url)
-            if asyncio.iscoroutine(result):
-                await result
-        await stop.wait()
+        stop = _signal_event()
+        app = create_app(settings)
+        runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=settings.shutdown_timeout_s,
+                               access_log=None)
+        try:  # whatever fails from here on, everything started so far is stopped in order
+            await runner.setup()
+            for sock in socks:
+                await web.SockSite(runner, sock, backlog=4096).start()
+            _tune_gc()
+            host, port = runner.addresses[0][:2]
+            url = f"http://{host}:{port}"
+            print(f"livesale listening on {url}", flush=True)
+            if ready is not None:
+                result = ready(url)
+                if asyncio.iscoroutine(result):
+                    await result
+            await stop.wait()
+        finally:
+            await runner.cleanup()
     finally:
-        await runner.cleanup()
+        for sock in socks:
+            sock.close()
 
 
 def _serve_workers(settings: Settings) -> int:
-    """N gateway processes sharing the port (SO_REUSEPORT); this process runs settlement."""
+    """N gateway processes sharing the port (SO_REUSEPORT); this process runs settlement. Returns 1
+    when a gateway child ends on its own (it could not bind, it crashed): the others are stopped."""
     from .embedded import EmbeddedRedis
 
     if settings.port == 0:
         raise SettingsError("LIVESALE_PORT must be set (not 0) with LIVESALE_WORKERS > 1")
+    # the children bind exactly so: a port they cannot share fails here, before anything starts
+    for sock in bind_sockets(settings.host, settings.port, reuse_port=True):
+        sock.close()
     embedded = None
     env = dict(os.environ)
     if not settings.redis_url:
@@ -99,29 +170,58 @@ def _serve_workers(settings: Settings) -> int:
     env.update(LIVESALE_SETTLE_IN_PROCESS="0", LIVESALE_WORKERS="1", LIVESALE_PORT=str(settings.port),
                LIVESALE_HOST=settings.host)
     env[_INTERNAL_REUSE_PORT_ENV] = "1"
-    children = [subprocess.Popen([sys.executable, "-m", "server.cli", "serve"], env=env)
-                for _ in range(settings.workers)]
+    resolved = settings.replace(redis_url=env["REDIS_URL"] if embedded else settings.redis_url)
     try:
-        asyncio.run(_settle_main(settings.replace(redis_url=env["REDIS_URL"] if embedded else settings.redis_url)))
+        return asyncio.run(_workers_main(resolved, env))
     finally:
+        if embedded:
+            embedded.stop()
+
+
+async def _workers_main(settings: Settings, env: dict[str, str]) -> int:
+    """Start the gateway children, settle until SIGINT/SIGTERM or until a child ends on its own."""
+    stop = _signal_event()
+    stopping = False
+    failed: list[str] = []
+    children: list[asyncio.subprocess.Process] = []
+
+    async def watch(child: asyncio.subprocess.Process) -> None:
+        rc = await child.wait()
+        if not stopping and not stop.is_set():
+            failed.append(f"gateway worker {child.pid} exited with status {rc}")
+            stop.set()
+
+    watchers: list[asyncio.Task[None]] = []
+    try:
+        for _ in range(settings.workers):
+            child = await asyncio.create_subprocess_exec(sys.executable, "-m", "server.cli", "serve", env=env)
+            children.append(child)
+            watchers.append(asyncio.create_task(watch(child), name=f"watch-{child.pid}"))
+        await _settle_main(settings, stop)
+    finally:
+        stopping = True
         for c in children:
-            if c.poll() is None:
+            if c.returncode is None:
                 c.send_signal(signal.SIGTERM)
         for c in children:
             try:
-                c.wait(settings.shutdown_timeout_s + 5)
-            except subprocess.TimeoutExpired:
+                await asyncio.wait_for(c.wait(), settings.shutdown_timeout_s + 5)
+            except TimeoutError:
                 c.kill()
-        if embedded:
-            embedded.stop()
-    return 0
+                await c.wait()
+        await asyncio.gather(*watchers, return_exceptions=True)
+    for reason in failed:
+        log.error("%s: stopping", reason)
+        print(f"livesale: {reason}", file=sys.stderr, flush=True)
+    return 1 if failed else 0
 
 
-async def _settle_main(settings: Settings) -> None:
-    """Settlement worker + hold reaper, until SIGTERM (drains the batch in hand first)."""
+async def _settle_main(settings: Settings, stop: asyncio.Event | None = None) -> None:
+    """Settlement worker + hold reaper, until SIGTERM or ``stop`` (drains the batch in hand first)."""
     from .app import Core, start_settlement, stop_settlement
 
-    stop = _signal_event()
+    if stop is None:
+        stop = _signal_event()
     core = await Core.open(settings)
     tasks, worker, reaper = await start_settlement(settings, core.redis, core.store, core.inventory, core.bus,
                                                    core.service)
@@ -148,6 +248,9 @@ def cmd_settle(args: argparse.Namespace) -> int:
     _setup_logging(settings.log_level)
     if not settings.redis_url:
         raise SettingsError("`livesale settle` needs REDIS_URL (the embedded server belongs to `livesale serve`)")
+    if not settings.database_url:
+        raise SettingsError("`livesale settle` needs DATABASE_URL (a private SQLite file would not be the "
+                            "gateways' database)")
     _install_uvloop()
     asyncio.run(_settle_main(settings))
     return 0
@@ -156,8 +259,17 @@ def cmd_settle(args: argparse.Namespace) -> int:
 def cmd_token(args: argparse.Namespace) -> int:
     from stream_gateway.auth import TokenError, mint_host_token, mint_viewer_token
 
+    if not 1 <= args.ttl <= TOKEN_TTL_MAX_S:
+        print(f"livesale token: --ttl {args.ttl}: expected seconds between 1 and {TOKEN_TTL_MAX_S} (366 days)",
+              file=sys.stderr)
+        return 2
     settings = Settings.from_env()
-    secret = settings.signing_secret()
+    secret, origin = settings.signing_secret_and_origin()
+    # where the secret came from (never the secret): a server verifies the token only with the same one
+    print(f"secret: {origin}", file=sys.stderr)
+    if origin.endswith("(created now)"):
+        print("livesale token: no secret was there, so a new one was made: a server accepts this token only if "
+              "it uses this data directory (LIVESALE_DATA_DIR) or LIVESALE_SECRET set to this secret", file=sys.stderr)
     try:
         if args.viewer:
             token, _user = mint_viewer_token(secret, args.viewer, ttl_s=args.ttl)
@@ -191,6 +303,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, object]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="livesale", description="Real-time server for live-stream shopping.")
+    parser.add_argument("--version", action="version", version=f"livesale {package_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("serve", help="run the HTTP/WebSocket gateway (and, by default, settlement)")
     p.add_argument("--port", type=int)
@@ -205,7 +318,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--host", default="host", help="host id (default: host)")
     p.add_argument("--room", action="append", help="room the token may control (repeat; default: all)")
     p.add_argument("--viewer", help="mint a viewer token with this display name instead")
-    p.add_argument("--ttl", type=int, default=7 * 86400, help="lifetime in seconds")
+    p.add_argument("--ttl", type=int, default=7 * 86400,
+                   help=f"lifetime in seconds, 1 to {TOKEN_TTL_MAX_S} (default: 7 days)")
     p.set_defaults(fn=cmd_token)
     args = parser.parse_args(argv)
     try:
@@ -213,9 +327,16 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as e:
         print(f"livesale: configuration error: {e}", file=sys.stderr)
         return 2
+    except ListenError as e:
+        print(f"livesale: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m server.cli`: run the importable module's main, not this __main__ copy (server.demo
+    # imports server.cli: the ListenError it raises must be the class main() catches)
+    from server.cli import main as _main
+
+    sys.exit(_main())

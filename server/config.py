@@ -17,11 +17,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-__all__ = ["Settings", "SettingsError", "ENV_DOCS"]
+__all__ = ["Settings", "SettingsError", "ENV_DOCS", "ENV_ALLOWED"]
 
 
 class SettingsError(ValueError):
     """A setting in the environment is missing, malformed or out of range."""
+
+
+def _n(value: float) -> str:
+    """A bound as the README writes it: 86,400 / 0.1."""
+    return f"{int(value):,}" if float(value).is_integer() else str(value)
 
 
 def _int(lo: int, hi: int) -> Callable[[str, str], int]:
@@ -34,6 +39,7 @@ def _int(lo: int, hi: int) -> Callable[[str, str], int]:
             raise SettingsError(f"{name}={value}: expected a value between {lo} and {hi}")
         return value
 
+    parse.allowed = f"{_n(lo)} to {_n(hi)}"  # type: ignore[attr-defined]
     return parse
 
 
@@ -47,6 +53,7 @@ def _float(lo: float, hi: float) -> Callable[[str, str], float]:
             raise SettingsError(f"{name}={value}: expected a value between {lo} and {hi}")
         return value
 
+    parse.allowed = f"{_n(lo)} to {_n(hi)}"  # type: ignore[attr-defined]
     return parse
 
 
@@ -63,6 +70,9 @@ def _bool(name: str, raw: str) -> bool:
     raise SettingsError(f"{name}={raw!r}: expected true/false")
 
 
+_bool.allowed = "true/false (also 1/0, yes/no, on/off)"  # type: ignore[attr-defined]
+
+
 def _url(schemes: tuple[str, ...]) -> Callable[[str, str], str]:
     def parse(name: str, raw: str) -> str:
         value = raw.strip()
@@ -72,6 +82,9 @@ def _url(schemes: tuple[str, ...]) -> Callable[[str, str], str]:
             )
         return value
 
+    *rest, last = [s + "://" for s in schemes]
+    kinds = f"{', '.join(rest)} or {last}" if rest else last
+    parse.allowed = f"empty, or a {kinds} URL"  # type: ignore[attr-defined]
     return parse
 
 
@@ -82,8 +95,14 @@ def _level(name: str, raw: str) -> str:
     return value
 
 
-def _env(var: str, parse: Callable[[str, str], Any], doc: str) -> Any:
-    return {"env": var, "parse": parse, "doc": doc}
+_level.allowed = "DEBUG, INFO, WARNING or ERROR"  # type: ignore[attr-defined]
+
+
+def _env(var: str, parse: Callable[[str, str], Any], doc: str, allowed: str | None = None) -> Any:
+    """``allowed``: what the README states as the accepted values (default: the parser's own bounds);
+    ``validate`` enforces the rules that span fields or are not the parser's."""
+    return {"env": var, "parse": parse, "doc": doc,
+            "allowed": getattr(parse, "allowed", "") if allowed is None else allowed}
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +115,7 @@ class Settings:
     data_dir: str = field(default=".livesale", metadata=_env("LIVESALE_DATA_DIR", _str, "Directory for the embedded Valkey (AOF, socket), the SQLite file and the generated secret."))
     redis_url: str = field(default="", metadata=_env("REDIS_URL", _url(("redis", "rediss", "unix")), "Redis/Valkey to use. Empty: start a private embedded Valkey in the data directory."))
     database_url: str = field(default="", metadata=_env("DATABASE_URL", _url(("sqlite", "sqlite+aiosqlite", "postgresql", "postgres", "postgresql+asyncpg")), "SQL system of record. Empty: SQLite file in the data directory. postgresql://... uses asyncpg."))
-    secret: str = field(default="", repr=False, metadata=_env("LIVESALE_SECRET", _str, "HMAC secret that signs host and viewer tokens. Empty: a random one kept in <data dir>/secret.key (mode 0600)."))
+    secret: str = field(default="", repr=False, metadata=_env("LIVESALE_SECRET", _str, "HMAC secret that signs host and viewer tokens. Empty: a random one kept in <data dir>/secret.key (mode 0600).", "at least 32 characters"))
     log_level: str = field(default="INFO", metadata=_env("LIVESALE_LOG_LEVEL", _level, "Logging level."))
     redis_pool_size: int = field(default=64, metadata=_env("LIVESALE_REDIS_POOL", _int(1, 10000), "Redis connections per process; requests wait for a free one rather than fail."))
     default_hold_ttl_s: int = field(default=300, metadata=_env("LIVESALE_HOLD_TTL_S", _int(5, 86400), "Default pay-by window of a hold, in seconds."))
@@ -109,8 +128,8 @@ class Settings:
     settle_in_process: bool = field(default=True, metadata=_env("LIVESALE_SETTLE_IN_PROCESS", _bool, "Run a settlement worker inside `livesale serve` (turn off when running `livesale settle` separately)."))
     tick_ms: int = field(default=200, metadata=_env("LIVESALE_TICK_MS", _int(10, 10000), "Room tick: ambient events (likes, viewers, units left, comments, ticker) are coalesced per tick."))
     replay_buffer: int = field(default=1024, metadata=_env("LIVESALE_REPLAY_BUFFER", _int(16, 1_000_000), "Room events kept for resume after reconnect."))
-    ws_soft_limit: int = field(default=256 * 1024, metadata=_env("LIVESALE_WS_SOFT_LIMIT", _int(1024, 1 << 30), "Write-buffer bytes above which ambient frames are skipped for a connection."))
-    ws_hard_limit: int = field(default=4 * 1024 * 1024, metadata=_env("LIVESALE_WS_HARD_LIMIT", _int(4096, 1 << 31), "Write-buffer bytes above which a connection is closed (code 4008) and must resync."))
+    ws_soft_limit: int = field(default=256 * 1024, metadata=_env("LIVESALE_WS_SOFT_LIMIT", _int(1024, 1 << 30), "Write-buffer bytes above which ambient frames are skipped for a connection.", f"{_n(1024)} to {_n(1 << 30)}, below LIVESALE_WS_HARD_LIMIT"))
+    ws_hard_limit: int = field(default=4 * 1024 * 1024, metadata=_env("LIVESALE_WS_HARD_LIMIT", _int(4096, 1 << 31), "Write-buffer bytes above which a connection is closed (code 4008) and must resync.", f"{_n(4096)} to {_n(1 << 31)}, above LIVESALE_WS_SOFT_LIMIT"))
     ws_max_msg: int = field(default=4096, metadata=_env("LIVESALE_WS_MAX_MSG", _int(256, 1 << 20), "Largest inbound WebSocket message, bytes."))
     heartbeat_s: float = field(default=25.0, metadata=_env("LIVESALE_HEARTBEAT_S", _float(1, 3600), "Server ping interval; a peer silent for two intervals is closed."))
     buy_rate: float = field(default=5.0, metadata=_env("LIVESALE_BUY_RATE", _float(0.1, 10000), "Buy requests per second allowed per connection (burst of twice this)."))
@@ -161,11 +180,16 @@ class Settings:
 
     def signing_secret(self) -> str:
         """LIVESALE_SECRET, or a random secret persisted (0600) in the data directory."""
+        return self.signing_secret_and_origin()[0]
+
+    def signing_secret_and_origin(self) -> tuple[str, str]:
+        """The signing secret and where it came from, for humans (never the secret itself):
+        ``LIVESALE_SECRET``, or ``/abs/path/secret.key (existing)`` / ``... (created now)``."""
         if self.secret:
-            return self.secret
+            return self.secret, "LIVESALE_SECRET"
         path = self.data_path / "secret.key"
         try:
-            return path.read_text().strip()
+            return path.read_text().strip(), f"{path} (existing)"
         except FileNotFoundError:
             pass
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -173,13 +197,15 @@ class Settings:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as fh:
             fh.write(secrets.token_urlsafe(32))
+        created = False
         try:
             os.link(tmp, path)  # atomic: the first process to link wins
+            created = True
         except FileExistsError:
             pass
         finally:
             tmp.unlink()
-        return path.read_text().strip()
+        return path.read_text().strip(), f"{path} ({'created now' if created else 'existing'})"
 
 
 def _docs() -> list[tuple[str, str, str]]:
@@ -192,3 +218,5 @@ def _docs() -> list[tuple[str, str, str]]:
 
 
 ENV_DOCS = _docs()
+# Variable -> the values it accepts, as the README's configuration table states them ("" = any string).
+ENV_ALLOWED: dict[str, str] = {f.metadata["env"]: f.metadata["allowed"] for f in dataclasses.fields(Settings)}
