@@ -12,178 +12,17 @@ installs Debian's). Skipped without it, unless LIVESALE_REQUIRE_BROWSER=1 (CI), 
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import re
-import secrets
 import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, NoReturn
 
 import pytest
 
+from browser_helpers import (CHROMIUM, DOC_SHOTS, LAPTOP, LAUNCH_ARGS, PHONE, SHOTS, UPDATE_DOC_SHOTS, LiveServer,
+                             _open, _shot, async_playwright, expect)
+from browser_helpers import live  # noqa: F401  (the module-scoped server fixture)
 from conftest import timeout
 
 pytestmark = pytest.mark.browser
-
-# The same lookup as the Makefile's `browser` target: chromium or chromium-browser on PATH, else Debian's path.
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or "/usr/bin/chromium"
-# CI sets LIVESALE_REQUIRE_BROWSER=1: a missing browser is then a failure, never a silent skip.
-REQUIRE_BROWSER = os.environ.get("LIVESALE_REQUIRE_BROWSER", "") == "1"
-# Screenshots always go to test-output/; LIVESALE_UPDATE_SCREENSHOTS=1 also refreshes the tracked docs/screenshots/.
-UPDATE_DOC_SHOTS = os.environ.get("LIVESALE_UPDATE_SCREENSHOTS", "") == "1"
-
-
-def _missing(reason: str) -> NoReturn:
-    if REQUIRE_BROWSER:
-        pytest.fail(f"LIVESALE_REQUIRE_BROWSER=1 but {reason}", pytrace=False)
-    pytest.skip(reason, allow_module_level=True)
-
-
-if not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
-    _missing("no Chromium found (looked for chromium and chromium-browser on PATH, then /usr/bin/chromium); "
-             "install Debian's chromium with `make browser`")
-try:
-    import playwright.async_api as playwright_api
-except ImportError:
-    _missing("the playwright package is not installed (`pip install -e '.[test]'`)")
-async_playwright = playwright_api.async_playwright
-expect = playwright_api.expect
-
-ROOT = Path(__file__).resolve().parent.parent
-SHOTS = ROOT / "test-output" / "screenshots"
-DOC_SHOTS = ROOT / "docs" / "screenshots"
-LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-               "--disable-sync", "--no-first-run"]
-LAPTOP = {"width": 1280, "height": 800}
-PHONE = {"width": 390, "height": 844}
-PRICE = 4999  # EUR minor units
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class LiveServer:
-    """`livesale serve` in a subprocess; restartable on the same port (for the reconnect test)."""
-
-    env: dict[str, str]
-    port: int
-    log_path: Path
-    proc: subprocess.Popen[bytes] | None = None
-    host_token: str = ""
-    room: str = ""
-    facts: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "server.cli", "serve"], cwd=ROOT, env=self.env,
-                                     stdout=log, stderr=subprocess.STDOUT)
-        log.close()
-        deadline = time.monotonic() + timeout(30)
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log_tail()}")
-            try:
-                with urllib.request.urlopen(f"{self.base}/api/time", timeout=1) as r:
-                    if "server_time" in json.loads(r.read()):
-                        return
-            except (OSError, ValueError):
-                pass
-            time.sleep(0.1)  # polling a subprocess's port, not waiting on the page
-        raise RuntimeError(f"server did not answer /api/time in time:\n{self.log_tail()}")
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout(20))
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
-
-    def log_tail(self, n: int = 60) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
-        except OSError:
-            return "(no log)"
-
-    def api(self, method: str, path: str, body: dict[str, Any] | None = None, token: str | None = None) -> Any:
-        data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(f"{self.base}{path}", data=data, method=method)
-        req.add_header("Content-Type", "application/json")
-        if token or self.host_token:
-            req.add_header("Authorization", f"Bearer {token or self.host_token}")
-        try:
-            with urllib.request.urlopen(req, timeout=10) as r:
-                return json.loads(r.read() or b"null")
-        except urllib.error.HTTPError as e:
-            raise AssertionError(f"{method} {path} -> {e.code} {e.read()[:500]!r}") from None
-
-
-def _mint_host_token(env: dict[str, str]) -> str:
-    out = subprocess.run([sys.executable, "-m", "server.cli", "token", "--host", "h1"], cwd=ROOT, env=env,
-                         capture_output=True, text=True, timeout=60, check=True)
-    return out.stdout.strip().splitlines()[-1]
-
-
-@pytest.fixture(scope="module")
-def live(redis_url: str, database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    data = tmp_path_factory.mktemp("browser-server")
-    env = {**os.environ, "LIVESALE_PORT": str(_free_port()), "LIVESALE_DATA_DIR": str(data),
-           "LIVESALE_SECRET": "browser-test-" + secrets.token_hex(16), "REDIS_URL": redis_url,
-           "DATABASE_URL": database_url, "LIVESALE_LOG_LEVEL": "INFO", "PYTHONUNBUFFERED": "1"}
-    server = LiveServer(env=env, port=int(env["LIVESALE_PORT"]), log_path=data / "server.log")
-    server.start()
-    try:
-        server.host_token = _mint_host_token(env)
-        server.room = "b" + secrets.token_hex(5)
-        server.api("POST", "/api/rooms", {"room_id": server.room, "title": "Friday Night Drop"})
-        server.api("POST", f"/api/rooms/{server.room}/products",
-                   {"product_id": "p-earbuds", "sku": "AUR-EB-01", "title": "Aurora Wireless Earbuds",
-                    "unit_price": PRICE, "currency": "EUR", "description": "Noise-cancelling, 30 h battery"})
-        server.api("POST", f"/api/rooms/{server.room}/products",
-                   {"product_id": "p-hoodie", "sku": "CK-HD-02", "title": "Cloud Knit Hoodie",
-                    "unit_price": 6900, "currency": "EUR"})
-        server.api("POST", f"/api/rooms/{server.room}/actions/pin", {"product": "p-earbuds"})
-        server.api("POST", f"/api/rooms/{server.room}/actions/go_live", {})
-        yield server
-    except BaseException:
-        print(server.log_tail(), file=sys.stderr)
-        raise
-    finally:
-        server.stop()
-
-
-async def _open(browser: Any, url: str, viewport: dict[str, int], errors: list[str], **ctx: Any) -> Any:
-    context = await browser.new_context(viewport=viewport, **ctx)
-    page = await context.new_page()
-    page.on("pageerror", lambda e: errors.append(f"{url}: {e}"))
-    page.on("console", lambda m: errors.append(f"{url}: console.{m.type}: {m.text}") if m.type == "error" else None)
-    await page.goto(url)
-    return page
-
-
-def _shot(name: str) -> Path:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    return SHOTS / name
 
 
 async def test_flash_sale_two_viewers_exactly_one_wins(live: LiveServer) -> None:
@@ -346,7 +185,7 @@ async def test_viewer_reconnects_and_resumes_after_server_restart(live: LiveServ
             await expect(v.get_by_test_id("pinned-title")).to_have_text("Aurora Wireless Earbuds")
             live.stop()
             await expect(v.get_by_test_id("banner")).to_be_visible(timeout=t(10))
-            await expect(v.get_by_test_id("banner")).to_contain_text("Reconnecting")
+            await expect(v.get_by_test_id("banner")).to_contain_text(re.compile("reconnecting", re.I))
             # the page keeps its state while offline
             await expect(v.get_by_test_id("pinned-title")).to_have_text("Aurora Wireless Earbuds")
             live.start()

@@ -395,7 +395,7 @@ function renderProducts() {
   const pinned = client?.pinned?.product_id ?? (client?.joined ? null : roomInfo?.pinned?.product_id);
   setText(byId("products-count"), String(products.length));
   byId("unpin-button").disabled = !pinned;
-  const key = JSON.stringify([products.map((p) => [p.product_id, p.title, p.unit_price]), pinned]);
+  const key = JSON.stringify([products.map((p) => [p.product_id, p.title, p.unit_price, p.image_url || "", p.sku]), pinned]);
   if (key === productsKey) return;
   productsKey = key;
   const list = byId("product-list");

@@ -110,7 +110,10 @@ export class LiveSaleClient extends EventTarget {
    * @param {string} [opts.token]        viewer or host JWT (watching works without one)
    * @param {string} [opts.url]          ws(s):// or http(s):// URL of the server (default: this page's host)
    * @param {Function} [opts.onEvent]    called as onEvent(msg, client) for every server message and local event
-   * @param {number} [opts.pingIntervalMs=20000]
+   * @param {number} [opts.pingIntervalMs=20000]      ping interval while nothing is at stake
+   * @param {number} [opts.busyPingIntervalMs=4000]   ping interval while a sale is open (or opens within a
+   *                                                  minute) or one of your holds is unpaid
+   * @param {number} [opts.pongTimeoutMs=4000]        no pong (and nothing else) this long after a ping: the link is dead
    * @param {number} [opts.requestTimeoutMs=15000]
    * @param {number} [opts.clockSamples=5]
    * @param {Function} [opts.WebSocket]  WebSocket implementation (default: globalThis.WebSocket)
@@ -123,6 +126,8 @@ export class LiveSaleClient extends EventTarget {
     this.token = opts.token || null;
     this.onEvent = opts.onEvent || null;
     this.pingIntervalMs = opts.pingIntervalMs ?? 20000;
+    this.busyPingIntervalMs = opts.busyPingIntervalMs ?? 4000;
+    this.pongTimeoutMs = opts.pongTimeoutMs ?? 4000;
     this.requestTimeoutMs = opts.requestTimeoutMs ?? 15000;
     this.clockSamples = opts.clockSamples ?? 5;
     this.WebSocketImpl = opts.WebSocket || globalThis.WebSocket;
@@ -133,6 +138,8 @@ export class LiveSaleClient extends EventTarget {
     this.session = null;
     this.limits = null;
     this.lastClose = null; // {code, reason}
+    /** false between the browser's `offline` and `online` events (navigator.onLine at start). */
+    this.online = globalThis.navigator?.onLine !== false;
     this.fatal = null;     // {code, message} when the server refused the join
 
     // clock sync
@@ -151,10 +158,23 @@ export class LiveSaleClient extends EventTarget {
     this._pending = new Map();   // rid -> {msg, resolve, reject, timer, reply}
     this._fireAndForget = new Map(); // rid -> {type, at}
     this._outbox = [];           // messages waiting for a join
-    this._timers = { reconnect: null, ping: null, clock: null, resync: null };
+    this._timers = { reconnect: null, ping: null, clock: null, resync: null, holds: null };
+    this._holdTimerAt = null;    // when the hold-expiry timer fires (server time)
     this._clock = null;          // {samples, inflight: {t0, timer}}
     this._lastRx = 0;
-    this._onOnline = () => { if (this.state === "reconnecting") this._reconnectNow(); };
+    this._ping = { at: 0, deadline: 0 }; // the last ping sent and when its pong is due
+    this._onOnline = () => {
+      this.online = true;
+      if (this.state === "reconnecting") this._reconnectNow();
+    };
+    // The browser knows the network is gone: do not wait for a heartbeat to notice. The socket is
+    // dropped at once (state `reconnecting`, reason `offline`) and re-opened with the usual backoff,
+    // immediately on `online`; the resume brings back what was missed.
+    this._onOffline = () => {
+      this.online = false;
+      if (this._ws) this._forceReconnect(true, "offline");
+      else if (this.state === "reconnecting") this._setState("reconnecting", { reason: "offline", force: true });
+    };
   }
 
   _resetRoomState() {
@@ -182,8 +202,12 @@ export class LiveSaleClient extends EventTarget {
     if (this.state === "idle" || this.state === "closed") {
       this.fatal = null;
       this._closing = false;
-      if (globalThis.addEventListener) globalThis.addEventListener("online", this._onOnline);
+      if (globalThis.addEventListener) {
+        globalThis.addEventListener("online", this._onOnline);
+        globalThis.addEventListener("offline", this._onOffline);
+      }
       this._open("connecting");
+      this._armHoldExpiry();
     }
     if (this._joined) return Promise.resolve(this);
     return new Promise((resolve, reject) => {
@@ -203,7 +227,10 @@ export class LiveSaleClient extends EventTarget {
   /** Close for good (no reconnect). Pending requests are rejected. */
   close() {
     this._closing = true;
-    if (globalThis.removeEventListener) globalThis.removeEventListener("online", this._onOnline);
+    if (globalThis.removeEventListener) {
+      globalThis.removeEventListener("online", this._onOnline);
+      globalThis.removeEventListener("offline", this._onOffline);
+    }
     this._clearTimers();
     if (this._ws) {
       try { this._ws.close(1000, "bye"); } catch { /* ignore */ }
@@ -254,6 +281,7 @@ export class LiveSaleClient extends EventTarget {
     ws.onmessage = (ev) => {
       if (ws !== this._ws) return;
       this._lastRx = Date.now();
+      this._ping.deadline = 0; // anything at all from the server answers the outstanding ping
       if (typeof ev.data !== "string") return; // JSON subprotocol: text frames only
       let msg;
       try { msg = JSON.parse(ev.data); } catch { return; }
@@ -275,16 +303,16 @@ export class LiveSaleClient extends EventTarget {
       // Non-idempotent requests can't be re-sent safely: fail them now.
       this._failPending(new LiveSaleError("DISCONNECTED", "connection lost before the reply"),
         (p) => p.sent && !IDEMPOTENT.has(p.msg.type));
-      this._scheduleReconnect();
+      this._scheduleReconnect(this.online ? "closed" : "offline");
     };
     ws.onerror = () => { /* onclose follows */ };
   }
 
-  _scheduleReconnect() {
+  _scheduleReconnect(reason = "closed") {
     this.attempt += 1;
     const base = BACKOFF_S[Math.min(this.attempt, BACKOFF_S.length) - 1] * 1000;
     const delay = Math.round(base / 2 + Math.random() * base / 2); // "equal jitter"
-    this._setState("reconnecting", { delay_ms: delay, force: true });
+    this._setState("reconnecting", { delay_ms: delay, reason: this.online ? reason : "offline", force: true });
     clearTimeout(this._timers.reconnect);
     this._timers.reconnect = setTimeout(() => this._open("reconnecting"), delay);
   }
@@ -294,8 +322,8 @@ export class LiveSaleClient extends EventTarget {
     if (!this._ws) this._open("reconnecting");
   }
 
-  /** Drop the socket and reconnect (used on heartbeat loss or a sequence gap). */
-  _forceReconnect(withResume = true) {
+  /** Drop the socket and reconnect (on a missing pong, the browser going offline, a sequence gap). */
+  _forceReconnect(withResume = true, reason = "resync") {
     if (!withResume) { this.epoch = null; this.seq = null; }
     const ws = this._ws;
     if (ws) {
@@ -304,7 +332,9 @@ export class LiveSaleClient extends EventTarget {
       this._joined = false;
       this._stopPing();
       this._failPending(new LiveSaleError("DISCONNECTED", "connection reset"), (p) => p.sent && !IDEMPOTENT.has(p.msg.type));
-      this._scheduleReconnect();
+      this._clock = null;
+      clearTimeout(this._timers.clock);
+      this._scheduleReconnect(reason);
     }
   }
 
@@ -313,19 +343,52 @@ export class LiveSaleClient extends EventTarget {
       clearTimeout(this._timers[k]);
       clearInterval(this._timers[k]);
     }
+    this._holdTimerAt = null;
   }
 
+  // Heartbeat: a `ping` after pingIntervalMs (20 s) without a ping or any message from the server,
+  // busyPingIntervalMs (4 s) while something is at stake (see _busy); no pong and no other message
+  // within pongTimeoutMs of a ping means the link is
+  // silently dead (a dead Wi-Fi, a NAT that dropped the flow): the socket is replaced at once and the
+  // client resumes. A one-second check drives both, so a sale opening shortens the interval at once.
   _startPing() {
     this._stopPing();
-    this._timers.ping = setInterval(() => {
-      if (!this._ws || this._ws.readyState !== 1) return;
-      // Nothing at all (not even ticks or pongs) for two intervals: the link is dead.
-      if (Date.now() - this._lastRx > this.pingIntervalMs * 2 + 5000) {
-        this._forceReconnect(true);
-        return;
-      }
-      this._raw({ type: "ping" });
-    }, this.pingIntervalMs);
+    this._ping = { at: Date.now(), deadline: 0 };
+    this._timers.ping = setInterval(() => this._heartbeat(), Math.min(1000, this.busyPingIntervalMs));
+  }
+
+  _heartbeat() {
+    if (!this._ws || this._ws.readyState !== 1) return;
+    const now = Date.now();
+    if (this._ping.deadline && now > this._ping.deadline) {
+      this._forceReconnect(true, "heartbeat");
+      return;
+    }
+    // Nothing at all for two long intervals (a ping that could not be sent, say): dead as well.
+    if (now - this._lastRx > this.pingIntervalMs * 2 + 5000) {
+      this._forceReconnect(true, "heartbeat");
+      return;
+    }
+    // Pings fill silences only: a busy room's ticks already prove the link, so the burst at a sale's
+    // open costs the server no extra pings.
+    const interval = this._busy() ? this.busyPingIntervalMs : this.pingIntervalMs;
+    const quiet = now - Math.max(this._ping.at, this._lastRx);
+    if (!this._ping.deadline && quiet >= interval && this._raw({ type: "ping" })) {
+      this._ping = { at: now, deadline: now + this.pongTimeoutMs };
+    }
+  }
+
+  /** Whether a lost connection would cost the viewer now: an open sale (or one opening within a
+   *  minute), or one of their holds still waiting for payment. */
+  _busy(now = this.serverNow()) {
+    for (const h of this.holds.values()) {
+      if (h.status === "held" && (!h.pay_by || h.pay_by > now)) return true;
+    }
+    for (const s of this.sales.values()) {
+      const phase = this.salePhase(s, now);
+      if (phase === "open" || (phase === "scheduled" && s.starts_at - now < 60000)) return true;
+    }
+    return false;
   }
 
   _stopPing() {
@@ -419,7 +482,43 @@ export class LiveSaleClient extends EventTarget {
   }
 
   _changed(cause) {
+    this._armHoldExpiry();
     this.dispatchEvent(new CustomEvent("change", { detail: { type: "change", cause } }));
+  }
+
+  // A hold not paid by its pay_by is gone (the server's reaper returns the units): mark it `expired`
+  // at that instant (server time) and emit `hold_expired`, so a page can say so even while offline.
+  // A hold whose payment is in flight is left to the pay_result.
+  _armHoldExpiry() {
+    const now = this.serverNow();
+    let next = Infinity;
+    const expired = [];
+    for (const h of this.holds.values()) {
+      if (h.status !== "held" || !h.pay_by || this._payPending(h.hold)) continue;
+      if (h.pay_by <= now) expired.push(h);
+      else next = Math.min(next, h.pay_by);
+    }
+    for (const h of expired) this._expireHold(h, "pay_by");
+    if (expired.length) this._changed("hold_expired"); // re-arms for the next one
+    else if (next !== this._holdTimerAt) {
+      clearTimeout(this._timers.holds);
+      this._holdTimerAt = next;
+      if (next !== Infinity) {
+        this._timers.holds = setTimeout(() => { this._holdTimerAt = null; this._armHoldExpiry(); },
+          Math.min(2 ** 31 - 1, Math.max(0, next - now)));
+      }
+    }
+  }
+
+  _payPending(hold) {
+    for (const p of this._pending.values()) if (p.msg.type === "pay" && p.msg.hold === hold) return true;
+    return false;
+  }
+
+  _expireHold(h, why) {
+    const cur = { ...h, status: "expired" };
+    this.holds.set(h.hold, cur);
+    this._emit("hold_expired", { type: "hold_expired", hold: h.hold, sale: h.sale, qty: h.qty, pay_by: h.pay_by, why });
   }
 
   _handle(msg) {
@@ -599,14 +698,16 @@ export class LiveSaleClient extends EventTarget {
     if (msg.code === "CONFIRMED" || msg.code === "ALREADY_CONFIRMED") {
       this.holds.set(msg.hold, { ...(h || { hold: msg.hold }), status: "confirmed", order: msg.order || msg.hold });
     } else if (msg.code === "EXPIRED" && h) {
-      this.holds.set(msg.hold, { ...h, status: "expired" });
+      if (h.status === "held") this._expireHold(h, "pay_result");
+      else this.holds.set(msg.hold, { ...h, status: "expired" });
     }
   }
 
   _onReleaseResult(msg) {
     const h = this.holds.get(msg.hold);
     if (h && (msg.code === "RELEASED" || msg.code === "NOT_HELD") && h.status === "held") {
-      this.holds.set(msg.hold, { ...h, status: msg.code === "RELEASED" ? "released" : "expired" });
+      if (msg.code === "RELEASED") this.holds.set(msg.hold, { ...h, status: "released" });
+      else this._expireHold(h, "release_result");
     }
   }
 

@@ -37,6 +37,14 @@ function fmtClock(ms) {
   const ss = String(s).padStart(2, "0");
   return h > 0 ? `${h}:${mm}:${ss}` : `${mm}:${ss}`;
 }
+/** A duration in words: "10 s", "5 min", "1 min 30 s". */
+function fmtSpan(ms) {
+  const total = Math.max(0, Math.round(ms / 1000));
+  if (total < 60) return `${total} s`;
+  const m = Math.floor(total / 60);
+  const s = total % 60;
+  return s ? `${m} min ${s} s` : `${m} min`;
+}
 function hue(str) {
   let h = 0;
   for (const ch of String(str)) h = (h * 31 + ch.charCodeAt(0)) >>> 0;
@@ -154,6 +162,9 @@ const paying = new Set();    // hold ids being paid
 let unsentLikes = 0;         // my likes not sent yet (batched every 400 ms)
 let sentLikes = 0;           // sent, not yet seen in a tick's total
 let connectingSince = Date.now();
+let joinedOnce = false;      // the page had the room at least once (a later loss is "offline")
+// A room that does not exist yet (the viewer came early): join again every 5 s, then less often.
+let roomWait = null;         // {attempt, timer, next} while waiting for the room to be created
 
 async function main() {
   const cached = loadIdentity();
@@ -172,11 +183,27 @@ async function main() {
     toast(`Order ${shortId(e.detail.order?.order_id)} confirmed`, "ok");
   });
   client.addEventListener("tick", onTick);
+  client.addEventListener("joined", () => { joinedOnce = true; roomWait = null; render(); });
+  client.addEventListener("hold_expired", (e) => {
+    // pay_by passed before a payment: the reservation is gone, say so (also while offline)
+    const h = e.detail;
+    notes.set(h.sale, { code: "EXPIRED", at: Date.now() });
+    paying.delete(h.hold);
+    saveHolds();
+    toast("Your reservation expired: it was not paid in time.", "error");
+    render();
+  });
+  window.addEventListener("offline", render);
+  window.addEventListener("online", () => {
+    if (roomWait) retryRoomNow();
+    render();
+  });
   await restoreHolds();
   client.start().catch(() => {});
   setInterval(render, 250);
   setInterval(flushLikes, 400);
   wireUi();
+  watchCardHeight();
   render();
 }
 
@@ -192,7 +219,30 @@ function onState(e) {
   } else {
     connectingSince = 0;
   }
+  if (e.detail.state === "closed" && client.fatal?.code === "NOT_FOUND") waitForRoom();
   render();
+}
+
+/** The room is not there (yet): the host creates it with POST /api/rooms. Join again in 5 s, then
+ *  with a growing delay (x1.5, at most 30 s, with jitter) until it exists. */
+function waitForRoom() {
+  const attempt = roomWait ? roomWait.attempt + 1 : 0;
+  const base = Math.min(30000, 5000 * 1.5 ** attempt);
+  const delay = Math.round(base * (0.8 + Math.random() * 0.2));
+  clearTimeout(roomWait?.timer);
+  roomWait = { attempt, next: Date.now() + delay, timer: setTimeout(retryRoomNow, delay) };
+}
+
+function retryRoomNow() {
+  if (!roomWait) return;
+  clearTimeout(roomWait.timer);
+  roomWait.timer = null;
+  if (client.state === "closed") client.start().catch(() => { /* shown by the state handler */ });
+}
+
+/** Connection lost after the room was shown: Buy and Pay are held back until the client resumed. */
+function isOffline() {
+  return !!client && joinedOnce && client.state !== "open";
 }
 
 async function onClientError(e) {
@@ -205,7 +255,7 @@ async function onClientError(e) {
     client.setToken(identity.token);
     return;
   }
-  if (request === "join" && code === "NOT_FOUND") { render(); return; }
+  if (request === "join" && code === "NOT_FOUND") { render(); return; } // banner + waitForRoom
   const text = {
     MUTED: "You have been muted in this room.",
     RATE_LIMITED: request === "comment" ? "Slow down: one comment per second." : "Too fast: try again in a moment.",
@@ -244,6 +294,7 @@ function wireUi() {
     if (!text) return;
     client.comment(text);
     input.value = "";
+    chatStick = true; // your own comment: follow the chat again
   });
   byId("rename-button").addEventListener("click", async () => {
     const name = (prompt("Your display name", identity?.name || "") || "").trim().slice(0, 40);
@@ -253,6 +304,19 @@ function wireUi() {
     setText(byId("viewer-name"), identity.name);
     client.setToken(identity.token);
   });
+}
+
+/** On a phone the product card is fixed to the bottom of the screen: the layout above it (player,
+ *  chat) is sized to what the card leaves (--card-h, see style.css). */
+function watchCardHeight() {
+  const card = byId("product-card");
+  const update = () => {
+    const h = Math.ceil(card.getBoundingClientRect().height);
+    document.documentElement.style.setProperty("--card-h", `${h}px`);
+  };
+  update();
+  if (typeof ResizeObserver === "function") new ResizeObserver(update).observe(card);
+  else window.addEventListener("resize", update);
 }
 
 function flushLikes() {
@@ -278,6 +342,7 @@ function floatHeart() {
 
 async function onBuy() {
   const sale = currentSale();
+  if (isOffline()) { toast(OFFLINE_TAP, "error"); return; }
   if (!sale || buying.has(sale.sale_id)) return;
   buying.add(sale.sale_id);
   notes.delete(sale.sale_id);
@@ -334,14 +399,22 @@ function handleBuyResult(saleId, res) {
   }
 }
 
+const OFFLINE_TAP = "You are offline — reconnecting. Nothing was sent: tap again once you are back online.";
+
 async function onPay() {
   const hold = activeHold(currentSale()?.sale_id);
+  // The Pay button stays tappable while offline (aria-disabled) so that a tap gets an answer.
+  if (isOffline()) {
+    toast(hold && paying.has(hold.hold) ? "You are offline — your payment goes out as soon as the connection is back."
+      : OFFLINE_TAP, "error");
+    return;
+  }
   if (!hold || paying.has(hold.hold)) return;
   paying.add(hold.hold);
   render();
   try {
     const res = await client.pay(hold.hold);
-    if (res.code === "EXPIRED") { notes.set(hold.sale, { code: "EXPIRED", at: Date.now() }); toast("Your reservation expired.", "error"); }
+    if (res.code === "EXPIRED") notes.set(hold.sale, { code: "EXPIRED", at: Date.now() }); // + hold_expired's toast
     else if (res.code !== "CONFIRMED" && res.code !== "ALREADY_CONFIRMED") toast(`Payment failed (${res.code})`, "error");
   } catch (err) {
     toast(`Payment failed: ${err.message}`, "error");
@@ -423,7 +496,10 @@ function buyState(sale) {
   if (buying.has(sale.sale_id)) return { state: "pending" };
   if (bought > 0 && (bought >= (sale.per_user_limit || 1) || phase !== "open")) return { state: "confirmed", bought };
   if (note?.code === "LIMIT") return { state: "limit", bought };
-  if (phase === "closed") return { state: "ended", bought };
+  // The host ended the live: the server closes its sales (sale_closed, reason live_ended); an ended
+  // room never offers Buy, whatever the sale's own clock says.
+  const liveEnded = sale.closed_reason === "live_ended" || client.room?.status === "ended";
+  if (phase === "closed" || liveEnded) return { state: "ended", bought, liveEnded };
   if (phase === "sold_out" || note?.code === "SOLD_OUT") return { state: "sold-out", bought };
   if (note?.code === "ENDED") return { state: "ended", bought };
   if (phase === "scheduled") return { state: "not-started" };
@@ -496,18 +572,21 @@ function compact(n) {
 }
 
 function renderConnection() {
-  const state = client ? client.state : "connecting";
+  let state = client ? client.state : "connecting";
+  const waiting = !!roomWait && state !== "open";
+  if (waiting) state = "waiting";
   document.body.dataset.conn = state;
   const conn = byId("conn-state");
   setAttr(conn, "data-state", state);
   setAttr(conn, "title", `Connection: ${state}`);
   const banner = byId("banner");
+  const offline = navigator.onLine === false || client?.online === false;
   let text = null;
-  if (state === "reconnecting") text = "Reconnecting…";
-  else if (state === "connecting" && connectingSince && Date.now() - connectingSince > 1500) text = "Connecting…";
-  else if (state === "closed" && client?.fatal) {
-    text = client.fatal.code === "NOT_FOUND" ? "This room does not exist." : `Disconnected: ${client.fatal.message || client.fatal.code}`;
-  }
+  if (waiting) text = "This room has not started yet — waiting for the host…";
+  else if (state === "reconnecting" || (offline && state !== "open" && state !== "closed")) {
+    text = offline ? "You are offline — reconnecting…" : "Connection lost — reconnecting…";
+  } else if (state === "connecting" && connectingSince && Date.now() - connectingSince > 1500) text = "Connecting…";
+  else if (state === "closed" && client?.fatal) text = `Disconnected: ${client.fatal.message || client.fatal.code}`;
   show(banner, !!text);
   setAttr(banner, "data-kind", state === "closed" ? "error" : "warn");
   if (text) setText(byId("banner-text"), text);
@@ -555,9 +634,10 @@ function renderProduct() {
 
   const thumb = byId("product-thumb");
   const img = product.image_url || "";
-  if (thumb.dataset.src !== img || !thumb.dataset.init) {
-    thumb.dataset.src = img;
-    thumb.dataset.init = "1";
+  // Keyed by the product, not by image_url alone: two products without an image share "".
+  const thumbKey = JSON.stringify([product.product_id || "", img, product.title || ""]);
+  if (thumb.dataset.key !== thumbKey) {
+    thumb.dataset.key = thumbKey;
     thumb.replaceChildren();
     if (img) {
       const i = document.createElement("img");
@@ -614,13 +694,16 @@ function renderBuy(bs, sale, product) {
   let label = BUTTON_LABEL[bs.state];
   if (bs.state === "not-started" && sale) label = `Starts in ${fmtClock(sale.starts_at - now)}`;
   if (bs.state === "buy" && bs.bought) label = "Buy another";
+  const offline = isOffline();
+  if (offline && bs.state === "buy") label = "Offline";
   setText(btn, label);
   setAttr(btn, "data-state", bs.state);
-  btn.disabled = bs.state !== "buy";
+  btn.disabled = bs.state !== "buy" || offline;
   show(btn, bs.state !== "reserved");
 
   show(pay, bs.state === "reserved");
   show(rel, bs.state === "reserved");
+  rel.disabled = offline;
   let statusText = "";
   let statusState = bs.state;
   const currency = sale?.currency || product?.currency || "EUR";
@@ -629,8 +712,21 @@ function renderBuy(bs, sale, product) {
     const total = formatMoney((sale?.unit_price ?? 0) * (h.qty || 1), currency);
     const busy = paying.has(h.hold);
     setText(pay, busy ? "Paying…" : `Pay ${total}`);
-    pay.disabled = busy;
-    statusText = h.pay_by ? `Reserved for you · pay within ${fmtClock(h.pay_by - now)}` : "Reserved for you";
+    pay.disabled = busy && !offline;
+    // Offline: greyed out but still tappable, so that a tap is answered (onPay) instead of ignored.
+    setAttr(pay, "aria-disabled", offline ? "true" : null);
+    const left = h.pay_by ? fmtClock(h.pay_by - now) : "";
+    if (offline) {
+      statusText = `You are offline — reconnecting… Your reservation is kept${left ? ` for ${left}` : ""}: pay once you are back.`;
+      statusState = "offline";
+    } else {
+      statusText = left ? `Reserved for you · pay within ${left}` : "Reserved for you";
+    }
+  } else if (offline && ["buy", "pending", "not-started"].includes(bs.state)) {
+    statusText = bs.state === "pending"
+      ? "You are offline — reconnecting… Your tap goes out again (the same one) as soon as the connection is back."
+      : "You are offline — reconnecting… Buy comes back with the connection.";
+    statusState = "offline";
   } else if (bs.state === "confirmed" || (bs.bought > 0 && sale)) {
     const settled = client.holdsOf(sale.sale_id).find((h) => h.status === "confirmed" && h.settled);
     const order = client.holdsOf(sale.sale_id).find((h) => h.status === "confirmed");
@@ -641,14 +737,17 @@ function renderBuy(bs, sale, product) {
   } else if (bs.state === "limit") {
     statusText = `Limit reached: ${sale?.per_user_limit || 1} per person.`;
   } else if (bs.state === "ended") {
-    statusText = notes.get(sale?.sale_id)?.code === "EXPIRED" ? "Your reservation expired and the sale has ended." : "This flash sale has ended.";
+    if (notes.get(sale?.sale_id)?.code === "EXPIRED") statusText = "Your reservation expired and the sale has ended.";
+    else if (bs.liveEnded) statusText = "The live has ended: this sale is closed.";
+    else statusText = "This flash sale has ended.";
   } else if (bs.state === "not-started" && sale) {
     const at = new Date(sale.starts_at - client.offset);
     statusText = `Opens at ${at.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" })} · get ready!`;
   } else if (bs.state === "buy" && sale) {
     const note = notes.get(sale.sale_id);
-    statusText = note?.code === "EXPIRED" ? "Your reservation expired: try again while stock lasts." :
-      `Reserve now, pay within ${Math.round((sale.hold_ttl_ms || 300000) / 60000)} min.`;
+    statusText = note?.code === "EXPIRED" ? "Your reservation expired: it was not paid in time. Try again while stock lasts." :
+      `Reserve now, pay within ${fmtSpan(sale.hold_ttl_ms || 300000)}.`;
+    if (note?.code === "EXPIRED") statusState = "expired";
   } else if (bs.state === "pending") {
     statusText = "Reserving your unit…";
   } else if (bs.state === "none" && product) {
@@ -658,14 +757,28 @@ function renderBuy(bs, sale, product) {
   setAttr(status, "data-state", statusState);
 }
 
+// The chat list scrolls inside its own box and follows new comments while it is scrolled to the
+// bottom; a viewer who scrolled up to read is left where they are until they scroll back down.
 const commentEls = new Map();
+let chatStick = true;
+let chatWatched = false;
+function watchChat(list) {
+  chatWatched = true;
+  const atBottom = () => list.scrollHeight - list.scrollTop - list.clientHeight < 40;
+  list.addEventListener("scroll", () => { chatStick = atBottom(); }, { passive: true });
+  // The box itself changes size (the phone's product card grows, the keyboard opens): stay at the bottom.
+  if (typeof ResizeObserver === "function") {
+    new ResizeObserver(() => { if (chatStick) list.scrollTop = list.scrollHeight; }).observe(list);
+  }
+}
 function renderComments() {
   const list = byId("comments");
+  if (!chatWatched) watchChat(list);
   const ids = new Set(client.comments.map((c) => c.id));
   for (const [id, el] of commentEls) {
     if (!ids.has(id)) { el.remove(); commentEls.delete(id); }
   }
-  const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
+  const atBottom = chatStick;
   let added = false;
   for (const c of client.comments) {
     if (commentEls.has(c.id)) continue;

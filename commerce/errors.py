@@ -1,0 +1,136 @@
+"""The one error tree: stable codes, the exceptions that carry them, and their HTTP statuses. Pure.
+
+Both transports catch ``CommerceError`` once: the WebSocket endpoint answers ``error {code,
+message, rid}``, the HTTP API ``{"error": {"code", "message"}}`` with ``HTTP_STATUS[code]``.
+``inventory`` sits below this package and raises its own ``InvalidInput``; ``as_error`` maps it.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import ClassVar
+
+from inventory.domain import InvalidInput as InventoryInvalidInput
+
+__all__ = [
+    "ErrorCode", "HTTP_STATUS", "CommerceError", "BadJson", "BadMessage", "InvalidInput", "NotFound",
+    "NotJoined", "Unauthorized", "Forbidden", "Muted", "RateLimited", "Conflict", "NotSettled", "Internal",
+    "Refused", "as_error", "status_of",
+]
+
+
+class ErrorCode(StrEnum):
+    BAD_JSON = "BAD_JSON"                  # not JSON / not msgpack / not an object
+    BAD_MESSAGE = "BAD_MESSAGE"            # unknown type, a field missing or of the wrong type
+    INVALID = "INVALID"                    # a field's value out of range
+    NOT_JOINED = "NOT_JOINED"
+    NOT_FOUND = "NOT_FOUND"
+    NOT_SETTLED = "NOT_SETTLED"            # the order is paid but not in SQL yet
+    UNAUTHORIZED = "UNAUTHORIZED"
+    FORBIDDEN = "FORBIDDEN"
+    MUTED = "MUTED"
+    RATE_LIMITED = "RATE_LIMITED"
+    CONFLICT = "CONFLICT"
+    METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"
+    TOO_LARGE = "TOO_LARGE"
+    URI_TOO_LONG = "URI_TOO_LONG"
+    INTERNAL = "INTERNAL"
+    # answers of the stock scripts, errors when they answer an HTTP request
+    SOLD_OUT = "SOLD_OUT"
+    LIMIT = "LIMIT"
+    NOT_STARTED = "NOT_STARTED"
+    ENDED = "ENDED"
+    IDEM_MISMATCH = "IDEM_MISMATCH"
+    ALREADY_CONFIRMED = "ALREADY_CONFIRMED"
+    NOT_HELD = "NOT_HELD"
+    EXPIRED = "EXPIRED"
+
+
+HTTP_STATUS: dict[ErrorCode, int] = {
+    ErrorCode.BAD_JSON: 400, ErrorCode.BAD_MESSAGE: 400, ErrorCode.INVALID: 400, ErrorCode.NOT_JOINED: 400,
+    ErrorCode.UNAUTHORIZED: 401, ErrorCode.FORBIDDEN: 403, ErrorCode.MUTED: 403,
+    ErrorCode.NOT_FOUND: 404, ErrorCode.NOT_SETTLED: 404, ErrorCode.METHOD_NOT_ALLOWED: 405,
+    ErrorCode.SOLD_OUT: 409, ErrorCode.LIMIT: 409, ErrorCode.NOT_STARTED: 409, ErrorCode.IDEM_MISMATCH: 409,
+    ErrorCode.CONFLICT: 409, ErrorCode.ALREADY_CONFIRMED: 409, ErrorCode.NOT_HELD: 409,
+    ErrorCode.ENDED: 410, ErrorCode.EXPIRED: 410, ErrorCode.TOO_LARGE: 413, ErrorCode.URI_TOO_LONG: 414,
+    ErrorCode.RATE_LIMITED: 429, ErrorCode.INTERNAL: 500,
+}
+
+
+class CommerceError(Exception):
+    """A refused request: a stable ``code`` and a human ``message``; nothing was changed."""
+
+    code: ClassVar[ErrorCode] = ErrorCode.INTERNAL
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class BadJson(CommerceError):
+    code = ErrorCode.BAD_JSON
+
+
+class BadMessage(CommerceError):
+    code = ErrorCode.BAD_MESSAGE
+
+
+class InvalidInput(CommerceError):
+    code = ErrorCode.INVALID
+
+
+class NotFound(CommerceError):
+    code = ErrorCode.NOT_FOUND
+
+
+class NotJoined(CommerceError):
+    code = ErrorCode.NOT_JOINED
+
+
+class Unauthorized(CommerceError):
+    code = ErrorCode.UNAUTHORIZED
+
+
+class Forbidden(CommerceError):
+    code = ErrorCode.FORBIDDEN
+
+
+class Muted(CommerceError):
+    code = ErrorCode.MUTED
+
+
+class RateLimited(CommerceError):
+    code = ErrorCode.RATE_LIMITED
+
+
+class Conflict(CommerceError):
+    code = ErrorCode.CONFLICT
+
+
+class NotSettled(CommerceError):
+    code = ErrorCode.NOT_SETTLED
+
+
+class Internal(CommerceError):
+    code = ErrorCode.INTERNAL
+
+
+class Refused(CommerceError):
+    """A request answered by a code chosen at run time (the stock scripts' answers over HTTP)."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code  # type: ignore[misc]  # per instance here
+
+
+def as_error(exc: BaseException) -> CommerceError | None:
+    """The tree's view of an exception from below (inventory), or None when it is not a refusal."""
+    if isinstance(exc, CommerceError):
+        return exc
+    if isinstance(exc, InventoryInvalidInput):
+        return InvalidInput(exc.message)
+    return None
+
+
+def status_of(code: ErrorCode | str) -> int:
+    return HTTP_STATUS.get(ErrorCode(code), 400) if code in ErrorCode.__members__ else 400

@@ -1,0 +1,157 @@
+"""Typed definitions of every request a client makes, for the WebSocket and the HTTP API alike.
+
+One dataclass per request; its fields' rules are declared on the type (``commerce.validation``) and
+compiled once into a ``Schema``. docs/PROTOCOL.md documents the same fields and bounds.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Annotated
+
+from .validation import ID_RE, Id, Match, Range, Slug, Text
+
+__all__ = [
+    "MAX_SALE_UNITS", "MAX_PRICE", "MAX_QTY_FIELD", "Buy", "Pay", "Release", "Comment", "Like", "Empty",
+    "Pin", "LaunchSale", "EndSale", "Announce", "HideComment", "Mute", "CreateRoom", "AddProduct",
+    "CreateSale", "Reserve", "PayHold", "GuestToken",
+]
+
+MAX_SALE_UNITS = 1_000_000          # units one sale may allocate
+MAX_PRICE = 10**12                  # minor units
+MAX_QTY_FIELD = 1_000_000           # the wire bound of `qty`; LIVESALE_MAX_QTY is the business limit
+YEAR_S = 31_536_000
+
+_URL = re.compile(r"^(https?://[^\s]{1,490})?\Z")
+_CURRENCY = re.compile(r"^[A-Z]{3}\Z")
+
+Qty = Annotated[int, Range(1, MAX_QTY_FIELD)]
+Units = Annotated[int, Range(1, MAX_SALE_UNITS)]
+Price = Annotated[int, Range(0, MAX_PRICE)]
+Limit = Annotated[int, Range(1, 1_000_000)]
+HoldTtl = Annotated[int, Range(5, 86_400)]
+Short = Annotated[str, Text(300)]
+Url = Annotated[str, Match(_URL, "an http(s) URL of at most 500 characters")]
+
+
+# -- viewers -------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Buy:
+    sale: Slug
+    qty: Qty = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Pay:
+    hold: Id
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    hold: Id
+
+
+@dataclass(frozen=True, slots=True)
+class Comment:
+    text: Short
+
+
+@dataclass(frozen=True, slots=True)
+class Like:
+    n: Annotated[int, Range(1, 50)] = 1
+
+
+# -- hosts (the WebSocket action and HTTP POST /api/rooms/{room}/actions/{action}) ----------------------
+
+@dataclass(frozen=True, slots=True)
+class Empty:
+    """go_live, end_live, unpin: no fields."""
+
+
+@dataclass(frozen=True, slots=True)
+class Pin:
+    product: Slug
+
+
+@dataclass(frozen=True, slots=True)
+class LaunchSale:
+    product: Slug
+    units: Units
+    price: Price | None = None
+    limit: Limit = 1
+    starts_in_s: Annotated[int, Range(0, YEAR_S)] = 0
+    duration_s: Annotated[int, Range(1, YEAR_S)] = 300
+    hold_ttl_s: HoldTtl | None = None
+    sale_id: Slug | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EndSale:
+    sale: Slug
+
+
+@dataclass(frozen=True, slots=True)
+class Announce:
+    text: Short
+
+
+@dataclass(frozen=True, slots=True)
+class HideComment:
+    comment: Id
+
+
+@dataclass(frozen=True, slots=True)
+class Mute:
+    user: Id
+
+
+# -- HTTP bodies ---------------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class CreateRoom:
+    title: Annotated[str, Text(200)]
+    room_id: Slug | None = None
+    player_url: Url = ""
+
+
+@dataclass(frozen=True, slots=True)
+class AddProduct:
+    sku: Annotated[str, Match(ID_RE, "1-128 characters of [A-Za-z0-9_.:@-]")]
+    title: Annotated[str, Text(200)]
+    unit_price: Price
+    currency: Annotated[str, Match(_CURRENCY, "a 3-letter ISO 4217 code such as EUR")] = "EUR"
+    product_id: Slug | None = None
+    description: Annotated[str, Text(2000, allow_empty=True)] = ""
+    image_url: Url = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CreateSale:
+    product_id: Slug
+    units: Units
+    sale_id: Slug | None = None
+    unit_price: Price | None = None
+    per_user_limit: Limit = 1
+    starts_at: Annotated[int, Range(0, 10**14)] | None = None
+    starts_in_s: Annotated[int, Range(0, YEAR_S)] = 0
+    ends_at: Annotated[int, Range(0, 10**14)] | None = None
+    duration_s: Annotated[int, Range(1, YEAR_S)] = 300
+    hold_ttl_s: HoldTtl | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Reserve:
+    request_id: Id
+    qty: Qty = 1
+
+
+@dataclass(frozen=True, slots=True)
+class PayHold:
+    payment_ref: Id | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GuestToken:
+    name: Annotated[str, Text(40, allow_empty=True)] = "guest"
