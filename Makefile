@@ -36,8 +36,9 @@ test: $(STAMP) browser
 loadtest: $(STAMP)
 	$(PY) -m loadtest.run_locust --users $${USERS:-200} --seconds $${SECONDS_:-30}
 
+# ARGS passes options through, e.g. make bench ARGS="--baseline da14cd6 --only checkout,fanout" (see loadtest/bench.py)
 bench: $(STAMP)
-	$(PY) -m loadtest.bench
+	$(PY) -m loadtest.bench $(ARGS)
 
 clean:
 	rm -rf $(VENV) .livesale test-output *.egg-info

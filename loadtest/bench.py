@@ -4,6 +4,8 @@ docs/BENCHMARKS.md.
     python -m loadtest.bench            # full run (~15 min)
     python -m loadtest.bench --quick    # smoke run (~3 min)
     python -m loadtest.bench --only fanout,engine --no-write
+    python -m loadtest.bench --baseline da14cd6 [--only checkout,fanout] [--quick] [--no-write]
+    make bench ARGS="--baseline da14cd6 --only checkout,fanout"   # make passes ARGS through
 
 Steps (``--only`` picks some): ``fanout`` (5,000 viewers x 10 events/s: livesale, Node ws, Node
 socket.io, aiohttp send_str, python-socketio), ``big`` (19,000 viewers on one gateway process; Node
@@ -12,6 +14,21 @@ engine commandstats), ``engine`` (redis-benchmark driving the reserve script). S
 core 0 (taskset; the embedded/private Valkey too), client processes to core 1. Peer deps are
 installed by this command (``npm ci`` in loadtest/peers, pip python-socketio when missing).
 Raw results go to loadtest/results/ (git-ignored).
+
+``--baseline <rev>``: A/B of this checkout's server against another commit's, instead of the steps
+above. The commit is checked out with ``git worktree add --detach`` under the temp dir
+(``livesale-baseline-<short sha>-<pid>``; removed at the end, also on an error, Ctrl-C or SIGTERM; one
+left by a killed run is removed by the next) and its server runs from there with this virtualenv
+(cwd and PYTHONPATH = the worktree, checked in a child process and on the running server's cwd). The
+load generators are this checkout's for both. For each step in ``--only`` (``checkout``: the sold-out
+burst, 15,000 buyers, private Valkey on core 0; ``fanout``: 5,000 viewers x 10 events/s for 30 s;
+``--quick``: 1,000 buyers / 1,000 viewers for 5 s) the two servers run interleaved, 3 runs each
+(baseline, this, baseline, this, ...), each run on a fresh server. Reported (printed, and written into
+docs/BENCHMARKS.md as the section between the ``bench:baseline`` markers; the rest of the document is
+left as it is): per side the median over the runs of the gateway process's CPU per click / per delivery
+(the same /proc measurement as the steps above), p99 latency and throughput, the ratio this / baseline
+and the verdict on CPU: "within 5%" when the ratio is <= 1.05. A later full ``make bench`` keeps that
+section.
 """
 
 from __future__ import annotations
@@ -22,13 +39,16 @@ import datetime as dt
 import json
 import os
 import platform
+import signal
+import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from . import checkout, engine, fanout, lean
-from .serverproc import Livesale, ensure_peer_deps, peer, setup_room
+from .serverproc import (Livesale, Worktree, check_imports_from, checkout_label, ensure_peer_deps, peer,
+                         setup_room, stop_all)
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -68,19 +88,24 @@ def machine() -> dict:
             "git": sh(f"git -C {ROOT} log -1 --format=%h")}
 
 
-async def _livesale_started(env: dict | None = None) -> tuple[Livesale, str]:
-    srv = Livesale(cores=SERVER_CORES, env=env)
+async def _livesale_started(env: dict | None = None, root: Path | None = None) -> tuple[Livesale, str]:
+    """Our server on core 0, its room set up. ``root``: the source tree it runs from (default this checkout)."""
+    srv = Livesale(cores=SERVER_CORES, env=env, root=root)
     await asyncio.get_running_loop().run_in_executor(None, srv.start)
+    cwd = Path(srv.running_from()).resolve()
+    if cwd != srv.root.resolve():
+        srv.stop()
+        raise RuntimeError(f"the server runs from {cwd}, not {srv.root}")
     tok = await asyncio.get_running_loop().run_in_executor(None, srv.host_token)
     await setup_room(srv.url, tok)
     return srv, tok
 
 
-async def fanout_one(target: str, conns: int, rate: float, seconds: float) -> dict:
+async def fanout_one(target: str, conns: int, rate: float, seconds: float, root: Path | None = None) -> dict:
     cfg = dict(target=target, conns=conns, rate=rate, seconds=seconds, procs=max(1, (conns + 4999) // 5000),
                client_cores=CLIENT_CORES, room="load")
     if target == "livesale":
-        srv, tok = await _livesale_started()
+        srv, tok = await _livesale_started(root=root)
         cfg.update(url=srv.url, host_token=tok, server_pid=srv.pid())
     else:
         srv = peer(target, SERVER_CORES)
@@ -104,14 +129,15 @@ CHECKOUT_RUNS = ("burst", "rate6k", "rate10k", "rate20k")
 
 
 async def checkout_runs(q: bool, engine_cores: set[int] | None = None, suffix: str = "",
-                        only: tuple[str, ...] = CHECKOUT_RUNS) -> dict:
+                        only: tuple[str, ...] = CHECKOUT_RUNS, root: Path | None = None) -> dict:
     """The checkout runs against one gateway process on core 0. ``engine_cores``: where the private
     Valkey runs (default: core 0 with the gateway, as the embedded default would; {1}: on the client
-    core, so the gateway has core 0 to itself, as with Redis on its own machine)."""
+    core, so the gateway has core 0 to itself, as with Redis on its own machine). ``root``: the source
+    tree the server runs from (default this checkout)."""
     out: dict = {}
     vk = engine.PrivateValkey(cores=engine_cores or SERVER_CORES).start()  # we read its commandstats
     try:
-        srv, tok = await _livesale_started({"REDIS_URL": vk.url})
+        srv, tok = await _livesale_started({"REDIS_URL": vk.url}, root=root)
         try:
             base = dict(url=srv.url, room="load", product="p-load", host_token=tok, secret=srv.secret,
                         client_cores=CLIENT_CORES, server_pid=srv.pid())
@@ -141,6 +167,166 @@ async def checkout_runs(q: bool, engine_cores: set[int] | None = None, suffix: s
     finally:
         vk.stop()
     return out
+
+
+AB_REPEAT = 3  # --baseline: runs per server, interleaved baseline, this, baseline, this, ...
+AB_STEPS = ("checkout", "fanout")
+AB_TOLERANCE = 1.05  # this / baseline gateway CPU per unit at or below this: "within 5%"
+# per step: (result key of the CPU per unit, its label, throughput key, its label, what makes a run complete)
+AB_METRICS = {
+    "checkout": ("server_us_per_click", "gateway CPU µs/click", "clicks_per_s", "clicks/s answered",
+                 lambda x: x.get("results") == x.get("clicks") and not x.get("oversell")),
+    "fanout": ("server_us_per_msg", "gateway CPU µs/delivery", "deliveries_per_s", "deliveries/s",
+               lambda x: bool(x.get("all_delivered"))),
+}
+
+
+def ab_plan(q: bool) -> dict:
+    """What each A/B step runs (the existing steps' first rows: the burst, and the 5,000-viewer fan-out)."""
+    buyers = 1000 if q else 15000
+    conns, secs = (1000, 5) if q else (5000, 30)
+    return {"checkout": {"quick": q, "buyers": buyers, "what": f"checkout burst: {buyers:,} buyers at once for "
+                                                   f"{buyers // 10:,} units, private Valkey on core 0 with the gateway"},
+            "fanout": {"conns": conns, "seconds": secs, "rate": 10,
+                       "what": f"fan-out: {conns:,} viewers, 10 events/s for {secs} s"}}
+
+
+async def ab_once(step: str, plan: dict, root: Path | None) -> dict:
+    """One run of one A/B step on a fresh server from ``root``."""
+    if step == "checkout":
+        res = await checkout_runs(plan["quick"], only=("burst",), root=root)
+        return res.get("burst", {"error": "no result"})
+    return await fanout_one("livesale", plan["conns"], plan["rate"], plan["seconds"], root=root)
+
+
+def ab_summary(step: str, runs: list[dict]) -> dict:
+    """Medians of the CPU per unit, p99 and throughput over the runs that measured (failed starts left out,
+    incomplete runs flagged); every run's values kept."""
+    cpu_k, _, thr_k, _, complete = AB_METRICS[step]
+    ok = [x for x in runs if "error" not in x and x.get(cpu_k) is not None]
+
+    def med(k):
+        vals = [x[k] for x in ok if x.get(k) is not None]
+        return statistics.median(vals) if vals else None
+    return {"cpu": med(cpu_k), "p99_ms": med("p99_ms"), "throughput": med(thr_k), "n": len(ok),
+            "cpu_runs": [x.get(cpu_k) for x in runs], "p99_runs": [x.get("p99_ms") for x in runs],
+            "throughput_runs": [x.get(thr_k) for x in runs],
+            "incomplete": [i + 1 for i, x in enumerate(runs) if "error" in x or not complete(x)],
+            "errors": [str(x["error"])[:200] for x in runs if "error" in x]}
+
+
+def ab_verdict(ratio: float | None) -> str:
+    if ratio is None:
+        return "no result"
+    if ratio <= AB_TOLERANCE:
+        return "within 5%" + (f" (better by {100 - 100 * ratio:.0f}%)" if ratio < 2 - AB_TOLERANCE else "")
+    return f"**not within 5%** (+{100 * ratio - 100:.0f}%)"
+
+
+async def baseline_ab(only: set[str], q: bool, wt: Worktree) -> dict:
+    """Both servers interleaved, AB_REPEAT runs each, for each step in ``only``."""
+    this_label = checkout_label()
+    imports = {"baseline": check_imports_from(wt.path), "this": check_imports_from(ROOT)}
+    log(f"baseline {wt.short} ({wt.sha}) from {wt.path}: imports {imports['baseline']}")
+    log(f"this checkout {this_label}: imports {imports['this']}")
+    sides = (("baseline", wt.path), ("this", ROOT))
+    plan = ab_plan(q)
+    out: dict = {"sha": wt.sha, "short": wt.short, "this": this_label, "worktree": str(wt.path), "imports": imports,
+                 "repeat": AB_REPEAT, "quick": q, "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+                 "steps": {}}
+    for step in (s for s in AB_STEPS if s in only):
+        runs: dict[str, list[dict]] = {name: [] for name, _ in sides}
+        for i in range(AB_REPEAT):
+            for name, root in sides:
+                log(f"A/B {step}: {name} (run {i + 1}/{AB_REPEAT}): {plan[step]['what']}")
+                lb = round(os.getloadavg()[0], 2)
+                try:
+                    x = await ab_once(step, plan[step], root)
+                except Exception as exc:  # a failed start: keep going with the other runs
+                    x = {"error": repr(exc)}
+                    log(f"A/B {step}/{name} FAILED: {exc!r}")
+                x["loadavg_before"] = lb
+                runs[name].append(x)
+        summ = {name: ab_summary(step, rs) for name, rs in runs.items()}
+        b, t = summ["baseline"], summ["this"]
+        ratio = round(t["cpu"] / b["cpu"], 3) if t["cpu"] and b["cpu"] else None
+        out["steps"][step] = {"what": plan[step]["what"], "runs": runs, "summary": summ, "cpu_ratio": ratio,
+                              "verdict": ab_verdict(ratio)}
+    return out
+
+
+AB_START, AB_END = "<!-- bench:baseline:start -->", "<!-- bench:baseline:end -->"
+
+
+def baseline_section(ab: dict, argv: list[str] | None = None) -> list[str]:
+    """The side-by-side section (with its markers) for docs/BENCHMARKS.md and the console."""
+    L: list[str] = [AB_START, f"## A/B against a baseline commit ({ab['date']})", ""]
+    a = L.append
+    cmd = "python -m loadtest.bench" + (" " + " ".join(argv) if argv else f" --baseline {ab['short']}")
+    bl, th = f"baseline {ab['short']}", f"this checkout {ab['this']}"
+    a(f"`{cmd}`" + (" (**quick smoke run: small counts**)" if ab.get("quick") else "") + f": {bl} (`{ab['sha']}`) "
+      "checked out in a temporary git worktree and run with the same virtualenv (its `server`, `stream_gateway` and "
+      "`inventory` imported from the worktree, checked), against " + th + ". Same client harness, same pinning "
+      f"(servers on core 0, clients on core 1); the two servers ran interleaved, {ab['repeat']} runs each (baseline "
+      "first), every run on a fresh server. Each cell: the median over the runs, every run in brackets. CPU = the "
+      "gateway process's utime+stime (/proc, 10 ms ticks) over the run ÷ clicks answered / deliveries; lower is "
+      "better. Verdict: "
+      f"this / baseline CPU at or below {AB_TOLERANCE:.2f} is 'within 5%'.")
+    a("")
+    a(f"| step | metric | {bl} | {th} | this / baseline | verdict |")
+    a("|---|---|---|---|---|---|")
+
+    def cell(v, runs, nd):
+        return fmt(v, nd) + (f" ({' / '.join(fmt(x, nd) for x in runs)})" if len(runs) > 1 else "")
+
+    def ratio(x, y):
+        return f"{x / y:.2f}" if x and y else "–"
+    for step, st in ab["steps"].items():
+        _, cpu_label, _, thr_label, _ = AB_METRICS[step]
+        b, t = st["summary"]["baseline"], st["summary"]["this"]
+        nd = 1 if step == "checkout" else 2  # checkout.py rounds µs/click to 0.1
+        a(f"| {st['what']} | {cpu_label} | {cell(b['cpu'], b['cpu_runs'], nd)} | {cell(t['cpu'], t['cpu_runs'], nd)} | "
+          f"{fmt(st['cpu_ratio'], 3)} | {st['verdict']} |")
+        a(f"| | p99 ms | {cell(b['p99_ms'], b['p99_runs'], 1)} | {cell(t['p99_ms'], t['p99_runs'], 1)} | "
+          f"{ratio(t['p99_ms'], b['p99_ms'])} | |")
+        a(f"| | {thr_label} | {cell(b['throughput'], b['throughput_runs'], 0)} | "
+          f"{cell(t['throughput'], t['throughput_runs'], 0)} | {ratio(t['throughput'], b['throughput'])} | |")
+    a("")
+    for step, st in ab["steps"].items():
+        for side in ("baseline", "this"):
+            s = st["summary"][side]
+            if s["incomplete"] or s["errors"]:
+                a(f"- {step}, {side}: run(s) {', '.join(map(str, s['incomplete']))} incomplete (missing deliveries, "
+                  f"unanswered clicks, oversell or an error){': ' + '; '.join(s['errors']) if s['errors'] else ''}")
+    if L[-1] != "":
+        a("")
+    a(AB_END)
+    return L
+
+
+def splice_baseline(doc: str, section: list[str]) -> str:
+    """``doc`` with its baseline section replaced by ``section`` (inserted before Targets, else Notes, else at
+    the end, when it has none)."""
+    block = "\n".join(section)
+    if AB_START in doc and AB_END in doc:
+        head, rest = doc.split(AB_START, 1)
+        return head + block + rest.split(AB_END, 1)[1]
+    for h in ("\n## Targets", "\n## Notes"):
+        if h in doc:
+            i = doc.index(h) + 1
+            return doc[:i] + block + "\n\n" + doc[i:]
+    return doc.rstrip("\n") + "\n\n" + block + "\n"
+
+
+def old_baseline_section() -> list[str]:
+    """The baseline section of the current docs/BENCHMARKS.md, if any (a full run keeps it)."""
+    try:
+        doc = DOC.read_text()
+    except OSError:
+        return []
+    if AB_START not in doc or AB_END not in doc:
+        return []
+    return (AB_START + doc.split(AB_START, 1)[1].split(AB_END, 1)[0] + AB_END).splitlines()
 
 
 def fmt(v, nd=1) -> str:
@@ -187,6 +373,7 @@ def write_doc(r: dict, argv: list[str]) -> None:
     a("")
     a("```")
     a("make bench                                   # = python -m loadtest.bench  (--quick for a smoke run)")
+    a("make bench ARGS=\"--baseline <sha>\"           # A/B vs that commit (temporary git worktree), 3 runs each")
     a("python -m loadtest.fanout --target {livesale|ws|socketio|aiohttp|pysio} --url URL --conns N --rate 10 "
       "--seconds S [--room R --host-token T]")
     a("python -m loadtest.checkout --url URL --host-token T --buyers K --mode {burst|rate} [--rate 10000 --seconds 10]")
@@ -308,6 +495,10 @@ def write_doc(r: dict, argv: list[str]) -> None:
                 a(f"| EVALSHA, 1 request per call, {s['clients']} clients, pipeline {s['pipeline']} | "
                   f"{fmt(s['reservations_per_s'])} | |")
         a("")
+    ab = baseline_section(r["baseline"]) if r.get("baseline") else old_baseline_section()
+    if ab:
+        L.extend(ab)
+        a("")
     tg = r.get("targets")
     if tg:
         a("## Targets")
@@ -414,7 +605,7 @@ async def amain(a: argparse.Namespace) -> dict:
     r: dict = {"machine": machine(), "quick": q}
     if a.merge:  # re-measure some steps, keep the others from an earlier run's JSON
         prev = json.loads(Path(a.merge).read_text())
-        r.update({k: v for k, v in prev.items() if k in ("fanout", "big", "checkout", "engine")})
+        r.update({k: v for k, v in prev.items() if k in ("fanout", "big", "checkout", "engine", "baseline")})
         r["merged_from"] = Path(a.merge).name
     if only & {"fanout", "big"}:
         ensure_peer_deps(log)
@@ -460,6 +651,37 @@ async def amain(a: argparse.Namespace) -> dict:
     return r
 
 
+def _interrupt(signum, frame) -> None:  # SIGTERM: unwind like Ctrl-C, so servers and the worktree are removed
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main_baseline(a: argparse.Namespace, argv: list[str]) -> int:
+    only = set(a.only.split(",")) if a.only else set(AB_STEPS)
+    wt = Worktree(a.baseline)
+    log(f"baseline {a.baseline} = {wt.sha}: git worktree at {wt.path}")
+    r: dict = {"machine": machine(), "quick": a.quick}
+    try:
+        wt.create()
+        r["baseline"] = asyncio.run(baseline_ab(only, a.quick, wt))
+    except KeyboardInterrupt:
+        log("interrupted: servers stopped, nothing written")
+        return 130
+    finally:
+        stop_all()  # a server whose start an interrupt overtook (none after a normal run) goes before its code
+        wt.remove()
+        log(f"removed the worktree {wt.path}")
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"bench-baseline-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.write_text(json.dumps(r, indent=2, default=str))
+    section = baseline_section(r["baseline"], argv)
+    print("\n".join(ln for ln in section if not ln.startswith("<!--")), flush=True)
+    log(f"raw results: {out}")
+    if not a.no_write:
+        DOC.write_text(splice_baseline(DOC.read_text() if DOC.exists() else "# Benchmarks\n", section))
+        log(f"wrote the baseline section of {DOC}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -469,13 +691,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-write", action="store_true", help="do not rewrite docs/BENCHMARKS.md")
     ap.add_argument("--merge", default="", help="results JSON of an earlier run: keep its steps not re-run")
     ap.add_argument("--notes", default="", help="notes file for BENCHMARKS.md (default loadtest/bench_notes.md)")
+    ap.add_argument("--baseline", default="", metavar="REV",
+                    help="A/B against this commit (built in a temporary git worktree) instead of the normal steps; "
+                         "--only picks from checkout,fanout (default both)")
     a = ap.parse_args(argv)
+    if a.baseline:
+        bad = (set(a.only.split(",")) if a.only else set()) - set(AB_STEPS)
+        if bad:
+            ap.error(f"--baseline runs only {','.join(AB_STEPS)}, not {','.join(sorted(bad))}")
+        if a.merge:
+            ap.error("--baseline does not combine with --merge")
     lean.pin_to(set(CLIENT_CORES))  # the controller is a client too
     try:
         import uvloop
         uvloop.install()
     except ImportError:
         pass
+    signal.signal(signal.SIGTERM, _interrupt)
+    if a.baseline:
+        return main_baseline(a, argv)
     r = asyncio.run(amain(a))
     notes = Path(a.notes) if a.notes else Path(__file__).resolve().parent / "bench_notes.md"
     if notes.exists():  # hand-written analysis, kept with the code (bullets starting with "- ")

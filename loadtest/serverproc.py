@@ -2,13 +2,20 @@
 
 Everything here goes through the command line, the environment and HTTP: the server's modules are
 never imported.
+
+``Worktree`` checks another commit out in a temporary ``git worktree`` (removed on exit, also on an
+exception or Ctrl-C) so that ``Livesale(root=worktree.path)`` runs that commit's server with this
+virtualenv: the child gets ``cwd`` and ``PYTHONPATH`` = the worktree (``code_env``), which come before
+the editable install's finder on ``sys.path``; ``check_imports_from`` proves it in a child process.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -25,6 +32,7 @@ from . import lean
 
 ROOT = Path(__file__).resolve().parent.parent
 PEERS = Path(__file__).resolve().parent / "peers"
+SERVER_PACKAGES = ("server", "stream_gateway", "inventory", "commerce")  # commerce: only where it exists
 
 
 def free_port() -> int:
@@ -53,10 +61,11 @@ _LIVE: set["Proc"] = set()
 
 
 @atexit.register
-def _stop_all() -> None:  # never leave a server behind, whatever happened
+def stop_all() -> None:  # never leave a server behind, whatever happened (nor its temp dir)
     for p in list(_LIVE):
         with contextlib.suppress(Exception):
             p.stop(timeout=5)
+            p.cleanup()
 
 
 class Proc:
@@ -123,22 +132,157 @@ class Proc:
         self.log.close()
 
 
+def code_env(root: Path = ROOT) -> dict:
+    """Environment additions that make a child ``python`` import the server packages from ``root``
+    (``PYTHONPATH`` first on ``sys.path``, ahead of the editable install's finder); run it with cwd=root too."""
+    rest = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    return {"PYTHONPATH": os.pathsep.join([str(root)] + rest)}
+
+
+def import_origins(root: Path = ROOT, env: dict | None = None) -> dict[str, str | None]:
+    """Where a child ``python`` with ``code_env(root)`` and cwd=root finds each of SERVER_PACKAGES (None: absent).
+    Finds the packages without running them (``importlib.util.find_spec``)."""
+    code = ("import importlib.util, json, sys\n"
+            "out = {}\n"
+            "for n in sys.argv[1:]:\n"
+            "    s = importlib.util.find_spec(n)\n"
+            "    out[n] = s.origin if s else None\n"
+            "print(json.dumps(out))\n")
+    full = dict(os.environ, **code_env(root), **(env or {}))
+    out = subprocess.run([sys.executable, "-c", code, *SERVER_PACKAGES], env=full, cwd=root, capture_output=True,
+                         text=True, timeout=60)
+    if out.returncode != 0:
+        raise RuntimeError(f"import check in {root} failed: {out.stderr.strip()[-500:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def check_imports_from(root: Path = ROOT) -> dict[str, str]:
+    """Raise unless a child started the way ``Livesale(root=root)`` starts imports ``server``,
+    ``stream_gateway`` and ``inventory`` (and ``commerce`` where it exists) from ``root``."""
+    root = Path(root).resolve()
+    found = import_origins(root)
+    bad = {n: o for n, o in found.items() if o is not None and not Path(o).resolve().is_relative_to(root)}
+    missing = [n for n in ("server", "stream_gateway", "inventory") if not found.get(n)]
+    if bad or missing:
+        raise RuntimeError(f"a child with PYTHONPATH={root} imports {bad or ''} outside it"
+                           + (f", cannot find {missing}" if missing else ""))
+    return {n: o for n, o in found.items() if o}
+
+
+def git(*args: str, cwd: Path = ROOT, timeout: float = 120) -> str:
+    """Run git (no optional locks: never rewrites the main tree's index), return stdout; raise on failure."""
+    out = subprocess.run(["git", "--no-optional-locks", *args], cwd=cwd, capture_output=True, text=True,
+                         timeout=timeout)
+    if out.returncode != 0:
+        raise RuntimeError(f"git {' '.join(args)}: {out.stderr.strip()}")
+    return out.stdout
+
+
+def checkout_label(root: Path = ROOT) -> str:
+    """``<short sha>`` of HEAD in ``root``, with ``+ uncommitted changes`` when the tree is dirty."""
+    short = git("rev-parse", "--short", "HEAD", cwd=root).strip()
+    dirty = [ln for ln in git("status", "--porcelain", cwd=root).splitlines() if ln.strip()]
+    return short + (f" + uncommitted changes ({len(dirty)} paths)" if dirty else "")
+
+
+WORKTREE_PREFIX = "livesale-baseline-"
+
+
+class Worktree:
+    """``git worktree add --detach <tmp>/livesale-baseline-<short sha>-<pid> <rev>``, removed on exit.
+
+    Use as a context manager (or ``create()`` / ``remove()``); ``remove()`` also runs at interpreter exit
+    if it was not called (an exception or Ctrl-C that skipped the ``with`` block's end). Worktrees left by
+    a killed run (their pid gone) are removed by the next ``create()``."""
+
+    def __init__(self, rev: str, repo: Path = ROOT, base_dir: str | Path | None = None) -> None:
+        self.repo = Path(repo)
+        self.rev = rev
+        try:
+            self.sha = git("rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}", cwd=self.repo).strip()
+        except RuntimeError:
+            raise ValueError(f"not a commit in {self.repo}: {rev!r}") from None
+        self.short = git("rev-parse", "--short", self.sha, cwd=self.repo).strip()
+        base = Path(base_dir or tempfile.gettempdir())
+        self.path = base / f"{WORKTREE_PREFIX}{self.short}-{os.getpid()}"
+        self._made = False
+
+    def create(self) -> "Worktree":
+        self.sweep_stale(self.repo)
+        if self.path.exists():
+            self._remove_path()
+        git("worktree", "add", "--detach", str(self.path), self.sha, cwd=self.repo, timeout=300)
+        self._made = True
+        atexit.register(self.remove)
+        return self
+
+    def remove(self) -> None:
+        if not self._made:
+            return
+        self._made = False
+        with contextlib.suppress(Exception):
+            atexit.unregister(self.remove)
+        self._remove_path()
+
+    def _remove_path(self) -> None:
+        try:
+            git("worktree", "remove", "--force", str(self.path), cwd=self.repo)
+        except Exception:
+            shutil.rmtree(self.path, ignore_errors=True)  # e.g. never registered: drop the files, then prune
+        with contextlib.suppress(Exception):
+            git("worktree", "prune", cwd=self.repo)
+
+    def __enter__(self) -> "Worktree":
+        return self.create()
+
+    def __exit__(self, *exc) -> None:
+        self.remove()
+
+    @staticmethod
+    def listed(repo: Path = ROOT) -> list[Path]:
+        """Paths of the repository's worktrees (``git worktree list``)."""
+        return [Path(ln[len("worktree "):]) for ln in git("worktree", "list", "--porcelain", cwd=repo).splitlines()
+                if ln.startswith("worktree ")]
+
+    @staticmethod
+    def sweep_stale(repo: Path = ROOT) -> None:
+        """Remove our worktrees whose creating process is gone (a run killed before it could clean up)."""
+        for p in Worktree.listed(repo):
+            m = re.fullmatch(re.escape(WORKTREE_PREFIX) + r"[0-9a-f]+-(\d+)", p.name)
+            if not m:
+                continue
+            pid = int(m.group(1))
+            if pid != os.getpid() and Path(f"/proc/{pid}").exists():
+                continue  # another run's, still alive
+            with contextlib.suppress(Exception):
+                git("worktree", "remove", "--force", str(p), cwd=repo)
+        with contextlib.suppress(Exception):
+            git("worktree", "prune", cwd=repo)
+
+
 class Livesale(Proc):
-    """``python -m server.cli serve`` on embedded defaults in a temp data dir."""
+    """``python -m server.cli serve`` on embedded defaults in a temp data dir. ``root``: the source tree whose
+    ``server`` package runs (default: this checkout; a ``Worktree.path`` for a baseline), with this
+    interpreter: the child gets cwd=root and PYTHONPATH=root (``code_env``)."""
 
     def __init__(self, port: int | None = None, data_dir: str | None = None, cores: set[int] | None = None,
-                 env: dict | None = None) -> None:
+                 env: dict | None = None, root: Path | None = None) -> None:
         port = port or free_port()
+        self.root = Path(root or ROOT)
         self.data_dir = data_dir or tempfile.mkdtemp(prefix="ls-data-")
         self.secret = secrets.token_hex(32)
         base = {"LIVESALE_PORT": str(port), "LIVESALE_DATA_DIR": self.data_dir, "LIVESALE_SECRET": self.secret,
-                "LIVESALE_LOG_LEVEL": "WARNING", "PYTHONUNBUFFERED": "1"}
+                "LIVESALE_LOG_LEVEL": "WARNING", "PYTHONUNBUFFERED": "1", **code_env(self.root)}
         super().__init__("livesale", [sys.executable, "-m", "server.cli", "serve"], port, dict(base, **(env or {})),
-                         cwd=ROOT, cores=cores, ready_path="/api/time", log_dir=Path(self.data_dir))
+                         cwd=self.root, cores=cores, ready_path="/api/time", log_dir=Path(self.data_dir))
+
+    def running_from(self) -> str:
+        """The listening process's cwd (``/proc/<pid>/cwd``): ``root`` when it runs the code we meant."""
+        return os.readlink(f"/proc/{self.pid()}/cwd")
 
     def host_token(self, host_id: str = "loadhost") -> str:
         out = subprocess.run([sys.executable, "-m", "server.cli", "token", "--host", host_id], env=self.env,
-                             cwd=ROOT, capture_output=True, text=True, timeout=60)
+                             cwd=self.root, capture_output=True, text=True, timeout=60)
         if out.returncode != 0:
             raise RuntimeError(f"server.cli token failed: {out.stderr.strip()}")
         return out.stdout.strip().splitlines()[-1].strip()
