@@ -13,12 +13,12 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
-from .keys import room_keys
+from inventory.keys import room_keys
 from .room_state import COMMENTS_KEPT, RoomState
 
 __all__ = ["RoomBus"]
 
-_PUBLISH = (importlib.resources.files("stream_gateway") / "lua" / "publish.lua").read_text()
+_PUBLISH = (importlib.resources.files("commerce") / "lua" / "publish.lua").read_text()
 
 
 def _text(v: Any) -> str:

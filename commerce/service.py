@@ -22,8 +22,8 @@ from inventory.domain import (
 from inventory.scripts import Inventory
 from inventory.store import OrderStore, ProductRecord, RoomRecord, SaleRecord
 
-from .auth import Identity
-from .bus import RoomBus
+from .identity import Identity
+from .room_bus import RoomBus
 from .room_state import sale_state_at
 from .tasks import OwnedTasks
 

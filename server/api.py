@@ -11,11 +11,11 @@ from aiohttp import web
 
 from inventory.domain import ID_RE, ConfirmCode, InvalidInput, ReleaseCode, ReserveCode, sale_of_hold
 from inventory.store import OrderRecord
-from stream_gateway.auth import Identity, TokenError, mint_viewer_token, verify_token
+from commerce.identity import Identity, TokenError, mint_viewer_token, verify_token
 from stream_gateway.messages import MAX_SALE_UNITS
-from stream_gateway.service import ActionError, sale_wire
+from commerce.service import ActionError, sale_wire
 
-from .keys import BUS, GATEWAY, HUB, INVENTORY, SERVICE, SETTINGS, STORE
+from .appkeys import BUS, GATEWAY, HUB, INVENTORY, SERVICE, SETTINGS, STORE
 
 __all__ = ["setup", "error_middleware", "ApiError", "MAX_URL_BYTES", "MAX_REQUEST_LINE"]
 

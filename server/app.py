@@ -21,15 +21,15 @@ from inventory.reaper import Reaper
 from inventory.scripts import Inventory
 from inventory.settlement import SettlementWorker
 from inventory.store import OrderRecord, OrderStore
-from stream_gateway.bus import RoomBus
+from commerce.room_bus import RoomBus
 from stream_gateway.handler import Gateway, GatewayLimits
 from stream_gateway.hub import Hub
-from stream_gateway.service import RoomService
+from commerce.service import RoomService
 
 from . import api, pages
 from .config import Settings
 from .embedded import EmbeddedRedis
-from .keys import BUS, GATEWAY, HUB, INVENTORY, REDIS, SERVICE, SETTINGS, STORE, WORKER
+from .appkeys import BUS, GATEWAY, HUB, INVENTORY, REDIS, SERVICE, SETTINGS, STORE, WORKER
 
 __all__ = ["create_app", "redis_client", "Core"]
 

@@ -8,10 +8,10 @@ from redis.asyncio import Redis
 from inventory.scripts import Inventory
 from inventory.settlement import SettlementWorker
 from inventory.store import OrderStore
-from stream_gateway.bus import RoomBus
+from commerce.room_bus import RoomBus
 from stream_gateway.handler import Gateway
 from stream_gateway.hub import Hub
-from stream_gateway.service import RoomService
+from commerce.service import RoomService
 
 from .config import Settings
 

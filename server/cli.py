@@ -257,7 +257,7 @@ def cmd_settle(args: argparse.Namespace) -> int:
 
 
 def cmd_token(args: argparse.Namespace) -> int:
-    from stream_gateway.auth import TokenError, mint_host_token, mint_viewer_token
+    from commerce.identity import TokenError, mint_host_token, mint_viewer_token
 
     if not 1 <= args.ttl <= TOKEN_TTL_MAX_S:
         print(f"livesale token: --ttl {args.ttl}: expected seconds between 1 and {TOKEN_TTL_MAX_S} (366 days)",

@@ -15,7 +15,7 @@ from typing import Any
 
 import aiohttp
 
-from stream_gateway.auth import mint_host_token
+from commerce.identity import mint_host_token
 
 from .cli import run_server
 from .config import Settings

@@ -9,7 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .auth import ANONYMOUS, Identity
+from commerce.identity import ANONYMOUS, Identity
 from .frames import BINARY, TEXT, close_frame, frame
 from .messages import encode_json, encode_msgpack
 

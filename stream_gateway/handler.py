@@ -12,14 +12,14 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from inventory.domain import InvalidInput, ReserveCode, ReserveResult
-from .auth import ANONYMOUS, TokenError, verify_token
+from commerce.identity import ANONYMOUS, TokenError, verify_token
 from .connection import CLOSE_POLICY, Conn
 from .hub import Hub, LocalRoom
 from .lingering import GatewaySocket
 from .messages import (
     HOST_ACTIONS, PROTOCOL_VERSION, SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK, Inbound, ProtocolError, parse_inbound,
 )
-from .service import ActionError, RoomService
+from commerce.service import ActionError, RoomService
 
 __all__ = ["Gateway", "FLOOD_LIMIT"]
 

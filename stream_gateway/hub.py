@@ -28,14 +28,14 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
-from .bus import RoomBus
+from commerce.room_bus import RoomBus
 from .connection import CLOSE_GOING_AWAY, CLOSE_HEARTBEAT, Conn
 from .frames import BINARY, PING_FRAME, TEXT, frame
-from .keys import room_keys
+from inventory.keys import room_keys
 from .messages import encode_msgpack
 from inventory.keys import sale_keys
-from .room_state import RoomState, sale_state_at
-from .tasks import OwnedTasks
+from commerce.room_state import RoomState, sale_state_at
+from commerce.tasks import OwnedTasks
 
 __all__ = ["Hub", "LocalRoom"]
 
@@ -96,13 +96,13 @@ class Hub:
         self._loops: list[asyncio.Task[Any]] = []
         self._offset_ms = 0.0
         self._closing = False
+        self._has_channels = asyncio.Event()  # set once the pubsub connection has a channel to read
         self.stats = {"events": 0, "ticks": 0, "slow_closed": 0, "skipped": 0, "resyncs": 0}
 
     # -- lifecycle ------------------------------------------------------------------------------
 
     async def start(self) -> None:
         await self.sync_clock()
-        await self._pubsub.subscribe(f"ls:gw:{self.gateway_id}")
         self._loops = [asyncio.create_task(self._reader(), name="hub-reader"),
                        asyncio.create_task(self._ticker(), name="hub-ticker"),
                        asyncio.create_task(self._heartbeat(), name="hub-heartbeat"),
@@ -160,6 +160,7 @@ class Hub:
             room.loading = True
             try:
                 await self._pubsub.subscribe(room.channel)
+                self._has_channels.set()
                 await self._load(room)
             except BaseException:
                 self._drop_room(room)
@@ -248,6 +249,10 @@ class Hub:
     async def _reader(self) -> None:
         backoff = 0.1
         while not self._closing:
+            if not self._pubsub.subscribed:  # no room loaded: nothing to read until one subscribes
+                self._has_channels.clear()
+                await self._has_channels.wait()
+                continue
             try:
                 msg = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                 backoff = 0.1

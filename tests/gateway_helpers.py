@@ -23,7 +23,7 @@ import aiohttp
 import msgpack
 import orjson
 
-from stream_gateway.auth import mint_host_token, mint_viewer_token
+from commerce.identity import mint_host_token, mint_viewer_token
 
 JSON = "livesale.v1.json"
 MSGPACK = "livesale.v1.msgpack"

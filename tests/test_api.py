@@ -13,7 +13,7 @@ from gateway_helpers import Api, host_token, redis_now_ms, setup_room, viewer
 from inventory.scripts import Inventory
 from server.app import create_app
 from server.config import Settings
-from stream_gateway.auth import mint_host_token
+from commerce.identity import mint_host_token
 
 PRIVATE_REDIS = not os.environ.get("REDIS_URL")
 # a hang (e.g. a server task that never stops) must fail loudly, not block the run forever

@@ -225,7 +225,7 @@ def test_readme_states_every_enforced_setting_limit() -> None:
 
 
 def test_protocol_doc_states_token_exp_and_description_limit() -> None:
-    from stream_gateway.auth import TokenError, verify_token
+    from commerce.identity import TokenError, verify_token
 
     secret = "y" * 40
     no_exp = jwt.encode({"sub": "alice", "role": "viewer"}, secret, algorithm="HS256")

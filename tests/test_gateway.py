@@ -21,9 +21,9 @@ from gateway_helpers import (
 from inventory.scripts import Inventory
 from server.app import create_app
 from server.config import Settings
-from server.keys import HUB
-from stream_gateway.auth import mint_host_token, mint_viewer_token
-from stream_gateway.keys import room_keys
+from server.appkeys import HUB
+from commerce.identity import mint_host_token, mint_viewer_token
+from inventory.keys import room_keys
 
 # a hang (e.g. a server task that never stops on shutdown) must fail loudly, not block the run forever
 pytestmark = pytest.mark.timeout(90, method="thread")

@@ -24,7 +24,7 @@ import pytest
 from conftest import timeout
 from gateway_helpers import JSON, Api, WsClient, host_token, is_event, setup_room
 from server.config import Settings
-from stream_gateway.keys import room_keys
+from inventory.keys import room_keys
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120, method="thread")]
 

@@ -39,9 +39,9 @@ from inventory.store import OrderRecord, OrderStore
 from gateway_helpers import Api, WsClient, host_token, setup_room, viewer
 from server.app import create_app, notify_orders, order_message
 from server.config import Settings
-from server.keys import STORE
-from stream_gateway.bus import RoomBus
-from stream_gateway.keys import room_keys
+from server.appkeys import STORE
+from commerce.room_bus import RoomBus
+from inventory.keys import room_keys
 
 pytestmark = pytest.mark.timeout(90, method="thread")
 

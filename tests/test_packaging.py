@@ -10,6 +10,7 @@ import asyncio
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -34,8 +35,11 @@ def wheel_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fresh virtualenv holding only the wheel; the dependencies come from the test's own
     site-packages through a .pth line (a path line: the editable install's finder is not loaded)."""
     tmp = tmp_path_factory.mktemp("wheel")
+    src = tmp / "src"  # a copy: setuptools builds in the source tree (build/, *.egg-info)
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "build", "*.egg-info", "node_modules", "test-output", ".livesale", "__pycache__", "results"))
     out = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q",
-                          "-w", str(tmp / "dist"), str(ROOT)], capture_output=True, text=True,
+                          "-w", str(tmp / "dist"), str(src)], capture_output=True, text=True,
                          timeout=timeout(180))
     assert out.returncode == 0, out.stderr
     wheel = next((tmp / "dist").glob("livesale-*.whl"))
