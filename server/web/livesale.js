@@ -15,6 +15,10 @@ export const PROTOCOL_VERSION = "livesale.v1";
 
 /** Backoff schedule (seconds) for reconnects; the last value is the cap. */
 const BACKOFF_S = [1, 2, 4, 8, 16];
+/** Backoff schedule (seconds) for a failed order catch-up (GET /api/me/orders); the last value is the cap. */
+const ORDERS_BACKOFF_S = [1, 2, 4, 8, 16, 30, 60];
+/** Margin below the newest `settled_at` held when asking for missed orders (docs/PROTOCOL.md). */
+const ORDERS_MARGIN_MS = 30000;
 const RID_RE = /^[A-Za-z0-9_.:@-]{1,128}$/;
 
 /** An `error` reply (or a local failure such as a timeout) turned into an exception. */
@@ -68,6 +72,18 @@ export function wsUrl(url) {
   return u.toString();
 }
 
+/** The http(s) base of the HTTP API (no trailing slash) from a ws(s) or http(s) URL: the WebSocket
+ *  URL's origin plus its path without the final `/ws` (so a server mounted under a prefix works too). */
+export function apiBase(url) {
+  const loc = globalThis.location;
+  let u;
+  try { u = new URL(url, loc ? loc.href : undefined); } catch { return null; }
+  if (u.protocol === "ws:") u.protocol = "http:";
+  else if (u.protocol === "wss:") u.protocol = "https:";
+  const path = u.pathname.replace(/\/ws\/?$/, "").replace(/\/+$/, "");
+  return `${u.origin}${path}`;
+}
+
 /** Decode a JWT's payload without verifying it (to show a name or check `exp` locally). */
 export function tokenClaims(token) {
   try {
@@ -117,6 +133,11 @@ export class LiveSaleClient extends EventTarget {
    * @param {number} [opts.requestTimeoutMs=15000]
    * @param {number} [opts.clockSamples=5]
    * @param {Function} [opts.WebSocket]  WebSocket implementation (default: globalThis.WebSocket)
+   * @param {string} [opts.apiUrl]       http(s) base URL of the HTTP API (default: derived from the WebSocket URL)
+   * @param {Function} [opts.fetch]      fetch implementation for the order catch-up (default: globalThis.fetch)
+   * @param {boolean} [opts.catchUpOrders=true]  after each join, fetch the orders missed (GET /api/me/orders)
+   * @param {number} [opts.ordersPageLimit=100]  orders per page of that fetch
+   * @param {number} [opts.ordersMaxPages=5]     pages followed per catch-up (the rest on the next one)
    */
   constructor(opts = {}) {
     super();
@@ -131,6 +152,11 @@ export class LiveSaleClient extends EventTarget {
     this.requestTimeoutMs = opts.requestTimeoutMs ?? 15000;
     this.clockSamples = opts.clockSamples ?? 5;
     this.WebSocketImpl = opts.WebSocket || globalThis.WebSocket;
+    this.apiUrl = apiBase(opts.apiUrl || this.url);
+    this.fetchImpl = opts.fetch || (typeof globalThis.fetch === "function" ? globalThis.fetch.bind(globalThis) : null);
+    this.catchUpOrders = opts.catchUpOrders ?? true;
+    this.ordersPageLimit = Math.max(1, Math.min(200, opts.ordersPageLimit ?? 100));
+    this.ordersMaxPages = Math.max(1, opts.ordersMaxPages ?? 5);
 
     /** "idle" | "connecting" | "open" | "reconnecting" | "closed" */
     this.state = "idle";
@@ -150,15 +176,22 @@ export class LiveSaleClient extends EventTarget {
     this._resetRoomState();
     /** Your holds by hold id: {hold, sale, qty, pay_by, status: held|confirmed|released|expired, order?} */
     this.holds = new Map();
-    /** Orders confirmed by settlement (order_confirmed), newest last. */
+    /** Orders confirmed by settlement (order_confirmed, or recovered by the catch-up after a join),
+     *  one per order_id, in the order they became known. */
     this.orders = [];
+    /** The order catch-up after each join: {state: idle|running|ok|failed, at?, error?, attempt, recovered}. */
+    this.ordersSync = { state: "idle", attempt: 0, recovered: 0 };
+    this._ordersFloor = null;    // server time of the first join: the catch-up's start when no order is held
+    this._ordersSeen = null;     // newest settled_at the catch-up saw (orders of other rooms included)
+    this._ordersRun = null;      // the catch-up in flight (a Promise)
+    this._ordersAgain = false;   // another join happened while it ran: run once more
 
     this._ws = null;
     this._joined = false;
     this._pending = new Map();   // rid -> {msg, resolve, reject, timer, reply}
     this._fireAndForget = new Map(); // rid -> {type, at}
     this._outbox = [];           // messages waiting for a join
-    this._timers = { reconnect: null, ping: null, clock: null, resync: null, holds: null };
+    this._timers = { reconnect: null, ping: null, clock: null, resync: null, holds: null, orders: null };
     this._holdTimerAt = null;    // when the hold-expiry timer fires (server time)
     this._clock = null;          // {samples, inflight: {t0, timer}}
     this._lastRx = 0;
@@ -540,6 +573,14 @@ export class LiveSaleClient extends EventTarget {
       if (msg.epoch !== undefined) this.epoch = String(msg.epoch);
     }
 
+    // order_confirmed is at least once: a copy of an order already known changes nothing and emits
+    // nothing (it is still in the raw `message` stream).
+    if (type === "order_confirmed" && msg.order && msg.order.order_id !== undefined && this._orderKnown(msg.order.order_id)) {
+      this._mergeOrder(msg.order);
+      this.dispatchEvent(new CustomEvent("message", { detail: msg }));
+      return;
+    }
+
     switch (type) {
       case "hello":
         this.session = msg.session;
@@ -642,7 +683,11 @@ export class LiveSaleClient extends EventTarget {
       this._clockSocket = this._ws;
       this._startClockSync();
     }
+    if (this._ordersFloor === null) this._ordersFloor = typeof msg.server_time === "number" ? msg.server_time : this.serverNow();
     this.dispatchEvent(new CustomEvent("joined", { detail: msg }));
+    // order_confirmed is not replayed on resume, and a gateway that lost its Redis subscription (it
+    // then sends an unasked snapshot) may have missed one: fetch what settled meanwhile.
+    this._startOrderCatchUp();
   }
 
   _applyTick(msg) {
@@ -714,9 +759,130 @@ export class LiveSaleClient extends EventTarget {
   _onOrderConfirmed(msg) {
     const o = msg.order;
     if (!o) return;
-    if (!this.orders.some((x) => x.order_id === o.order_id)) this.orders.push(o);
+    this._mergeOrder(o);
     const h = this.holds.get(o.order_id);
     this.holds.set(o.order_id, { ...(h || { hold: o.order_id, sale: o.sale_id, qty: o.qty }), status: "confirmed", order: o.order_id, settled: true });
+  }
+
+  /** Whether this order was already delivered (live or by a catch-up, or a hold marked settled,
+   *  e.g. restored by a page after a reload). */
+  _orderKnown(orderId) {
+    return this.orders.some((x) => x.order_id === orderId) || !!this.holds.get(orderId)?.settled;
+  }
+
+  /** Add an order to `orders`, or update the fields of the one with its order_id. */
+  _mergeOrder(o) {
+    const i = this.orders.findIndex((x) => x.order_id === o.order_id);
+    if (i >= 0) this.orders[i] = { ...this.orders[i], ...o };
+    else this.orders.push({ ...o });
+    if (this.orders.length > 500) this.orders.splice(0, this.orders.length - 500);
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // order catch-up: GET /api/me/orders after each join (docs/PROTOCOL.md, `order_confirmed`)
+
+  /** The newest settled_at held (orders of every room), or the first join's server time. */
+  _ordersSince() {
+    let newest = null;
+    for (const o of this.orders) if (typeof o.settled_at === "number" && (newest === null || o.settled_at > newest)) newest = o.settled_at;
+    if (this._ordersSeen !== null && (newest === null || this._ordersSeen > newest)) newest = this._ordersSeen;
+    const base = newest ?? this._ordersFloor ?? this.serverNow();
+    return Math.max(0, Math.floor(base - ORDERS_MARGIN_MS));
+  }
+
+  _startOrderCatchUp() {
+    clearTimeout(this._timers.orders);
+    this._timers.orders = null;
+    if (!this.catchUpOrders || !this.fetchImpl || !this.apiUrl || !this.token) return;
+    if (tokenClaims(this.token)?.role !== "viewer") return;
+    if (this._ordersRun) { this._ordersAgain = true; return; }
+    this._ordersRun = this._catchUpOrders()
+      .catch((err) => this._orderCatchUpFailed(err))
+      .finally(() => {
+        this._ordersRun = null;
+        if (this._ordersAgain && this._joined && !this._closing) {
+          this._ordersAgain = false;
+          this._startOrderCatchUp();
+        }
+        this._ordersAgain = false;
+      });
+  }
+
+  async _catchUpOrders() {
+    const token = this.token;
+    const since = this._ordersSince();
+    this.ordersSync = { ...this.ordersSync, state: "running", since };
+    let cursor = null;
+    let recovered = 0;
+    let pages = 0;
+    for (;;) {
+      const q = new URLSearchParams({ since: String(since), limit: String(this.ordersPageLimit) });
+      if (cursor) q.set("cursor", cursor);
+      const body = await this._fetchJson(`${this.apiUrl}/api/me/orders?${q}`, token);
+      if (this._closing || token !== this.token) return; // closed, or another user now: drop the answer
+      const orders = Array.isArray(body?.orders) ? body.orders : [];
+      for (const o of orders) {
+        if (!o || o.order_id === undefined) continue;
+        if (typeof o.settled_at === "number" && (this._ordersSeen === null || o.settled_at > this._ordersSeen)) this._ordersSeen = o.settled_at;
+        // order_confirmed goes to the buyer's sockets in the sale's room: the same here.
+        if (o.room_id !== undefined && o.room_id !== null && o.room_id !== this.roomId) continue;
+        if (this._orderKnown(o.order_id)) { this._mergeOrder(o); continue; }
+        recovered += 1;
+        this._deliverRecoveredOrder(o);
+      }
+      pages += 1;
+      cursor = typeof body?.next === "string" && body.next ? body.next : null;
+      if (!cursor) break;
+      if (pages >= this.ordersMaxPages) {
+        // More than a few pages: the rest is fetched by the next run (from the newest settled_at now held).
+        this.ordersSync = { state: "ok", at: Date.now(), attempt: 0, recovered: this.ordersSync.recovered + recovered, since, more: true };
+        clearTimeout(this._timers.orders);
+        this._timers.orders = setTimeout(() => { if (this._joined) this._startOrderCatchUp(); }, 1000);
+        return;
+      }
+    }
+    this.ordersSync = { state: "ok", at: Date.now(), attempt: 0, recovered: this.ordersSync.recovered + recovered, since };
+  }
+
+  async _fetchJson(url, token) {
+    const ctrl = typeof AbortController === "function" ? new AbortController() : null;
+    const timer = ctrl ? setTimeout(() => ctrl.abort(), this.requestTimeoutMs) : null;
+    try {
+      const res = await this.fetchImpl(url, {
+        headers: { Authorization: `Bearer ${token}`, Accept: "application/json" },
+        cache: "no-store",
+        ...(ctrl ? { signal: ctrl.signal } : {}),
+      });
+      if (!res.ok) throw new LiveSaleError(`HTTP_${res.status}`, `GET /api/me/orders answered ${res.status}`);
+      return await res.json();
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** A failed catch-up is never thrown at the page: it is retried with backoff while joined, and
+   *  again after the next join. */
+  _orderCatchUpFailed(err) {
+    const attempt = (this.ordersSync.attempt || 0) + 1;
+    this.ordersSync = { ...this.ordersSync, state: "failed", at: Date.now(), attempt, error: String(err?.message || err) };
+    if (this._closing) return;
+    const base = ORDERS_BACKOFF_S[Math.min(attempt, ORDERS_BACKOFF_S.length) - 1] * 1000;
+    const delay = Math.round(base / 2 + Math.random() * base / 2);
+    clearTimeout(this._timers.orders);
+    this._timers.orders = setTimeout(() => {
+      this._timers.orders = null;
+      if (this._joined) this._startOrderCatchUp(); // otherwise the next join runs it
+    }, delay);
+  }
+
+  /** An order found by the catch-up: applied and emitted exactly like a live `order_confirmed`
+   *  (the `order_confirmed` event and onEvent, then `change`), with `recovered: true`. */
+  _deliverRecoveredOrder(order) {
+    const msg = { type: "order_confirmed", order, recovered: true };
+    this._onOrderConfirmed(msg);
+    this._callOnEvent(msg);
+    this.dispatchEvent(new CustomEvent("order_confirmed", { detail: msg }));
+    this._changed("order_confirmed");
   }
 
   _onError(msg) {
