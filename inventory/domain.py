@@ -8,14 +8,16 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+from . import holds as H
+
 __all__ = [
     "ID_RE", "CURRENCY_RE", "InvalidInput", "SaleSpec", "ArmCode", "ArmResult", "ReserveCode",
     "ReserveRequest", "ReserveResult", "ConfirmCode", "ConfirmResult", "ReleaseCode", "ReleaseResult",
-    "Hold", "SaleCounters", "InvariantReport", "new_hold_ids", "parse_qty", "check_id",
+    "Hold", "SaleCounters", "InvariantReport", "new_hold_ids", "check_id", "SLUG_RE",
 ]
 
 ID_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,128}\Z")
-SALE_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")  # no '.' so a hold id "<sale>.<token>" splits cleanly
+SLUG_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")  # no '.' so a hold id "<sale>.<token>" splits cleanly
 CURRENCY_RE = re.compile(r"^[A-Z]{3}\Z")
 MAX_PRICE = 10**12
 MAX_UNITS = 10**9
@@ -40,21 +42,6 @@ def check_id(field: str, value: Any, pattern: re.Pattern[str] = ID_RE) -> str:
     return value
 
 
-def parse_qty(value: Any, max_qty: int) -> int:
-    """A strict positive integer: JSON 2 or "2"; never 1.5, "1e3", "0x10", True or " 1"."""
-    if isinstance(value, bool):
-        raise InvalidInput("qty", "qty must be a positive integer")
-    if isinstance(value, int):
-        qty = value
-    elif isinstance(value, str) and value.isascii() and value.isdigit() and not value.startswith("0"):
-        qty = int(value)
-    else:
-        raise InvalidInput("qty", "qty must be a positive integer")
-    if not 1 <= qty <= max_qty:
-        raise InvalidInput("qty", f"qty must be between 1 and {max_qty}")
-    return qty
-
-
 def new_hold_ids(sale_id: str, n: int) -> list[str]:
     """``n`` fresh hold ids ``<sale_id>.<16 hex>`` (one urandom read for the whole batch)."""
     tokens = secrets.token_hex(8 * n)
@@ -64,7 +51,7 @@ def new_hold_ids(sale_id: str, n: int) -> list[str]:
 def sale_of_hold(hold_id: str) -> str:
     check_id("hold_id", hold_id)
     sale_id, dot, token = hold_id.partition(".")
-    if not dot or not token or not SALE_ID_RE.match(sale_id):
+    if not dot or not token or not SLUG_RE.match(sale_id):
         raise InvalidInput("hold_id", "hold_id is not a hold id issued by this server")
     return sale_id
 
@@ -85,8 +72,8 @@ class SaleSpec:
     hold_ttl_ms: int
 
     def __post_init__(self) -> None:
-        check_id("sale_id", self.sale_id, SALE_ID_RE)
-        check_id("room_id", self.room_id, SALE_ID_RE)
+        check_id("sale_id", self.sale_id, SLUG_RE)
+        check_id("room_id", self.room_id, SLUG_RE)
         check_id("sku", self.sku)
         for name, value, lo, hi in (
             ("unit_price", self.unit_price, 0, MAX_PRICE),
@@ -149,7 +136,7 @@ class ReserveRequest:
 class ReserveResult:
     code: ReserveCode
     hold_id: str | None
-    pay_by_ms: int | None      # RESERVED: pay-by deadline; NOT_STARTED: starts_at; ENDED: ends_at
+    at_ms: int | None          # the instant the code is about: RESERVED pay-by, NOT_STARTED starts_at, ENDED ends_at
     available: int             # units left in the pool after this request
     user_units: int            # the user's units held or bought in this sale
     replayed: bool = False     # the remembered answer to an earlier request with this id: nothing changed now
@@ -206,9 +193,11 @@ class Hold:
 
     @classmethod
     def from_record(cls, hold_id: str, sale_id: str, rec: dict[str, Any]) -> Hold:
-        return cls(hold_id=hold_id, sale_id=sale_id, user_id=rec["u"], qty=int(rec["q"]), status=rec["s"],
-                   pay_by_ms=int(rec["p"]), created_ms=int(rec["t"]), request_id=rec["r"],
-                   payment_ref=rec.get("pr"), confirmed_ms=int(rec["c"]) if "c" in rec else None)
+        """A hold from its stored record (the schema: inventory/holds.py)."""
+        return cls(hold_id=hold_id, sale_id=sale_id, user_id=rec[H.USER], qty=int(rec[H.QTY]), status=rec[H.STATUS],
+                   pay_by_ms=int(rec[H.PAY_BY]), created_ms=int(rec[H.CREATED]), request_id=rec[H.REQUEST],
+                   payment_ref=rec.get(H.PAYMENT_REF),
+                   confirmed_ms=int(rec[H.CONFIRMED]) if H.CONFIRMED in rec else None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,7 @@ from . import keys as K
 from .domain import (
     ArmCode, ArmResult, ConfirmCode, ConfirmResult, Hold, InvalidInput, InvariantReport, ReleaseCode,
     ReleaseResult, ReserveCode, ReserveRequest, ReserveResult, SaleCounters, SaleSpec, check_id,
-    new_hold_ids, sale_of_hold, SALE_ID_RE,
+    new_hold_ids, sale_of_hold, SLUG_RE,
 )
 
 __all__ = ["Inventory", "script_source"]
@@ -75,7 +75,7 @@ class Inventory:
         return result
 
     async def counters(self, sale_id: str) -> SaleCounters | None:
-        check_id("sale_id", sale_id, SALE_ID_RE)
+        check_id("sale_id", sale_id, SLUG_RE)
         k = K.sale_keys(sale_id)
         if await self.redis.type(k.sale) not in ("hash", b"hash"):
             return None
@@ -87,9 +87,22 @@ class Inventory:
             starts_at_ms=int(h["starts_at"]), ends_at_ms=int(h["ends_at"]), hold_ttl_ms=int(h["hold_ttl"]),
         )
 
+    async def available_many(self, sale_ids: Sequence[str]) -> dict[str, int | None]:
+        """Units left of each sale, in one pipelined round trip; None for a sale that is not armed.
+        The ids come from room state (validated when the sale was launched), so they are not checked
+        again here: this runs on every tick while a sale is open."""
+        ids = list(dict.fromkeys(sale_ids))
+        if not ids:
+            return {}
+        async with self.redis.pipeline(transaction=False) as p:
+            for sid in ids:
+                p.hget(K.sale_keys(sid).sale, "available")
+            values = await p.execute()
+        return {sid: None if v is None else int(v) for sid, v in zip(ids, values)}
+
     async def close(self, sale_id: str) -> int | None:
         """End a sale now (Redis TIME); returns its ends_at ms, or None when unknown."""
-        check_id("sale_id", sale_id, SALE_ID_RE)
+        check_id("sale_id", sale_id, SLUG_RE)
         code, ends = await self._scripts["close"](keys=[K.sale_keys(sale_id).sale], args=[])
         return int(ends) if _s(code) == "CLOSED" else None
 
@@ -102,7 +115,7 @@ class Inventory:
         """Reserve for many requests in one script call (the burst path); results in order."""
         if not requests:
             return []
-        if not isinstance(sale_id, str) or not SALE_ID_RE.match(sale_id):
+        if not isinstance(sale_id, str) or not SLUG_RE.match(sale_id):
             return [ReserveResult(ReserveCode.INVALID, None, None, 0, 0) for _ in requests]
         k = K.sale_keys(sale_id)
         args: list[Any] = [self.max_qty]

@@ -25,8 +25,8 @@ from redis.exceptions import RedisError, ResponseError
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyError
 
 from . import keys as K
-from .domain import CURRENCY_RE, ID_RE, MAX_PRICE, SALE_ID_RE
-from .store import OrderRecord, OrderStore
+from .domain import CURRENCY_RE, ID_RE, MAX_PRICE, SLUG_RE
+from .store import OrderRecord, Store
 
 __all__ = ["SettlementWorker", "SettlementStats", "parse_entry"]
 
@@ -61,7 +61,7 @@ def parse_entry(stream: str, entry_id: str, fields: Mapping[Any, Any], settled_a
     if f.get("v") != "1":
         raise ValueError("unsupported entry version")
     for name in _STR_FIELDS:
-        pattern = SALE_ID_RE if name in ("sale_id", "room_id") else ID_RE
+        pattern = SLUG_RE if name in ("sale_id", "room_id") else ID_RE
         if not pattern.match(f.get(name, "")):
             raise ValueError(f"{name} is missing or malformed")
     if f["sale_id"] != K.sale_id_of_outbox(stream):
@@ -124,7 +124,7 @@ class _Backoff:
 
 
 class SettlementWorker:
-    """Moves confirmed orders from the outbox streams into the ``OrderStore``.
+    """Moves confirmed orders from the outbox streams into the ``Store``.
 
     ``on_committed(orders)`` is awaited after each batch's commit and before its XACK, with every
     order of the batch as stored in SQL (an order stored by an earlier delivery comes with its
@@ -138,7 +138,7 @@ class SettlementWorker:
     """
 
     def __init__(
-        self, redis: Redis, store: OrderStore, *, consumer: str, batch: int = 200, block_ms: int = 1000,
+        self, redis: Redis, store: Store, *, consumer: str, batch: int = 200, block_ms: int = 1000,
         claim_idle_ms: int = 30000, max_deliveries: int = 5, registry_refresh_s: float = 1.0,
         on_committed: OnCommitted | None = None, fault: Fault | None = None,
         janitor_interval_s: float | None = None, backoff_max_s: float = 5.0,

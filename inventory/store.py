@@ -22,10 +22,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from .domain import SaleSpec
 
 __all__ = [
-    "OrderStore", "RoomRecord", "ProductRecord", "SaleRecord", "OrderRecord", "SaleConflict", "async_url",
+    "Store", "RoomRecord", "ProductRecord", "SaleRecord", "OrderRecord", "SaleConflict", "async_url",
     "ROOM_STATUSES", "metadata",
 ]
 
@@ -153,11 +152,6 @@ class SaleRecord:
         """Equal in everything but ``created_at_ms``."""
         return dataclasses.replace(self, created_at_ms=0) == dataclasses.replace(other, created_at_ms=0)
 
-    def spec(self) -> SaleSpec:
-        """The Redis-side stock pool spec of this sale."""
-        return SaleSpec(self.sale_id, self.room_id, self.sku, self.unit_price, self.currency, self.allocated,
-                        self.per_user_limit, self.starts_at_ms, self.ends_at_ms, self.hold_ttl_ms)
-
 
 @dataclass(frozen=True, slots=True)
 class OrderRecord:
@@ -202,15 +196,15 @@ def _is_startup_race(exc: DBAPIError) -> bool:
                                    "database is locked"))
 
 
-class OrderStore:
-    """Async access to the SQL system of record. Build with ``await OrderStore.open(url)``."""
+class Store:
+    """Async access to the SQL system of record. Build with ``await Store.open(url)``."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self._insert = sqlite.insert if engine.dialect.name == "sqlite" else postgresql.insert
 
     @classmethod
-    async def open(cls, url: str, *, busy_timeout_ms: int = 5000, pool_size: int = 5) -> OrderStore:
+    async def open(cls, url: str, *, busy_timeout_ms: int = 5000, pool_size: int = 5) -> Store:
         """Connect and create the tables if needed (safe when several processes do it at once)."""
         url = async_url(url)
         if url.startswith("sqlite"):
@@ -270,12 +264,9 @@ class OrderStore:
 
     # -- orders ----------------------------------------------------------------------------------
 
-    async def upsert_orders(self, records: Sequence[OrderRecord]) -> int:
-        """Insert orders in ONE transaction, skipping order ids already stored; returns rows inserted."""
-        return len(await self.insert_new_orders(records))
-
     async def insert_new_orders(self, records: Sequence[OrderRecord]) -> list[str]:
-        """Like ``upsert_orders``, returning the order ids newly inserted."""
+        """Insert orders in ONE transaction, skipping order ids already stored (insert-or-ignore, never
+        an update); returns the order ids newly inserted."""
         unique: dict[str, dict[str, Any]] = {}
         for r in records:
             unique.setdefault(r.order_id, dataclasses.asdict(r))
@@ -296,11 +287,6 @@ class OrderStore:
 
     async def orders_for_room(self, room_id: str, limit: int = 100) -> list[OrderRecord]:
         q = (select(orders).where(orders.c.room_id == room_id)
-             .order_by(orders.c.confirmed_at_ms.desc(), orders.c.order_id).limit(limit))
-        return await self._all(OrderRecord, q)
-
-    async def orders_for_user(self, room_id: str, user_id: str, limit: int = 100) -> list[OrderRecord]:
-        q = (select(orders).where(orders.c.room_id == room_id, orders.c.user_id == user_id)
              .order_by(orders.c.confirmed_at_ms.desc(), orders.c.order_id).limit(limit))
         return await self._all(OrderRecord, q)
 

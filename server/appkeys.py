@@ -1,26 +1,24 @@
-"""Typed application keys: every shared resource of a process, set up in server/app.py."""
+"""aiohttp application keys (typed): the components server/app.py puts on the application."""
 
 from __future__ import annotations
 
-from aiohttp import web
-from redis.asyncio import Redis
+from typing import TYPE_CHECKING
 
-from inventory.scripts import Inventory
-from inventory.settlement import SettlementWorker
-from inventory.store import OrderStore
-from commerce.room_bus import RoomBus
+from aiohttp import web
+
+from commerce.service import Commerce
 from stream_gateway.handler import Gateway
 from stream_gateway.hub import Hub
-from commerce.service import RoomService
 
 from .config import Settings
 
+if TYPE_CHECKING:
+    from .app import Core
+
+__all__ = ["SETTINGS", "CORE", "COMMERCE", "HUB", "GATEWAY"]
+
 SETTINGS = web.AppKey("settings", Settings)
-REDIS = web.AppKey("redis", Redis)
-STORE = web.AppKey("store", OrderStore)
-INVENTORY = web.AppKey("inventory", Inventory)
-BUS = web.AppKey("bus", RoomBus)
-SERVICE = web.AppKey("service", RoomService)
+CORE = web.AppKey("core", "Core")
+COMMERCE = web.AppKey("commerce", Commerce)
 HUB = web.AppKey("hub", Hub)
 GATEWAY = web.AppKey("gateway", Gateway)
-WORKER = web.AppKey("worker", SettlementWorker)

@@ -218,19 +218,19 @@ async def _workers_main(settings: Settings, env: dict[str, str]) -> int:
 
 async def _settle_main(settings: Settings, stop: asyncio.Event | None = None) -> None:
     """Settlement worker + hold reaper, until SIGTERM or ``stop`` (drains the batch in hand first)."""
-    from .app import Core, start_settlement, stop_settlement
+    from .app import Core, Settlement
 
     if stop is None:
         stop = _signal_event()
     core = await Core.open(settings)
-    tasks, worker, reaper = await start_settlement(settings, core.redis, core.store, core.inventory, core.bus,
-                                                   core.service)
+    settlement = Settlement(settings, core)
+    settlement.start()
     print("livesale settlement worker running", flush=True)
     try:
         await stop.wait()
     finally:
-        await stop_settlement(tasks, worker, reaper, settings.shutdown_timeout_s)
-        await core.close()
+        await settlement.aclose()
+        await core.aclose()
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -1,31 +1,37 @@
-"""The WebSocket endpoint: handshake, join, and dispatch of client messages to the room service."""
+"""The WebSocket endpoint: handshake, the socket's read loop, and routing of client messages to
+``commerce``. Who may send what (joined, viewer, host, rate limits) is declared once per message
+type in ``ROUTES``; every refusal and error is mapped to the wire in one place (``_on_message``)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from inventory.domain import InvalidInput, ReserveCode, ReserveResult
+from commerce.errors import Forbidden, NotFound, NotJoined, RateLimited, Unauthorized, as_error
+from commerce.host_actions import HOST_ACTIONS
 from commerce.identity import ANONYMOUS, TokenError, verify_token
-from .connection import CLOSE_POLICY, Conn
-from .hub import Hub, LocalRoom
-from .lingering import GatewaySocket
-from .messages import (
-    HOST_ACTIONS, PROTOCOL_VERSION, SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK, Inbound, ProtocolError, parse_inbound,
-)
-from commerce.service import ActionError, RoomService
+from commerce.service import Commerce
+from inventory.domain import ReserveCode, ReserveResult
 
-__all__ = ["Gateway", "FLOOD_LIMIT"]
+from . import messages as msg
+from .connection import CLOSE_POLICY, Conn
+from .hub import Hub
+from .lingering import GatewaySocket
+from .messages import SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK, BadInbound, Inbound, parse_inbound
+
+__all__ = ["Gateway", "GatewayLimits", "FLOOD_LIMIT", "ROUTES"]
 
 log = logging.getLogger(__name__)
 
 FLOOD_LIMIT = 50  # inbound messages per second before the socket is closed
+_RETRY = "the server could not complete this request; retry"
 
 
 @dataclass
@@ -38,45 +44,45 @@ class GatewayLimits:
     hard_limit: int
 
 
+Refuse = Callable[[Inbound, str, str], dict[str, Any]]  # (message, code, why) -> the typed refusal
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """How one message type is handled: ``run`` after the checks the flags ask for."""
+    run: Callable[[Gateway, Conn, Inbound], Awaitable[None] | None]
+    joined: bool = True           # needs a joined room (else NOT_JOINED)
+    viewer: bool = False          # needs a viewer (or host) token (else UNAUTHORIZED)
+    host: bool = False            # needs a host token for the joined room (else FORBIDDEN / UNAUTHORIZED)
+    bucket: str | None = None     # the Conn token bucket it draws from (else RATE_LIMITED)
+    refuse: Refuse | None = None  # the typed reply that carries a refusal (buy/pay/release), else `error`
+
+
 class Gateway:
-    def __init__(self, hub: Hub, service: RoomService, secret: str, limits: GatewayLimits) -> None:
+    def __init__(self, hub: Hub, commerce: Commerce, secret: str, limits: GatewayLimits) -> None:
         self.hub = hub
-        self.service = service
+        self.commerce = commerce
         self.secret = secret
         self.limits = limits
         self.connections: set[Conn] = set()
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        lim = self.limits
         ws = GatewaySocket(protocols=(SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK), compress=False,
-                           max_msg_size=self.limits.max_msg, autoping=False, heartbeat=None)
+                           max_msg_size=lim.max_msg, autoping=False, heartbeat=None)
         await ws.prepare(request)
         transport = request.transport
         if transport is None:
             return ws
-        lim = self.limits
         conn = Conn(ws, transport, ws.ws_protocol == SUBPROTOCOL_MSGPACK, lim.buy_rate, lim.comment_rate,
                     lim.hard_limit)
         self.connections.add(conn)
         self.hub.all.add(conn)
-        conn.send({"type": "hello", "v": PROTOCOL_VERSION, "server_time": self.hub.now_ms(), "session": conn.session,
-                   "limits": {"max_msg": lim.max_msg, "buy_rate": lim.buy_rate, "comment_rate": lim.comment_rate,
-                              "tick_ms": lim.tick_ms}})
+        conn.send(msg.hello(self.hub.now_ms(), conn.session, {
+            "max_msg": lim.max_msg, "buy_rate": lim.buy_rate, "comment_rate": lim.comment_rate,
+            "tick_ms": lim.tick_ms}))
         try:
-            while not conn.dead:
-                msg = await ws.receive()
-                conn.last_seen = time.monotonic()
-                if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
-                    if conn.flood(FLOOD_LIMIT):
-                        await conn.settle(2.0)  # the buys already accepted get their answers first
-                        await ws.close(code=CLOSE_POLICY, message=b"too many messages")
-                        break
-                    await self._on_message(conn, msg.data)
-                elif msg.type == WSMsgType.PING:
-                    await ws.pong(msg.data)
-                elif msg.type == WSMsgType.PONG:
-                    continue
-                else:  # CLOSE, CLOSING, CLOSED, ERROR (e.g. oversized message: aiohttp closes with 1009)
-                    break
+            await self._read_loop(conn, ws)
         except (asyncio.CancelledError, ConnectionResetError):
             pass
         finally:
@@ -92,141 +98,140 @@ class Gateway:
             await ws.wait_lingering()  # an oversize message: the client reads its 1009, then we close
         return ws
 
+    async def _read_loop(self, conn: Conn, ws: GatewaySocket) -> None:
+        while not conn.dead:
+            frame = await ws.receive()
+            conn.last_seen = time.monotonic()
+            if frame.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+                if conn.flood(FLOOD_LIMIT):
+                    await conn.settle(2.0)  # the buys already accepted get their answers first
+                    await ws.close(code=CLOSE_POLICY, message=b"too many messages")
+                    return
+                await self._on_message(conn, frame.data)
+            elif frame.type == WSMsgType.PING:
+                await ws.pong(frame.data)
+            elif frame.type != WSMsgType.PONG:  # CLOSE, CLOSING, CLOSED, ERROR (e.g. too big: 1009)
+                return
+
     async def _on_message(self, conn: Conn, data: bytes | str) -> None:
         try:
             m = parse_inbound(data)
-        except ProtocolError as e:
-            conn.send(_error(e.code, e.message, e.rid))
+        except BadInbound as e:
+            conn.send(msg.error(e.error.code, e.error.message, e.rid))
             return
         try:
-            await self._dispatch(conn, m)
-        except ProtocolError as e:
-            conn.send(_error(e.code, e.message, m.rid))
-        except ActionError as e:
-            conn.send(_error(e.code, e.message, m.rid))
-        except InvalidInput as e:
-            conn.send(_error("INVALID", e.message, m.rid))
-        except Exception:
-            log.exception("handling %s failed", m.type)
-            conn.send(_error("INTERNAL", "the server could not complete this request; retry", m.rid))
+            route = ROUTES[m.type]
+            if self._allowed(conn, m, route):
+                pending = route.run(self, conn, m)
+                if pending is not None:
+                    await pending
+        except Exception as exc:
+            err = as_error(exc)
+            if err is None:
+                log.exception("handling %s failed", m.type)
+                conn.send(msg.error("INTERNAL", _RETRY, m.rid))
+            else:
+                conn.send(msg.error(err.code, err.message, m.rid))
 
-    async def _dispatch(self, conn: Conn, m: Inbound) -> None:
-        t = m.type
-        if t == "clock":
-            t1 = self.hub.now_ms()
-            out = {"type": "clock", "t0": m["t0"], "t1": t1, "t2": self.hub.now_ms()}
-            if m.rid:
-                out["rid"] = m.rid
-            conn.send(out)
-            return
-        if t == "ping":
-            conn.send({"type": "pong", "rid": m.rid} if m.rid else {"type": "pong"})
-            return
-        if t == "join":
-            await self._join(conn, m)
-            return
-        room_id = conn.room_id
-        if room_id is None:
-            raise ProtocolError("NOT_JOINED", f"join a room before sending {t}")
+    def _allowed(self, conn: Conn, m: Inbound, route: Route) -> bool:
+        """The route's checks; a refusal is raised (an ``error``) or sent as the typed reply."""
+        if route.joined and conn.room_id is None:
+            raise NotJoined(f"join a room before sending {m.type}")
         ident = conn.identity
-        if t in HOST_ACTIONS:
-            if not ident.hosts(room_id):
-                raise ActionError("FORBIDDEN" if ident.role != "anonymous" else "UNAUTHORIZED",
-                                  f"{t} is a host action; this connection has no host token for room {room_id}")
-            await self._host_action(conn, room_id, m)
-            return
-        if not ident.is_viewer:
-            if t == "buy":
-                conn.send({"type": "buy_result", "rid": m.rid, "code": "UNAUTHORIZED", "sale": m["sale"],
-                           "qty": m["qty"], "units_left": None,
-                           "message": "buying needs a viewer token: join with a token"})
-                return
-            raise ActionError("UNAUTHORIZED", f"{t} needs a viewer token: join with a token")
-        if t == "buy":
-            local = self.hub.rooms.get(room_id)
-            if local is not None and m["sale"] not in local.state.sales:  # only this room's sales
-                conn.send({"type": "buy_result", "rid": m.rid, "code": "NOT_FOUND", "sale": m["sale"],
-                           "qty": m["qty"], "units_left": None})
-                return
-            if not conn.buys.take():
-                conn.send({"type": "buy_result", "rid": m.rid, "code": "RATE_LIMITED", "sale": m["sale"],
-                           "qty": m["qty"], "units_left": None})
-                return
-            conn.inflight += 1
-            self.service.submit_buy(ident, room_id, m["sale"], m["qty"], m.rid, partial(_answer_buy, conn, m))
-        elif t == "pay":
-            if not conn.buys.take():
-                conn.send({"type": "pay_result", "rid": m.rid, "code": "RATE_LIMITED", "hold": m["hold"]})
-                return
-            c = await self.service.pay(ident, m["hold"])
-            out = {"type": "pay_result", "rid": m.rid, "code": c.code.value, "hold": m["hold"]}
-            if c.order_id:
-                out["order"] = c.order_id
-            conn.send(out)
-        elif t == "release":
-            if not conn.buys.take():
-                conn.send({"type": "release_result", "rid": m.rid, "code": "RATE_LIMITED", "hold": m["hold"]})
-                return
-            rel = await self.service.release(ident, m["hold"])
-            conn.send({"type": "release_result", "rid": m.rid, "code": rel.code.value, "hold": m["hold"]})
-        elif t == "comment":
-            room = self.hub.rooms.get(room_id)
-            if room is not None and ident.user in room.state.muted:
-                raise ActionError("MUTED", "the host muted you in this room")
-            if not conn.comments.take():
-                raise ActionError("RATE_LIMITED", "too many comments; slow down")
-            await self.service.comment(ident, room_id, m["text"])
-        elif t == "like":
-            await self.service.like(room_id, m["n"])
+        if route.host and not ident.hosts(conn.room_id or ""):
+            error = Forbidden if ident.role != "anonymous" else Unauthorized
+            raise error(f"{m.type} is a host action; this connection has no host token for room {conn.room_id}")
+        if route.viewer and not ident.is_viewer:
+            why = f"{m.type} needs a viewer token: join with a token"
+            if m.type == "buy" and route.refuse is not None:  # buy answers with its own result
+                conn.send(route.refuse(m, "UNAUTHORIZED", "buying needs a viewer token: join with a token"))
+                return False
+            raise Unauthorized(why)
+        if route.bucket is not None and not getattr(conn, route.bucket).take():
+            if route.refuse is None:
+                raise RateLimited(f"too many {m.type} requests; slow down")
+            conn.send(route.refuse(m, "RATE_LIMITED", ""))
+            return False
+        return True
+
+    # -- session -----------------------------------------------------------------------------------
+
+    def _clock(self, conn: Conn, m: Inbound) -> None:
+        t1 = self.hub.now_ms()
+        conn.send(msg.clock_reply(m.body.t0, t1, self.hub.now_ms(), m.rid))
+
+    def _ping(self, conn: Conn, m: Inbound) -> None:
+        conn.send(msg.pong(m.rid))
 
     async def _join(self, conn: Conn, m: Inbound) -> None:
+        join: msg.Join = m.body
         identity = ANONYMOUS
-        if m["token"]:
+        if join.token:
             try:
-                identity = verify_token(self.secret, m["token"])
+                identity = verify_token(self.secret, join.token)
             except TokenError as e:
-                raise ActionError("UNAUTHORIZED", str(e)) from None
+                raise Unauthorized(str(e)) from None
         if conn.room_id is not None:
             self.hub.remove(conn)  # under the identity it joined with: by_user is keyed by it
         conn.identity = identity
-        room: LocalRoom = await self.hub.room(m["room"])
+        room = await self.hub.room(join.room)
         if not room.state.exists:
             self.hub.drop_if_unused(room)
-            raise ActionError("NOT_FOUND", f"no room {m['room']}")
+            raise NotFound(f"no room {join.room}")
         if conn.dead:
             return
         self.hub.add(conn, room)
-        self.hub.resume_or_snapshot(conn, room, m["resume"])
+        self.hub.resume_or_snapshot(conn, room, join.resume)
 
-    async def _host_action(self, conn: Conn, room_id: str, m: Inbound) -> None:
-        s = self.service
-        t = m.type
-        extra: dict[str, Any] = {}
-        if t == "go_live":
-            await s.set_status(room_id, "live")
-        elif t == "end_live":
-            await s.set_status(room_id, "ended")
-        elif t == "pin":
-            await s.pin(room_id, m["product"])
-        elif t == "unpin":
-            await s.unpin(room_id)
-        elif t == "announce":
-            await s.announce(room_id, m["text"])
-        elif t == "hide_comment":
-            await s.hide_comment(room_id, m["comment"])
-        elif t == "mute":
-            await s.mute(room_id, m["user"])
-        elif t == "end_sale":
-            await s.end_sale(room_id, m["sale"])
-        elif t == "launch_sale":
-            extra["sale"] = await s.launch_sale(
-                room_id, m["product"], m["units"], price=m["price"], per_user_limit=m["limit"],
-                starts_in_s=m["starts_in_s"], duration_s=m["duration_s"], hold_ttl_s=m["hold_ttl_s"],
-                sale_id=m["sale_id"])
-        conn.send({"type": "ok", "rid": m.rid, "action": t, **extra})
+    # -- viewers -----------------------------------------------------------------------------------
 
-    async def close_all(self) -> None:
-        await self.hub.stop()
+    def _buy(self, conn: Conn, m: Inbound) -> None:
+        room_id = conn.room_id
+        local = self.hub.rooms.get(room_id or "")
+        if local is not None and m.body.sale not in local.state.sales:  # only this room's sales
+            conn.send(_buy_refusal(m, "NOT_FOUND", ""))
+            return
+        conn.inflight += 1
+        self.commerce.checkout.submit_buy(conn.identity, room_id, m.body.sale, m.body.qty, m.rid or "",
+                                          partial(_answer_buy, conn, m))
+
+    async def _pay(self, conn: Conn, m: Inbound) -> None:
+        c = await self.commerce.checkout.pay(conn.identity, m.body.hold)
+        conn.send(msg.pay_result(m.rid or "", c.code.value, m.body.hold, c.order_id))
+
+    async def _release(self, conn: Conn, m: Inbound) -> None:
+        rel = await self.commerce.checkout.release(conn.identity, m.body.hold)
+        conn.send(msg.release_result(m.rid or "", rel.code.value, m.body.hold))
+
+    async def _comment(self, conn: Conn, m: Inbound) -> None:
+        room_id = conn.room_id or ""
+        room = self.hub.rooms.get(room_id)
+        muted = room is not None and conn.identity.user in room.state.muted
+        await self.commerce.chat.comment(conn.identity, room_id, m.body.text, muted=muted)
+
+    async def _like(self, conn: Conn, m: Inbound) -> None:
+        await self.commerce.chat.like(conn.room_id or "", m.body.n)
+
+    # -- hosts -------------------------------------------------------------------------------------
+
+    async def _host_action(self, conn: Conn, m: Inbound) -> None:
+        extra = await HOST_ACTIONS[m.type].run(self.commerce, conn.room_id or "", m.body) or {}
+        conn.send(msg.ok(m.rid, m.type, extra))
+
+
+def _buy_refusal(m: Inbound, code: str, why: str) -> dict[str, Any]:
+    out: dict[str, Any] = dict(msg.buy_result(m.rid or "", code, m.body.sale, m.body.qty, None))
+    if why:
+        out["message"] = why
+    return out
+
+
+def _pay_refusal(m: Inbound, code: str, why: str) -> dict[str, Any]:
+    return dict(msg.pay_result(m.rid or "", code, m.body.hold))
+
+
+def _release_refusal(m: Inbound, code: str, why: str) -> dict[str, Any]:
+    return dict(msg.release_result(m.rid or "", code, m.body.hold))
 
 
 def _answer_buy(conn: Conn, m: Inbound, r: ReserveResult | BaseException) -> None:
@@ -234,20 +239,25 @@ def _answer_buy(conn: Conn, m: Inbound, r: ReserveResult | BaseException) -> Non
     conn.answered()
     if isinstance(r, BaseException):
         log.warning("buy %s failed: %s", m.rid, r)
-        conn.send(_error("INTERNAL", "the server could not complete this request; retry", m.rid))
+        conn.send(msg.error("INTERNAL", _RETRY, m.rid))
         return
-    out: dict[str, Any] = {"type": "buy_result", "rid": m.rid, "code": r.code.value, "sale": m["sale"],
-                           "qty": m["qty"], "units_left": r.available}
+    out: dict[str, Any] = dict(msg.buy_result(m.rid or "", r.code.value, m.body.sale, m.body.qty, r.available))
     if r.code is ReserveCode.RESERVED:
         out["hold"] = r.hold_id
-        out["pay_by"] = r.pay_by_ms
+        out["pay_by"] = r.at_ms
     elif r.code is ReserveCode.NOT_STARTED:
-        out["starts_at"] = r.pay_by_ms
+        out["starts_at"] = r.at_ms
     conn.send(out)
 
 
-def _error(code: str, message: str, rid: str | None) -> dict[str, Any]:
-    out: dict[str, Any] = {"type": "error", "code": code, "message": message}
-    if rid:
-        out["rid"] = rid
-    return out
+ROUTES: dict[str, Route] = {
+    "join": Route(Gateway._join, joined=False),
+    "clock": Route(Gateway._clock, joined=False),
+    "ping": Route(Gateway._ping, joined=False),
+    "buy": Route(Gateway._buy, viewer=True, bucket="buys", refuse=_buy_refusal),
+    "pay": Route(Gateway._pay, viewer=True, bucket="buys", refuse=_pay_refusal),
+    "release": Route(Gateway._release, viewer=True, bucket="buys", refuse=_release_refusal),
+    "comment": Route(Gateway._comment, viewer=True, bucket="comments"),
+    "like": Route(Gateway._like, viewer=True),
+    **{name: Route(Gateway._host_action, host=True) for name in HOST_ACTIONS},
+}

@@ -15,7 +15,8 @@ from conftest import timeout
 from gateway_helpers import Api, host_token, setup_room, viewer
 from server.app import create_app
 from server.config import Settings
-from stream_gateway.messages import MAX_SALE_UNITS, ProtocolError, parse_inbound
+from commerce.requests import MAX_SALE_UNITS
+from stream_gateway.messages import BadInbound, parse_inbound
 
 pytestmark = pytest.mark.timeout(90, method="thread")
 
@@ -91,12 +92,12 @@ def test_ws_launch_sale_units_use_the_same_bound() -> None:
         msg = {"type": "launch_sale", "rid": "l1", "product": "p0", "units": units}
         return parse_inbound(orjson.dumps(msg).decode())
 
-    assert launch(MAX_SALE_UNITS)["units"] == MAX_SALE_UNITS
-    assert launch(1)["units"] == 1
+    assert launch(MAX_SALE_UNITS).body.units == MAX_SALE_UNITS
+    assert launch(1).body.units == 1
     for units in (0, MAX_SALE_UNITS + 1, 99_999_999):
-        with pytest.raises(ProtocolError) as exc:
+        with pytest.raises(BadInbound) as exc:
             launch(units)
-        assert exc.value.code == "INVALID" and "units" in exc.value.message
+        assert exc.value.error.code == "INVALID" and "units" in exc.value.error.message
 
 
 async def test_over_long_url_gets_the_json_error_shape(api: Api) -> None:

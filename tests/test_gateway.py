@@ -319,6 +319,7 @@ async def test_switching_identity_on_the_same_socket(room: Room) -> None:
     ana = await room.ws()
     await ana.join(room.id, ta)
     sale = await room.api.ok("POST", f"/api/rooms/{room.id}/sales", room.host, {"product_id": "p0", "units": 5}, 201)
+    await ana.wait(lambda m: m.get("type") == "sale_scheduled")  # the gateway knows the sale
     r = await ana.request({"type": "buy", "sale": sale["sale_id"], "qty": 1})
     assert r["code"] == "RESERVED", r
     await ana.request({"type": "pay", "hold": r["hold"]})
@@ -473,7 +474,9 @@ async def test_slow_consumer_is_dropped_others_keep_up(make_server: Any, setting
             [(e["seq"], e["type"], e.get("text"), e["ts"]) for e in log]
         assert sum(e["type"] == "announcement" for e in evs) == sent // 4 + 5
         lag = max(e["_t"] + offset - e["ts"] for e in evs)
-        assert lag < 1000, f"the normal viewer lagged {lag:.0f} ms"
+        # not a speed measurement (docs/BENCHMARKS.md has those): a viewer held back by the stuck one
+        # would lag by the seconds the flood took; a loaded CI machine adds a few hundred ms
+        assert lag < timeout(3000), f"the normal viewer lagged {lag:.0f} ms"
         assert normal.close_code is None
         slow.close()
     finally:

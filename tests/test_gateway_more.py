@@ -21,7 +21,7 @@ from gateway_helpers import viewer
 from inventory.scripts import Inventory
 from server.config import Settings
 from commerce.identity import TokenError, mint_host_token, mint_viewer_token
-from commerce.service import mask_name
+from commerce.wire import mask_name
 from test_gateway import Room, make_room, make_server  # noqa: F401  (make_server is a fixture)
 
 pytestmark = pytest.mark.timeout(90, method="thread")

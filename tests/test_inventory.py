@@ -137,13 +137,13 @@ async def test_same_request_id_20_times_concurrently_is_one_hold(inventory, uid)
     assert {r.code for r in results} == {ReserveCode.RESERVED}
     hold_ids = {r.hold_id for r in results}
     assert len(hold_ids) == 1 and None not in hold_ids
-    assert len({r.pay_by_ms for r in results}) == 1
+    assert len({r.at_ms for r in results}) == 1
     k = K.sale_keys(sale)
     assert list(await inventory.redis.hkeys(k.holds)) == list(hold_ids)
     assert (await inventory.counters(sale)).available == 8
 
     again = await inventory.reserve(sale, "alice", 2, "req-1")  # e.g. a retry after a client timeout
-    assert (again.code, again.hold_id, again.pay_by_ms) == (ReserveCode.RESERVED, *hold_ids, results[0].pay_by_ms)
+    assert (again.code, again.hold_id, again.at_ms) == (ReserveCode.RESERVED, *hold_ids, results[0].at_ms)
     assert again.user_units == 2
     assert await inventory.redis.hlen(k.holds) == 1
     assert (await inventory.counters(sale)).available == 8
@@ -207,7 +207,7 @@ async def test_before_starts_at_is_not_started_and_writes_nothing(inventory, uid
     before = await snapshot(inventory.redis, sale)
     res = await inventory.reserve(sale, "alice", 1, "r1")
     assert res.code is ReserveCode.NOT_STARTED
-    assert res.pay_by_ms == spec.starts_at_ms and res.hold_id is None
+    assert res.at_ms == spec.starts_at_ms and res.hold_id is None
     assert await snapshot(inventory.redis, sale) == before
 
 
@@ -220,7 +220,7 @@ async def test_after_ends_at_is_ended(inventory, uid):
     await wait_redis_time(inventory, spec.ends_at_ms, seconds=5)
     before = await snapshot(inventory.redis, sale)
     res = await inventory.reserve(sale, "alice", 1, "r-late")
-    assert res.code is ReserveCode.ENDED and res.pay_by_ms == spec.ends_at_ms and res.hold_id is None
+    assert res.code is ReserveCode.ENDED and res.at_ms == spec.ends_at_ms and res.hold_id is None
     batch = await inventory.reserve_many(sale, [ReserveRequest(f"u{i}", 1, f"rl{i}") for i in range(5)])
     assert {r.code for r in batch} == {ReserveCode.ENDED}
     assert await snapshot(inventory.redis, sale) == before
@@ -234,9 +234,9 @@ async def test_reap_restocks_exactly_once_and_frees_the_limit(inventory, uid):
     r = await inventory.reserve(sale, "alice", 2, "r1")
     assert r.ok and (await inventory.reserve(sale, "alice", 1, "r2")).code is ReserveCode.LIMIT
     count, units, available, nxt = await inventory.reap(sale)
-    assert (count, units, available, nxt) == (0, 0, 3, r.pay_by_ms)  # not due yet
+    assert (count, units, available, nxt) == (0, 0, 3, r.at_ms)  # not due yet
 
-    await wait_redis_time(inventory, r.pay_by_ms)
+    await wait_redis_time(inventory, r.at_ms)
     assert await inventory.reap(sale) == (1, 2, 5, 0)
     assert await inventory.reap(sale) == (0, 0, 5, 0)
     assert (await inventory.get_hold(r.hold_id)).status == "expired"
@@ -256,7 +256,7 @@ async def test_confirm_after_deadline_expires_the_hold_itself(inventory, uid):
     await arm_sale(inventory, sale, allocated=5, limit=3, ttl_ms=200)
     r = await inventory.reserve(sale, "alice", 3, "r1")
     assert r.ok
-    await wait_redis_time(inventory, r.pay_by_ms)
+    await wait_redis_time(inventory, r.at_ms)
     res = await inventory.confirm(r.hold_id, "pay-1", "alice")
     assert res.code is ConfirmCode.EXPIRED and res.order_id is None and res.status == "expired"
     c = await inventory.counters(sale)
@@ -281,7 +281,7 @@ async def test_confirm_racing_reap_has_one_winner_per_hold(inventory, uid):
         r = await inventory.reserve(sale, "alice", qty, f"r{round_no}")
         assert r.ok
         # fire right at the deadline (0-3 ms before it), so calls land on both sides of it
-        await wait_redis_time(inventory, r.pay_by_ms - round_no % 4)
+        await wait_redis_time(inventory, r.at_ms - round_no % 4)
         calls = []
         for i in range(10):  # interleaved; on odd rounds a reap is sent first
             pair = [inventory.confirm(r.hold_id, f"pay-{round_no}-{i}", "alice"), inventory.reap(sale)]

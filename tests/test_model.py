@@ -32,7 +32,7 @@ from inventory.domain import (
 )
 from inventory.scripts import Inventory
 from inventory.settlement import SettlementWorker
-from inventory.store import OrderStore
+from inventory.store import Store
 
 T = TypeVar("T")
 HOLD_TTL_MS = 150
@@ -68,7 +68,7 @@ class SaleMachine(RuleBasedStateMachine):
         self.loop = asyncio.new_event_loop()
         self.redis = Redis.from_url(ENGINES["redis"], decode_responses=True)
         self.inv = Inventory(self.redis, max_qty=100)
-        self.store = self.run(OrderStore.open(ENGINES["database"]))
+        self.store = self.run(Store.open(ENGINES["database"]))
         self.sale_id = "m" + secrets.token_hex(6)
         self.keys = K.sale_keys(self.sale_id)
         self.registry = f"{self.sale_id}:outboxes"
@@ -283,9 +283,9 @@ class SaleMachine(RuleBasedStateMachine):
         assert res.code is code, (res, self.available, self.units[user])
         event(f"reserve {code.value}")
         if code is ReserveCode.RESERVED:
-            assert res.hold_id is not None and res.pay_by_ms is not None
+            assert res.hold_id is not None and res.at_ms is not None
             assert res.hold_id not in self.holds
-            self.holds[res.hold_id] = ModelHold(user, qty, res.pay_by_ms)
+            self.holds[res.hold_id] = ModelHold(user, qty, res.at_ms)
             self.available -= qty
             self.units[user] += qty
         assert res.available == self.available and res.user_units == self.units[user]

@@ -35,11 +35,12 @@ from inventory import keys as K
 from inventory.domain import SaleSpec
 from inventory.scripts import Inventory
 from inventory.settlement import SettlementWorker, parse_entry
-from inventory.store import OrderRecord, OrderStore
+from inventory.store import OrderRecord, Store
 from gateway_helpers import Api, WsClient, host_token, setup_room, viewer
-from server.app import create_app, notify_orders, order_message
+from commerce.service import order_confirmed_message, settled_notifier
+from server.app import create_app
 from server.config import Settings
-from server.appkeys import STORE
+from server.appkeys import CORE
 from commerce.room_bus import RoomBus
 from inventory.keys import room_keys
 
@@ -56,8 +57,8 @@ class Sale:
 
 
 @pytest.fixture
-async def store(database_url: str) -> AsyncIterator[OrderStore]:
-    s = await OrderStore.open(database_url)
+async def store(database_url: str) -> AsyncIterator[Store]:
+    s = await Store.open(database_url)
     try:
         yield s
     finally:
@@ -134,7 +135,7 @@ class UserMessages:
 
 
 async def test_failed_publish_after_commit_is_retried_not_lost(inventory: Inventory, redis: Redis, redis_url: str,
-                                                             store: OrderStore, sale: Sale) -> None:
+                                                             store: Store, sale: Sale) -> None:
     """Redis stops answering between the SQL commit and the publish (a real CLIENT PAUSE, longer than
     the bus client's timeout): the publish fails. Before the fix the batch was acked anyway and its
     orders never got an order_confirmed; now it stays pending and is published once Redis answers."""
@@ -155,7 +156,7 @@ async def test_failed_publish_after_commit_is_retried_not_lost(inventory: Invent
     try:
         async with UserMessages(sub_client, sale.room_id) as messages:
             w = SettlementWorker(redis, store, consumer="w1", group=sale.group, registry=sale.registry, batch=50,
-                                 on_committed=notify_orders(RoomBus(bus_client)), fault=fault, backoff_max_s=0.2)
+                                 on_committed=settled_notifier(RoomBus(bus_client)), fault=fault, backoff_max_s=0.2)
             await asyncio.wait_for(w.run(burst=True), timeout(30))
             assert paused
             seen = await messages.wait_for(set(expected), 5)
@@ -172,7 +173,7 @@ async def test_failed_publish_after_commit_is_retried_not_lost(inventory: Invent
 
 
 async def test_redelivered_order_carries_the_stored_settled_at(inventory: Inventory, redis: Redis,
-                                                               store: OrderStore, sale: Sale) -> None:
+                                                               store: Store, sale: Sale) -> None:
     """Committed, then the batch is processed again before its ack: the hook gets the rows as stored
     (the first settled_at), not a second settlement time, so `since` queries agree with the socket."""
     expected = await confirm_many(inventory, sale, 4)
@@ -220,17 +221,17 @@ async def test_message_published_while_the_gateway_resubscribes_is_recovered(
         outbox = K.sale_keys(sid).outbox
         await redis.sadd(f"{uid}:outboxes", outbox)
         try:
-            w = SettlementWorker(redis, app[STORE], consumer="w1", group=f"settle-{uid}",
+            w = SettlementWorker(redis, app[CORE].store, consumer="w1", group=f"settle-{uid}",
                                  registry=f"{uid}:outboxes")
             await asyncio.wait_for(w.run(burst=True), timeout(15))
         finally:
             await redis.delete(f"{uid}:outboxes")
-        stored = await app[STORE].get_order(order_id)
+        stored = await app[CORE].store.get_order(order_id)
         assert stored is not None
         start = len(ws.msgs)
         await redis.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
         receivers = await redis.publish(room_keys(uid).channel,
-                                        b"U" + orjson.dumps({"u": user, "m": order_message(stored)}))
+                                        b"U" + orjson.dumps({"u": user, "m": order_confirmed_message(stored)}))
         # the gateway resubscribes and, having possibly missed messages, sends an unasked snapshot
         await ws.wait(lambda m: m["type"] == "snapshot", timeout(10), start=start)
         if receivers == 0:  # no gateway was subscribed when it was published: it is gone for good
@@ -244,7 +245,7 @@ async def test_message_published_while_the_gateway_resubscribes_is_recovered(
 
 
 async def test_over_delivered_entry_already_in_sql_is_notified_not_dead_lettered(
-        inventory: Inventory, redis: Redis, store: OrderStore, sale: Sale) -> None:
+        inventory: Inventory, redis: Redis, store: Store, sale: Sale) -> None:
     """Settlement killed again and again between commit and ack: the entry's delivery count passes
     LIVESALE_SETTLE_MAX_DELIVERIES although its order is in SQL. It was settled: its buyer is told
     and the entry acked, instead of a dead letter and no order_confirmed ever."""

@@ -28,7 +28,7 @@ from inventory import keys as K
 from inventory.domain import SaleSpec
 from inventory.scripts import Inventory
 from inventory.settlement import SettlementWorker, parse_entry
-from inventory.store import OrderRecord, OrderStore
+from inventory.store import OrderRecord, Store
 
 PROC = Path(__file__).resolve().parent / "settle_proc.py"
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,8 +45,8 @@ class Sale:
 
 
 @pytest.fixture
-async def store(database_url: str) -> AsyncIterator[OrderStore]:
-    s = await OrderStore.open(database_url)
+async def store(database_url: str) -> AsyncIterator[Store]:
+    s = await Store.open(database_url)
     try:
         yield s
     finally:
@@ -69,7 +69,7 @@ async def sale(inventory: Inventory, redis: Redis, uid: str) -> AsyncIterator[Sa
         await redis.delete(s.registry)
 
 
-def worker(redis: Redis, store: OrderStore, sale: Sale, consumer: str = "w1", **kw: Any) -> SettlementWorker:
+def worker(redis: Redis, store: Store, sale: Sale, consumer: str = "w1", **kw: Any) -> SettlementWorker:
     return SettlementWorker(redis, store, consumer=consumer, group=sale.group, registry=sale.registry, **kw)
 
 
@@ -103,7 +103,7 @@ async def pending(redis: Redis, sale: Sale) -> int:
     return int((await redis.xpending(sale.outbox, sale.group))["pending"])
 
 
-async def rows(store: OrderStore, sale: Sale) -> dict[str, OrderRecord]:
+async def rows(store: Store, sale: Sale) -> dict[str, OrderRecord]:
     got = await store.orders_for_room(sale.room_id, limit=10_000)
     assert len(got) == len({o.order_id for o in got})
     return {o.order_id: o for o in got}
@@ -147,7 +147,7 @@ def test_parse_entry_rejects_malformed() -> None:
 
 # -- the happy path ------------------------------------------------------------------------------
 
-async def test_end_to_end_burst(inventory: Inventory, redis: Redis, store: OrderStore, sale: Sale) -> None:
+async def test_end_to_end_burst(inventory: Inventory, redis: Redis, store: Store, sale: Sale) -> None:
     expected = await confirm_many(inventory, sale, 37)
     seen: list[OrderRecord] = []
 
@@ -170,7 +170,7 @@ async def test_end_to_end_burst(inventory: Inventory, redis: Redis, store: Order
     assert len(await rows(store, sale)) == 37
 
 
-async def test_discovers_new_streams_while_running(inventory: Inventory, redis: Redis, store: OrderStore,
+async def test_discovers_new_streams_while_running(inventory: Inventory, redis: Redis, store: Store,
                                                    sale: Sale, uid: str) -> None:
     w = worker(redis, store, sale, block_ms=100, registry_refresh_s=0.05)
     task = asyncio.create_task(w.run())
@@ -195,13 +195,13 @@ async def test_discovers_new_streams_while_running(inventory: Inventory, redis: 
     assert task.done() and not task.cancelled()
 
 
-async def _count(store: OrderStore, sale: Sale, n: int) -> bool:
+async def _count(store: Store, sale: Sale, n: int) -> bool:
     return len(await rows(store, sale)) == n
 
 
 # -- crashes -------------------------------------------------------------------------------------
 
-async def test_kill_after_commit_before_ack(inventory: Inventory, redis: Redis, store: OrderStore, sale: Sale,
+async def test_kill_after_commit_before_ack(inventory: Inventory, redis: Redis, store: Store, sale: Sale,
                                             redis_url: str, database_url: str) -> None:
     expected = await confirm_many(inventory, sale, 12)
     await run_doomed(redis_url, database_url, sale, "doomed", "after_commit")
@@ -214,7 +214,7 @@ async def test_kill_after_commit_before_ack(inventory: Inventory, redis: Redis, 
     assert (w.stats.reclaimed, w.stats.inserted, w.stats.settled) == (12, 0, 12)
 
 
-async def test_kill_before_commit(inventory: Inventory, redis: Redis, store: OrderStore, sale: Sale,
+async def test_kill_before_commit(inventory: Inventory, redis: Redis, store: Store, sale: Sale,
                                   redis_url: str, database_url: str) -> None:
     expected = await confirm_many(inventory, sale, 9)
     await run_doomed(redis_url, database_url, sale, "doomed", "before_commit")
@@ -228,7 +228,7 @@ async def test_kill_before_commit(inventory: Inventory, redis: Redis, store: Ord
     assert (w.stats.reclaimed, w.stats.inserted) == (0, 9)
 
 
-async def test_kill_before_commit_reclaimed_by_other(inventory: Inventory, redis: Redis, store: OrderStore,
+async def test_kill_before_commit_reclaimed_by_other(inventory: Inventory, redis: Redis, store: Store,
                                                      sale: Sale, redis_url: str, database_url: str) -> None:
     expected = await confirm_many(inventory, sale, 5)
     await run_doomed(redis_url, database_url, sale, "doomed", "before_commit")
@@ -239,7 +239,7 @@ async def test_kill_before_commit_reclaimed_by_other(inventory: Inventory, redis
     assert (w.stats.reclaimed, w.stats.inserted) == (5, 5)
 
 
-async def test_poison_goes_to_dead_letter(inventory: Inventory, redis: Redis, store: OrderStore,
+async def test_poison_goes_to_dead_letter(inventory: Inventory, redis: Redis, store: Store,
                                           sale: Sale) -> None:
     before = await confirm_many(inventory, sale, 3)
     bad_fields = {"v": "1", "order_id": f"{sale.sale_id}.bad", "sale_id": sale.sale_id, "room_id": sale.room_id,
@@ -260,7 +260,7 @@ async def test_poison_goes_to_dead_letter(inventory: Inventory, redis: Redis, st
     assert await store.get_order(bad_fields["order_id"]) is None
 
 
-async def test_trim_keeps_unacked_entries(inventory: Inventory, redis: Redis, store: OrderStore,
+async def test_trim_keeps_unacked_entries(inventory: Inventory, redis: Redis, store: Store,
                                           sale: Sale) -> None:
     first = await confirm_many(inventory, sale, 3)
     poison_id = await redis.xadd(sale.outbox, {"v": "1", "order_id": "x", "qty": "-1"})
@@ -291,7 +291,7 @@ async def test_trim_keeps_unacked_entries(inventory: Inventory, redis: Redis, st
 
 async def test_sqlite_locked_no_ack_no_loss(inventory: Inventory, redis: Redis, sale: Sale, tmp_path: Path) -> None:
     path = tmp_path / "locked.db"
-    store = await OrderStore.open(f"sqlite:///{path}", busy_timeout_ms=50)
+    store = await Store.open(f"sqlite:///{path}", busy_timeout_ms=50)
     locker = sqlite3.connect(path, isolation_level=None)
     try:
         locker.execute("BEGIN IMMEDIATE")  # another process holds the write lock
@@ -378,7 +378,7 @@ async def test_postgres_down_no_ack_no_loss(inventory: Inventory, redis: Redis, 
     url = make_url(database_url)
     proxy = TcpProxy(url.host or "127.0.0.1", url.port or 5432)
     port = await proxy.start()
-    store = await OrderStore.open(url.set(port=port).render_as_string(hide_password=False))
+    store = await Store.open(url.set(port=port).render_as_string(hide_password=False))
     try:
         await store.sold_units(sale.sale_id)  # a pooled connection through the proxy ...
         proxy.down()                           # ... that dies with the database
@@ -407,7 +407,7 @@ async def test_postgres_down_no_ack_no_loss(inventory: Inventory, redis: Redis, 
 
 # -- shutdown ------------------------------------------------------------------------------------
 
-async def test_stop_drains_in_flight_batch(inventory: Inventory, redis: Redis, store: OrderStore,
+async def test_stop_drains_in_flight_batch(inventory: Inventory, redis: Redis, store: Store,
                                            sale: Sale) -> None:
     expected = await confirm_many(inventory, sale, 12)
     stopper: list[asyncio.Task[None]] = []
@@ -430,7 +430,7 @@ async def test_stop_drains_in_flight_batch(inventory: Inventory, redis: Redis, s
     assert w2.stats.inserted == 7
 
 
-async def test_stop_while_idle_and_cancel(redis: Redis, store: OrderStore, sale: Sale, redis_url: str) -> None:
+async def test_stop_while_idle_and_cancel(redis: Redis, store: Store, sale: Sale, redis_url: str) -> None:
     w = worker(redis, store, sale, block_ms=300)
     task = asyncio.create_task(w.run())
     await eventually(lambda: _xreading(redis, sale), 10, "the worker to be reading")
@@ -461,7 +461,7 @@ async def _xreading(redis: Redis, sale: Sale) -> bool:
 
 # -- the `livesale settle` command -------------------------------------------------------------------
 
-async def test_settle_command_settles_and_stops_on_sigterm(inventory: Inventory, store: OrderStore, uid: str,
+async def test_settle_command_settles_and_stops_on_sigterm(inventory: Inventory, store: Store, uid: str,
                                                            redis_url: str, database_url: str, settings: Any,
                                                            tmp_path: Path, drop_test_sales: None) -> None:
     """`livesale settle` as deployed next to gateways that run with LIVESALE_SETTLE_IN_PROCESS=0: it

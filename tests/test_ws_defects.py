@@ -63,9 +63,9 @@ async def test_repeated_buy_does_not_rebroadcast_sold_out(room: Room, inventory:
 
 
 async def _flush_funnel(room: Room) -> None:
-    from server.appkeys import SERVICE
+    from server.appkeys import COMMERCE
 
-    await room.client.server.app[SERVICE].flush_funnel()
+    await room.client.server.app[COMMERCE].funnel.flush()
 
 
 # -- item 3: qty null is a wrong type like 1.0, true and "1" ----------------------------------------------

@@ -1,5 +1,6 @@
 -- audit.lua: read-only, atomic snapshot of a sale's counters and the sums they must agree with.
 -- KEYS[1] sale hash  KEYS[2] buyers hash  KEYS[3] holds hash
+-- Hold records (field hold_id, value JSON with short keys u q p s r t c pr x): inventory/holds.py
 -- ARGV (none)
 -- Returns {found, allocated, available, held, sold, sum_held_holds, sum_confirmed_holds, sum_buyers,
 --          max_user_units, limit}

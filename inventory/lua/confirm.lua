@@ -1,5 +1,6 @@
 -- confirm.lua: a paid hold becomes sold, and the order is appended to the outbox stream atomically.
 -- KEYS[1] sale hash  KEYS[2] buyers hash  KEYS[3] holds hash  KEYS[4] deadlines zset
+-- Hold records (field hold_id, value JSON with short keys u q p s r t c pr x): inventory/holds.py
 -- KEYS[5] outbox stream (read by the settlement worker)
 -- ARGV[1] hold_id  ARGV[2] payment_ref  ARGV[3] user_id ("" = any owner, for operators)
 -- Returns {code, order_id, status, fresh (1 = confirmed by this call)}; code CONFIRMED | ALREADY_CONFIRMED | EXPIRED | FORBIDDEN

@@ -1,4 +1,5 @@
 -- reap.lua: expire holds whose pay-by has passed (by Redis TIME) and return their units, once.
+-- Hold records (field hold_id, value JSON with short keys u q p s r t c pr x): inventory/holds.py
 -- KEYS[1] sale hash  KEYS[2] buyers hash  KEYS[3] holds hash  KEYS[4] deadlines zset
 -- ARGV[1] max holds to expire in this call
 -- Returns {expired_holds, restocked_units, available, next_deadline_ms (0 = none)}

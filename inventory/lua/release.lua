@@ -1,5 +1,6 @@
 -- release.lua: the buyer gives a held hold back; its units return to `available` exactly once.
 -- KEYS[1] sale hash  KEYS[2] buyers hash  KEYS[3] holds hash  KEYS[4] deadlines zset
+-- Hold records (field hold_id, value JSON with short keys u q p s r t c pr x): inventory/holds.py
 -- ARGV[1] hold_id  ARGV[2] user_id ("" = any owner, for operators)
 -- Returns {code, status, available}; code RELEASED | NOT_HELD (no-op) | FORBIDDEN | NOT_FOUND | INVALID
 local sale, buyers, holds, deadlines = KEYS[1], KEYS[2], KEYS[3], KEYS[4]

@@ -1,6 +1,7 @@
 -- reserve.lua: take stock out of `available` into a hold, for one or many requests (the burst path).
 -- KEYS[1] sale hash   KEYS[2] buyers hash (user -> units held or sold)
 -- KEYS[3] holds hash (hold_id -> json)   KEYS[4] idempotency hash (user_id|request_id -> json)
+-- Hold records (field hold_id, value JSON with short keys u q p s r t c pr x): inventory/holds.py
 -- KEYS[5] deadlines zset (hold_id -> pay_by_ms)
 -- ARGV[1] max qty per request, then per request 4 args: hold_id, request_id, user_id, qty
 -- Returns one {code, hold_id, pay_by_ms, available, user_units, replayed} per request, in order;

@@ -98,6 +98,25 @@ export function tokenClaims(token) {
   }
 }
 
+/**
+ * Sequenced room events (the critical lane), mirrored from the server's `commerce.events.EventType`
+ * (tests/unit/test_protocol.py fails when the two lists differ).
+ */
+export const EventType = Object.freeze({
+  ROOM_STATUS: "room_status",
+  ROOM_UPDATED: "room_updated",
+  PRODUCT_ADDED: "product_added",
+  PRODUCT_PINNED: "product_pinned",
+  PRODUCT_UNPINNED: "product_unpinned",
+  SALE_SCHEDULED: "sale_scheduled",
+  SALE_OPEN: "sale_open",
+  SALE_SOLD_OUT: "sale_sold_out",
+  SALE_CLOSED: "sale_closed",
+  ANNOUNCEMENT: "announcement",
+  COMMENT_HIDDEN: "comment_hidden",
+  USER_MUTED: "user_muted",
+});
+
 // Replies and personal messages never carry `seq`; every room event does (including types added
 // after this client was written, which are still counted so that no false gap is seen).
 const UNSEQUENCED = new Set(["snapshot", "resumed", "hello", "clock", "pong", "tick", "ok", "error",
@@ -596,29 +615,29 @@ export class LiveSaleClient extends EventTarget {
       case "clock": this._onClock(msg); break;
       case "pong": break;
       case "tick": this._applyTick(msg); break;
-      case "room_status": if (this.room) this.room = { ...this.room, status: msg.status }; break;
-      case "room_updated": if (msg.room) this.room = { ...(this.room || {}), ...msg.room }; break;
-      case "product_added": if (msg.product) this._upsertProduct(msg.product); break;
-      case "product_pinned":
+      case EventType.ROOM_STATUS: if (this.room) this.room = { ...this.room, status: msg.status }; break;
+      case EventType.ROOM_UPDATED: if (msg.room) this.room = { ...(this.room || {}), ...msg.room }; break;
+      case EventType.PRODUCT_ADDED: if (msg.product) this._upsertProduct(msg.product); break;
+      case EventType.PRODUCT_PINNED:
         this.pinned = msg.product || null;
         if (msg.product) this._upsertProduct(msg.product);
         break;
-      case "product_unpinned": this.pinned = null; break;
-      case "sale_scheduled":
-      case "sale_open":
+      case EventType.PRODUCT_UNPINNED: this.pinned = null; break;
+      case EventType.SALE_SCHEDULED:
+      case EventType.SALE_OPEN:
         if (msg.sale) this._upsertSale(msg.sale);
         break;
-      case "sale_sold_out": this._patchSale(msg.sale_id, { state: "sold_out", units_left: 0 }); break;
-      case "sale_closed": this._patchSale(msg.sale_id, { state: "closed", closed_reason: msg.reason }); break;
-      case "announcement":
+      case EventType.SALE_SOLD_OUT: this._patchSale(msg.sale_id, { state: "sold_out", units_left: 0 }); break;
+      case EventType.SALE_CLOSED: this._patchSale(msg.sale_id, { state: "closed", closed_reason: msg.reason }); break;
+      case EventType.ANNOUNCEMENT:
         this.announcements.push({ text: msg.text, ts: msg.ts, seq: msg.seq });
         if (this.announcements.length > 20) this.announcements.splice(0, this.announcements.length - 20);
         break;
-      case "comment_hidden":
+      case EventType.COMMENT_HIDDEN:
         this.hiddenComments.add(msg.comment);
         this.comments = this.comments.filter((c) => c.id !== msg.comment);
         break;
-      case "user_muted":
+      case EventType.USER_MUTED:
         this.muted.add(msg.user);
         this.comments = this.comments.filter((c) => c.user !== msg.user);
         break;

@@ -1,0 +1,151 @@
+"""Buying and paying: reserve (batched for the burst), pay, release, the buyer's holds and orders.
+
+Stock changes happen only in the inventory's Lua scripts; this module decides who may ask, counts
+the funnel, and tells the room what happened (sold out, "just bought").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from functools import partial
+from typing import Any
+
+from inventory.domain import (
+    ConfirmCode, ConfirmResult, Hold, InvalidInput as InventoryInvalidInput, ReleaseResult, ReserveCode,
+    ReserveRequest, ReserveResult, sale_of_hold,
+)
+from inventory.scripts import Inventory
+from inventory.store import OrderRecord, Store
+
+from . import events as ev
+from .batcher import ReserveBatcher, ReserveCallback
+from .errors import Forbidden, InvalidInput, NotFound, NotSettled
+from .funnel import Funnel
+from .identity import Identity
+from .room_bus import RoomBus
+from .tasks import OwnedTasks
+from .wire import mask_name
+
+__all__ = ["Checkout"]
+
+log = logging.getLogger(__name__)
+
+
+def _settle_future(fut: asyncio.Future[Any], outcome: Any) -> None:
+    if fut.done():
+        return
+    if isinstance(outcome, BaseException):
+        fut.set_exception(outcome)
+    else:
+        fut.set_result(outcome)
+
+
+class Checkout:
+    def __init__(self, store: Store, inventory: Inventory, bus: RoomBus, funnel: Funnel, max_qty: int) -> None:
+        self.store = store
+        self.inventory = inventory
+        self.bus = bus
+        self.funnel = funnel
+        self.max_qty = max_qty
+        self.batcher = ReserveBatcher(inventory)
+        self._tasks = OwnedTasks(log, "room publish")  # publishes started from the buy path
+
+    async def aclose(self) -> None:
+        await self.batcher.aclose()
+        await self._tasks.drain(5.0)
+
+    # -- reserve ---------------------------------------------------------------------------------------
+
+    def submit_buy(self, viewer: Identity, room_id: str | None, sale_id: str, qty: int, request_id: str,
+                   done: ReserveCallback) -> None:
+        """Queue a reservation; ``done`` gets the ReserveResult (or the exception that failed it)."""
+        if not 1 <= qty <= self.max_qty:
+            done(ReserveResult(ReserveCode.INVALID, None, None, 0, 0))
+            return
+        self.batcher.submit(sale_id, ReserveRequest(viewer.user, qty, request_id),
+                            partial(self._reserved, room_id, sale_id, done))
+
+    def _reserved(self, room_id: str | None, sale_id: str, done: ReserveCallback,
+                  result: ReserveResult | BaseException) -> None:
+        # a replayed answer (a retry of a request already decided) changed nothing: it neither counts in
+        # the funnel again nor announces anything to the room
+        if isinstance(result, ReserveResult) and room_id and not result.replayed:
+            self.funnel.count(room_id, "tapped")
+            if result.ok:
+                self.funnel.count(room_id, "reserved")
+                if result.available == 0:  # this request took the last unit: exactly once per depletion
+                    self._tasks.spawn(self.bus.publish(room_id, ev.sale_sold_out(sale_id)))
+        done(result)
+
+    async def buy(self, viewer: Identity, room_id: str | None, sale_id: str, qty: int,
+                  request_id: str) -> ReserveResult:
+        fut: asyncio.Future[ReserveResult] = asyncio.get_running_loop().create_future()
+        self.submit_buy(viewer, room_id, sale_id, qty, request_id, partial(_settle_future, fut))
+        return await fut
+
+    # -- pay and release -------------------------------------------------------------------------------
+
+    async def pay(self, viewer: Identity, hold_id: str, payment_ref: str | None = None) -> ConfirmResult:
+        """Demo payment: it succeeds at once and confirms the hold (idempotent per hold)."""
+        ref = payment_ref or "demo-" + hold_id
+        result = await self.inventory.confirm(hold_id, ref, viewer.user)
+        if result.code is ConfirmCode.CONFIRMED and result.fresh:  # announce once, not on replays
+            hold = await self.inventory.get_hold(hold_id)
+            counters = await self.inventory.counters(hold.sale_id) if hold else None
+            if hold and counters and hold.confirmed_ms:
+                room = counters.room_id
+                self.funnel.count(room, "paid")
+                await self.bus.ambient(room, {"k": "b", "b": {"name": mask_name(viewer.name), "sale_id": hold.sale_id,
+                                                               "qty": hold.qty, "ts": hold.confirmed_ms}})
+        return result
+
+    async def release(self, viewer: Identity, hold_id: str) -> ReleaseResult:
+        return await self.inventory.release(hold_id, viewer.user)
+
+    # -- the buyer's holds and orders ------------------------------------------------------------------
+
+    async def own_hold(self, viewer: Identity, hold_id: str) -> Hold:
+        """The viewer's hold: INVALID for a malformed id, NOT_FOUND, or FORBIDDEN for someone else's."""
+        try:
+            sale_of_hold(hold_id)
+        except InventoryInvalidInput as e:
+            raise InvalidInput(e.message) from None
+        hold = await self.inventory.get_hold(hold_id)
+        if hold is None:
+            raise NotFound(f"no hold {hold_id}")
+        if hold.user_id != viewer.user:
+            raise Forbidden("this hold belongs to someone else")
+        return hold
+
+    async def settled_order(self, order_id: str) -> OrderRecord | None:
+        return await self.store.get_order(order_id)
+
+    async def order_for(self, who: Identity, order_id: str) -> OrderRecord:
+        """A settled order, for its buyer or a host of its room; NOT_SETTLED while a confirmed
+        order is still on its way to SQL."""
+        if len(order_id) > 128:
+            raise InvalidInput("order id too long")
+        o = await self.store.get_order(order_id)
+        if o is None:
+            try:
+                hold = await self.inventory.get_hold(order_id)
+            except InventoryInvalidInput:
+                hold = None
+            counters = await self.inventory.counters(hold.sale_id) if hold is not None else None
+            if (hold is not None and hold.status == "confirmed"
+                    and (hold.user_id == who.user or (counters is not None and who.hosts(counters.room_id)))):
+                raise NotSettled("the order is confirmed and being settled; retry shortly")
+            raise NotFound(f"no order {order_id}")
+        if o.user_id != who.user and not who.hosts(o.room_id):
+            raise Forbidden("this order belongs to someone else")
+        return o
+
+    async def my_orders(self, viewer: Identity, since_ms: int, after: tuple[int, str] | None,
+                        limit: int) -> tuple[list[OrderRecord], tuple[int, str] | None]:
+        """The viewer's settled orders with settled_at >= since, oldest first; and the key after the
+        page's last order when there are more."""
+        rows = await self.store.orders_settled_for_user(viewer.user, since_ms, after, limit + 1)
+        page = rows[:limit]
+        more = (page[-1].settled_at_ms, page[-1].order_id) if len(rows) > limit else None
+        return page, more

@@ -1,0 +1,40 @@
+"""The host's live dashboard: orders, GMV, orders per minute, the funnel, the sales."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .service import Commerce
+
+__all__ = ["dashboard"]
+
+
+async def dashboard(c: Commerce, room_id: str, now_ms: int, local: tuple[int, int] | None) -> dict[str, Any]:
+    """``local``: (viewers, likes) as this gateway knows the room, when it has it loaded."""
+    room = await c.catalogue.room(room_id)
+    store = c.store
+    orders, units, gmv = await store.room_totals(room_id)
+    per_minute = await store.orders_per_minute(room_id, now_ms - 30 * 60_000)
+    latest = await store.orders_for_room(room_id, 20)
+    funnel = await c.funnel.counts(room_id)
+    if local is not None:
+        viewers, likes = local
+    else:
+        viewers, likes = await c.bus.report_viewers(room_id, "-", 0, now_ms), 0
+    sales = []
+    for wire in await c.sales.of_room(room_id):
+        wire["settled_units"] = await store.sold_units(wire["sale_id"])
+        sales.append(wire)
+    return {
+        "room": {"room_id": room.room_id, "title": room.title, "status": room.status},
+        "server_time": now_ms, "viewers": viewers, "likes": likes,
+        "orders": orders, "units": units, "gmv": gmv,
+        "orders_per_minute": [{"minute": m, "orders": n, "gmv": g} for m, n, g in per_minute],
+        "funnel": {"viewers": viewers, "tapped": funnel.get("tapped", 0), "reserved": funnel.get("reserved", 0),
+                   "paid": funnel.get("paid", 0)},
+        "sales": sales,
+        "latest_orders": [{"order_id": o.order_id, "sale_id": o.sale_id, "user_id": o.user_id, "qty": o.qty,
+                           "total": o.total, "currency": o.currency, "confirmed_at": o.confirmed_at_ms}
+                          for o in latest],
+    }

@@ -1,0 +1,81 @@
+"""The hosts' actions, one table for both transports: the WebSocket (`{"type": <action>, ...}`) and
+HTTP (`POST /api/rooms/{room}/actions/{action}`). Each entry is the request's typed definition and
+the function that carries it out; the transports check the host token before calling ``run``."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .requests import Announce, CreateSale, Empty, EndSale, HideComment, LaunchSale, Mute, Pin
+from .validation import Schema
+
+if TYPE_CHECKING:
+    from .service import Commerce
+
+__all__ = ["HostAction", "HOST_ACTIONS"]
+
+Run = Callable[["Commerce", str, Any], Awaitable[dict[str, Any] | None]]
+
+
+@dataclass(frozen=True, slots=True)
+class HostAction:
+    schema: Schema[Any]
+    run: Run
+
+
+async def _go_live(c: Commerce, room_id: str, _: Empty) -> None:
+    await c.set_live(room_id, True)
+
+
+async def _end_live(c: Commerce, room_id: str, _: Empty) -> None:
+    await c.set_live(room_id, False)
+
+
+async def _pin(c: Commerce, room_id: str, m: Pin) -> None:
+    await c.catalogue.pin(room_id, m.product)
+
+
+async def _unpin(c: Commerce, room_id: str, _: Empty) -> None:
+    await c.catalogue.unpin(room_id)
+
+
+async def _launch_sale(c: Commerce, room_id: str, m: LaunchSale) -> dict[str, Any]:
+    sale = await c.sales.launch(room_id, CreateSale(
+        product_id=m.product, units=m.units, sale_id=m.sale_id, unit_price=m.price, per_user_limit=m.limit,
+        starts_in_s=m.starts_in_s, duration_s=m.duration_s, hold_ttl_s=m.hold_ttl_s))
+    return {"sale": sale}
+
+
+async def _end_sale(c: Commerce, room_id: str, m: EndSale) -> None:
+    await c.sales.end(room_id, m.sale)
+
+
+async def _announce(c: Commerce, room_id: str, m: Announce) -> None:
+    await c.chat.announce(room_id, m.text)
+
+
+async def _hide_comment(c: Commerce, room_id: str, m: HideComment) -> None:
+    await c.chat.hide_comment(room_id, m.comment)
+
+
+async def _mute(c: Commerce, room_id: str, m: Mute) -> None:
+    await c.chat.mute(room_id, m.user)
+
+
+def _entry(name: str, cls: type, run: Run) -> tuple[str, HostAction]:
+    return name, HostAction(Schema(cls, name), run)
+
+
+HOST_ACTIONS: Mapping[str, HostAction] = dict([
+    _entry("go_live", Empty, _go_live),
+    _entry("end_live", Empty, _end_live),
+    _entry("pin", Pin, _pin),
+    _entry("unpin", Empty, _unpin),
+    _entry("launch_sale", LaunchSale, _launch_sale),
+    _entry("end_sale", EndSale, _end_sale),
+    _entry("announce", Announce, _announce),
+    _entry("hide_comment", HideComment, _hide_comment),
+    _entry("mute", Mute, _mute),
+])

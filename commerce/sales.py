@@ -1,0 +1,135 @@
+"""Flash sales: launch (SQL first, then armed in Redis), read, open and close on time, stop.
+
+The sale clock is Redis ``TIME``: buying is decided in Lua whatever these events say; the events
+tell the room. Open and close are published once across gateways (deduplicated in Redis).
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from inventory.domain import ArmCode, SaleSpec
+from inventory.scripts import Inventory
+from inventory.store import SaleConflict, SaleRecord, Store
+
+from . import events as ev
+from .catalogue import Catalogue, check_slug
+from .errors import Conflict, InvalidInput, NotFound
+from .requests import CreateSale
+from .room_bus import RoomBus
+from .room_state import sale_state_at
+from .validation import SLUG_RE
+from .wire import sale_wire
+
+__all__ = ["Sales"]
+
+
+class Sales:
+    def __init__(self, store: Store, inventory: Inventory, bus: RoomBus, catalogue: Catalogue,
+                 default_hold_ttl_s: int) -> None:
+        self.store = store
+        self.inventory = inventory
+        self.bus = bus
+        self.catalogue = catalogue
+        self.default_hold_ttl_s = default_hold_ttl_s
+
+    async def launch(self, room_id: str, req: CreateSale) -> dict[str, Any]:
+        await self.catalogue.room(room_id)
+        product = await self.catalogue.product(room_id, req.product_id)
+        now = await self.inventory.now_ms()
+        starts = req.starts_at if req.starts_at is not None else now + req.starts_in_s * 1000
+        ends = req.ends_at if req.ends_at is not None else starts + req.duration_s * 1000
+        sale_id = req.sale_id or "s-" + secrets.token_hex(5)
+        ttl_ms = (req.hold_ttl_s or self.default_hold_ttl_s) * 1000
+        price = product.unit_price if req.unit_price is None else req.unit_price
+        spec = SaleSpec(sale_id=sale_id, room_id=room_id, sku=product.sku, unit_price=price,
+                        currency=product.currency, allocated=req.units, per_user_limit=req.per_user_limit,
+                        starts_at_ms=starts, ends_at_ms=ends, hold_ttl_ms=ttl_ms)
+        rec = SaleRecord(sale_id=sale_id, room_id=room_id, product_id=product.product_id, sku=product.sku,
+                         title=product.title, unit_price=price, currency=spec.currency, allocated=req.units,
+                         per_user_limit=req.per_user_limit, starts_at_ms=starts, ends_at_ms=ends,
+                         hold_ttl_ms=ttl_ms, created_at_ms=now)
+        try:
+            await self.store.insert_sale(rec)  # the DB is the system of record: write it first
+        except SaleConflict:
+            raise Conflict(f"sale {sale_id} exists with different terms") from None
+        armed = await self.inventory.arm(spec)
+        if not armed.ok:
+            error = Conflict if armed.code is ArmCode.CONFLICT else InvalidInput
+            raise error(f"sale {sale_id} could not be armed: {armed.code.value}")
+        wire = sale_wire(rec, armed.available, sale_state_at(sale_wire(rec), now, armed.available))
+        await self.bus.publish(room_id, ev.sale_scheduled(wire), {f"sale:{sale_id}": wire},
+                               once=f"scheduled:{sale_id}")
+        return wire
+
+    async def get(self, sale_id: str) -> tuple[SaleRecord, dict[str, Any]]:
+        """The sale's record and its wire form with live counters (state from Redis TIME)."""
+        rec = await self.store.get_sale(check_slug("sale", sale_id))
+        if rec is None:
+            raise NotFound(f"no sale {sale_id}")
+        counters = await self.inventory.counters(sale_id)
+        now = await self.inventory.now_ms()
+        if counters is None:
+            return rec, sale_wire(rec, None, "closed")
+        wire = sale_wire(rec, counters.available, "scheduled")
+        wire.update(starts_at=counters.starts_at_ms, ends_at=counters.ends_at_ms, held=counters.held,
+                    sold=counters.sold, state=sale_state_at({**wire, "state": ""}, now, counters.available))
+        return rec, wire
+
+    async def room_of(self, sale_id: str) -> str | None:
+        """The room a sale belongs to (SQL only; None for an unknown or malformed id)."""
+        if not isinstance(sale_id, str) or not SLUG_RE.match(sale_id):
+            return None
+        rec = await self.store.get_sale(sale_id)
+        return rec.room_id if rec else None
+
+    async def of_room(self, room_id: str) -> list[dict[str, Any]]:
+        return [(await self.get(s.sale_id))[1] for s in await self.store.list_sales(room_id)]
+
+    async def fire_open(self, room_id: str, sale: dict[str, Any]) -> None:
+        """At the open instant (the first gateway to get there publishes; the rest are deduplicated)."""
+        counters = await self.inventory.counters(sale["sale_id"])
+        units = counters.available if counters else sale.get("units_left", 0)
+        wire = {**sale, "state": "open" if units else "sold_out", "units_left": units}
+        await self.bus.publish(room_id, ev.sale_open(wire), {f"sale:{sale['sale_id']}": wire},
+                               once=f"open:{sale['sale_id']}")
+
+    async def fire_close(self, room_id: str, sale: dict[str, Any], reason: ev.CloseReason = "ended") -> None:
+        wire = {**sale, "state": "closed"}
+        await self.bus.publish(room_id, ev.sale_closed(sale["sale_id"], reason, sale["ends_at"]),
+                               {f"sale:{sale['sale_id']}": wire}, once=f"close:{sale['sale_id']}")
+
+    async def end(self, room_id: str, sale_id: str) -> None:
+        """The host stops a sale now."""
+        rec, wire = await self.get(sale_id)
+        if rec.room_id != room_id:
+            raise NotFound(f"no sale {sale_id} in room {room_id}")
+        ends = await self.inventory.close(sale_id)
+        if ends is None:
+            raise NotFound(f"sale {sale_id} is not armed")
+        await self.fire_close(room_id, {**wire, "ends_at": ends}, reason="stopped")
+
+    async def close_room(self, room_id: str) -> None:
+        """Ending the live ends its sales: every open or scheduled sale of the room closes now (in
+        Redis, so no buy or HTTP reserve gets through after this) with ``sale_closed`` reason
+        ``live_ended``. Sales that had already ended keep their own close."""
+        now = await self.inventory.now_ms()
+        for rec in await self.store.list_sales(room_id):
+            counters = await self.inventory.counters(rec.sale_id)
+            if counters is None or counters.ends_at_ms <= now:
+                continue
+            ends = await self.inventory.close(rec.sale_id)
+            if ends is None:
+                continue
+            _, wire = await self.get(rec.sale_id)
+            await self.fire_close(room_id, {**wire, "ends_at": ends}, reason="live_ended")
+
+    async def restocked(self, room_id: str, sale_id: str, available: int) -> None:
+        """Expired holds brought a sold-out sale back: tell the room it is open again."""
+        try:
+            _, wire = await self.get(sale_id)
+        except NotFound:
+            return
+        if wire["state"] == "open":
+            await self.bus.publish(room_id, ev.sale_open(wire, restocked=True), {f"sale:{sale_id}": wire})

@@ -1,0 +1,39 @@
+"""The hold record: the one written schema of a hold as the Lua scripts store it. Pure.
+
+A hold lives in the sale's holds hash (``inventory.keys.SaleKeys.holds``): field = hold id
+(``<sale id>.<16 hex>``), value = a JSON object with short keys (the burst writes thousands per
+second, so every byte counts). ``reserve.lua`` creates it; ``confirm.lua``, ``release.lua`` and
+``reap.lua`` change ``s`` and add the fields of their transition; ``audit.lua`` sums ``q`` by ``s``.
+Every script header points here; ``Hold.from_record`` is the only Python reader.
+
+| key  | type   | written by      | meaning                                                       |
+|------|--------|-----------------|---------------------------------------------------------------|
+| `u`  | string | reserve         | user id (the buyer; owns the hold)                            |
+| `q`  | int    | reserve         | units held                                                    |
+| `p`  | int    | reserve         | pay-by deadline, ms of Redis TIME                             |
+| `s`  | string | all             | status: `held` -> `confirmed` \\| `released` \\| `expired`       |
+| `r`  | string | reserve         | the request id that created it (idempotency key, with `u`)    |
+| `t`  | int    | reserve         | created at, ms                                                |
+| `c`  | int    | confirm         | confirmed (paid) at, ms                                       |
+| `pr` | string | confirm         | payment reference                                             |
+| `x`  | int    | release, reap,  | ended at (released or expired), ms                            |
+|      |        | confirm (late)  |                                                               |
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+__all__ = ["USER", "QTY", "PAY_BY", "STATUS", "REQUEST", "CREATED", "CONFIRMED", "PAYMENT_REF", "ENDED",
+           "STATUSES"]
+
+USER: Final = "u"
+QTY: Final = "q"
+PAY_BY: Final = "p"
+STATUS: Final = "s"
+REQUEST: Final = "r"
+CREATED: Final = "t"
+CONFIRMED: Final = "c"
+PAYMENT_REF: Final = "pr"
+ENDED: Final = "x"
+STATUSES: Final = ("held", "confirmed", "released", "expired")

@@ -1,0 +1,143 @@
+"""Ambient ticks: every ``tick_ms`` (stretched by ``decisions.tick_stride`` under load) each room with
+something new gets one ``tick`` frame (viewers, likes, units left, comments, "just bought"), framed
+once per lane and skipped for connections above the soft write-buffer limit. Also reports this
+process's viewers to Redis once a second and polls units left of open sales."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+import orjson
+
+from commerce.room_bus import RoomBus
+
+from .decisions import UNITS, UNITS_CHANGED, VIEWERS, tick_message, tick_stride
+from .frames import BINARY, TEXT, frame
+from .lifecycle import LoopPart
+from .messages import encode_msgpack
+from .rooms import LocalRoom, RoomRegistry
+
+__all__ = ["Ticker", "UnitsSource"]
+
+log = logging.getLogger(__name__)
+
+VIEWERS_EVERY_S = 1.0
+
+
+class UnitsSource(Protocol):
+    """Units left of sales (``inventory.scripts.Inventory`` is one)."""
+
+    async def available_many(self, sale_ids: Sequence[str]) -> dict[str, int | None]: ...
+
+
+class Ticker(LoopPart):
+    name = "ticker"
+
+    def __init__(self, registry: RoomRegistry, bus: RoomBus, units: UnitsSource, now_ms: Callable[[], int], *,
+                 gateway_id: str, tick_ms: int, ambient_rate: int, sample_threshold: int, soft_limit: int,
+                 stats: dict[str, int]) -> None:
+        super().__init__()
+        self._registry = registry
+        self._bus = bus
+        self._units = units
+        self._now_ms = now_ms
+        self._gateway_id = gateway_id
+        self.tick_s = tick_ms / 1000
+        self.ambient_rate = ambient_rate  # ambient frames per second this process writes at most
+        self._sample_threshold = sample_threshold
+        self._soft_limit = soft_limit
+        self._stats = stats
+        self._viewers_at = 0.0
+
+    def stride(self) -> int:
+        return tick_stride(self._registry.connections(), self.ambient_rate, self.tick_s)
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_at = loop.time()
+        n = 0
+        while not self._closing:
+            next_at += self.tick_s
+            await asyncio.sleep(max(0.0, next_at - loop.time()))
+            if loop.time() - next_at > self.tick_s:  # fell behind: skip, don't burst
+                next_at = loop.time()
+            n += 1
+            try:
+                await self._step(n, loop.time())
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("tick failed: %s", exc)
+
+    async def _step(self, n: int, mono: float) -> None:
+        now = self._now_ms()
+        if mono - self._viewers_at >= VIEWERS_EVERY_S:
+            self._viewers_at = mono
+            await self._report_viewers(now)
+        if n % self.stride():
+            return
+        await self._poll_units(now)
+        for room in list(self._registry.rooms.values()):
+            if room.ready.is_set() and room.size:
+                self._tick(room, now)
+            elif room.ready.is_set():
+                room.comments.clear()
+                room.bought.clear()
+                room.dirty.clear()
+
+    async def _report_viewers(self, now: int) -> None:
+        for room in list(self._registry.rooms.values()):
+            total = await self._bus.report_viewers(room.room_id, self._gateway_id, room.size, now)
+            if total != room.state.viewers:
+                room.state.viewers = total
+                room.dirty.add(VIEWERS)
+
+    async def _poll_units(self, now: int) -> None:
+        wanted = [(room, sid) for room in self._registry.rooms.values()
+                  if room.ready.is_set() and room.size and UNITS in room.dirty
+                  for sid in room.state.open_sales(now)]
+        if not wanted:
+            return
+        units = await self._units.available_many([sid for _, sid in wanted])
+        for room, sid in wanted:
+            v = units.get(sid)
+            if v is not None and room.state.units.get(sid) != v:
+                room.state.units[sid] = v
+                room.dirty.add(UNITS_CHANGED)
+
+    def _tick(self, room: LocalRoom, now: int) -> None:
+        dirty = room.dirty
+        if not (dirty or room.comments or room.bought):
+            return
+        msg, keep_polling = tick_message(room.state, dirty, room.comments, room.bought, room_size=room.size,
+                                         sample_threshold=self._sample_threshold, now_ms=now)
+        room.comments = []
+        room.bought = []
+        dirty.clear()
+        if keep_polling:
+            dirty.add(UNITS)
+        if msg is not None:
+            self._stats["ticks"] += 1
+            self._send(room, msg)
+
+    def _send(self, room: LocalRoom, msg: dict[str, Any]) -> None:
+        """The ambient lane: one frame per lane; connections over the soft limit skip it."""
+        soft = self._soft_limit
+        reap = self._registry.reap_dead
+        for conns, binary in ((room.text, False), (room.bin, True)):
+            if not conns:
+                continue
+            fr = frame(encode_msgpack(msg), BINARY) if binary else frame(orjson.dumps(msg), TEXT)
+            for c in list(conns):
+                if c.dead or c.transport.get_write_buffer_size() > soft:
+                    if not c.dead:
+                        c.skipped += 1
+                        self._stats["skipped"] += 1
+                    if not c.write(b""):  # closes it past the hard limit; reaps closed ones
+                        reap(c)
+                    continue
+                if not c.write(fr):
+                    reap(c)
