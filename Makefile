@@ -1,10 +1,11 @@
-# livesale: `make demo` runs the whole system on embedded defaults; `make test` runs the suite.
+# livesale: `make demo` runs the whole system on embedded defaults; `make test` runs the suite
+# (tests/unit, then tests/integration, then tests/e2e); `make unit` the unit layer alone; `make lint` ruff + mypy.
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test serve loadtest bench browser clean
+.PHONY: demo test unit lint serve loadtest bench browser clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); \
@@ -19,7 +20,7 @@ demo: $(STAMP)
 serve: $(STAMP)
 	$(VENV)/bin/livesale serve
 
-# Same lookup as tests/test_browser.py: chromium or chromium-browser on PATH, else /usr/bin/chromium.
+# Same lookup as tests/browser_helpers.py: chromium or chromium-browser on PATH, else /usr/bin/chromium.
 # Not root: try passwordless sudo (sudo -n never prompts) before giving up.
 browser:
 	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
@@ -30,8 +31,18 @@ browser:
 	    || echo "chromium not installed (needs root or passwordless sudo): browser tests will be skipped" \
 	            "(a failure under LIVESALE_REQUIRE_BROWSER=1)"; }
 
+# All three layers, in pyproject's testpaths order: tests/unit, tests/integration, tests/e2e.
 test: $(STAMP) browser
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Pure code only (no Redis, SQL, sockets or processes): seconds, not minutes.
+unit: $(STAMP)
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+# Config in pyproject.toml ([tool.ruff], [tool.mypy]); .ci/run runs this before the suite.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 loadtest: $(STAMP)
 	$(PY) -m loadtest.run_locust --users $${USERS:-200} --seconds $${SECONDS_:-30}
@@ -41,4 +52,4 @@ bench: $(STAMP)
 	$(PY) -m loadtest.bench $(ARGS)
 
 clean:
-	rm -rf $(VENV) .livesale test-output *.egg-info
+	rm -rf $(VENV) .livesale test-output *.egg-info .mypy_cache .ruff_cache

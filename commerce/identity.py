@@ -83,5 +83,6 @@ def verify_token(secret: str, token: object) -> Identity:
     rooms = claims.get("rooms") or []
     if not isinstance(rooms, list) or not all(isinstance(r, str) for r in rooms):
         raise TokenError("token has malformed rooms")
-    name = claims.get("name") if isinstance(claims.get("name"), str) else sub
+    raw_name = claims.get("name")
+    name = raw_name if isinstance(raw_name, str) else sub
     return Identity(user=sub, name=name[:40], role=role, rooms=tuple(rooms))

@@ -8,6 +8,7 @@ byte: ``E`` sequenced event json, ``A`` ambient json, ``U`` user-targeted json.
 from __future__ import annotations
 
 import importlib.resources
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -34,7 +35,7 @@ class RoomBus:
     async def load_script(self) -> None:
         await self.redis.script_load(self._publish.script)
 
-    async def publish(self, room_id: str, event: dict[str, Any] | None,
+    async def publish(self, room_id: str, event: Mapping[str, Any] | None,
                       state: dict[str, Any] | None = None, once: str = "") -> int:
         """Publish a sequenced event (and/or state changes). Returns its seq, 0 if none was published.
 

@@ -10,9 +10,9 @@ A request is a frozen dataclass whose fields carry their rule as ``Annotated`` m
 ``Schema(Buy, "buy")`` reads the annotations once and builds one checker per field; ``parse`` then
 checks a decoded JSON / msgpack object and returns a ``Buy``. A field without a default is required.
 An absent field takes its default; JSON ``null`` is a value of the wrong type (``BAD_MESSAGE``),
-unless the field's type admits None (``X | None``: null means "none") or carries ``NullMeansAbsent``. A value of the right type outside its range is
-``INVALID``. msgspec.convert was measured against these validators on the buy path and was slower
-(loadtest/ab_parse.py; docs/BENCHMARKS.md).
+unless the field's type admits None (``X | None``: null means "none") or carries ``NullMeansAbsent``.
+A value of the right type outside its range is ``INVALID``. msgspec.convert was measured against these
+validators on the buy path and was slower (loadtest/ab_parse.py; docs/BENCHMARKS.md).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 This module sits in the lowest package so every layer can use it (``server`` -> ``stream_gateway``
 -> ``commerce`` -> ``inventory``). The load generators keep their own copy of the sale layout they
-need (``loadtest/engine.py``); tests/test_keys.py checks that copy against this module.
+need (``loadtest/engine.py``); tests/unit/test_keys.py checks that copy against this module.
 
 - All keys of one sale share the hash tag ``{sale:<id>}`` and all keys of one room the tag
   ``{room:<id>}``, so every script (which touches the keys of one sale, or of one room) runs on

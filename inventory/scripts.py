@@ -98,7 +98,7 @@ class Inventory:
             for sid in ids:
                 p.hget(K.sale_keys(sid).sale, "available")
             values = await p.execute()
-        return {sid: None if v is None else int(v) for sid, v in zip(ids, values)}
+        return {sid: None if v is None else int(v) for sid, v in zip(ids, values, strict=True)}
 
     async def close(self, sale_id: str) -> int | None:
         """End a sale now (Redis TIME); returns its ends_at ms, or None when unknown."""
@@ -119,7 +119,7 @@ class Inventory:
             return [ReserveResult(ReserveCode.INVALID, None, None, 0, 0) for _ in requests]
         k = K.sale_keys(sale_id)
         args: list[Any] = [self.max_qty]
-        for hold_id, r in zip(new_hold_ids(sale_id, len(requests)), requests):
+        for hold_id, r in zip(new_hold_ids(sale_id, len(requests)), requests, strict=True):
             qty = str(r.qty) if isinstance(r.qty, int) and not isinstance(r.qty, bool) else "x"
             rid = r.request_id if isinstance(r.request_id, str) else ""  # "" fails Lua's is_id: INVALID
             user = r.user_id if isinstance(r.user_id, str) else ""

@@ -16,7 +16,7 @@ import dataclasses
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,10 +25,11 @@ from redis.exceptions import RedisError, ResponseError
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyError
 
 from . import keys as K
-from .domain import CURRENCY_RE, ID_RE, MAX_PRICE, SLUG_RE
+from .janitor import OutboxJanitor
+from .outbox import parse_entry, text as _s
 from .store import OrderRecord, Store
 
-__all__ = ["SettlementWorker", "SettlementStats", "parse_entry"]
+__all__ = ["SettlementWorker", "SettlementStats"]
 
 log = logging.getLogger(__name__)
 
@@ -36,49 +37,9 @@ OnCommitted = Callable[[list[OrderRecord]], Awaitable[None]]
 Fault = Callable[[str], None]
 Entry = tuple[str, str, "dict[str, str] | None"]  # (stream key, entry id, fields)
 
-_STR_FIELDS = ("order_id", "sale_id", "room_id", "sku", "user_id", "payment_ref")
-_PAGE = 100          # XPENDING page size in the janitor
-_MAX_PAGES = 10      # per stream and janitor pass
-_MAX_TOTAL = 2**63 - 1
 _TRANSIENT = (SQLAlchemyError, OSError, TimeoutError)  # DB down, locked, pool exhausted: retry
 _PERMANENT = (DataError, IntegrityError)                # a row the DB refuses: isolate it
 _HOOK_TRANSIENT = (RedisError, OSError, TimeoutError)   # on_committed could not publish: redeliver
-
-
-def _s(v: Any) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
-
-
-def _uint(name: str, raw: str, lo: int, hi: int) -> int:
-    if not (raw.isascii() and raw.isdigit()) or (len(raw) > 1 and raw[0] == "0") or not lo <= int(raw) <= hi:
-        raise ValueError(f"{name} must be an integer between {lo} and {hi}")
-    return int(raw)
-
-
-def parse_entry(stream: str, entry_id: str, fields: Mapping[Any, Any], settled_at_ms: int) -> OrderRecord:
-    """An outbox entry as an order; ``ValueError`` names what is wrong with a malformed one."""
-    f = {_s(k): _s(v) for k, v in fields.items()}
-    if f.get("v") != "1":
-        raise ValueError("unsupported entry version")
-    for name in _STR_FIELDS:
-        pattern = SLUG_RE if name in ("sale_id", "room_id") else ID_RE
-        if not pattern.match(f.get(name, "")):
-            raise ValueError(f"{name} is missing or malformed")
-    if f["sale_id"] != K.sale_id_of_outbox(stream):
-        raise ValueError("sale_id does not match the stream")
-    if not CURRENCY_RE.match(f.get("currency", "")):
-        raise ValueError("currency is missing or malformed")
-    qty = _uint("qty", f.get("qty", ""), 1, 10**9)
-    price = _uint("unit_price", f.get("unit_price", ""), 0, MAX_PRICE)
-    if qty * price > _MAX_TOTAL:
-        raise ValueError("total out of range")
-    return OrderRecord(
-        order_id=f["order_id"], sale_id=f["sale_id"], room_id=f["room_id"], sku=f["sku"], user_id=f["user_id"],
-        qty=qty, unit_price=price, total=qty * price, currency=f["currency"], payment_ref=f["payment_ref"],
-        reserved_at_ms=_uint("reserved_at", f.get("reserved_at", ""), 0, 10**14),
-        confirmed_at_ms=_uint("confirmed_at", f.get("confirmed_at", ""), 0, 10**14),
-        settled_at_ms=settled_at_ms, stream_id=entry_id,
-    )
 
 
 def _id(raw: str) -> tuple[int, int]:
@@ -123,7 +84,7 @@ class _Backoff:
         self.delay = self.first
 
 
-class SettlementWorker:
+class SettlementWorker(OutboxJanitor):
     """Moves confirmed orders from the outbox streams into the ``Store``.
 
     ``on_committed(orders)`` is awaited after each batch's commit and before its XACK, with every
@@ -265,7 +226,7 @@ class SettlementWorker:
     async def _read(self, block: bool) -> list[Entry]:
         own = {k: c for k, c in self._cursors.items() if c != ">"}
         if own:  # start-up / after errors: our own pending entries first
-            got = self._entries(await self.redis.xreadgroup(self.group, self.consumer, own, count=self.batch))
+            got = self._entries(await self.redis.xreadgroup(self.group, self.consumer, own, count=self.batch))  # type: ignore[arg-type]  # redis-py: invariant dict/list of its key types
             for key in own:
                 ids = [i for k, i, _ in got if k == key]
                 self._cursors[key] = ids[-1] if ids else ">"
@@ -275,7 +236,7 @@ class SettlementWorker:
             return []
         streams = {k: ">" for k in self._cursors}
         return self._entries(await self.redis.xreadgroup(
-            self.group, self.consumer, streams, count=self.batch, block=self.block_ms if block else None))
+            self.group, self.consumer, streams, count=self.batch, block=self.block_ms if block else None))  # type: ignore[arg-type]  # redis-py: invariant dict/list of its key types
 
     @staticmethod
     def _entries(reply: Any) -> list[Entry]:
@@ -376,10 +337,10 @@ class SettlementWorker:
                 if len(items) == 1:
                     self._mark_poison(items[0][0], items[0][1], f"refused by the database: {_describe(exc)}")
                     return []
-                stored: list[tuple[str, str, OrderRecord]] = []
+                kept: list[tuple[str, str, OrderRecord]] = []
                 for item in items:  # isolate the refused row; the others still settle
-                    stored += await self._commit([item])
-                return stored
+                    kept += await self._commit([item])
+                return kept
             except _TRANSIENT as exc:
                 self.stats.db_failures += 1
                 if self._stop.is_set():
@@ -398,7 +359,7 @@ class SettlementWorker:
         for key, entry_id, _ in items:
             ids.setdefault(key, []).append(entry_id)
         for key, key_ids in ids.items():
-            await self.redis.xclaim(key, self.group, self.consumer, self.claim_idle_ms // 2, key_ids, justid=True)
+            await self.redis.xclaim(key, self.group, self.consumer, self.claim_idle_ms // 2, key_ids, justid=True)  # type: ignore[arg-type]  # redis-py: invariant dict/list of its key types
 
     async def _trim(self, key: str) -> None:
         """XTRIM MINID below every group's oldest pending and last-delivered id."""
@@ -414,86 +375,6 @@ class SettlementWorker:
             floor = bound if floor is None else min(floor, bound)
         if floor is not None and floor > (0, 0):
             await self.redis.xtrim(key, minid=f"{floor[0]}-{floor[1]}", approximate=False)
-
-    # -- janitor ---------------------------------------------------------------------------------
-
-    async def _janitor(self) -> int:
-        """Dead-letter over-delivered entries, then reclaim idle ones; returns entries handled."""
-        handled = 0
-        for key in list(self._cursors):
-            if self._stop.is_set():
-                break
-            handled += await self._dead_letter_overdue(key)
-            handled += await self._reclaim(key)
-        return handled
-
-    async def _dead_letter_overdue(self, key: str) -> int:
-        moved, start = 0, "-"
-        for _ in range(_MAX_PAGES):
-            rows = await self.redis.xpending_range(key, self.group, min=start, max="+", count=_PAGE,
-                                                   idle=self.claim_idle_ms)
-            for row in rows:
-                if int(row["times_delivered"]) > self.max_deliveries:
-                    await self._move_to_dead_letter(key, _s(row["message_id"]), int(row["times_delivered"]))
-                    moved += 1
-            if len(rows) < _PAGE:
-                break
-            start = "(" + _s(rows[-1]["message_id"])
-        if moved:
-            await self._trim(key)
-        return moved
-
-    async def _move_to_dead_letter(self, key: str, entry_id: str, deliveries: int) -> None:
-        found = await self.redis.xrange(key, entry_id, entry_id)
-        fields = {_s(k): _s(v) for k, v in (found[0][1] or {}).items()} if found else {}
-        if fields and await self._ack_if_settled(key, entry_id, fields, deliveries):
-            return
-        reason = self._poison.pop((key, entry_id), None) or (
-            f"delivered {deliveries} times without settling" if found else "entry missing from the stream")
-        extra = {"source_stream": key, "source_id": entry_id, "reason": reason, "deliveries": str(deliveries)}
-        payload = {("field." + k if k in extra else k): v for k, v in fields.items()}
-        payload.update(extra)
-        await self.redis.xadd(self.dead_letter, payload)
-        await self.redis.xack(key, self.group, entry_id)
-        self.stats.dead_lettered += 1
-        log.error("settlement: entry %s %s moved to %s after %d deliveries: %s",
-                  key, entry_id, self.dead_letter, deliveries, reason)
-
-    async def _ack_if_settled(self, key: str, entry_id: str, fields: dict[str, str], deliveries: int) -> bool:
-        """An over-delivered entry whose order is already in SQL was settled (its workers died between
-        commit and ack): notify its buyer (``on_committed``, errors propagate: left pending) and ack
-        it, rather than dead-lettering it and never sending its order_confirmed."""
-        try:
-            order_id = parse_entry(key, entry_id, fields, 0).order_id
-        except ValueError:
-            return False
-        stored = (await self.store.get_orders([order_id])).get(order_id)
-        if stored is None:
-            return False
-        await self._notify([stored])
-        await self.redis.xack(key, self.group, entry_id)
-        self.stats.settled += 1
-        log.warning("settlement: entry %s %s delivered %d times was already settled; notified and acked",
-                    key, entry_id, deliveries)
-        return True
-
-    async def _reclaim(self, key: str) -> int:
-        claimed, start = 0, "0-0"
-        for _ in range(_MAX_PAGES):
-            reply = await self.redis.xautoclaim(key, self.group, self.consumer, self.claim_idle_ms,
-                                                start_id=start, count=self.batch)
-            # Redis 7: [next, entries, deleted ids]; 6.2: [next, entries] (deleted entries as nil)
-            nxt, items = _s(reply[0]), reply[1]
-            entries = [(key, _s(i), f) for i, f in items if i is not None]
-            if entries:
-                self.stats.reclaimed += len(entries)
-                log.info("settlement: reclaimed %d idle entries of %s", len(entries), key)
-                await self._process(entries)
-                claimed += len(entries)
-            if nxt == "0-0" or self._stop.is_set():
-                break
-            start = nxt
-        return claimed
 
     async def _all_settled(self) -> bool:
         """Nothing pending in the group on any known stream."""

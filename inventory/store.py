@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     BigInteger, CheckConstraint, Column, Index, Integer, MetaData, PrimaryKeyConstraint, String, Table, Text,
@@ -183,6 +183,9 @@ def async_url(url: str) -> str:
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
+
+
+_R = TypeVar("_R")
 
 
 def _row(cls: type, row: Any) -> Any:
@@ -414,10 +417,13 @@ class Store:
 
     # -- helpers ---------------------------------------------------------------------------------
 
-    async def _one(self, cls: type, q: Any) -> Any:
+    async def _one(self, cls: type[_R], q: Any) -> _R | None:
         async with self.engine.connect() as conn:
             row = (await conn.execute(q)).first()
-        return None if row is None else _row(cls, row)
+        if row is None:
+            return None
+        record: _R = _row(cls, row)
+        return record
 
     async def _all(self, cls: type, q: Any) -> list[Any]:
         async with self.engine.connect() as conn:

@@ -52,7 +52,7 @@ def main(n: int = 100_000, rounds: int = 5) -> dict[str, float]:
     assert ours().body.qty == with_msgspec().qty == 1
     results: dict[str, list[float]] = {"ours (compiled validators)": [], "msgspec.convert": []}
     for _ in range(rounds):
-        for name, fn in zip(results, (ours, with_msgspec)):
+        for name, fn in zip(results, (ours, with_msgspec), strict=True):
             results[name].append(timeit.timeit(fn, number=n) / n * 1e9)
     out = {name: statistics.median(v) for name, v in results.items()}
     for name, ns in out.items():

@@ -84,7 +84,7 @@ def machine() -> dict:
     import aiohttp
     return {"cpu": cpu, "cores": os.cpu_count(), "ram_gib": round(mem_kib / 2**20, 1), "kernel": platform.release(),
             "python": platform.python_version(), "node": sh("node --version"), "aiohttp": aiohttp.__version__,
-            "nofile": sh("ulimit -Hn"), "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "nofile": sh("ulimit -Hn"), "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
             "git": sh(f"git -C {ROOT} log -1 --format=%h")}
 
 
@@ -232,7 +232,7 @@ async def baseline_ab(only: set[str], q: bool, wt: Worktree) -> dict:
     sides = (("baseline", wt.path), ("this", ROOT))
     plan = ab_plan(q)
     out: dict = {"sha": wt.sha, "short": wt.short, "this": this_label, "worktree": str(wt.path), "imports": imports,
-                 "repeat": AB_REPEAT, "quick": q, "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+                 "repeat": AB_REPEAT, "quick": q, "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
                  "steps": {}}
     for step in (s for s in AB_STEPS if s in only):
         runs: dict[str, list[dict]] = {name: [] for name, _ in sides}

@@ -48,7 +48,7 @@ def mint_viewer_token(secret: str, user: str, name: str, ttl_s: int = 3600) -> s
 class Buyer(lean.WSProto):
     __slots__ = ("st", "token", "joined", "k", "sent", "pre")
 
-    def __init__(self, st: "State", token: str) -> None:
+    def __init__(self, st: State, token: str) -> None:
         super().__init__()
         self.st = st
         self.token = token
@@ -142,7 +142,7 @@ async def _clock_offset(c: Buyer, st: State) -> float:
         c.send(orjson.dumps({"type": "clock", "t0": t0}))
         try:
             msg, t3 = await asyncio.wait_for(st.clock_waiter, 5)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             continue
         rtt = (t3 - t0) - (msg["t2"] - msg["t1"])
         off = ((msg["t1"] - t0) + (msg["t2"] - t3)) / 2

@@ -77,7 +77,7 @@ class PrivateValkey:
     def url(self) -> str:
         return f"unix://{self.sock}"
 
-    def start(self) -> "PrivateValkey":
+    def start(self) -> PrivateValkey:
         args = [self.binary, "--port", "0", "--unixsocket", self.sock, "--unixsocketperm", "700",
                 "--dir", str(self.dir), "--save", "", "--maxmemory-policy", "noeviction",
                 "--appendonly", "yes" if self.aof else "no", "--appendfsync", "everysec"]

@@ -46,7 +46,7 @@ def ann_text(sched_ms: float) -> str:
 class Viewer(lean.WSProto):
     __slots__ = ("st", "mode", "joined", "cnt", "first", "last", "gaps", "ooo")
 
-    def __init__(self, st: "WorkerState", mode: str) -> None:
+    def __init__(self, st: WorkerState, mode: str) -> None:
         super().__init__()
         self.st = st
         self.mode = mode

@@ -241,7 +241,7 @@ async def connect_many(n: int, factory: Callable[[], WSProto], host: str, port: 
                     if progress and len(out) % 1000 == 0:
                         progress(len(out))
                     return
-                except (OSError, asyncio.TimeoutError, ConnectionError):
+                except (TimeoutError, OSError, ConnectionError):
                     if attempt == retries:
                         failures += 1
                         return
@@ -275,7 +275,7 @@ class Histogram:
         if ms > self.maxv:
             self.maxv = ms
 
-    def merge(self, other: "Histogram") -> None:
+    def merge(self, other: Histogram) -> None:
         nz = [(i, c) for i, c in enumerate(other.counts) if c]
         for i, c in nz:
             self.counts[i] += c
@@ -286,7 +286,7 @@ class Histogram:
         return {"b": [(i, c) for i, c in enumerate(self.counts) if c], "n": self.n, "max": self.maxv}
 
     @classmethod
-    def from_sparse(cls, d: dict) -> "Histogram":
+    def from_sparse(cls, d: dict) -> Histogram:
         h = cls()
         for i, c in d["b"]:
             h.counts[i] += c

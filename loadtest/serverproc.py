@@ -57,7 +57,7 @@ def _taskset(cores: set[int] | None) -> list[str]:
     return []
 
 
-_LIVE: set["Proc"] = set()
+_LIVE: set[Proc] = set()
 
 
 @atexit.register
@@ -86,7 +86,7 @@ class Proc:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 90.0) -> "Proc":
+    def start(self, timeout: float = 90.0) -> Proc:
         self.log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(self.cmd, env=self.env, cwd=self.cwd, stdout=self.log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
@@ -207,7 +207,7 @@ class Worktree:
         self.path = base / f"{WORKTREE_PREFIX}{self.short}-{os.getpid()}"
         self._made = False
 
-    def create(self) -> "Worktree":
+    def create(self) -> Worktree:
         self.sweep_stale(self.repo)
         if self.path.exists():
             self._remove_path()
@@ -232,7 +232,7 @@ class Worktree:
         with contextlib.suppress(Exception):
             git("worktree", "prune", cwd=self.repo)
 
-    def __enter__(self) -> "Worktree":
+    def __enter__(self) -> Worktree:
         return self.create()
 
     def __exit__(self, *exc) -> None:

@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 import orjson
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from commerce.errors import (
     BadJson, BadMessage, CommerceError, ErrorCode, Forbidden, InvalidInput, NotFound, Refused, Unauthorized, as_error,
@@ -53,7 +54,7 @@ def _error_response(code: str, message: str, status: int) -> web.Response:
 
 
 @web.middleware
-async def error_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     if len(request.raw_path) > MAX_URL_BYTES:
         return _error_response("URI_TOO_LONG", f"the URL is longer than {MAX_URL_BYTES} bytes", 414)
     try:

@@ -121,8 +121,9 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     core = await Core.open(s)
     commerce = core.commerce
     commerce.start()
-    hub = Hub(core.raw, core.bus, core.inventory, tick_ms=s.tick_ms, replay_keep=s.replay_buffer, soft_limit=s.ws_soft_limit,
-              heartbeat_s=s.heartbeat_s, sample_threshold=s.sample_threshold, ambient_rate=s.ambient_rate,
+    hub = Hub(core.raw, core.bus, core.inventory, tick_ms=s.tick_ms, replay_keep=s.replay_buffer,
+              soft_limit=s.ws_soft_limit, heartbeat_s=s.heartbeat_s, sample_threshold=s.sample_threshold,
+              ambient_rate=s.ambient_rate,
               on_open=commerce.sales.fire_open, on_close=commerce.sales.fire_close)
     await hub.start()
     gateway = Gateway(hub, commerce, s.secret,

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 __all__ = ["SETTINGS", "CORE", "COMMERCE", "HUB", "GATEWAY"]
 
 SETTINGS = web.AppKey("settings", Settings)
-CORE = web.AppKey("core", "Core")
+CORE: web.AppKey[Core] = web.AppKey("core")
 COMMERCE = web.AppKey("commerce", Commerce)
 HUB = web.AppKey("hub", Hub)
 GATEWAY = web.AppKey("gateway", Gateway)

@@ -25,7 +25,7 @@ __all__ = ["run_demo"]
 log = logging.getLogger(__name__)
 
 ROOM = "demo"
-PRODUCTS = [
+PRODUCTS: list[dict[str, Any]] = [
     {"product_id": "lipstick", "sku": "LS-RED-01", "title": "Velvet Matte Lipstick, Ruby", "unit_price": 1990,
      "description": "Long-wear matte finish. 12 shades."},
     {"product_id": "serum", "sku": "SR-VITC-30", "title": "Vitamin C Glow Serum 30 ml", "unit_price": 3450,

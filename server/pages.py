@@ -5,13 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 __all__ = ["setup", "WEB_DIR"]
 
 WEB_DIR = Path(__file__).parent / "web"
 
 
-def _page(name: str):
+def _page(name: str) -> Handler:
     async def handler(request: web.Request) -> web.StreamResponse:
         path = WEB_DIR / name
         if not path.exists():

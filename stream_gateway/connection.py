@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
@@ -73,12 +74,12 @@ class Conn:
             self._settled = asyncio.get_running_loop().create_future()
             try:
                 await asyncio.wait_for(self._settled, timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             finally:
                 self._settled = None
 
-    def send(self, obj: dict[str, Any]) -> None:
+    def send(self, obj: Mapping[str, Any]) -> None:
         """A personal message (critical lane): encoded for this connection, never skipped."""
         if self.binary:
             self.write(frame(encode_msgpack(obj), BINARY))

@@ -25,8 +25,6 @@ import logging
 import os
 import secrets
 import socket
-from types import TracebackType
-from typing import Self
 
 from redis.asyncio import Redis
 
@@ -36,6 +34,7 @@ from .clock import RedisClock
 from .connection import CLOSE_GOING_AWAY, Conn
 from .fanout import RoomFeed
 from .heartbeat import Heartbeat
+from .lifecycle import Lifecycle
 from .reader import RoomReader
 from .rooms import LocalRoom, RoomRegistry
 from .sale_timers import SaleHook, SaleTimers
@@ -49,7 +48,7 @@ log = logging.getLogger(__name__)
 GOODBYE_TIMEOUT_S = 1.0
 
 
-class Hub:
+class Hub(Lifecycle):
     def __init__(self, redis: Redis, bus: RoomBus, units: UnitsSource, *, tick_ms: int, replay_keep: int,
                  soft_limit: int, heartbeat_s: float, sample_threshold: int, ambient_rate: int = 20000,
                  on_open: SaleHook, on_close: SaleHook) -> None:
@@ -106,16 +105,6 @@ class Hub:
                 await part.aclose()
         finally:
             self._closed.set()
-
-    stop = aclose  # the old name (``Gateway.close_all`` still calls it)
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
-        await self.aclose()
 
     # -- membership -------------------------------------------------------------------------------
 

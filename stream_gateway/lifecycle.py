@@ -13,15 +13,33 @@ from typing import Self
 
 from commerce.tasks import OwnedTasks
 
-__all__ = ["LoopPart", "STOP_TIMEOUT_S"]
+__all__ = ["Lifecycle", "LoopPart", "STOP_TIMEOUT_S"]
 
 log = logging.getLogger(__name__)
 
 STOP_TIMEOUT_S = 5.0
 
 
-class LoopPart:
-    """A long-lived part with one background loop (``_run``); also an async context manager."""
+class Lifecycle:
+    """``start()`` / ``aclose()``, and ``async with`` for both."""
+
+    async def start(self) -> None:
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.aclose()
+
+
+class LoopPart(Lifecycle):
+    """A long-lived part with one background loop (``_run``)."""
 
     name = "loop"
 
@@ -41,11 +59,3 @@ class LoopPart:
         stuck = await self._tasks.cancel(STOP_TIMEOUT_S)
         if stuck:
             log.warning("%s stop: %d task(s) did not finish", self.name, stuck)
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
-        await self.aclose()

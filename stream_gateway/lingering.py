@@ -11,7 +11,7 @@ discarding whatever the client still sends until the client closes (or ``LINGER_
 only then closes the socket. Only the oversize case lingers; every other close is aiohttp's own.
 
 This hooks ``WebSocketResponse._close_transport`` and ``_req``, aiohttp internals (3.10-3.14);
-tests/test_ws_defects.py::test_oversize_frames_always_close_with_1009 fails loudly if an upgrade
+tests/integration/test_ws_defects.py::test_oversize_frames_always_close_with_1009 fails loudly if an upgrade
 changes them.
 """
 
@@ -41,7 +41,7 @@ class _Discard(asyncio.Protocol):
     def eof_received(self) -> bool:
         return False  # the client closed its side: let the transport close
 
-    def connection_lost(self, exc: BaseException | None) -> None:
+    def connection_lost(self, exc: Exception | None) -> None:
         if not self.done.done():
             self.done.set_result(None)
         self.previous.connection_lost(exc)  # aiohttp's handler bookkeeping (connection registry)
@@ -82,6 +82,6 @@ class GatewaySocket(web.WebSocketResponse):
             await asyncio.shield(self.lingering)
 
 
-def _give_up(transport: asyncio.BaseTransport) -> None:
+def _give_up(transport: asyncio.Transport) -> None:
     if not transport.is_closing():
         transport.abort()

@@ -122,7 +122,8 @@ def encode_json(obj: Any) -> bytes:
 
 
 def encode_msgpack(obj: Any) -> bytes:
-    return msgpack.packb(obj, use_bin_type=True)
+    out: bytes = msgpack.packb(obj, use_bin_type=True)
+    return out
 
 
 # -- replies and personal messages ----------------------------------------------------------------------

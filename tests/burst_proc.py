@@ -1,4 +1,4 @@
-"""One OS process of a reserve burst (run by tests/test_inventory_burst.py; not a test module).
+"""One OS process of a reserve burst (run by tests/e2e/test_inventory_burst.py; not a test module).
 
 Protocol over stdin/stdout, one JSON line each way:
   parent -> child  config line: {"url", "sale_id", "mode": "single"|"batch", "batch": n,

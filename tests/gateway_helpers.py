@@ -60,7 +60,7 @@ async def recv_until(ws: aiohttp.ClientWebSocketResponse, pred: Pred, timeout: f
     while True:
         left = deadline - loop.time()
         if left <= 0:
-            raise asyncio.TimeoutError("no matching message within %.1f s (seen %r)" % (timeout, (seen or [])[-5:]))
+            raise TimeoutError("no matching message within %.1f s (seen %r)" % (timeout, (seen or [])[-5:]))
         msg = await asyncio.wait_for(ws.receive(), left)
         if msg.type in (aiohttp.WSMsgType.PING, aiohttp.WSMsgType.PONG):
             continue
@@ -181,17 +181,17 @@ class WsClient:
                 raise AssertionError(f"closed ({self.close_code}) before a matching message; last: {self.msgs[-3:]}")
             left = deadline - loop.time()
             if left <= 0:
-                raise asyncio.TimeoutError(f"no matching message within {timeout} s; last: {self.msgs[-3:]}")
+                raise TimeoutError(f"no matching message within {timeout} s; last: {self.msgs[-3:]}")
             self._changed.clear()
             try:
                 await asyncio.wait_for(self._changed.wait(), left)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     async def wait_closed(self, timeout: float = 5.0) -> int | None:
         try:
             await asyncio.wait_for(self.closed.wait(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise AssertionError(f"the server did not close the socket within {timeout} s") from None
         return self.close_code
 

@@ -16,7 +16,8 @@ from aiohttp import web
 def announcement(seq: int, sched_ms: float) -> dict:
     """text = "s<scheduled ms>." + padding (~150-byte frame): lateness against the schedule is measurable."""
     head = f"s{round(sched_ms)}."
-    return {"type": "announcement", "seq": seq, "ts": int(time.time() * 1000), "text": head + "x" * max(0, 80 - len(head))}
+    return {"type": "announcement", "seq": seq, "ts": int(time.time() * 1000),
+            "text": head + "x" * max(0, 80 - len(head))}
 
 
 def add_control(app: web.Application, count_clients: Callable[[], int],

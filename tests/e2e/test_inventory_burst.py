@@ -24,8 +24,8 @@ from inventory.scripts import Inventory
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("drop_test_sales")]
 
-ROOT = Path(__file__).resolve().parents[1]
-PROC = Path(__file__).resolve().parent / "burst_proc.py"
+ROOT = Path(__file__).resolve().parents[2]
+PROC = ROOT / "tests" / "burst_proc.py"
 
 
 async def arm(inv: Inventory, sale_id: str, allocated: int, limit: int) -> SaleSpec:

@@ -22,7 +22,7 @@ import pytest
 
 from conftest import timeout
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300, method="thread")]
 
 
@@ -118,6 +118,6 @@ async def test_livesale_serve_runs_from_the_wheel(wheel_venv: Path, tmp_path: Pa
             proc.terminate()
             try:
                 await asyncio.wait_for(proc.wait(), timeout(30))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 proc.kill()
                 await proc.wait()

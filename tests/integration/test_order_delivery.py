@@ -34,7 +34,8 @@ from conftest import timeout
 from inventory import keys as K
 from inventory.domain import SaleSpec
 from inventory.scripts import Inventory
-from inventory.settlement import SettlementWorker, parse_entry
+from inventory.outbox import parse_entry
+from inventory.settlement import SettlementWorker
 from inventory.store import OrderRecord, Store
 from gateway_helpers import Api, WsClient, host_token, setup_room, viewer
 from commerce.service import order_confirmed_message, settled_notifier

@@ -9,7 +9,7 @@ import pytest
 
 from conftest import timeout
 from gateway_helpers import JSON, WsClient
-from test_multiprocess import ServerProc, free_port
+from proc_helpers import ServerProc, free_port
 
 pytestmark = pytest.mark.slow
 

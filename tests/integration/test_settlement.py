@@ -27,11 +27,12 @@ from conftest import timeout
 from inventory import keys as K
 from inventory.domain import SaleSpec
 from inventory.scripts import Inventory
-from inventory.settlement import SettlementWorker, parse_entry
+from inventory.outbox import parse_entry
+from inventory.settlement import SettlementWorker
 from inventory.store import OrderRecord, Store
 
-PROC = Path(__file__).resolve().parent / "settle_proc.py"
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
+PROC = ROOT / "tests" / "settle_proc.py"
 PRICE = 1999
 
 
@@ -466,7 +467,7 @@ async def test_settle_command_settles_and_stops_on_sigterm(inventory: Inventory,
                                                            tmp_path: Path, drop_test_sales: None) -> None:
     """`livesale settle` as deployed next to gateways that run with LIVESALE_SETTLE_IN_PROCESS=0: it
     settles what is already waiting and what comes while it runs, then stops cleanly on SIGTERM."""
-    from test_multiprocess import ServerProc
+    from proc_helpers import ServerProc
 
     now = await inventory.now_ms()
     spec = SaleSpec(sale_id=f"{uid}-cli", room_id=f"{uid}-r", sku="sku-1", unit_price=PRICE, currency="EUR",

@@ -25,7 +25,7 @@ from inventory.domain import (
 )
 from inventory.scripts import SCRIPT_NAMES, Inventory
 
-LUA_DIR = Path(__file__).resolve().parents[1] / "inventory" / "lua"
+LUA_DIR = Path(__file__).resolve().parents[2] / "inventory" / "lua"
 HAS_FRESH = "fresh" in ConfirmResult.__dataclass_fields__  # ConfirmResult.fresh, if this version has it
 
 

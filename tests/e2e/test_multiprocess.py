@@ -13,8 +13,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -23,78 +21,11 @@ import pytest
 
 from conftest import timeout
 from gateway_helpers import JSON, Api, WsClient, host_token, is_event, setup_room
+from proc_helpers import ServerProc, free_port
 from server.config import Settings
 from inventory.keys import room_keys
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120, method="thread")]
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class ServerProc:
-    """A `livesale serve` process; its stdout+stderr are drained into ``lines``."""
-
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
-        self.proc = proc
-        self.lines: list[str] = []
-        self._changed = asyncio.Event()
-        self._task = asyncio.create_task(self._drain())
-
-    @classmethod
-    async def start(cls, env: dict[str, str], args: tuple[str, ...] = (), command: str = "serve",
-                    unset: tuple[str, ...] = ()) -> ServerProc:
-        full = {**os.environ, "PYTHONPATH": str(ROOT), "LIVESALE_LOG_LEVEL": "WARNING", **env}
-        for name in unset:
-            full.pop(name, None)
-        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "server.cli", command, *args,
-                                                    cwd=str(ROOT),
-                                                    env=full, stdout=asyncio.subprocess.PIPE,
-                                                    stderr=asyncio.subprocess.STDOUT)
-        return cls(proc)
-
-    async def _drain(self) -> None:
-        assert self.proc.stdout is not None
-        while True:
-            line = await self.proc.stdout.readline()
-            if not line:
-                break
-            self.lines.append(line.decode(errors="replace").rstrip())
-            self._changed.set()
-        self._changed.set()
-
-    async def wait_lines(self, needle: str, count: int = 1, wait: float = 30.0) -> list[str]:
-        async def until() -> list[str]:
-            while True:
-                found = [ln for ln in self.lines if needle in ln]
-                if len(found) >= count:
-                    return found
-                if self.proc.returncode is not None or self._task.done():
-                    raise AssertionError(f"server exited ({self.proc.returncode}) before {needle!r}:\n"
-                                         + "\n".join(self.lines[-30:]))
-                self._changed.clear()
-                await self._changed.wait()
-        try:
-            return await asyncio.wait_for(until(), timeout(wait))
-        except asyncio.TimeoutError:
-            raise AssertionError(f"no {needle!r} within {wait}s:\n" + "\n".join(self.lines[-30:])) from None
-
-    async def stop(self, wait: float = 20.0) -> int:
-        if self.proc.returncode is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            rc = await asyncio.wait_for(self.proc.wait(), timeout(wait))
-        except asyncio.TimeoutError:
-            self.proc.kill()
-            rc = await self.proc.wait()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._task, 5)
-        return rc
 
 
 async def stop_parent(parent: ServerProc, children: set[int]) -> int:

@@ -2,7 +2,7 @@
 rate limit, sampled ticks in huge rooms, the masked "just bought" ticker, order_confirmed after an HTTP
 payment, hold expiry restocking a sold-out sale, and token subjects.
 
-Same style as tests/test_gateway.py (whose server fixture and Room helper are reused): each test has
+Same style as tests/integration/test_gateway.py (whose server fixture and Room helper are reused): each test has
 its own room id (``uid``); waits are condition-based with timeouts, never sleeps.
 """
 

@@ -28,9 +28,9 @@ import jwt
 import pytest
 
 from conftest import timeout
-from test_multiprocess import ServerProc, free_port
+from proc_helpers import ServerProc, free_port
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.timeout(180, method="thread")
 

@@ -1,0 +1,57 @@
+"""The outbox entry: how ``confirm.lua`` writes a confirmed order to the sale's outbox stream, and
+its parsing back into an ``OrderRecord`` for settlement. Pure.
+
+Fields (all strings, ``XADD`` by confirm.lua): ``v`` ("1"), ``order_id`` (= the hold id), ``sale_id``,
+``room_id``, ``sku``, ``user_id``, ``qty``, ``unit_price`` (minor units), ``currency``, ``payment_ref``,
+``reserved_at`` and ``confirmed_at`` (ms of Redis TIME).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from . import keys as K
+from .domain import CURRENCY_RE, ID_RE, MAX_PRICE, SLUG_RE
+from .store import OrderRecord
+
+__all__ = ["parse_entry", "text"]
+
+_STR_FIELDS = ("order_id", "sale_id", "room_id", "sku", "user_id", "payment_ref")
+_MAX_TOTAL = 2**63 - 1
+
+
+def text(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def _uint(name: str, raw: str, lo: int, hi: int) -> int:
+    if not (raw.isascii() and raw.isdigit()) or (len(raw) > 1 and raw[0] == "0") or not lo <= int(raw) <= hi:
+        raise ValueError(f"{name} must be an integer between {lo} and {hi}")
+    return int(raw)
+
+
+def parse_entry(stream: str, entry_id: str, fields: Mapping[Any, Any], settled_at_ms: int) -> OrderRecord:
+    """An outbox entry as an order; ``ValueError`` names what is wrong with a malformed one."""
+    f = {text(k): text(v) for k, v in fields.items()}
+    if f.get("v") != "1":
+        raise ValueError("unsupported entry version")
+    for name in _STR_FIELDS:
+        pattern = SLUG_RE if name in ("sale_id", "room_id") else ID_RE
+        if not pattern.match(f.get(name, "")):
+            raise ValueError(f"{name} is missing or malformed")
+    if f["sale_id"] != K.sale_id_of_outbox(stream):
+        raise ValueError("sale_id does not match the stream")
+    if not CURRENCY_RE.match(f.get("currency", "")):
+        raise ValueError("currency is missing or malformed")
+    qty = _uint("qty", f.get("qty", ""), 1, 10**9)
+    price = _uint("unit_price", f.get("unit_price", ""), 0, MAX_PRICE)
+    if qty * price > _MAX_TOTAL:
+        raise ValueError("total out of range")
+    return OrderRecord(
+        order_id=f["order_id"], sale_id=f["sale_id"], room_id=f["room_id"], sku=f["sku"], user_id=f["user_id"],
+        qty=qty, unit_price=price, total=qty * price, currency=f["currency"], payment_ref=f["payment_ref"],
+        reserved_at_ms=_uint("reserved_at", f.get("reserved_at", ""), 0, 10**14),
+        confirmed_at_ms=_uint("confirmed_at", f.get("confirmed_at", ""), 0, 10**14),
+        settled_at_ms=settled_at_ms, stream_id=entry_id,
+    )
