@@ -16,6 +16,7 @@ from typing import Any
 import aiohttp
 
 from commerce.identity import mint_host_token
+from commerce.tasks import OwnedTasks
 
 from .cli import run_server
 from .config import Settings
@@ -44,15 +45,15 @@ async def run_demo(settings: Settings) -> None:
     if settings.port == 0:
         settings = settings.replace(port=8080)
     stop = asyncio.Event()
-    tasks: list[asyncio.Task[Any]] = []
+    tasks = OwnedTasks(log, "demo task")
 
     async def ready(url: str) -> None:
         host_token = mint_host_token(settings.signing_secret(), "demo-host", (ROOM,))
         base = url.replace("0.0.0.0", "127.0.0.1")
         await _seed(base, host_token)
-        tasks.append(asyncio.create_task(_sales_loop(base, host_token, stop), name="demo-sales"))
+        tasks.spawn(_sales_loop(base, host_token, stop))
         for i in range(settings.demo_viewers):
-            tasks.append(asyncio.create_task(_viewer(base, NAMES[i % len(NAMES)], stop), name=f"demo-viewer-{i}"))
+            tasks.spawn(_viewer(base, NAMES[i % len(NAMES)], stop))
         print("\n  livesale demo is running\n"
               f"  viewer page : {base}/rooms/{ROOM}\n"
               f"  host panel  : {base}/host/{ROOM}#token={host_token}\n"
@@ -63,9 +64,7 @@ async def run_demo(settings: Settings) -> None:
         await run_server(settings, ready=ready)
     finally:
         stop.set()
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await tasks.cancel(5.0)
 
 
 async def _seed(base: str, token: str) -> None:
@@ -112,7 +111,7 @@ async def _viewer(base: str, name: str, stop: asyncio.Event) -> None:
             try:
                 async with s.ws_connect(f"{base}/ws", protocols=("livesale.v1.json",), heartbeat=20) as ws:
                     await ws.send_json({"type": "join", "room": ROOM, "token": token})
-                    chatter = asyncio.create_task(_chatter(ws, rng))
+                    chatter = asyncio.create_task(_chatter(ws, rng))  # this connection's; awaited below
                     try:
                         async for msg in ws:
                             if msg.type != aiohttp.WSMsgType.TEXT:
