@@ -29,6 +29,7 @@ class Identity:
     name: str
     role: str            # "anonymous" | "viewer" | "host"
     rooms: tuple[str, ...] = ()
+    guest: bool = False  # a guest viewer token (``POST /api/viewer-token``), not the platform's sign-in
 
     @property
     def is_viewer(self) -> bool:
@@ -55,14 +56,17 @@ def mint_host_token(secret: str, host_id: str, rooms: tuple[str, ...] = ("*",), 
                        "iat": now, "exp": now + ttl_s}, secret, algorithm=_ALG)
 
 
-def mint_viewer_token(secret: str, name: str, user: str | None = None, ttl_s: int = 30 * 86400) -> tuple[str, str]:
-    """Returns (token, user id). The demo issues one per browser. ``name`` is free-form display text;
-    ``user`` (default: a random ``v-<hex>``) must be a valid subject, else TokenError."""
+def mint_viewer_token(secret: str, name: str, user: str | None = None, ttl_s: int = 30 * 86400,
+                      guest: bool = False) -> tuple[str, str]:
+    """Returns (token, user id). ``name`` is free-form display text; ``user`` (default: a random
+    ``v-<hex>``) must be a valid subject, else TokenError. ``guest`` marks a guest token (claim
+    ``"guest": true``), as ``POST /api/viewer-token`` issues them."""
     user = _check_sub(user, "viewer id") if user else "v-" + secrets.token_hex(6)
     now = int(time.time())
-    token = jwt.encode({"sub": user, "role": "viewer", "name": name, "iat": now, "exp": now + ttl_s},
-                       secret, algorithm=_ALG)
-    return token, user
+    claims: dict[str, object] = {"sub": user, "role": "viewer", "name": name, "iat": now, "exp": now + ttl_s}
+    if guest:
+        claims["guest"] = True
+    return jwt.encode(claims, secret, algorithm=_ALG), user
 
 
 def verify_token(secret: str, token: object) -> Identity:
@@ -85,4 +89,4 @@ def verify_token(secret: str, token: object) -> Identity:
         raise TokenError("token has malformed rooms")
     raw_name = claims.get("name")
     name = raw_name if isinstance(raw_name, str) else sub
-    return Identity(user=sub, name=name[:40], role=role, rooms=tuple(rooms))
+    return Identity(user=sub, name=name[:40], role=role, rooms=tuple(rooms), guest=claims.get("guest") is True)
