@@ -85,7 +85,8 @@ class Catalogue:
     async def set_status(self, room_id: str, status: str) -> None:
         rec = await self.room(room_id)
         await self.store.set_room_status(room_id, status)
-        await self.bus.publish(room_id, ev.room_status(status), {"room": {**room_wire(rec), "status": status}})
+        await self.bus.publish(room_id, ev.room_status(status), {"room": {**room_wire(rec), "status": status}},
+                               ended=status == "ended")  # ended: the room's keys get the ended window
 
     async def pin(self, room_id: str, product_id: str) -> None:
         wire = product_wire(await self.product(room_id, product_id))

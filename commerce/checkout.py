@@ -20,10 +20,11 @@ from inventory.store import OrderRecord, Store
 
 from . import events as ev
 from .batcher import ReserveBatcher, ReserveCallback
-from .errors import Forbidden, InvalidInput, NotFound, NotSettled
+from .errors import ErrorCode, Forbidden, InvalidInput, NotFound, NotSettled, Refused
 from .funnel import Funnel
 from .identity import Identity
 from .room_bus import RoomBus
+from .sale_terms import MembersOnly
 from .tasks import OwnedTasks
 from .wire import mask_name
 
@@ -42,8 +43,10 @@ def _settle_future(fut: asyncio.Future[Any], outcome: Any) -> None:
 
 
 class Checkout:
-    def __init__(self, store: Store, inventory: Inventory, bus: RoomBus, funnel: Funnel, max_qty: int) -> None:
+    def __init__(self, store: Store, inventory: Inventory, bus: RoomBus, funnel: Funnel, max_qty: int,
+                 members_only: MembersOnly | None = None) -> None:
         self.store = store
+        self.members_only = members_only or MembersOnly(store)
         self.inventory = inventory
         self.bus = bus
         self.funnel = funnel
@@ -62,6 +65,27 @@ class Checkout:
         """Queue a reservation; ``done`` gets the ReserveResult (or the exception that failed it)."""
         if not 1 <= qty <= self.max_qty:
             done(ReserveResult(ReserveCode.INVALID, None, None, 0, 0))
+            return
+        if viewer.guest:  # a members-only sale refuses guest tokens, before the batch (no SQL per click)
+            members_only = self.members_only.cached(sale_id)
+            if members_only is None:  # first guest click on this sale in this process: read its row once
+                self._tasks.spawn(self._guest_buy(viewer, room_id, sale_id, qty, request_id, done))
+                return
+            if members_only:
+                done(ReserveResult(ReserveCode.MEMBERS_ONLY, None, None, 0, 0))
+                return
+        self.batcher.submit(sale_id, ReserveRequest(viewer.user, qty, request_id),
+                            partial(self._reserved, room_id, sale_id, done))
+
+    async def _guest_buy(self, viewer: Identity, room_id: str | None, sale_id: str, qty: int, request_id: str,
+                         done: ReserveCallback) -> None:
+        try:
+            members_only = await self.members_only.load(sale_id)
+        except Exception as exc:  # SQL unreachable: the buyer gets INTERNAL and may retry
+            done(exc)
+            return
+        if members_only:
+            done(ReserveResult(ReserveCode.MEMBERS_ONLY, None, None, 0, 0))
             return
         self.batcher.submit(sale_id, ReserveRequest(viewer.user, qty, request_id),
                             partial(self._reserved, room_id, sale_id, done))
@@ -86,8 +110,14 @@ class Checkout:
 
     # -- pay and release -------------------------------------------------------------------------------
 
+    instant_pay = True  # LIVESALE_PAYMENT_MODE=instant; otherwise `pay` is refused (Commerce sets it)
+
     async def pay(self, viewer: Identity, hold_id: str, payment_ref: str | None = None) -> ConfirmResult:
-        """Demo payment: it succeeds at once and confirms the hold (idempotent per hold)."""
+        """Demo payment: it succeeds at once and confirms the hold (idempotent per hold). Only in the
+        instant payment mode; with a provider it raises PAYMENT_REQUIRED (pay through `checkout`)."""
+        if not self.instant_pay:
+            raise Refused(ErrorCode.PAYMENT_REQUIRED, "this server takes payments through its provider: "
+                                                      "send checkout")
         ref = payment_ref or "demo-" + hold_id
         result = await self.inventory.confirm(hold_id, ref, viewer.user)
         if result.code is ConfirmCode.CONFIRMED and result.fresh:  # announce once, not on replays

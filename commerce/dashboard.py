@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from inventory import archive
+
 if TYPE_CHECKING:
     from .service import Commerce
 
@@ -22,6 +24,11 @@ async def dashboard(c: Commerce, room_id: str, now_ms: int, local: tuple[int, in
         viewers, likes = local
     else:
         viewers, likes = await c.bus.report_viewers(room_id, "-", 0, now_ms), 0
+    if not funnel and room.status == "ended":  # the room's keys expired: its archive has the counts
+        final = await archive.get_room(store, room_id)
+        if final is not None:
+            funnel = {"tapped": final.tapped, "reserved": final.reserved, "paid": final.paid}
+            likes = max(likes, final.likes)
     sales = []
     for wire in await c.sales.of_room(room_id):
         wire["settled_units"] = await store.sold_units(wire["sale_id"])

@@ -44,6 +44,19 @@ class ErrorCode(StrEnum):
     ALREADY_CONFIRMED = "ALREADY_CONFIRMED"
     NOT_HELD = "NOT_HELD"
     EXPIRED = "EXPIRED"
+    # payments through a provider (docs/PROTOCOL.md Payments)
+    PAYMENT_REQUIRED = "PAYMENT_REQUIRED"  # `pay` outside LIVESALE_PAYMENT_MODE=instant: send `checkout`
+    NO_PROVIDER = "NO_PROVIDER"            # `checkout` in instant mode (or a webhook for another provider)
+    PAYMENT_UNAVAILABLE = "PAYMENT_UNAVAILABLE"  # the provider could not be reached; retry
+    BAD_SIGNATURE = "BAD_SIGNATURE"        # webhook: signature missing, malformed or wrong
+    STALE_WEBHOOK = "STALE_WEBHOOK"        # webhook: timestamp outside the tolerance window
+    BAD_WEBHOOK = "BAD_WEBHOOK"            # webhook: the body is not a payment event
+    REPLAYED = "REPLAYED"                  # webhook: an event id already processed, with another body
+    AMOUNT_MISMATCH = "AMOUNT_MISMATCH"    # webhook: amount differs from the hold's price x qty
+    CURRENCY_MISMATCH = "CURRENCY_MISMATCH"  # webhook: currency differs from the sale's
+    # identity policy (docs/PROTOCOL.md Identity)
+    GUESTS_OFF = "GUESTS_OFF"              # POST /api/viewer-token while LIVESALE_GUEST_TOKENS is off
+    MEMBERS_ONLY = "MEMBERS_ONLY"          # a guest token's buy of a members-only sale
 
 
 HTTP_STATUS: dict[ErrorCode, int] = {
@@ -54,6 +67,10 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.CONFLICT: 409, ErrorCode.ALREADY_CONFIRMED: 409, ErrorCode.NOT_HELD: 409,
     ErrorCode.ENDED: 410, ErrorCode.EXPIRED: 410, ErrorCode.TOO_LARGE: 413, ErrorCode.URI_TOO_LONG: 414,
     ErrorCode.RATE_LIMITED: 429, ErrorCode.INTERNAL: 500,
+    ErrorCode.PAYMENT_REQUIRED: 402, ErrorCode.NO_PROVIDER: 409, ErrorCode.PAYMENT_UNAVAILABLE: 503,
+    ErrorCode.BAD_SIGNATURE: 400, ErrorCode.STALE_WEBHOOK: 400, ErrorCode.BAD_WEBHOOK: 400,
+    ErrorCode.REPLAYED: 409, ErrorCode.AMOUNT_MISMATCH: 422, ErrorCode.CURRENCY_MISMATCH: 422,
+    ErrorCode.GUESTS_OFF: 403, ErrorCode.MEMBERS_ONLY: 403,
 }
 
 

@@ -44,7 +44,8 @@ async def _unpin(c: Commerce, room_id: str, _: Empty) -> None:
 async def _launch_sale(c: Commerce, room_id: str, m: LaunchSale) -> dict[str, Any]:
     sale = await c.sales.launch(room_id, CreateSale(
         product_id=m.product, units=m.units, sale_id=m.sale_id, unit_price=m.price, per_user_limit=m.limit,
-        starts_in_s=m.starts_in_s, duration_s=m.duration_s, hold_ttl_s=m.hold_ttl_s))
+        starts_in_s=m.starts_in_s, duration_s=m.duration_s, hold_ttl_s=m.hold_ttl_s,
+        members_only=m.members_only))
     return {"sale": sale}
 
 

@@ -10,10 +10,10 @@ import re
 from dataclasses import dataclass
 from typing import Annotated
 
-from .validation import ID_RE, Id, Match, Range, Slug, Text
+from .validation import ID_RE, Check, Id, Match, Range, Slug, Text
 
 __all__ = [
-    "MAX_SALE_UNITS", "MAX_PRICE", "MAX_QTY_FIELD", "Buy", "Pay", "Release", "Comment", "Like", "Empty",
+    "MAX_SALE_UNITS", "MAX_PRICE", "MAX_QTY_FIELD", "Buy", "Pay", "Release", "CheckoutHold", "Comment", "Like", "Empty",
     "Pin", "LaunchSale", "EndSale", "Announce", "HideComment", "Mute", "CreateRoom", "AddProduct",
     "CreateSale", "Reserve", "PayHold", "GuestToken",
 ]
@@ -35,6 +35,15 @@ Short = Annotated[str, Text(300)]
 Url = Annotated[str, Match(_URL, "an http(s) URL of at most 500 characters")]
 
 
+def _flag(v: object) -> bool:
+    if v.__class__ is not bool:
+        raise ValueError
+    return bool(v)
+
+
+Flag = Annotated[bool, Check(_flag, "true or false")]
+
+
 # -- viewers -------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +59,12 @@ class Pay:
 
 @dataclass(frozen=True, slots=True)
 class Release:
+    hold: Id
+
+
+@dataclass(frozen=True, slots=True)
+class CheckoutHold:
+    """`checkout`: pay a hold through the payment provider (docs/PROTOCOL.md Payments)."""
     hold: Id
 
 
@@ -85,6 +100,7 @@ class LaunchSale:
     duration_s: Annotated[int, Range(1, YEAR_S)] = 300
     hold_ttl_s: HoldTtl | None = None
     sale_id: Slug | None = None
+    members_only: Flag = False   # guest viewer tokens may not buy (docs/PROTOCOL.md Identity)
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +155,7 @@ class CreateSale:
     ends_at: Annotated[int, Range(0, 10**14)] | None = None
     duration_s: Annotated[int, Range(1, YEAR_S)] = 300
     hold_ttl_s: HoldTtl | None = None
+    members_only: Flag = False   # guest viewer tokens may not buy (docs/PROTOCOL.md Identity)
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,23 +27,32 @@ def _text(v: Any) -> str:
 
 
 class RoomBus:
-    def __init__(self, redis: Redis, replay_keep: int = 1024) -> None:
+    def __init__(self, redis: Redis, replay_keep: int = 1024, *, retain_room_s: int = 7 * 86400,
+                 retain_ended_s: int = 3600) -> None:
+        """``retain_room_s``: a room's keys expire this long after its last activity (every publish,
+        comment, like, viewer report and funnel flush refreshes it); ``retain_ended_s``: the window
+        of an ended room's keys (``end_live``)."""
         self.redis = redis
         self.replay_keep = replay_keep
+        self.retain_room_ms = retain_room_s * 1000
+        self.retain_ended_ms = retain_ended_s * 1000
         self._publish = redis.register_script(_PUBLISH)
 
     async def load_script(self) -> None:
         await self.redis.script_load(self._publish.script)
 
     async def publish(self, room_id: str, event: Mapping[str, Any] | None,
-                      state: dict[str, Any] | None = None, once: str = "") -> int:
+                      state: dict[str, Any] | None = None, once: str = "", ended: bool | None = None) -> int:
         """Publish a sequenced event (and/or state changes). Returns its seq, 0 if none was published.
 
-        ``state`` maps state-hash fields to a json-able value, or None to delete the field.
+        ``state`` maps state-hash fields to a json-able value, or None to delete the field. Every call
+        refreshes the TTL of all the room's keys; ``ended`` True / False marks the room ended (its keys
+        get the ended window from now on) / live again.
         """
         k = room_keys(room_id)
+        flag = "" if ended is None else "1" if ended else "0"
         args: list[Any] = [k.channel, orjson.dumps(event) if event else "", self.replay_keep, once,
-                           len(state or {})]
+                           self.retain_room_ms, self.retain_ended_ms, flag, len(state or {})]
         for f, v in (state or {}).items():
             args += [f, "" if v is None else orjson.dumps(v)]
         seq, _epoch = await self._publish(keys=k.for_publish, args=args)
@@ -58,6 +67,7 @@ class RoomBus:
         async with self.redis.pipeline(transaction=True) as p:
             p.lpush(k.comments, raw)
             p.ltrim(k.comments, 0, COMMENTS_KEPT - 1)
+            p.pexpire(k.comments, self.retain_room_ms)
             p.publish(k.channel, b"A" + orjson.dumps({"k": "c", "c": comment}))
             await p.execute()
 
@@ -66,16 +76,40 @@ class RoomBus:
 
     async def add_likes(self, room_id: str, n: int) -> int:
         k = room_keys(room_id)
-        total = int(await self.redis.incrby(k.likes, n))
+        async with self.redis.pipeline(transaction=False) as p:
+            p.incrby(k.likes, n)
+            p.pexpire(k.likes, self.retain_room_ms)
+            total = int((await p.execute())[0])
         await self.redis.publish(k.channel, b"A" + orjson.dumps({"k": "l", "n": total}))
         return total
 
     async def count(self, room_id: str, field: str, n: int = 1) -> None:
-        await self.redis.hincrby(room_keys(room_id).funnel, field, n)
+        k = room_keys(room_id)
+        async with self.redis.pipeline(transaction=False) as p:
+            p.hincrby(k.funnel, field, n)
+            p.pexpire(k.funnel, self.retain_room_ms)
+            await p.execute()
 
     async def funnel(self, room_id: str) -> dict[str, int]:
         raw = await self.redis.hgetall(room_keys(room_id).funnel)
         return {_text(a): int(b) for a, b in raw.items()}
+
+    async def snapshot(self, room_id: str) -> dict[str, Any] | None:
+        """What only Redis knows of a room, for ``inventory.archive``: likes, funnel counts, events
+        published and the kept comments (oldest first); None when the room has no keys left."""
+        k = room_keys(room_id)
+        async with self.redis.pipeline(transaction=True) as p:
+            p.hget(k.meta, "seq")
+            p.exists(k.meta, k.comments, k.likes, k.funnel)
+            p.get(k.likes)
+            p.hgetall(k.funnel)
+            p.lrange(k.comments, 0, COMMENTS_KEPT - 1)
+            seq, present, likes, funnel, comments = await p.execute()
+        if not present:
+            return None
+        return {"events": int(seq or 0), "likes": int(likes or 0),
+                "funnel": {_text(a): int(b) for a, b in funnel.items()},
+                "comments": [orjson.loads(c) for c in reversed(comments)]}
 
     async def load(self, room_id: str) -> tuple[RoomState, list[tuple[int, bytes]]]:
         """Atomically read seq/epoch, state, recent comments, likes and the replay log."""
@@ -106,7 +140,9 @@ class RoomBus:
             else:
                 p.hdel(k.viewers, gateway_id)
             p.hgetall(k.viewers)
-            _, allv = await p.execute()
+            if count:
+                p.pexpire(k.viewers, self.retain_room_ms)
+            allv = (await p.execute())[1]
         total, stale = 0, []
         for gw, val in allv.items():
             c, _, ts = _text(val).partition(":")

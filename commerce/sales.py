@@ -9,6 +9,7 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
+from inventory import archive
 from inventory.domain import ArmCode, SaleSpec
 from inventory.scripts import Inventory
 from inventory.store import SaleConflict, SaleRecord, Store
@@ -19,6 +20,7 @@ from .errors import Conflict, InvalidInput, NotFound
 from .requests import CreateSale
 from .room_bus import RoomBus
 from .room_state import sale_state_at
+from .sale_terms import MembersOnly
 from .validation import SLUG_RE
 from .wire import sale_wire
 
@@ -27,8 +29,9 @@ __all__ = ["Sales"]
 
 class Sales:
     def __init__(self, store: Store, inventory: Inventory, bus: RoomBus, catalogue: Catalogue,
-                 default_hold_ttl_s: int) -> None:
+                 default_hold_ttl_s: int, members_only: MembersOnly | None = None) -> None:
         self.store = store
+        self.members_only = members_only or MembersOnly(store)
         self.inventory = inventory
         self.bus = bus
         self.catalogue = catalogue
@@ -49,11 +52,14 @@ class Sales:
         rec = SaleRecord(sale_id=sale_id, room_id=room_id, product_id=product.product_id, sku=product.sku,
                          title=product.title, unit_price=price, currency=spec.currency, allocated=req.units,
                          per_user_limit=req.per_user_limit, starts_at_ms=starts, ends_at_ms=ends,
-                         hold_ttl_ms=ttl_ms, created_at_ms=now)
+                         hold_ttl_ms=ttl_ms, created_at_ms=now, members_only=req.members_only)
         try:
-            await self.store.insert_sale(rec)  # the DB is the system of record: write it first
+            new = await self.store.insert_sale(rec)  # the DB is the system of record: write it first
         except SaleConflict:
             raise Conflict(f"sale {sale_id} exists with different terms") from None
+        if not new and await archive.get_sale(self.store, sale_id) is not None:
+            return (await self.get(sale_id))[1]  # retired: never armed again (its stock would come back)
+        self.members_only.note(rec)
         armed = await self.inventory.arm(spec)
         if not armed.ok:
             error = Conflict if armed.code is ArmCode.CONFLICT else InvalidInput
@@ -68,10 +74,16 @@ class Sales:
         rec = await self.store.get_sale(check_slug("sale", sale_id))
         if rec is None:
             raise NotFound(f"no sale {sale_id}")
+        self.members_only.note(rec)
         counters = await self.inventory.counters(sale_id)
         now = await self.inventory.now_ms()
-        if counters is None:
-            return rec, sale_wire(rec, None, "closed")
+        if counters is None:  # retired (keys expired: the archive has its final counters) or never armed
+            final = await archive.get_sale(self.store, sale_id)
+            if final is None:
+                return rec, sale_wire(rec, None, "closed")
+            wire = sale_wire(rec, final.unsold, "closed")
+            wire.update(ends_at=final.ends_at_ms, held=0, sold=final.sold)
+            return rec, wire
         wire = sale_wire(rec, counters.available, "scheduled")
         wire.update(starts_at=counters.starts_at_ms, ends_at=counters.ends_at_ms, held=counters.held,
                     sold=counters.sold, state=sale_state_at({**wire, "state": ""}, now, counters.available))
@@ -82,7 +94,10 @@ class Sales:
         if not isinstance(sale_id, str) or not SLUG_RE.match(sale_id):
             return None
         rec = await self.store.get_sale(sale_id)
-        return rec.room_id if rec else None
+        if rec is None:
+            return None
+        self.members_only.note(rec)
+        return rec.room_id
 
     async def of_room(self, room_id: str) -> list[dict[str, Any]]:
         return [(await self.get(s.sale_id))[1] for s in await self.store.list_sales(room_id)]

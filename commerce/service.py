@@ -8,9 +8,13 @@ HTTP API call these parts and map their results and ``CommerceError``s to the wi
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+import orjson
+
+from inventory import archive
 from inventory.scripts import Inventory
 from inventory.store import OrderRecord, Store
 
@@ -18,7 +22,10 @@ from .catalogue import Catalogue
 from .chat import Chat
 from .checkout import Checkout
 from .funnel import Funnel
+from .payments.provider import PaymentMode, PaymentProvider
+from .payments.service import Payments
 from .room_bus import RoomBus
+from .sale_terms import MembersOnly
 from .sales import Sales
 from .wire import order_event_wire
 
@@ -43,15 +50,19 @@ def settled_notifier(bus: RoomBus) -> Callable[[Sequence[OrderRecord]], Awaitabl
 
 class Commerce:
     def __init__(self, store: Store, inventory: Inventory, bus: RoomBus, *, default_hold_ttl_s: int,
-                 max_qty: int) -> None:
+                 max_qty: int, payment_mode: PaymentMode = PaymentMode.INSTANT,
+                 payment_provider: PaymentProvider | None = None) -> None:
         self.store = store
         self.inventory = inventory
         self.bus = bus
         self.funnel = Funnel(bus)
         self.catalogue = Catalogue(store, bus)
-        self.sales = Sales(store, inventory, bus, self.catalogue, default_hold_ttl_s)
-        self.checkout = Checkout(store, inventory, bus, self.funnel, max_qty)
+        self.members_only = MembersOnly(store)  # per-sale flag, shared by sales (launch) and checkout (buy)
+        self.sales = Sales(store, inventory, bus, self.catalogue, default_hold_ttl_s, self.members_only)
+        self.checkout = Checkout(store, inventory, bus, self.funnel, max_qty, self.members_only)
         self.chat = Chat(bus)
+        self.payments = Payments(store, inventory, bus, self.funnel, payment_mode, payment_provider)
+        self.checkout.instant_pay = self.payments.instant
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -61,6 +72,7 @@ class Commerce:
     async def aclose(self) -> None:
         await self.checkout.aclose()  # answers the buys in flight, then the funnel counts them
         await self.funnel.aclose()
+        await self.payments.aclose()
 
     # -- actions that span parts -----------------------------------------------------------------------
 
@@ -69,6 +81,26 @@ class Commerce:
         await self.catalogue.set_status(room_id, "live" if live else "ended")
         if not live:
             await self.sales.close_room(room_id)
+            await self.archive_room(room_id)
+
+    async def archive_room(self, room_id: str) -> None:
+        """Copy what only Redis knows of an ended room to SQL (``room_archive``) before its keys expire:
+        at ``end_live`` and again when one of its sales retires (late payments still count)."""
+        await self.funnel.flush()
+        snap = await self.bus.snapshot(room_id)
+        if snap is None:
+            return
+        funnel = snap["funnel"]
+        await archive.save_room(self.store, archive.RoomArchive(
+            room_id=room_id, likes=snap["likes"], tapped=funnel.get("tapped", 0), reserved=funnel.get("reserved", 0),
+            paid=funnel.get("paid", 0), events=snap["events"], comments=orjson.dumps(snap["comments"]).decode(),
+            archived_at_ms=int(time.time() * 1000)))
+
+    async def sale_retired(self, room_id: str, sale_id: str) -> None:
+        """The reaper gave a settled sale's keys their TTL: refresh the archive of its room if it ended."""
+        room = await self.store.get_room(room_id)
+        if room is not None and room.status == "ended":
+            await self.archive_room(room_id)
 
     async def notify_settled(self, orders: Sequence[OrderRecord]) -> None:
         await settled_notifier(self.bus)(orders)

@@ -35,7 +35,8 @@ def sale_wire(s: SaleRecord, units_left: int | None = None, state: str = "schedu
     return {"sale_id": s.sale_id, "room_id": s.room_id, "product_id": s.product_id, "sku": s.sku,
             "title": s.title, "unit_price": s.unit_price, "currency": s.currency, "allocated": s.allocated,
             "units_left": s.allocated if units_left is None else units_left, "per_user_limit": s.per_user_limit,
-            "starts_at": s.starts_at_ms, "ends_at": s.ends_at_ms, "hold_ttl_ms": s.hold_ttl_ms, "state": state}
+            "starts_at": s.starts_at_ms, "ends_at": s.ends_at_ms, "hold_ttl_ms": s.hold_ttl_ms, "state": state,
+            "members_only": s.members_only}
 
 
 def hold_wire(h: Hold) -> dict[str, Any]:

@@ -13,7 +13,8 @@ from . import holds as H
 __all__ = [
     "ID_RE", "CURRENCY_RE", "InvalidInput", "SaleSpec", "ArmCode", "ArmResult", "ReserveCode",
     "ReserveRequest", "ReserveResult", "ConfirmCode", "ConfirmResult", "ReleaseCode", "ReleaseResult",
-    "Hold", "SaleCounters", "InvariantReport", "new_hold_ids", "check_id", "SLUG_RE",
+    "Hold", "SaleCounters", "InvariantReport", "new_hold_ids", "check_id", "SLUG_RE", "RetireCode",
+    "RetireResult",
 ]
 
 ID_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,128}\Z")
@@ -123,6 +124,7 @@ class ReserveCode(str, Enum):
     INVALID = "INVALID"
     NOT_FOUND = "NOT_FOUND"
     IDEM_MISMATCH = "IDEM_MISMATCH"
+    MEMBERS_ONLY = "MEMBERS_ONLY"  # decided by commerce before the script (a guest on a members-only sale)
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +178,28 @@ class ReleaseResult:
     code: ReleaseCode
     status: str
     available: int
+
+
+class RetireCode(str, Enum):
+    OPEN = "OPEN"          # not ended yet (Redis TIME)
+    HOLDS = "HOLDS"        # live holds left
+    PENDING = "PENDING"    # outbox entries not delivered or not acked by the settlement group
+    SETTLED = "SETTLED"    # check mode: may retire (the counters are final)
+    RETIRED = "RETIRED"    # every key of the sale has its retention TTL
+    GONE = "GONE"          # no sale hash (expired or never armed)
+    INVALID = "INVALID"
+
+
+@dataclass(frozen=True, slots=True)
+class RetireResult:
+    """``retire.lua``'s answer: the final counters when the sale has ended (see the script)."""
+    code: RetireCode
+    allocated: int
+    available: int
+    held: int
+    sold: int
+    ends_at_ms: int
+    ttl_ms: int  # of the sale hash; -1: none
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
 from .outbox import parse_entry, text as _s
 from .store import OrderRecord, Store
@@ -56,8 +57,13 @@ class OutboxJanitor:
         for key in list(self._cursors):
             if self._stop.is_set():
                 break
-            handled += await self._dead_letter_overdue(key)
-            handled += await self._reclaim(key)
+            try:
+                handled += await self._dead_letter_overdue(key)
+                handled += await self._reclaim(key)
+            except ResponseError as exc:  # the stream expired (a retired sale's outbox): forget it
+                if "NOGROUP" not in str(exc):
+                    raise
+                self._cursors.pop(key, None)
         return handled
 
     async def _dead_letter_overdue(self, key: str) -> int:

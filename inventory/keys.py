@@ -83,7 +83,8 @@ class RoomKeys:
 
     @property
     def for_publish(self) -> list[str]:
-        return [self.meta, self.log, self.state, self.once]
+        """publish.lua: the four it writes, then the four whose TTL it refreshes (all of the room's keys)."""
+        return [self.meta, self.log, self.state, self.once, self.comments, self.likes, self.viewers, self.funnel]
 
 
 def room_keys(room_id: str) -> RoomKeys:

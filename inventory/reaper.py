@@ -7,28 +7,53 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
+import orjson
 from redis.asyncio import Redis
 
+from . import archive
 from . import keys as K
+from .domain import RetireCode, RetireResult, SLUG_RE
 from .scripts import Inventory
+from .store import Store
 
 __all__ = ["Reaper"]
 
 log = logging.getLogger(__name__)
 
 OnRestock = Callable[[str, str, int], Awaitable[None]]  # (room_id, sale_id, available)
-FORGET_AFTER_MS = 3_600_000  # stop scanning a sale an hour after it ended with no live holds
+OnRetired = Callable[[str, str], Awaitable[None]]       # (room_id, sale_id), after its keys got the TTL
+DEFAULT_RETAIN_MS = 3_600_000  # LIVESALE_RETAIN_ENDED_S's default
+# a registered sale with no sale hash is dropped only after it stayed missing this long: ``arm`` adds
+# the registry entries just before the sale hash exists, and that sale must never lose them
+GONE_GRACE_S = 60.0
+
+
+def _text(v: object) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 class Reaper:
     def __init__(self, redis: Redis, inventory: Inventory, interval_ms: int,
-                 on_restock: OnRestock | None = None) -> None:
+                 on_restock: OnRestock | None = None, *, store: Store | None = None,
+                 retain_ms: int = DEFAULT_RETAIN_MS, on_retired: OnRetired | None = None,
+                 gone_grace_s: float = GONE_GRACE_S) -> None:
+        """``store``: where the final counters are archived (None: not archived, e.g. engine-only tests)."""
         self.redis = redis
         self.inventory = inventory
         self.interval = interval_ms / 1000
         self.on_restock = on_restock
+        self.store = store
+        self.retain_ms = retain_ms
+        self.on_retired = on_retired
+        self.gone_grace_s = gone_grace_s
+        self._missing_since: dict[str, float] = {}  # sale id -> when its sale hash was first seen missing
         self._stop = asyncio.Event()
 
     async def run(self) -> None:
@@ -48,10 +73,19 @@ class Reaper:
     async def sweep(self) -> int:
         """One pass over every armed sale; returns the number of holds expired."""
         expired = 0
-        now = await self.inventory.now_ms()
-        for raw in await self.redis.smembers(K.SALES_REGISTRY):
-            sale_id = raw.decode() if isinstance(raw, bytes) else raw
-            while True:
+        armed = {_text(m) for m in await self.redis.smembers(K.SALES_REGISTRY)}
+        outboxes = {_text(m) for m in await self.redis.smembers(K.OUTBOX_REGISTRY)}
+        candidates = set(armed)
+        for key in outboxes:
+            try:
+                candidates.add(K.sale_id_of_outbox(key))
+            except ValueError:
+                continue
+        for sale_id in sorted(candidates):
+            if not SLUG_RE.match(sale_id):
+                continue
+            nxt = 0
+            while sale_id in armed:
                 count, units, available, nxt = await self.inventory.reap(sale_id, 500)
                 expired += count
                 if units and available == units and self.on_restock is not None:  # was sold out
@@ -61,10 +95,54 @@ class Reaper:
                 if count < 500:
                     break
             if not nxt:
-                counters = await self.inventory.counters(sale_id)
-                if counters is None or now - counters.ends_at_ms > FORGET_AFTER_MS:
-                    await self.redis.srem(K.SALES_REGISTRY, sale_id)
+                try:
+                    await self.retire(sale_id)
+                except Exception as exc:  # SQL or Redis briefly away: the next sweep tries again
+                    log.warning("reaper: could not retire sale %s: %s", sale_id, exc)
         return expired
+
+    async def retire(self, sale_id: str) -> RetireCode:
+        """Archive and expire the sale if it has ended and is settled; drop it from the registries once
+        its keys have their TTL (or are gone). Returns what ``retire.lua`` answered."""
+        r = await self.inventory.retire(sale_id, self.retain_ms, expire=False)
+        room_id = ""
+        if r.code is RetireCode.SETTLED:
+            counters = await self.inventory.counters(sale_id)
+            room_id = counters.room_id if counters is not None else ""
+            if self.store is not None and counters is not None:
+                await archive.save_sale(self.store, await self._final(sale_id, room_id, r))
+            r = await self.inventory.retire(sale_id, self.retain_ms, expire=True)
+        if r.code is RetireCode.GONE:  # maybe being armed right now: only once it stayed missing a while
+            first = self._missing_since.setdefault(sale_id, time.monotonic())
+            if time.monotonic() - first < self.gone_grace_s:
+                return r.code
+            r = await self.inventory.retire(sale_id, self.retain_ms, expire=True)  # TTL on what is left
+        self._missing_since.pop(sale_id, None)
+        if r.code in (RetireCode.RETIRED, RetireCode.GONE):
+            k = K.sale_keys(sale_id)
+            await self.redis.srem(K.SALES_REGISTRY, sale_id)
+            await self.redis.srem(K.OUTBOX_REGISTRY, k.outbox)
+            if r.code is RetireCode.RETIRED and room_id and self.on_retired is not None:
+                await self.on_retired(room_id, sale_id)
+        return r.code
+
+    async def _final(self, sale_id: str, room_id: str, r: RetireResult) -> archive.SaleArchive:
+        """The archive row of a settled sale: its keys can no longer change, so a scan is consistent."""
+        k = K.sale_keys(sale_id)
+        expired_units = released_units = holds = 0
+        async for _hid, raw in self.redis.hscan_iter(k.holds, count=1000):
+            h = orjson.loads(raw)
+            holds += 1
+            if h.get("s") == "expired":
+                expired_units += int(h.get("q", 0))
+            elif h.get("s") == "released":
+                released_units += int(h.get("q", 0))
+        buyers = int(await self.redis.hlen(k.buyers))
+        requests = int(await self.redis.hlen(k.idem))
+        return archive.SaleArchive(
+            sale_id=sale_id, room_id=room_id, allocated=r.allocated, sold=r.sold, unsold=r.available,
+            expired_units=expired_units, released_units=released_units, holds=holds, buyers=buyers,
+            reserve_requests=requests, ends_at_ms=r.ends_at_ms, archived_at_ms=_now_ms())
 
     def stop(self) -> None:
         self._stop.set()

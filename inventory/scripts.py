@@ -18,14 +18,14 @@ from redis.asyncio import Redis
 from . import keys as K
 from .domain import (
     ArmCode, ArmResult, ConfirmCode, ConfirmResult, Hold, InvalidInput, InvariantReport, ReleaseCode,
-    ReleaseResult, ReserveCode, ReserveRequest, ReserveResult, SaleCounters, SaleSpec, check_id,
-    new_hold_ids, sale_of_hold, SLUG_RE,
+    ReleaseResult, ReserveCode, ReserveRequest, ReserveResult, RetireCode, RetireResult, SaleCounters, SaleSpec,
+    check_id, new_hold_ids, sale_of_hold, SLUG_RE,
 )
 
 __all__ = ["Inventory", "script_source"]
 
 _LUA = importlib.resources.files("inventory") / "lua"
-SCRIPT_NAMES = ("arm", "reserve", "confirm", "release", "reap", "audit", "close")
+SCRIPT_NAMES = ("arm", "reserve", "confirm", "release", "reap", "audit", "close", "retire")
 
 
 def script_source(name: str) -> str:
@@ -162,6 +162,17 @@ class Inventory:
         k = K.sale_keys(sale_id)
         count, units, available, nxt = await self._scripts["reap"](keys=k.for_release, args=[limit])
         return int(count), int(units), int(available), int(nxt)
+
+    async def retire(self, sale_id: str, retention_ms: int, *, expire: bool) -> RetireResult:
+        """``retire.lua``: check whether an ended sale is settled (``expire=False``), or give all its keys
+        the retention TTL atomically if it is (``expire=True``); a sale already retired is not extended."""
+        check_id("sale_id", sale_id, SLUG_RE)
+        k = K.sale_keys(sale_id)
+        r = await self._scripts["retire"](keys=k.all, args=[K.SETTLE_GROUP, int(retention_ms),
+                                                           "expire" if expire else "check"])
+        code, allocated, available, held, sold, ends, ttl = r
+        return RetireResult(RetireCode(_s(code)), int(allocated), int(available), int(held), int(sold), int(ends),
+                            int(ttl))
 
     async def get_hold(self, hold_id: str) -> Hold | None:
         sale_id = sale_of_hold(hold_id)

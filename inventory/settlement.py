@@ -212,7 +212,10 @@ class SettlementWorker(OutboxJanitor):
         return progressed or bool(entries)
 
     async def _refresh(self) -> None:
-        for key in sorted(_s(m) for m in await self.redis.smembers(self.registry)):
+        members = sorted(_s(m) for m in await self.redis.smembers(self.registry))
+        for key in set(self._cursors) - set(members):  # retired by the reaper (settled, keys expiring)
+            del self._cursors[key]
+        for key in members:
             if key in self._cursors:
                 continue
             try:
@@ -223,7 +226,28 @@ class SettlementWorker(OutboxJanitor):
                     continue
             self._cursors[key] = "0"
 
+    async def _forget_missing(self) -> None:
+        """Drop the streams that no longer exist (a retired sale's outbox expired before the next
+        registry refresh noticed it left the registry): reading them would fail with NOGROUP."""
+        keys = list(self._cursors)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.exists(key)
+            found = await pipe.execute()
+        for key, n in zip(keys, found, strict=True):
+            if not n:
+                self._cursors.pop(key, None)
+
     async def _read(self, block: bool) -> list[Entry]:
+        try:
+            return await self._read_streams(block)
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            await self._forget_missing()
+            return []
+
+    async def _read_streams(self, block: bool) -> list[Entry]:
         own = {k: c for k, c in self._cursors.items() if c != ">"}
         if own:  # start-up / after errors: our own pending entries first
             got = self._entries(await self.redis.xreadgroup(self.group, self.consumer, own, count=self.batch))  # type: ignore[arg-type]  # redis-py: invariant dict/list of its key types
@@ -378,7 +402,12 @@ class SettlementWorker(OutboxJanitor):
 
     async def _all_settled(self) -> bool:
         """Nothing pending in the group on any known stream."""
-        for key in self._cursors:
-            if int((await self.redis.xpending(key, self.group))["pending"]):
-                return False
+        for key in list(self._cursors):
+            try:
+                if int((await self.redis.xpending(key, self.group))["pending"]):
+                    return False
+            except ResponseError as exc:  # the stream expired (retired sale): nothing pending in it
+                if "NOGROUP" not in str(exc):
+                    raise
+                self._cursors.pop(key, None)
         return True

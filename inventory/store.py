@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from sqlalchemy import (
-    BigInteger, CheckConstraint, Column, Index, Integer, MetaData, PrimaryKeyConstraint, String, Table, Text,
-    and_, event, func, or_, select, update,
+    BigInteger, Boolean, CheckConstraint, Column, Index, Integer, MetaData, PrimaryKeyConstraint, String, Table,
+    Text, and_, event, false, func, inspect, or_, select, update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
@@ -76,8 +76,12 @@ sales = Table(
     Column("ends_at_ms", BigInteger, nullable=False),
     Column("hold_ttl_ms", BigInteger, nullable=False),
     Column("created_at_ms", BigInteger, nullable=False),
+    Column("members_only", Boolean, nullable=False, default=False, server_default=false()),
     Index("ix_sales_room", "room_id"),
 )
+# columns added after their table was first created: ``Store.open`` adds the missing ones
+# (ALTER TABLE ... ADD COLUMN, with the column's server default) to an existing database
+_ADDED_COLUMNS = ((sales, "members_only"),)
 
 orders = Table(
     "orders", metadata,
@@ -147,6 +151,7 @@ class SaleRecord:
     ends_at_ms: int
     hold_ttl_ms: int
     created_at_ms: int
+    members_only: bool = False  # guest viewer tokens may not buy
 
     def same_content(self, other: SaleRecord) -> bool:
         """Equal in everything but ``created_at_ms``."""
@@ -192,11 +197,26 @@ def _row(cls: type, row: Any) -> Any:
     return cls(**{f.name: row._mapping[f.name] for f in dataclasses.fields(cls)})
 
 
+def _add_missing_columns(sync_conn: Any) -> None:
+    """ALTER TABLE ... ADD COLUMN for each of ``_ADDED_COLUMNS`` an existing table lacks (SQLite and
+    PostgreSQL; NOT NULL with the column's server default, so existing rows get the default)."""
+    from sqlalchemy.schema import CreateColumn
+
+    have: dict[str, set[str]] = {}
+    for table, name in _ADDED_COLUMNS:
+        if table.name not in have:
+            have[table.name] = {c["name"] for c in inspect(sync_conn).get_columns(table.name)}
+        if name not in have[table.name]:
+            ddl = CreateColumn(table.c[name]).compile(dialect=sync_conn.dialect)
+            sync_conn.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN {ddl}")
+            have[table.name].add(name)
+
+
 def _is_startup_race(exc: DBAPIError) -> bool:
     """Another process created a table first, or (SQLite) held the lock while the file was new."""
     text = str(exc.orig if exc.orig is not None else exc).lower()
     return any(m in text for m in ("already exists", "duplicate key", "pg_type_typname_nsp_index",
-                                   "database is locked"))
+                                   "database is locked", "duplicate column"))
 
 
 class Store:
@@ -235,12 +255,15 @@ class Store:
         return store
 
     async def _create_all(self) -> None:
+        from . import payments as _payments  # noqa: F401  # its tables join `metadata` (payments, refunds)
+        from . import archive as _archive  # noqa: F401  # its tables join `metadata` (sale_archive, room_archive)
         for attempt in range(_STARTUP_ATTEMPTS):
             try:
                 async with self.engine.begin() as conn:
                     await conn.run_sync(metadata.create_all, checkfirst=True)
                     for index in orders.indexes:  # indexes added after a table was first created
                         await conn.run_sync(index.create, checkfirst=True)
+                    await conn.run_sync(_add_missing_columns)
                 return
             except DBAPIError as exc:  # another process created a table (or held the lock) meanwhile
                 if not _is_startup_race(exc) or attempt == _STARTUP_ATTEMPTS - 1:

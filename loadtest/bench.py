@@ -499,6 +499,12 @@ def write_doc(r: dict, argv: list[str]) -> None:
     if ab:
         L.extend(ab)
         a("")
+    from .memory import old_memory_section  # written by `python -m loadtest.memory`: kept as it is
+
+    mem = old_memory_section()
+    if mem:
+        L.extend(mem)
+        a("")
     tg = r.get("targets")
     if tg:
         a("## Targets")

@@ -6,13 +6,14 @@
     python -m loadtest.checkout --url ... --host-token T --buyers 5000 --mode rate --rate 10000 --seconds 10
     # the engine's own limit (redis-benchmark driving the same reserve script): python -m loadtest.engine
 
-Buyers get viewer tokens from ``POST /api/viewer-token``, or, given ``--secret`` (the server's
-LIVESALE_SECRET, i.e. acting as the platform's auth service, PROTOCOL.md Identity), mint HS256
-tokens themselves. Each client process measures its clock offset NTP-style (5 ``clock`` samples,
-smallest rtt) and fires at the sale's ``starts_at`` (server time, from ``GET /api/sales/{id}``)
-minus that offset. Reported: clicks sent, results by code, clicks/s sustained (results / time from
-first click to last result), click->result p50/p99/max, and the oversell check over HTTP afterwards
-(``GET /api/sales/{id}``: RESERVED answers == held + sold <= allocated, units_left >= 0).
+Buyers get viewer tokens from ``POST /api/viewer-token`` (a server with LIVESALE_GUEST_TOKENS=1),
+or, given ``--secret`` (the server's LIVESALE_SECRET, i.e. acting as the platform's auth service,
+PROTOCOL.md Identity), mint HS256 tokens themselves. Each client process measures its clock offset
+NTP-style (5 ``clock`` samples, smallest rtt) and fires at the sale's ``starts_at`` (server time,
+from ``GET /api/sales/{id}``) minus that offset. Reported: clicks sent, results by code, clicks/s
+sustained (results / time from first click to last result), click->result p50/p99/max, and the
+oversell check over HTTP afterwards (``GET /api/sales/{id}``: RESERVED answers == held + sold <=
+allocated, units_left >= 0).
 """
 
 from __future__ import annotations
@@ -397,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--product", default="p-load")
     ap.add_argument("--host-token", default=os.environ.get("LIVESALE_HOST_TOKEN", ""))
     ap.add_argument("--secret", default=os.environ.get("LIVESALE_SECRET", ""),
-                    help="mint viewer tokens locally (else POST /api/viewer-token)")
+                    help="mint viewer tokens locally (else POST /api/viewer-token: needs LIVESALE_GUEST_TOKENS=1)")
     ap.add_argument("--buyers", type=int, default=2000)
     ap.add_argument("--procs", type=int, default=0)
     ap.add_argument("--mode", choices=["burst", "rate"], default="burst")

@@ -21,7 +21,11 @@ exists in the database exactly once. One host user (``LIVESALE_HOST_TOKEN``) lau
 
 Environment: LIVESALE_HOST_TOKEN, LIVESALE_ROOM (load), LIVESALE_PRODUCT (p-load),
 LIVESALE_SALE_UNITS (50), LIVESALE_SALE_EVERY_S (10), LIVESALE_SALE_STARTS_IN_S (3),
-LIVESALE_PAY_RATIO (0.5), LIVESALE_ORDERS_FILE (unset: not recorded).
+LIVESALE_PAY_RATIO (0.5), LIVESALE_ORDERS_FILE (unset: not recorded), LIVESALE_SECRET.
+
+Viewer tokens: with ``LIVESALE_SECRET`` (the server's, as ``run_locust`` passes it) each viewer's token
+is minted here with PyJWT, as the platform's auth service would (PROTOCOL.md Identity); without it
+they come from ``POST /api/viewer-token``, which needs a server with ``LIVESALE_GUEST_TOKENS=1``.
 """
 
 from __future__ import annotations
@@ -30,10 +34,12 @@ import itertools
 import json
 import os
 import random
+import secrets
 import time
 
 import gevent
 import gevent.event
+import jwt
 from gevent.event import AsyncResult
 from gevent.lock import Semaphore
 from locust import HttpUser, between, constant, events, task
@@ -45,6 +51,7 @@ PRODUCT = os.environ.get("LIVESALE_PRODUCT", "p-load")
 HOST_TOKEN = os.environ.get("LIVESALE_HOST_TOKEN", "")
 ORDERS_FILE = os.environ.get("LIVESALE_ORDERS_FILE", "")
 PAY_RATIO = float(os.environ.get("LIVESALE_PAY_RATIO", "0.5"))
+SECRET = os.environ.get("LIVESALE_SECRET", "")
 SALE_UNITS = int(os.environ.get("LIVESALE_SALE_UNITS", "50"))
 SALE_EVERY_S = float(os.environ.get("LIVESALE_SALE_EVERY_S", "10"))
 SALE_STARTS_IN_S = int(os.environ.get("LIVESALE_SALE_STARTS_IN_S", "3"))
@@ -70,6 +77,15 @@ def _record_order(line: dict) -> None:
             os.write(fd, data)
         finally:
             os.close(fd)
+
+
+def platform_token(name: str, ttl_s: int = 3600) -> tuple[str, str]:
+    """(token, user id): an HS256 viewer token with the claims PROTOCOL.md lists, signed with
+    LIVESALE_SECRET as the platform's auth service signs them (never imports the server)."""
+    user = "lt-" + secrets.token_hex(6)
+    now = int(time.time())
+    claims = {"sub": user, "role": "viewer", "name": name, "iat": now, "exp": now + ttl_s}
+    return jwt.encode(claims, SECRET, algorithm="HS256"), user
 
 
 class RoomConnection:
@@ -204,14 +220,17 @@ class Viewer(HttpUser):
     def on_start(self) -> None:
         self.tried: set[str] = set()
         self.buys: list[gevent.Greenlet] = []
-        with self.client.post("/api/viewer-token", json={"name": f"viewer{next(_ids)}"},
-                              name="/api/viewer-token", catch_response=True) as r:
-            if r.status_code != 200 and r.status_code != 201:
-                r.failure(f"viewer-token: {r.status_code}")
-                self.stop()
-                return
-            body = r.json()
-        self.token, self.user_id = body["token"], body.get("user")
+        if SECRET:  # the platform's way: a token signed with the shared secret
+            self.token, self.user_id = platform_token(f"viewer{next(_ids)}")
+        else:
+            with self.client.post("/api/viewer-token", json={"name": f"viewer{next(_ids)}"},
+                                  name="/api/viewer-token", catch_response=True) as r:
+                if r.status_code != 200 and r.status_code != 201:
+                    r.failure(f"viewer-token: {r.status_code}")
+                    self.stop()
+                    return
+                body = r.json()
+            self.token, self.user_id = body["token"], body.get("user")
         # room events can arrive (and spawn tap_buy) while RoomConnection is still joining
         self.conn_ready = gevent.event.Event()
         self.conn = RoomConnection(self, self.token, self.on_event)

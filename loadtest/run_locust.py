@@ -4,8 +4,9 @@
 
 1. starts ``python -m server.cli serve`` (LIVESALE_PORT, LIVESALE_DATA_DIR = a temp dir), gets a host
    token from ``python -m server.cli token --host loadhost``, creates the room and product over HTTP;
-2. runs ``locust -f loadtest/locustfile.py --headless`` and prints its summary; the locust users
-   append every CONFIRMED pay result to an orders file;
+2. runs ``locust -f loadtest/locustfile.py --headless`` and prints its summary; the locust users sign
+   their viewer tokens with the server's LIVESALE_SECRET (as the platform would: the server runs with
+   guest tokens off) and append every CONFIRMED pay result to an orders file;
 3. checks, over the public HTTP API only, after settlement drained:
    - no oversell: for every sale, sold (+ held) <= allocated and units_left >= 0 (``GET /api/sales/{id}``);
    - every confirmed order recorded by the users exists in the database exactly once
@@ -188,7 +189,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"host token (python -m server.cli token --host loadhost): {token[:24]}...", flush=True)
         asyncio.run(setup_room(srv.url, token, a.room))
         orders = Path(srv.data_dir) / "confirmed-orders.jsonl"
-        env = dict(os.environ, LIVESALE_HOST_TOKEN=token, LIVESALE_ROOM=a.room, LIVESALE_ROOM_READY="1",
+        # LIVESALE_SECRET: the viewers sign their own tokens as the platform would (guest tokens stay off)
+        env = dict(os.environ, LIVESALE_HOST_TOKEN=token, LIVESALE_SECRET=srv.secret, LIVESALE_ROOM=a.room,
+                   LIVESALE_ROOM_READY="1",
                    LIVESALE_ORDERS_FILE=str(orders), LIVESALE_SALE_UNITS=str(a.sale_units or max(5, a.users // 4)),
                    LIVESALE_SALE_EVERY_S=str(a.sale_every))
         cmd = [sys.executable, "-m", "locust", "-f", str(HERE / "locustfile.py"), "--headless", "-u", str(a.users),

@@ -10,21 +10,23 @@ import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from commerce.addresses import client_address
 from commerce.errors import (
     BadJson, BadMessage, CommerceError, ErrorCode, Forbidden, InvalidInput, NotFound, Refused, Unauthorized, as_error,
-    status_of,
+    RateLimited, status_of,
 )
 from commerce.host_actions import HOST_ACTIONS
-from commerce.identity import Identity, TokenError, mint_viewer_token, verify_token
+from commerce.identity import Identity, TokenError, mint_viewer_token
 from commerce.requests import AddProduct, CreateRoom, CreateSale, GuestToken, PayHold, Reserve
 from commerce.service import Commerce
 from commerce.validation import ID_RE, Schema
 from commerce.wire import hold_wire, order_wire
 from inventory.domain import ConfirmCode, ReleaseCode, ReserveCode
 
-from .appkeys import COMMERCE, GATEWAY, HUB, SETTINGS
+from .appkeys import COMMERCE, GATEWAY, GUEST_RATE, HUB, PROXIES, SETTINGS
+from .appkeys import VERIFIER
 
-__all__ = ["setup", "error_middleware", "MAX_URL_BYTES", "MAX_REQUEST_LINE"]
+__all__ = ["setup", "error_middleware", "token_keys_middleware", "MAX_URL_BYTES", "MAX_REQUEST_LINE"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -36,6 +38,7 @@ _MESSAGES = {
     "EXPIRED": "the hold expired or was released; you were not charged",
     "ALREADY_CONFIRMED": "this hold was already paid with another payment; refund this one",
     "FORBIDDEN": "this hold belongs to someone else", "NOT_HELD": "the hold is no longer held",
+    "MEMBERS_ONLY": "this sale is for signed-in members: guest tokens cannot buy it",
 }
 MAX_URL_BYTES = 8192          # path + query string; longer: 414 URI_TOO_LONG (JSON)
 MAX_REQUEST_LINE = 64 * 1024  # the HTTP parser's own cut (plain-text 400 before any handler runs)
@@ -90,12 +93,22 @@ async def body(request: web.Request) -> dict[str, Any]:
     return data
 
 
+@web.middleware
+async def token_keys_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A bearer token naming a platform key id (kid) this process does not hold yet: reload the platform
+    key set first (in a worker thread, rate-limited), so ``identity`` below stays synchronous."""
+    header = request.headers.get("Authorization", "")
+    if header.startswith("Bearer ") and request.app[VERIFIER].keys is not None:
+        await request.app[VERIFIER].prepare(header[7:].strip())
+    return await handler(request)
+
+
 def identity(request: web.Request) -> Identity:
     header = request.headers.get("Authorization", "")
     if not header.startswith("Bearer "):
         raise Unauthorized("send Authorization: Bearer <token>")
     try:
-        return verify_token(request.app[SETTINGS].secret, header[7:].strip())
+        return request.app[VERIFIER].verify(header[7:].strip())
     except TokenError as e:
         raise Unauthorized(str(e)) from None
 
@@ -131,10 +144,15 @@ def _commerce(request: web.Request) -> Commerce:
     return request.app[COMMERCE]
 
 
+def client_addr(request: web.Request) -> str:
+    """The client's address: the peer's, or behind a trusted proxy its X-Forwarded-For (commerce.addresses)."""
+    return client_address(request.remote, request.headers.get("X-Forwarded-For"), request.app[PROXIES])
+
+
 # -- rooms, products, sales -----------------------------------------------------------------------------
 
 async def get_time(request: web.Request) -> web.Response:
-    return json({"server_time": request.app[HUB].now_ms()})
+    return json({"server_time": request.app[HUB].now_ms(), "guests": request.app[SETTINGS].guest_tokens})
 
 
 async def health(request: web.Request) -> web.Response:
@@ -145,9 +163,17 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def viewer_token(request: web.Request) -> web.Response:
+    """A guest viewer token (claim ``guest: true``): only with LIVESALE_GUEST_TOKENS on, and at most
+    LIVESALE_GUEST_TOKEN_RATE per client address per minute."""
+    settings = request.app[SETTINGS]
+    if not settings.guest_tokens:
+        raise Refused(ErrorCode.GUESTS_OFF, "guest tokens are off on this server: sign in on the platform, "
+                                            "which passes you a signed viewer token")
     name = _parse(_GUEST, await body(request)).name or "guest"
-    token, user = mint_viewer_token(request.app[SETTINGS].secret, name)
-    return json({"token": token, "user": user, "name": name}, 201)
+    if not request.app[GUEST_RATE].take(client_addr(request)):
+        raise RateLimited("too many guest tokens from your address; retry in a minute")
+    token, user = mint_viewer_token(settings.secret, name, guest=True)
+    return json({"token": token, "user": user, "name": name, "guest": True}, 201)
 
 
 async def create_room(request: web.Request) -> web.Response:
@@ -249,6 +275,19 @@ async def pay(request: web.Request) -> web.Response:
     return json(reply, 201 if c.fresh else 200)
 
 
+async def checkout(request: web.Request) -> web.Response:
+    """Start paying a hold through the provider: what the client needs (redirect URL / client secret)."""
+    started = await _commerce(request).payments.checkout(viewer_of(request), request.match_info["hold"])
+    return json(started, 201)
+
+
+async def payment_webhook(request: web.Request) -> web.Response:
+    """The provider's signed webhook (docs/PROTOCOL.md Payments): 200 once recorded in SQL."""
+    raw = await request.read()
+    outcome = await _commerce(request).payments.webhook(request.match_info["provider"], dict(request.headers), raw)
+    return json(outcome.wire())
+
+
 async def release(request: web.Request) -> web.Response:
     viewer = viewer_of(request)
     checkout = _commerce(request).checkout
@@ -317,5 +356,7 @@ def setup(app: web.Application) -> None:
     r.add_get("/api/holds/{hold}", get_hold)
     r.add_post("/api/holds/{hold}/pay", pay)
     r.add_delete("/api/holds/{hold}", release)
+    r.add_post("/api/holds/{hold}/checkout", checkout)
+    r.add_post("/api/payments/webhook/{provider}", payment_webhook)
     r.add_get("/api/orders/{order}", get_order)
     r.add_get("/api/me/orders", my_orders)

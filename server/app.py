@@ -1,9 +1,10 @@
 """The composition root: builds the aiohttp application from Settings. Wiring only.
 
 Components start in this order and stop in reverse, each with ``start()`` / ``aclose()``:
-embedded Valkey (if no REDIS_URL) -> ``Core`` (Redis clients, SQL store, scripts, room bus,
-``Commerce``) -> ``Hub`` + ``Gateway`` (WebSocket) -> ``Settlement`` (worker + reaper), through
-``cleanup_ctx``; aiohttp closes the listening sockets and open connections before the cleanups run.
+embedded Valkey (if no REDIS_URL) -> the platform key set (``LIVESALE_JWKS``, if set) -> ``Core`` (Redis
+clients, SQL store, scripts, room bus, ``Commerce``) -> ``Hub`` + ``Gateway`` (WebSocket) -> ``Settlement``
+(worker + reaper), through ``cleanup_ctx``; aiohttp closes the listening sockets and open connections
+before the cleanups run.
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ from dataclasses import dataclass
 from aiohttp import web
 from redis.asyncio import BlockingConnectionPool, Redis
 
+from commerce.addresses import AddressRate, parse_proxies
+from commerce.identity import TokenVerifier
+from commerce.jwks import KeySet
 from commerce.room_bus import RoomBus
 from commerce.service import Commerce
 from commerce.tasks import OwnedTasks
@@ -29,9 +33,11 @@ from stream_gateway.handler import Gateway, GatewayLimits
 from stream_gateway.hub import Hub
 
 from . import api, pages
-from .appkeys import COMMERCE, CORE, GATEWAY, HUB, SETTINGS
+from .appkeys import COMMERCE, CORE, GATEWAY, GUEST_RATE, HUB, PROXIES, SETTINGS
+from .appkeys import VERIFIER
 from .config import Settings
 from .embedded import EmbeddedRedis
+from .payment_setup import payment_provider
 
 __all__ = ["create_app", "redis_client", "Core", "Settlement"]
 
@@ -77,10 +83,11 @@ class Core:
         store = await Store.open(s.sqlalchemy_url)
         inventory = Inventory(redis, max_qty=s.max_qty_per_request)
         await inventory.load()
-        bus = RoomBus(raw, replay_keep=s.replay_buffer)
+        bus = RoomBus(raw, replay_keep=s.replay_buffer, retain_room_s=s.retain_room_s, retain_ended_s=s.retain_ended_s)
         await bus.load_script()
+        mode, provider = payment_provider(s)
         commerce = Commerce(store, inventory, bus, default_hold_ttl_s=s.default_hold_ttl_s,
-                            max_qty=s.max_qty_per_request)
+                            max_qty=s.max_qty_per_request, payment_mode=mode, payment_provider=provider)
         return cls(redis, raw, store, inventory, bus, commerce)
 
     async def aclose(self) -> None:
@@ -101,7 +108,8 @@ class Settlement:
                                        claim_idle_ms=s.settle_claim_idle_ms, max_deliveries=s.settle_max_deliveries,
                                        on_committed=core.commerce.notify_settled)
         self.reaper = Reaper(core.redis, core.inventory, s.reap_interval_ms,
-                             on_restock=core.commerce.sales.restocked)
+                             on_restock=core.commerce.sales.restocked, store=core.store,
+                             retain_ms=s.retain_ended_s * 1000, on_retired=core.commerce.sale_retired)
         self._tasks = OwnedTasks(log, "settlement")
 
     def start(self) -> None:
@@ -116,6 +124,23 @@ class Settlement:
             log.warning("settlement: a task did not stop")
 
 
+def token_verifier(s: Settings) -> TokenVerifier:
+    """Every token check of the process: HS256 with LIVESALE_SECRET (resolved) and the earlier secrets of
+    LIVESALE_SECRETS_PREVIOUS, plus RS256/EdDSA with the platform's LIVESALE_JWKS. Loads nothing yet."""
+    keys = KeySet(s.jwks, refresh_s=s.jwks_refresh_s) if s.jwks else None
+    return TokenVerifier((s.secret, *s.secrets_previous), keys, issuer=s.token_issuer, audience=s.token_audience)
+
+
+async def _token_keys(app: web.Application) -> AsyncIterator[None]:
+    """The platform key set: loaded before the gateway accepts anyone, reloaded in the background."""
+    verifier = app[VERIFIER]
+    await verifier.start()
+    try:
+        yield
+    finally:
+        await verifier.aclose()
+
+
 async def _resources(app: web.Application) -> AsyncIterator[None]:
     s: Settings = app[SETTINGS]
     core = await Core.open(s)
@@ -126,9 +151,12 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
               ambient_rate=s.ambient_rate,
               on_open=commerce.sales.fire_open, on_close=commerce.sales.fire_close)
     await hub.start()
-    gateway = Gateway(hub, commerce, s.secret,
+    gateway = Gateway(hub, commerce, app[VERIFIER],
                       GatewayLimits(max_msg=s.ws_max_msg, buy_rate=s.buy_rate, comment_rate=s.comment_rate,
-                                    tick_ms=s.tick_ms, soft_limit=s.ws_soft_limit, hard_limit=s.ws_hard_limit))
+                                    tick_ms=s.tick_ms, soft_limit=s.ws_soft_limit, hard_limit=s.ws_hard_limit,
+                                    guests=s.guest_tokens, conn_per_addr=s.conn_per_addr,
+                                    join_rate_per_addr=s.join_rate_per_addr,
+                                    trusted_proxies=parse_proxies(s.trusted_proxies)))
     app[CORE], app[COMMERCE], app[HUB], app[GATEWAY] = core, commerce, hub, gateway
     try:
         yield
@@ -160,12 +188,16 @@ async def _on_shutdown(app: web.Application) -> None:
 def create_app(settings: Settings) -> web.Application:
     # request lines up to MAX_REQUEST_LINE reach the middleware, which answers URLs over
     # MAX_URL_BYTES with a JSON 414 (aiohttp's parser would answer a plain-text 400 past 8 KiB)
-    app = web.Application(middlewares=[api.error_middleware], client_max_size=64 * 1024,
+    app = web.Application(middlewares=[api.error_middleware, api.token_keys_middleware], client_max_size=64 * 1024,
                           handler_args={"max_line_size": api.MAX_REQUEST_LINE})
     # the signing secret is resolved once here (LIVESALE_SECRET or the data directory's file): no
     # request reads a file
     app[SETTINGS] = settings if settings.secret else settings.replace(secret=settings.signing_secret())
+    app[PROXIES] = parse_proxies(settings.trusted_proxies)
+    app[GUEST_RATE] = AddressRate(settings.guest_token_rate / 60.0, settings.guest_token_rate)
+    app[VERIFIER] = token_verifier(app[SETTINGS])
     app.cleanup_ctx.append(_engine)
+    app.cleanup_ctx.append(_token_keys)
     app.cleanup_ctx.append(_resources)
     app.cleanup_ctx.append(_settlement)
     app.on_shutdown.append(_on_shutdown)

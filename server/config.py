@@ -73,6 +73,26 @@ def _bool(name: str, raw: str) -> bool:
 _bool.allowed = "true/false (also 1/0, yes/no, on/off)"  # type: ignore[attr-defined]
 
 
+def _secret_list(name: str, raw: str) -> tuple[str, ...]:
+    values = tuple(v.strip() for v in raw.split(",") if v.strip())
+    if any(len(v) < 32 for v in values):
+        raise SettingsError(f"{name}: every secret must be at least 32 characters (HS256 keys need 256 bits)")
+    return values
+
+
+_secret_list.allowed = "empty, or comma-separated secrets of at least 32 characters each"  # type: ignore[attr-defined]
+
+
+def _jwks(name: str, raw: str) -> str:
+    value = raw.strip()
+    if "://" in value and not value.startswith(("https://", "http://")):
+        raise SettingsError(f"{name}: expected a file path or a URL starting with https:// or http://")
+    return value
+
+
+_jwks.allowed = "empty, a file path, or an https:// or http:// URL"  # type: ignore[attr-defined]
+
+
 def _url(schemes: tuple[str, ...]) -> Callable[[str, str], str]:
     def parse(name: str, raw: str) -> str:
         value = raw.strip()
@@ -98,6 +118,30 @@ def _level(name: str, raw: str) -> str:
 _level.allowed = "DEBUG, INFO, WARNING or ERROR"  # type: ignore[attr-defined]
 
 
+def _proxies(name: str, raw: str) -> str:
+    from commerce.addresses import parse_proxies  # the one parser, shared with the transports
+
+    try:
+        parse_proxies(raw)
+    except ValueError as e:
+        raise SettingsError(f"{name}: {e}") from None
+    return raw.strip()
+
+
+_proxies.allowed = "empty, or a comma-separated list of IP addresses or networks (10.0.0.0/8)"  # type: ignore[attr-defined]
+
+
+def _choice(values: tuple[str, ...]) -> Callable[[str, str], str]:
+    def parse(name: str, raw: str) -> str:
+        value = raw.strip().lower()
+        if value not in values:
+            raise SettingsError(f"{name}={raw!r}: expected one of {', '.join(values)}")
+        return value
+
+    parse.allowed = f"{', '.join(values[:-1])} or {values[-1]}" if len(values) > 1 else values[0]  # type: ignore[attr-defined]
+    return parse
+
+
 def _env(var: str, parse: Callable[[str, str], Any], doc: str, allowed: str | None = None) -> Any:
     """``allowed``: what the README states as the accepted values (default: the parser's own bounds);
     ``validate`` enforces the rules that span fields or are not the parser's."""
@@ -116,9 +160,19 @@ class Settings:
     redis_url: str = field(default="", metadata=_env("REDIS_URL", _url(("redis", "rediss", "unix")), "Redis/Valkey to use. Empty: start a private embedded Valkey in the data directory."))
     database_url: str = field(default="", metadata=_env("DATABASE_URL", _url(("sqlite", "sqlite+aiosqlite", "postgresql", "postgres", "postgresql+asyncpg")), "SQL system of record. Empty: SQLite file in the data directory. postgresql://... uses asyncpg."))
     secret: str = field(default="", repr=False, metadata=_env("LIVESALE_SECRET", _str, "HMAC secret that signs host and viewer tokens. Empty: a random one kept in <data dir>/secret.key (mode 0600).", "at least 32 characters"))
+    secrets_previous: tuple[str, ...] = field(default=(), repr=False, metadata=_env("LIVESALE_SECRETS_PREVIOUS", _secret_list, "Earlier HMAC secrets, still accepted when verifying HS256 tokens (never used to sign): rotate LIVESALE_SECRET without refusing the tokens already out."))
+    jwks: str = field(default="", metadata=_env("LIVESALE_JWKS", _jwks, "The platform's public key set (JWKS): RS256 and EdDSA tokens whose `kid` is in it are accepted, so gateways need not hold the platform's signing key. A URL is fetched at start, every LIVESALE_JWKS_REFRESH_S and on an unknown `kid` (at most every 5 s); a file is re-read the same way. Empty: HS256 tokens only."))
+    jwks_refresh_s: float = field(default=300.0, metadata=_env("LIVESALE_JWKS_REFRESH_S", _float(1, 86400), "How often LIVESALE_JWKS is reloaded: a key removed from the set is refused after at most this long."))
+    token_issuer: str = field(default="", metadata=_env("LIVESALE_TOKEN_ISSUER", _str, "When set, a token signed with a LIVESALE_JWKS key must carry this `iss`.", "empty, or the expected `iss`"))
+    token_audience: str = field(default="", metadata=_env("LIVESALE_TOKEN_AUDIENCE", _str, "When set, a token signed with a LIVESALE_JWKS key must carry this `aud`; when empty, such a token with an `aud` is refused.", "empty, or the expected `aud`"))
     log_level: str = field(default="INFO", metadata=_env("LIVESALE_LOG_LEVEL", _level, "Logging level."))
     redis_pool_size: int = field(default=64, metadata=_env("LIVESALE_REDIS_POOL", _int(1, 10000), "Redis connections per process; requests wait for a free one rather than fail."))
     default_hold_ttl_s: int = field(default=300, metadata=_env("LIVESALE_HOLD_TTL_S", _int(5, 86400), "Default pay-by window of a hold, in seconds."))
+    payment_mode: str = field(default="instant", metadata=_env("LIVESALE_PAYMENT_MODE", _choice(("instant", "sandbox")), "How holds are paid. `instant`: `pay` confirms at once (load tests, benchmarks; the default for now, production must set a provider mode). `sandbox`: `checkout` through the sandbox provider and its signed webhooks; `pay` is refused (`PAYMENT_REQUIRED`). `livesale demo` uses `sandbox`."))
+    payment_webhook_secret: str = field(default="", repr=False, metadata=_env("LIVESALE_PAYMENT_WEBHOOK_SECRET", _str, "Shared secret of the payment provider's webhooks (HMAC-SHA256; the sandbox also takes it as its API key). Required unless LIVESALE_PAYMENT_MODE is `instant`; `livesale demo` makes a random one.", "empty, or at least 32 characters (required unless LIVESALE_PAYMENT_MODE is instant)"))
+    payment_tolerance_s: int = field(default=300, metadata=_env("LIVESALE_PAYMENT_TOLERANCE_S", _int(1, 3600), "A webhook whose signed timestamp is further than this from the server's clock is refused (`STALE_WEBHOOK`)."))
+    sandbox_url: str = field(default="", metadata=_env("LIVESALE_SANDBOX_URL", _url(("http", "https")), "Base URL of the sandbox payment provider (`server/sandbox_pay.py`). Required with LIVESALE_PAYMENT_MODE=sandbox; `livesale demo` sets it to the one it starts."))
+    sandbox_port: int = field(default=8081, metadata=_env("LIVESALE_SANDBOX_PORT", _int(0, 65535), "Port of the sandbox payment provider `livesale demo` starts on LIVESALE_HOST (0 picks a free one)."))
     max_qty_per_request: int = field(default=100, metadata=_env("LIVESALE_MAX_QTY", _int(1, 1_000_000), "Largest quantity one reserve request may ask for."))
     reap_interval_ms: int = field(default=250, metadata=_env("LIVESALE_REAP_INTERVAL_MS", _int(10, 60000), "How often expired holds are returned to stock."))
     settle_batch: int = field(default=200, metadata=_env("LIVESALE_SETTLE_BATCH", _int(1, 10000), "Orders written per settlement transaction."))
@@ -137,6 +191,13 @@ class Settings:
     ambient_rate: int = field(default=20000, metadata=_env("LIVESALE_AMBIENT_RATE", _int(100, 10_000_000), "Ambient frames per second one gateway process writes at most: with more local viewers than this x tick, rooms tick every 2nd, 3rd... tick (critical events are never delayed)."))
     sample_threshold: int = field(default=20000, metadata=_env("LIVESALE_SAMPLE_THRESHOLD", _int(1, 10_000_000), "Rooms with more local viewers than this get sampled comments/ticker."))
     demo_viewers: int = field(default=6, metadata=_env("LIVESALE_DEMO_VIEWERS", _int(0, 10000), "Simulated viewers in `livesale demo`."))
+    guest_tokens: bool = field(default=False, metadata=_env("LIVESALE_GUEST_TOKENS", _bool, "Issue guest viewer tokens (`POST /api/viewer-token`); off: refused with 403 `GUESTS_OFF`, and viewers need a token signed by the platform. `livesale demo` turns it on."))
+    guest_token_rate: float = field(default=10.0, metadata=_env("LIVESALE_GUEST_TOKEN_RATE", _float(0.1, 100000), "Guest tokens per client address per minute, per gateway process (burst of this many, at least 1); over it: 429 `RATE_LIMITED`."))
+    conn_per_addr: int = field(default=0, metadata=_env("LIVESALE_CONN_PER_ADDR", _int(0, 1_000_000), "Concurrent WebSockets per client address, per gateway process (0: no cap); over it the handshake is refused with HTTP 429 `RATE_LIMITED`."))
+    join_rate_per_addr: float = field(default=0.0, metadata=_env("LIVESALE_JOIN_RATE_PER_ADDR", _float(0, 100000), "`join`s per second per client address, per gateway process (burst of twice this, at least 1; 0: no limit); over it: `error RATE_LIMITED`."))
+    trusted_proxies: str = field(default="", metadata=_env("LIVESALE_TRUSTED_PROXIES", _proxies, "Reverse proxies whose `X-Forwarded-For` is believed: the client address is the last hop that is not one of them. Empty: the TCP peer's address (the header is ignored)."))
+    retain_ended_s: int = field(default=3600, metadata=_env("LIVESALE_RETAIN_ENDED_S", _int(1, 31_536_000), "Seconds the Redis keys of an ended, settled sale (and of an ended room) are kept before they expire; their SQL records and archive rows stay (docs/DATABASE.md, Retention)."))
+    retain_room_s: int = field(default=604800, metadata=_env("LIVESALE_RETAIN_ROOM_S", _int(1, 31_536_000), "Seconds a room's Redis keys (event log, state, comments, likes, viewers, funnel) live after its last activity; every event, comment, like, viewer report or funnel flush starts the window again."))
     shutdown_timeout_s: float = field(default=10.0, metadata=_env("LIVESALE_SHUTDOWN_TIMEOUT_S", _float(0.1, 600), "Graceful shutdown: time to drain before cancelling."))
 
     @classmethod
@@ -159,6 +220,14 @@ class Settings:
             raise SettingsError("LIVESALE_WS_SOFT_LIMIT must be lower than LIVESALE_WS_HARD_LIMIT")
         if self.secret and len(self.secret) < 32:
             raise SettingsError("LIVESALE_SECRET must be at least 32 characters (HS256 keys need 256 bits)")
+        if self.payment_mode != "instant":
+            if len(self.payment_webhook_secret) < 32:
+                raise SettingsError(f"LIVESALE_PAYMENT_MODE={self.payment_mode} needs LIVESALE_PAYMENT_WEBHOOK_SECRET "
+                                    "(at least 32 characters)")
+            if self.payment_mode == "sandbox" and not self.sandbox_url:
+                raise SettingsError("LIVESALE_PAYMENT_MODE=sandbox needs LIVESALE_SANDBOX_URL")
+        elif self.payment_webhook_secret and len(self.payment_webhook_secret) < 32:
+            raise SettingsError("LIVESALE_PAYMENT_WEBHOOK_SECRET must be at least 32 characters")
         if self.settle_block_ms >= 5000:
             raise SettingsError("LIVESALE_SETTLE_BLOCK_MS must stay below the 5 s Redis socket timeout")
 
@@ -212,7 +281,7 @@ def _docs() -> list[tuple[str, str, str]]:
     rows = []
     for f in dataclasses.fields(Settings):
         default = f.default
-        shown = "(empty)" if default == "" else str(default).lower() if isinstance(default, bool) else str(default)
+        shown = "(empty)" if default in ("", ()) else str(default).lower() if isinstance(default, bool) else str(default)
         rows.append((f.metadata["env"], shown, f.metadata["doc"]))
     return rows
 

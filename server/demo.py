@@ -2,7 +2,8 @@
 
 It runs the gateway + settlement in this process, seeds a room with products over the public HTTP
 API, launches a flash sale about every minute, and runs a few simulated viewers (over the public
-WebSocket protocol) who chat, like, buy and pay.
+WebSocket protocol) who chat, like, buy and pay: through the sandbox payment provider it starts
+(``server/sandbox_pay.py``, LIVESALE_SANDBOX_PORT), pressing Pay on its hosted page.
 """
 
 from __future__ import annotations
@@ -11,15 +12,18 @@ import asyncio
 import contextlib
 import logging
 import random
+import secrets
 from typing import Any
 
 import aiohttp
+from aiohttp import web
 
 from commerce.identity import mint_host_token
 from commerce.tasks import OwnedTasks
 
-from .cli import run_server
+from .cli import bind_sockets, run_server
 from .config import Settings
+from .sandbox_pay import SandboxPay
 
 __all__ = ["run_demo"]
 
@@ -44,6 +48,8 @@ LINES = ["love this!", "is it vegan?", "how long does shipping take?", "just bou
 async def run_demo(settings: Settings) -> None:
     if settings.port == 0:
         settings = settings.replace(port=8080)
+    _sandbox, sandbox_runner, settings = await _start_sandbox(settings)  # payments go through its pay page
+    settings = settings.replace(guest_tokens=True)  # the demo's viewers (and the page) use guest tokens
     stop = asyncio.Event()
     tasks = OwnedTasks(log, "demo task")
 
@@ -58,6 +64,7 @@ async def run_demo(settings: Settings) -> None:
               f"  viewer page : {base}/rooms/{ROOM}\n"
               f"  host panel  : {base}/host/{ROOM}#token={host_token}\n"
               f"  API         : {base}/api/rooms/{ROOM}\n"
+              f"  payments    : sandbox provider at {settings.sandbox_url} (no real money)\n"
               "  Ctrl-C stops it.\n", flush=True)
 
     try:
@@ -65,6 +72,24 @@ async def run_demo(settings: Settings) -> None:
     finally:
         stop.set()
         await tasks.cancel(5.0)
+        await sandbox_runner.cleanup()
+
+
+async def _start_sandbox(settings: Settings) -> tuple[SandboxPay, web.AppRunner, Settings]:
+    """The sandbox payment provider on LIVESALE_SANDBOX_PORT, its webhooks aimed at this gateway; the
+    settings switched to LIVESALE_PAYMENT_MODE=sandbox (a random webhook secret unless one is set)."""
+    secret = settings.payment_webhook_secret or secrets.token_urlsafe(32)
+    local = "127.0.0.1" if settings.host in ("", "0.0.0.0", "::") else settings.host
+    shown = f"[{local}]" if ":" in local else local
+    sandbox = SandboxPay(secret, f"http://{shown}:{settings.port}/api/payments/webhook/sandbox")
+    socks = bind_sockets(settings.host, settings.sandbox_port)  # ListenError: exit 1 before anything starts
+    runner = web.AppRunner(sandbox.app(), access_log=None)
+    await runner.setup()
+    for sock in socks:
+        await web.SockSite(runner, sock).start()
+    port = socks[0].getsockname()[1]
+    url = f"http://{shown}:{port}"
+    return sandbox, runner, settings.replace(payment_mode="sandbox", payment_webhook_secret=secret, sandbox_url=url)
 
 
 async def _seed(base: str, token: str) -> None:
@@ -123,8 +148,11 @@ async def _viewer(base: str, name: str, stop: asyncio.Event) -> None:
                                                     "sale": m["sale"]["sale_id"], "qty": 1})
                             elif m.get("type") == "buy_result" and m.get("code") == "RESERVED" and rng.random() < 0.75:
                                 await asyncio.sleep(rng.uniform(1, 6))
-                                await ws.send_json({"type": "pay", "rid": f"pay-{rng.getrandbits(40):x}",
+                                await ws.send_json({"type": "checkout", "rid": f"pay-{rng.getrandbits(40):x}",
                                                     "hold": m["hold"]})
+                            elif m.get("type") == "payment_started" and m.get("redirect_url"):
+                                await asyncio.sleep(rng.uniform(0.5, 3))  # reading the hosted page
+                                await _pay_on_page(s, m["redirect_url"], "pay" if rng.random() < 0.9 else "cancel")
                     finally:
                         chatter.cancel()
                         with contextlib.suppress(asyncio.CancelledError):
@@ -133,6 +161,15 @@ async def _viewer(base: str, name: str, stop: asyncio.Event) -> None:
                 log.debug("demo viewer %s: %s", name, exc)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 2)
+
+
+async def _pay_on_page(s: aiohttp.ClientSession, redirect_url: str, action: str) -> None:
+    """What the buyer does on the sandbox provider's hosted page: press Pay (or Cancel)."""
+    try:
+        async with s.post(redirect_url, data={"action": action}, headers={"Accept": "application/json"}) as r:
+            await r.read()
+    except aiohttp.ClientError as exc:
+        log.debug("demo payment page: %s", exc)
 
 
 async def _chatter(ws: aiohttp.ClientWebSocketResponse, rng: random.Random) -> None:

@@ -41,7 +41,7 @@ class TokenBucket:
 class Conn:
     __slots__ = ("ws", "transport", "binary", "identity", "room_id", "last_seen", "dead", "session",
                  "buys", "comments", "flood_window", "flood_count", "hard_limit", "skipped", "inflight",
-                 "_settled")
+                 "_settled", "addr")
 
     def __init__(self, ws: web.WebSocketResponse, transport: asyncio.Transport, binary: bool,
                  buy_rate: float, comment_rate: float, hard_limit: int) -> None:
@@ -61,6 +61,7 @@ class Conn:
         self.skipped = 0
         self.inflight = 0  # requests accepted and not answered yet (buys in a reserve batch)
         self._settled: asyncio.Future[None] | None = None
+        self.addr = ""  # the client's address (commerce.addresses), for the per-address limits
 
     def answered(self) -> None:
         """One accepted request got its answer."""

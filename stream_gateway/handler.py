@@ -14,9 +14,10 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from commerce.addresses import AddressCount, AddressRate, Network, client_address
 from commerce.errors import Forbidden, NotFound, NotJoined, RateLimited, Unauthorized, as_error
 from commerce.host_actions import HOST_ACTIONS
-from commerce.identity import ANONYMOUS, TokenError, verify_token
+from commerce.identity import ANONYMOUS, TokenError, TokenVerifier
 from commerce.service import Commerce
 from inventory.domain import ReserveCode, ReserveResult
 
@@ -42,6 +43,10 @@ class GatewayLimits:
     tick_ms: int
     soft_limit: int
     hard_limit: int
+    guests: bool = False                   # guest tokens on (hello.limits.guests)
+    conn_per_addr: int = 0                 # concurrent sockets per client address (0: no cap)
+    join_rate_per_addr: float = 0.0        # joins per second per client address (0: no limit)
+    trusted_proxies: tuple[Network, ...] = ()  # whose X-Forwarded-For names the client
 
 
 Refuse = Callable[[Inbound, str, str], dict[str, Any]]  # (message, code, why) -> the typed refusal
@@ -59,14 +64,27 @@ class Route:
 
 
 class Gateway:
-    def __init__(self, hub: Hub, commerce: Commerce, secret: str, limits: GatewayLimits) -> None:
+    def __init__(self, hub: Hub, commerce: Commerce, verifier: TokenVerifier, limits: GatewayLimits) -> None:
         self.hub = hub
         self.commerce = commerce
-        self.secret = secret
+        self.verifier = verifier  # HS256 secrets + the platform's JWKS (reloaded on an unknown kid)
         self.limits = limits
         self.connections: set[Conn] = set()
+        self.per_addr = AddressCount(limits.conn_per_addr)
+        self.joins = AddressRate(limits.join_rate_per_addr, 2 * limits.join_rate_per_addr)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        lim = self.limits
+        addr = client_address(request.remote, request.headers.get("X-Forwarded-For"), lim.trusted_proxies)
+        if not self.per_addr.acquire(addr):  # over LIVESALE_CONN_PER_ADDR: refused at the handshake
+            return web.json_response({"error": {"code": "RATE_LIMITED", "message": (
+                f"too many connections from your address (at most {lim.conn_per_addr}); retry later")}}, status=429)
+        try:
+            return await self._handle(request, addr)
+        finally:
+            self.per_addr.release(addr)
+
+    async def _handle(self, request: web.Request, addr: str) -> web.StreamResponse:
         lim = self.limits
         ws = GatewaySocket(protocols=(SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK), compress=False,
                            max_msg_size=lim.max_msg, autoping=False, heartbeat=None)
@@ -76,11 +94,12 @@ class Gateway:
             return ws
         conn = Conn(ws, transport, ws.ws_protocol == SUBPROTOCOL_MSGPACK, lim.buy_rate, lim.comment_rate,
                     lim.hard_limit)
+        conn.addr = addr
         self.connections.add(conn)
         self.hub.all.add(conn)
         conn.send(msg.hello(self.hub.now_ms(), conn.session, {
             "max_msg": lim.max_msg, "buy_rate": lim.buy_rate, "comment_rate": lim.comment_rate,
-            "tick_ms": lim.tick_ms}))
+            "tick_ms": lim.tick_ms, "guests": lim.guests, "payments": self.commerce.payments.mode.value}))
         try:
             await self._read_loop(conn, ws)
         except (asyncio.CancelledError, ConnectionResetError):
@@ -165,10 +184,12 @@ class Gateway:
 
     async def _join(self, conn: Conn, m: Inbound) -> None:
         join: msg.Join = m.body
+        if not self.joins.take(conn.addr):  # LIVESALE_JOIN_RATE_PER_ADDR
+            raise RateLimited("too many joins from your address; retry in a second")
         identity = ANONYMOUS
         if join.token:
             try:
-                identity = verify_token(self.secret, join.token)
+                identity = await self.verifier.verify_async(join.token)
             except TokenError as e:
                 raise Unauthorized(str(e)) from None
         if conn.room_id is not None:
@@ -196,8 +217,15 @@ class Gateway:
                                           partial(_answer_buy, conn, m))
 
     async def _pay(self, conn: Conn, m: Inbound) -> None:
+        if not self.commerce.payments.instant:  # a provider takes the payments: `checkout`
+            conn.send(_pay_refusal(m, "PAYMENT_REQUIRED", ""))
+            return
         c = await self.commerce.checkout.pay(conn.identity, m.body.hold)
         conn.send(msg.pay_result(m.rid or "", c.code.value, m.body.hold, c.order_id))
+
+    async def _checkout(self, conn: Conn, m: Inbound) -> None:
+        started = await self.commerce.payments.checkout(conn.identity, m.body.hold)
+        conn.send(msg.payment_started(m.rid or "", started))
 
     async def _release(self, conn: Conn, m: Inbound) -> None:
         rel = await self.commerce.checkout.release(conn.identity, m.body.hold)
@@ -241,6 +269,9 @@ def _answer_buy(conn: Conn, m: Inbound, r: ReserveResult | BaseException) -> Non
         log.warning("buy %s failed: %s", m.rid, r)
         conn.send(msg.error("INTERNAL", _RETRY, m.rid))
         return
+    if r.code is ReserveCode.MEMBERS_ONLY:  # decided before the stock: no units_left
+        conn.send(_buy_refusal(m, "MEMBERS_ONLY", "this sale is for signed-in members: guest tokens cannot buy it"))
+        return
     out: dict[str, Any] = dict(msg.buy_result(m.rid or "", r.code.value, m.body.sale, m.body.qty, r.available))
     if r.code is ReserveCode.RESERVED:
         out["hold"] = r.hold_id
@@ -257,6 +288,7 @@ ROUTES: dict[str, Route] = {
     "buy": Route(Gateway._buy, viewer=True, bucket="buys", refuse=_buy_refusal),
     "pay": Route(Gateway._pay, viewer=True, bucket="buys", refuse=_pay_refusal),
     "release": Route(Gateway._release, viewer=True, bucket="buys", refuse=_release_refusal),
+    "checkout": Route(Gateway._checkout, viewer=True, bucket="buys"),
     "comment": Route(Gateway._comment, viewer=True, bucket="comments"),
     "like": Route(Gateway._like, viewer=True),
     **{name: Route(Gateway._host_action, host=True) for name in HOST_ACTIONS},

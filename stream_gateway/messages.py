@@ -16,13 +16,13 @@ import orjson
 
 from commerce.errors import BadJson, BadMessage, CommerceError, ErrorCode
 from commerce.host_actions import HOST_ACTIONS
-from commerce.requests import Buy, Comment, Like, Pay, Release
+from commerce.requests import Buy, CheckoutHold, Comment, Like, Pay, Release
 from commerce.validation import ID_RE, ID_RULE, Check, Number, Schema, Slug
 
 __all__ = [
     "PROTOCOL_VERSION", "SUBPROTOCOL_JSON", "SUBPROTOCOL_MSGPACK", "Inbound", "BadInbound", "Join", "Clock",
     "Ping", "parse_inbound", "decode_frame", "encode_json", "encode_msgpack", "hello", "clock_reply", "pong",
-    "buy_result", "pay_result", "release_result", "ok", "error",
+    "buy_result", "pay_result", "release_result", "payment_started", "ok", "error",
 ]
 
 PROTOCOL_VERSION = "livesale.v1"
@@ -66,9 +66,10 @@ SCHEMAS: dict[str, Schema[Any]] = {
     "join": Schema(Join, "join"), "clock": Schema(Clock, "clock"), "ping": Schema(Ping, "ping"),
     "buy": Schema(Buy, "buy"), "pay": Schema(Pay, "pay"), "release": Schema(Release, "release"),
     "comment": Schema(Comment, "comment"), "like": Schema(Like, "like"),
+    "checkout": Schema(CheckoutHold, "checkout"),
     **{name: action.schema for name, action in HOST_ACTIONS.items()},
 }
-RID_REQUIRED = frozenset({"buy", "pay", "release"})
+RID_REQUIRED = frozenset({"buy", "pay", "release", "checkout"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +134,8 @@ class Limits(TypedDict):
     buy_rate: float
     comment_rate: float
     tick_ms: int
+    guests: bool  # the server issues guest viewer tokens (POST /api/viewer-token)
+    payments: str  # LIVESALE_PAYMENT_MODE: "instant" (`pay`) or a provider mode (`checkout`)
 
 
 class Hello(TypedDict):
@@ -219,6 +222,11 @@ def pay_result(rid: str, code: str, hold: str, order: str | None = None) -> Hold
 
 def release_result(rid: str, code: str, hold: str) -> HoldResult:
     return {"type": "release_result", "rid": rid, "code": code, "hold": hold}
+
+
+def payment_started(rid: str, started: dict[str, Any]) -> dict[str, Any]:
+    """The answer to `checkout`: hold, payment_id, amount, currency, provider, redirect_url? client_secret?"""
+    return {"type": "payment_started", "rid": rid, **started}
 
 
 def ok(rid: str | None, action: str, extra: dict[str, Any]) -> dict[str, Any]:

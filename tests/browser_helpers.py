@@ -146,7 +146,8 @@ def live(redis_url: str, database_url: str, tmp_path_factory: pytest.TempPathFac
     data = tmp_path_factory.mktemp("browser-server")
     env = {**os.environ, "LIVESALE_PORT": str(_free_port()), "LIVESALE_DATA_DIR": str(data),
            "LIVESALE_SECRET": "browser-test-" + secrets.token_hex(16), "REDIS_URL": redis_url,
-           "DATABASE_URL": database_url, "LIVESALE_LOG_LEVEL": "INFO", "PYTHONUNBUFFERED": "1"}
+           "DATABASE_URL": database_url, "LIVESALE_LOG_LEVEL": "INFO", "PYTHONUNBUFFERED": "1",
+           "LIVESALE_GUEST_TOKENS": "1", "LIVESALE_GUEST_TOKEN_RATE": "100000"}  # the pages' viewers are guests
     server = LiveServer(env=env, port=int(env["LIVESALE_PORT"]), log_path=data / "server.log")
     server.start()
     try:

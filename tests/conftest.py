@@ -58,6 +58,7 @@ def settings(redis_url: str, database_url: str, data_dir: Path) -> Settings:
     return Settings.from_env(
         {}, redis_url=redis_url, database_url=database_url, data_dir=str(data_dir),
         secret="test-secret-" + secrets.token_hex(16), port=0,
+        guest_tokens=True, guest_token_rate=100_000,  # tests mint guest tokens freely (test_guests.py: the limits)
     )
 
 

@@ -120,14 +120,14 @@ export const EventType = Object.freeze({
 // Replies and personal messages never carry `seq`; every room event does (including types added
 // after this client was written, which are still counted so that no false gap is seen).
 const UNSEQUENCED = new Set(["snapshot", "resumed", "hello", "clock", "pong", "tick", "ok", "error",
-  "buy_result", "pay_result", "release_result", "order_confirmed"]);
+  "buy_result", "pay_result", "release_result", "order_confirmed", "payment_started", "payment_refunded"]);
 // Names of the client's own events. A server message of the same type is not dispatched under
 // that name (it would mean two different things): raw `clock` replies are clock-sync samples, and a
 // server `error` is dispatched once, as the client's `error` event. Every message is still in `message`.
 const LOCAL_EVENTS = new Set(["state", "change", "message", "clock", "error", "joined"]);
 // Requests that are idempotent by rid on the server: re-sent after a reconnect.
-const IDEMPOTENT = new Set(["buy", "pay", "release"]);
-const REPLY_OF = { buy: "buy_result", pay: "pay_result", release: "release_result" };
+const IDEMPOTENT = new Set(["buy", "pay", "release", "checkout"]);  // checkout: the same payment per hold
+const REPLY_OF = { buy: "buy_result", pay: "pay_result", release: "release_result", checkout: "payment_started" };
 
 /**
  * A live room connection. Extends EventTarget; every event is a CustomEvent whose `detail` is
@@ -142,7 +142,7 @@ export class LiveSaleClient extends EventTarget {
   /**
    * @param {object} opts
    * @param {string} opts.room           room id to join
-   * @param {string} [opts.token]        viewer or host JWT (watching works without one)
+   * @param {string} [opts.token]        viewer or host JWT (watching works without one); setToken() changes it
    * @param {string} [opts.url]          ws(s):// or http(s):// URL of the server (default: this page's host)
    * @param {Function} [opts.onEvent]    called as onEvent(msg, client) for every server message and local event
    * @param {number} [opts.pingIntervalMs=20000]      ping interval while nothing is at stake
@@ -910,6 +910,12 @@ export class LiveSaleClient extends EventTarget {
     const pendingJoin = !this._joined && !msg.rid && ["NOT_FOUND", "UNAUTHORIZED", "FORBIDDEN", "INVALID", "BAD_MESSAGE"].includes(msg.code);
     const request = ff ? ff.type : (this._pending.get(msg.rid)?.msg.type ?? (pendingJoin ? "join" : undefined));
     this._emit("error", { ...msg, type: "error", code: msg.code, message: msg.message, rid: msg.rid, request });
+    if (!this._joined && !msg.rid && msg.code === "RATE_LIMITED") {
+      // Too many joins from this address (LIVESALE_JOIN_RATE_PER_ADDR): join again in 1-2 s.
+      const ws = this._ws;
+      setTimeout(() => { if (this._ws === ws && !this._joined) this._sendJoin(); }, 1000 + Math.random() * 1000);
+      return;
+    }
     if (pendingJoin) {
       // The server refused the join (unknown room, bad token): stop instead of retrying forever.
       this.fatal = { code: msg.code, message: msg.message };
@@ -991,6 +997,20 @@ export class LiveSaleClient extends EventTarget {
   /** Pay a hold (demo payment). Resolves with the pay_result (`.code` CONFIRMED, EXPIRED, ...). */
   pay(hold) {
     return this.request("pay", { hold: typeof hold === "object" ? hold.hold : hold });
+  }
+
+  /** The server's payment mode (hello.limits.payments): "instant" (pay with pay()) or a provider's
+   *  name such as "sandbox" (pay with checkout()). */
+  get paymentMode() {
+    return (this.limits && this.limits.payments) || "instant";
+  }
+
+  /** Start paying a hold through the server's payment provider. Resolves with payment_started
+   *  ({payment_id, amount, currency, redirect_url?, client_secret?}): open redirect_url (or use the
+   *  client secret); the hold becomes confirmed when the provider's webhook arrives (order_confirmed).
+   *  Rejects with a LiveSaleError (`.code` NO_PROVIDER, EXPIRED, ALREADY_CONFIRMED, ...). */
+  checkout(hold) {
+    return this.request("checkout", { hold: typeof hold === "object" ? hold.hold : hold });
   }
 
   /** Give a hold back before its pay-by time. Resolves with the release_result. */

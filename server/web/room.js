@@ -61,10 +61,16 @@ function toast(text, kind = "info") {
 }
 
 // ---------------------------------------------------------------------------------------------
-// identity: a demo viewer token per browser, kept in localStorage
+// identity (docs/CLIENT.md, "Signing in: the token handoff"): a viewer token signed by the embedding
+// platform, handed over in the URL fragment (#token=<jwt>, removed from the address bar at once) or
+// with window.livesale.setToken(jwt), kept in sessionStorage for this tab; else, when the server
+// offers guest tokens (GET /api/time `guests`, hello.limits.guests), a guest token per browser in
+// localStorage; else the page watches anonymously and says that buying needs signing in.
 
-const ID_KEY = "livesale.viewer";
+const ID_KEY = "livesale.viewer";          // the guest identity (localStorage, per browser)
 const NAME_KEY = "livesale.name";
+const HANDOFF_KEY = "livesale.handoff";    // the platform's token (sessionStorage, this tab)
+let guestsOffered = false;                 // the server issues guest tokens
 
 function randomName() {
   const adj = ["Happy", "Swift", "Lucky", "Bright", "Cosmic", "Sunny", "Bold", "Calm", "Witty", "Keen"];
@@ -73,15 +79,52 @@ function randomName() {
   return `${r(adj)} ${r(noun)}`;
 }
 
+/** A usable viewer identity from a token ({token, user, name, guest, platform}), or null. */
+function identityOf(token, platform) {
+  const claims = typeof token === "string" ? tokenClaims(token) : null;
+  if (!claims || !claims.sub || (claims.role !== "viewer" && claims.role !== "host")) return null;
+  if (claims.exp && claims.exp * 1000 < Date.now() + 60000) return null; // expired (soon)
+  return { token, user: claims.sub, name: claims.name || claims.sub, guest: claims.guest === true, platform };
+}
+
+/** #token=<jwt> in the URL: read it once and remove it from the address bar (and history). */
+function tokenFromFragment() {
+  const params = new URLSearchParams(location.hash.replace(/^#/, ""));
+  const token = params.get("token");
+  if (!token) return null;
+  params.delete("token");
+  const rest = params.toString();
+  history.replaceState(history.state, "", location.pathname + location.search + (rest ? `#${rest}` : ""));
+  return token;
+}
+
+function loadHandoff() {
+  try { return identityOf(sessionStorage.getItem(HANDOFF_KEY), true); } catch { return null; }
+}
+
+function saveHandoff(id) {
+  try {
+    if (id) sessionStorage.setItem(HANDOFF_KEY, id.token); else sessionStorage.removeItem(HANDOFF_KEY);
+  } catch { /* storage disabled: this page view keeps it */ }
+}
+
 function loadIdentity() {
   try {
     const id = JSON.parse(localStorage.getItem(ID_KEY) || "null");
     if (!id || !id.token) return null;
-    const claims = tokenClaims(id.token);
-    if (claims && claims.exp && claims.exp * 1000 < Date.now() + 60000) return null; // expired soon
-    return id;
+    const fresh = identityOf(id.token, false);
+    return fresh ? { ...fresh, name: id.name || fresh.name } : null;
   } catch {
     return null;
+  }
+}
+
+async function serverOffersGuests() {
+  try {
+    const res = await fetch("/api/time");
+    return res.ok && (await res.json()).guests === true;
+  } catch {
+    return false;
   }
 }
 
@@ -96,12 +139,13 @@ async function fetchIdentity(name) {
       });
       const body = await res.json().catch(() => ({}));
       if (res.ok && body.token) {
-        const id = { token: body.token, user: body.user, name: body.name || name };
-        localStorage.setItem(ID_KEY, JSON.stringify(id));
+        const id = { ...identityOf(body.token, false), user: body.user, name: body.name || name };
+        localStorage.setItem(ID_KEY, JSON.stringify({ token: id.token, user: id.user, name: id.name }));
         localStorage.setItem(NAME_KEY, id.name);
         return id;
       }
-      if (res.status >= 400 && res.status < 500) {
+      if (res.status === 403 && body.error?.code === "GUESTS_OFF") { guestsOffered = false; return null; }
+      if (res.status >= 400 && res.status < 500 && res.status !== 429) {
         throw new Error(body.error?.message || `viewer token refused (${res.status})`);
       }
     } catch (err) {
@@ -116,10 +160,58 @@ async function fetchIdentity(name) {
   }
 }
 
+/** The identity to use when the platform handed none: a guest one if the server offers them. */
+async function guestOrAnonymous(name) {
+  guestsOffered = await serverOffersGuests();
+  if (!guestsOffered) return null;
+  return loadIdentity() || await fetchIdentity(name || localStorage.getItem(NAME_KEY) || randomName());
+}
+
+function showIdentity() {
+  setText(byId("viewer-name"), identity ? identity.name : "Not signed in");
+  setAttr(byId("viewer-name"), "data-kind", identity ? (identity.platform ? "member" : "guest") : "anonymous");
+  show(byId("rename-button"), !!identity && !identity.platform);
+  const input = byId("comment-input");
+  if (input) {
+    input.disabled = !identity;
+    input.placeholder = identity ? "Say something…" : "Sign in to chat";
+  }
+}
+
+/** Use a token (the platform's handoff, a guest token, or null: anonymous) and re-join with it. */
+function useIdentity(id) {
+  identity = id;
+  showIdentity();
+  if (client) {
+    client.setToken(id ? id.token : null);
+    restoreHolds();
+  }
+  render();
+}
+
+/** window.livesale.setToken(jwt): the embedding platform signs the viewer in (or out, with null). */
+window.livesale = window.livesale || {};
+window.livesale.setToken = function setToken(token) {
+  if (!token) {
+    saveHandoff(null);
+    guestOrAnonymous().then(useIdentity);
+    return true;
+  }
+  const id = identityOf(token, true);
+  if (!id) throw new Error("livesale.setToken: not a valid, unexpired viewer token");
+  saveHandoff(id);
+  useIdentity(id);
+  return true;
+};
+Object.defineProperty(window.livesale, "identity", {  // who the page buys as (null: anonymous)
+  get() { return identity ? { user: identity.user, name: identity.name, guest: identity.guest } : null; },
+  configurable: true,
+});
+
 // ---------------------------------------------------------------------------------------------
 // my holds survive a reload (the snapshot has no personal state)
 
-let identity = null;
+let identity = null;         // {token, user, name, guest, platform} or null (anonymous)
 const holdsKey = () => `livesale.holds.${roomId}.${identity?.user || "anon"}`;
 
 function saveHolds() {
@@ -130,6 +222,7 @@ function saveHolds() {
 }
 
 async function restoreHolds() {
+  if (!identity) return;
   let arr = [];
   try { arr = JSON.parse(localStorage.getItem(holdsKey()) || "[]"); } catch { arr = []; }
   for (const h of arr) if (h && h.hold) client.holds.set(h.hold, h);
@@ -167,11 +260,21 @@ let joinedOnce = false;      // the page had the room at least once (a later los
 let roomWait = null;         // {attempt, timer, next} while waiting for the room to be created
 
 async function main() {
-  const cached = loadIdentity();
-  identity = cached || await fetchIdentity(localStorage.getItem(NAME_KEY) || randomName());
-  setText(byId("viewer-name"), identity.name);
+  const handed = tokenFromFragment();
+  if (handed) {
+    identity = identityOf(handed, true);
+    if (!identity) toast("The sign-in token in the link is not valid or has expired.", "error");
+    saveHandoff(identity);
+  } else {
+    identity = loadHandoff();
+  }
+  if (!identity) {
+    const guest = await guestOrAnonymous();
+    identity = identity || guest;  // window.livesale.setToken() may have signed in meanwhile
+  }
+  showIdentity();
 
-  client = new LiveSaleClient({ room: roomId, token: identity.token });
+  client = new LiveSaleClient({ room: roomId, token: identity ? identity.token : null });
   client.addEventListener("change", scheduleRender);
   client.addEventListener("state", onState);
   client.addEventListener("error", onClientError);
@@ -183,6 +286,9 @@ async function main() {
     toast(`Order ${shortId(e.detail.order?.order_id)} confirmed`, "ok");
   });
   client.addEventListener("tick", onTick);
+  client.addEventListener("payment_refunded", () => {
+    toast("Your payment arrived after your reservation had ended: it was refunded.", "error");
+  });
   client.addEventListener("joined", () => { joinedOnce = true; roomWait = null; render(); });
   client.addEventListener("hold_expired", (e) => {
     // pay_by passed before a payment: the reservation is gone, say so (also while offline)
@@ -248,11 +354,15 @@ function isOffline() {
 async function onClientError(e) {
   const { code, message, request } = e.detail;
   if (code === "UNAUTHORIZED" && identity) {
-    // Token expired or signed with an old secret: get a fresh one and re-join.
-    localStorage.removeItem(ID_KEY);
-    identity = await fetchIdentity(identity.name || randomName());
-    setText(byId("viewer-name"), identity.name);
-    client.setToken(identity.token);
+    // Token expired or signed with an old secret: the platform's is dropped (sign in again on the
+    // platform); a guest one is replaced when the server still offers guests; else watch anonymously.
+    if (identity.platform) {
+      saveHandoff(null);
+      toast("Your sign-in has expired: sign in again to buy.", "error");
+    } else {
+      localStorage.removeItem(ID_KEY);
+    }
+    useIdentity(await guestOrAnonymous(identity.platform ? null : identity.name));
     return;
   }
   if (request === "join" && code === "NOT_FOUND") { render(); return; } // banner + waitForRoom
@@ -298,11 +408,10 @@ function wireUi() {
   });
   byId("rename-button").addEventListener("click", async () => {
     const name = (prompt("Your display name", identity?.name || "") || "").trim().slice(0, 40);
-    if (!name || name === identity?.name) return;
+    if (!name || name === identity?.name || identity?.platform) return;
     localStorage.removeItem(ID_KEY);
-    identity = await fetchIdentity(name);
-    setText(byId("viewer-name"), identity.name);
-    client.setToken(identity.token);
+    const id = guestsOffered ? await fetchIdentity(name) : null;
+    if (id) useIdentity(id);
   });
 }
 
@@ -343,6 +452,7 @@ function floatHeart() {
 async function onBuy() {
   const sale = currentSale();
   if (isOffline()) { toast(OFFLINE_TAP, "error"); return; }
+  if (!identity) { toast(SIGNIN_TEXT, "error"); return; }
   if (!sale || buying.has(sale.sale_id)) return;
   buying.add(sale.sale_id);
   notes.delete(sale.sale_id);
@@ -399,6 +509,8 @@ function handleBuyResult(saleId, res) {
   }
 }
 
+const SIGNIN_TEXT = "Buying needs signing in: open this live from the shop's site, signed in.";
+const MEMBERS_TEXT = "This sale is for signed-in members: sign in on the shop's site to buy.";
 const OFFLINE_TAP = "You are offline — reconnecting. Nothing was sent: tap again once you are back online.";
 
 async function onPay() {
@@ -410,6 +522,7 @@ async function onPay() {
     return;
   }
   if (!hold || paying.has(hold.hold)) return;
+  if (client.paymentMode !== "instant") return payWithProvider(hold);
   paying.add(hold.hold);
   render();
   try {
@@ -418,6 +531,31 @@ async function onPay() {
     else if (res.code !== "CONFIRMED" && res.code !== "ALREADY_CONFIRMED") toast(`Payment failed (${res.code})`, "error");
   } catch (err) {
     toast(`Payment failed: ${err.message}`, "error");
+  } finally {
+    paying.delete(hold.hold);
+    saveHolds();
+    render();
+  }
+}
+
+// With a payment provider (hello.limits.payments is not "instant"): `checkout`, then the provider's
+// hosted pay page in a new window (opened during the tap, so popup blockers let it through). The
+// hold becomes paid when the provider's webhook reaches the server: order_confirmed. Tapping Pay
+// again opens the same payment (the server returns it again while it is not paid or canceled).
+async function payWithProvider(hold) {
+  const win = window.open("", "_blank");
+  paying.add(hold.hold);
+  render();
+  try {
+    const res = await client.checkout(hold.hold);
+    if (!res.redirect_url) throw new Error("the payment provider gave no page to pay on");
+    if (win) win.location.href = res.redirect_url;
+    else window.location.assign(res.redirect_url);  // no popup: pay here, the order catch-up finds it on return
+    toast("Complete your payment on the payment page.", "ok");
+  } catch (err) {
+    if (win) win.close();
+    if (err.code === "EXPIRED") notes.set(hold.sale, { code: "EXPIRED", at: Date.now() });
+    else if (err.code !== "ALREADY_CONFIRMED") toast(`Payment failed: ${err.message}`, "error");
   } finally {
     paying.delete(hold.hold);
     saveHolds();
@@ -502,6 +640,9 @@ function buyState(sale) {
   if (phase === "closed" || liveEnded) return { state: "ended", bought, liveEnded };
   if (phase === "sold_out" || note?.code === "SOLD_OUT") return { state: "sold-out", bought };
   if (note?.code === "ENDED") return { state: "ended", bought };
+  // Buying needs a viewer token; a members-only sale needs one from the platform, not a guest one.
+  if (!identity && (phase === "open" || phase === "scheduled")) return { state: "signin", phase };
+  if ((sale.members_only && identity?.guest) || note?.code === "MEMBERS_ONLY") return { state: "members-only", phase };
   if (phase === "scheduled") return { state: "not-started" };
   return { state: "buy", bought, note };
 }
@@ -683,6 +824,8 @@ const BUTTON_LABEL = {
   "sold-out": "Sold out",
   "limit": "Limit reached",
   "ended": "Sale ended",
+  "signin": "Sign in to buy",
+  "members-only": "Members only",
 };
 
 function renderBuy(bs, sale, product) {
@@ -748,6 +891,11 @@ function renderBuy(bs, sale, product) {
     statusText = note?.code === "EXPIRED" ? "Your reservation expired: it was not paid in time. Try again while stock lasts." :
       `Reserve now, pay within ${fmtSpan(sale.hold_ttl_ms || 300000)}.`;
     if (note?.code === "EXPIRED") statusState = "expired";
+  } else if (bs.state === "signin") {
+    statusText = bs.phase === "scheduled" && sale
+      ? `Opens in ${fmtClock(sale.starts_at - now)} · ${SIGNIN_TEXT}` : SIGNIN_TEXT;
+  } else if (bs.state === "members-only") {
+    statusText = MEMBERS_TEXT;
   } else if (bs.state === "pending") {
     statusText = "Reserving your unit…";
   } else if (bs.state === "none" && product) {

@@ -15,7 +15,8 @@ pytestmark = pytest.mark.slow
 
 
 async def test_demo_runs_a_live_room_on_embedded_defaults(tmp_path: Path) -> None:
-    env = {"LIVESALE_PORT": str(free_port()), "LIVESALE_DATA_DIR": str(tmp_path / "demo"),
+    env = {"LIVESALE_PORT": str(free_port()), "LIVESALE_SANDBOX_PORT": str(free_port()),
+           "LIVESALE_DATA_DIR": str(tmp_path / "demo"),
            "LIVESALE_DEMO_VIEWERS": "4", "LIVESALE_TICK_MS": "100"}
     # as on a fresh machine: no REDIS_URL, no DATABASE_URL, no secret (all embedded / generated)
     proc = await ServerProc.start(env, command="demo", unset=("REDIS_URL", "DATABASE_URL", "LIVESALE_SECRET"))
@@ -27,6 +28,8 @@ async def test_demo_runs_a_live_room_on_embedded_defaults(tmp_path: Path) -> Non
         host_line = (await proc.wait_lines("host panel  :"))[0]
         assert f"{base}/host/demo#token=" in host_line
         assert (tmp_path / "demo" / "secret.key").exists()
+        pay_line = (await proc.wait_lines("payments    :"))[0]
+        assert "sandbox provider at http://127.0.0.1:" in pay_line
 
         async with aiohttp.ClientSession() as s:
             async with s.get(viewer_url) as r:
@@ -48,6 +51,10 @@ async def test_demo_runs_a_live_room_on_embedded_defaults(tmp_path: Path) -> Non
                 lambda m: m.get("type") == "tick" and m.get("units", {}).get(sale["sale_id"], sale["allocated"])
                 < sale["allocated"], timeout(20))
             assert sold["units"][sale["sale_id"]] >= 0
+            # the simulated viewers pay through the sandbox provider's page (`pay` is refused in the
+            # sandbox mode): a paid purchase shows up in the room's "just bought" ticker
+            bought = await watcher.wait(lambda m: m.get("type") == "tick" and bool(m.get("bought")), timeout(40))
+            assert bought["bought"][0]["sale_id"] == sale["sale_id"]
             await watcher.close()
     finally:
         rc = await proc.stop()

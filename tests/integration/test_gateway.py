@@ -443,7 +443,7 @@ async def test_slow_consumer_is_dropped_others_keep_up(make_server: Any, setting
         offset = await clock_offset_ms(redis)
         sent = 0
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout(20)
+        deadline = loop.time() + timeout(50)  # the kernel's socket buffers fill first: slow on a loaded machine
         dropped = False
         while not dropped:
             assert loop.time() < deadline, f"slow consumer not dropped after {sent} events"

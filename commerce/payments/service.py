@@ -1,0 +1,246 @@
+"""``Payments``: checkout through a provider and the provider's signed webhooks.
+
+``checkout`` asks the provider to start a payment for the viewer's hold (amount = the sale's price x
+the hold's quantity) and records it in SQL (``started``). ``webhook`` verifies a provider event and:
+a genuine, timely ``payment.succeeded`` for the right amount and currency is recorded (event id
+unique, payment ``paid``) in SQL BEFORE the hold is confirmed through ``Inventory.confirm`` (payment
+ref = the provider's payment id; the order then flows to settlement as with ``pay``); a payment whose
+hold can no longer be confirmed (expired, released, paid otherwise, lost) is refunded (a ``refunds``
+row, then the provider's refund) and never sells a unit. Forged, stale, malformed, replayed and
+mismatching events are refused with a typed code and change nothing; a duplicate of a processed
+event is answered as processed (and finishes its work if a crash interrupted it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from inventory.domain import ConfirmCode, InvalidInput as InventoryInvalidInput, sale_of_hold
+from inventory.payments import PaymentRecord, PaymentStore
+from inventory.scripts import Inventory
+from inventory.store import Store
+
+from ..errors import ErrorCode, Forbidden, InvalidInput, NotFound, Refused
+from ..funnel import Funnel
+from ..identity import Identity
+from ..room_bus import RoomBus
+from ..wire import mask_name
+from .provider import (
+    EventType, PaymentIntent, PaymentMode, PaymentProvider, ProviderError, WebhookEvent, WebhookRejected,
+)
+
+__all__ = ["Payments", "WebhookOutcome", "REFUND_REASONS"]
+
+log = logging.getLogger(__name__)
+
+# why a paid payment was refunded instead of confirming its hold (refunds.reason)
+REFUND_REASONS = {
+    ConfirmCode.EXPIRED: "hold_expired", ConfirmCode.ALREADY_CONFIRMED: "already_paid",
+    ConfirmCode.NOT_FOUND: "hold_not_found", ConfirmCode.FORBIDDEN: "hold_owner_mismatch",
+    ConfirmCode.INVALID: "invalid_hold",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookOutcome:
+    """What a webhook did: ``confirmed`` | ``refunded`` | ``canceled`` | ``duplicate`` | ``ignored``."""
+
+    outcome: str
+    payment_id: str
+    order_id: str | None = None
+    refund_reason: str | None = None
+
+    def wire(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"received": True, "outcome": self.outcome, "payment_id": self.payment_id}
+        if self.order_id:
+            out["order_id"] = self.order_id
+        if self.refund_reason:
+            out["refund_reason"] = self.refund_reason
+        return out
+
+
+def payment_wire(p: PaymentRecord) -> dict[str, Any]:
+    """The client's view of a started payment (``payment_started`` without type and rid)."""
+    out: dict[str, Any] = {"hold": p.hold_id, "payment_id": p.payment_id, "amount": p.amount,
+                           "currency": p.currency, "provider": p.provider}
+    if p.redirect_url:
+        out["redirect_url"] = p.redirect_url
+    if p.client_secret:
+        out["client_secret"] = p.client_secret
+    return out
+
+
+class Payments:
+    def __init__(self, store: Store, inventory: Inventory, bus: RoomBus, funnel: Funnel,
+                 mode: PaymentMode = PaymentMode.INSTANT, provider: PaymentProvider | None = None) -> None:
+        if (mode is PaymentMode.INSTANT) != (provider is None):
+            raise ValueError("a provider is needed exactly when the payment mode is not instant")
+        self.sql = PaymentStore(store)
+        self.inventory = inventory
+        self.bus = bus
+        self.funnel = funnel
+        self.mode = mode
+        self.provider = provider
+
+    @property
+    def instant(self) -> bool:
+        return self.mode is PaymentMode.INSTANT
+
+    async def aclose(self) -> None:
+        if self.provider is not None:
+            await self.provider.aclose()
+
+    # -- checkout ----------------------------------------------------------------------------------
+
+    async def checkout(self, viewer: Identity, hold_id: str) -> dict[str, Any]:
+        """Start (or return the started) provider payment for the viewer's hold."""
+        provider = self.provider
+        if provider is None:
+            raise Refused(ErrorCode.NO_PROVIDER, "payments are instant on this server: send pay")
+        try:
+            sale_id = sale_of_hold(hold_id)
+        except InventoryInvalidInput as e:
+            raise InvalidInput(e.message) from None
+        hold = await self.inventory.get_hold(hold_id)
+        if hold is None:
+            raise NotFound(f"no hold {hold_id}")
+        if hold.user_id != viewer.user:
+            raise Forbidden("this hold belongs to someone else")
+        if hold.status == "confirmed":
+            raise Refused(ErrorCode.ALREADY_CONFIRMED, "this hold is already paid")
+        if hold.status != "held" or await self.inventory.now_ms() >= hold.pay_by_ms:
+            raise Refused(ErrorCode.EXPIRED, "the hold expired or was released; buy again")
+        for p in await self.sql.for_hold(hold_id):
+            if p.status in ("started", "paid") and p.provider == provider.name:
+                return payment_wire(p)  # the same payment again (a retry, a second tab)
+        counters = await self.inventory.counters(sale_id)
+        if counters is None:
+            raise NotFound(f"no sale {sale_id}")
+        amount = counters.unit_price * hold.qty
+        intent = PaymentIntent(hold_id, sale_id, viewer.user, amount, counters.currency,
+                               f"{hold.qty} x {counters.sku} (sale {sale_id})")
+        try:
+            started = await provider.start(intent)
+        except ProviderError as e:
+            log.warning("payments: starting a payment for hold %s failed: %s", hold_id, e)
+            raise Refused(ErrorCode.PAYMENT_UNAVAILABLE, "the payment provider is unavailable; retry") from None
+        now = int(time.time() * 1000)
+        record = PaymentRecord(
+            payment_id=started.payment_id, provider=provider.name, hold_id=hold_id, sale_id=sale_id,
+            room_id=counters.room_id, user_id=viewer.user, buyer_name=viewer.name[:64], amount=amount,
+            currency=counters.currency, status="started", redirect_url=started.redirect_url,
+            client_secret=started.client_secret, event_id="", order_id="", created_at_ms=now, paid_at_ms=0,
+            updated_at_ms=now)
+        await self.sql.add(record)
+        log.info("payments: started %s for hold %s (%d %s)", record.payment_id, hold_id, amount, record.currency)
+        return payment_wire(record)
+
+    # -- webhooks ----------------------------------------------------------------------------------
+
+    async def webhook(self, provider_name: str, headers: dict[str, str], body: bytes) -> WebhookOutcome:
+        provider = self.provider
+        if provider is None or provider_name != provider.name:
+            log.warning("payments: webhook for provider %r refused: not configured", provider_name[:32])
+            raise Refused(ErrorCode.NO_PROVIDER, f"no payment provider {provider_name[:32]!r} on this server")
+        try:
+            event = provider.verify(headers, body, time.time())
+        except WebhookRejected as e:
+            log.warning("payments: webhook refused (%s): %s", e.reason, e.message)
+            raise Refused(ErrorCode(e.reason), e.message) from None
+        digest = hashlib.sha256(body).hexdigest()
+        p = await self.sql.get(event.payment_id)
+        if p is None or p.provider != provider.name:
+            log.warning("payments: webhook %s for unknown payment %s refused", event.event_id, event.payment_id)
+            raise NotFound(f"no payment {event.payment_id}")
+        seen = await self.sql.event_hash(event.event_id)
+        if seen is not None:
+            return await self._seen_again(event, p, seen == digest)
+        await self._check_amount(event, p)
+        if event.type is EventType.CANCELED:
+            got = await self.sql.record_event(event.event_id, provider.name, p.payment_id, event.type.value, digest,
+                                              "canceled", ("started",))
+            if got != "new":
+                return await self._seen_again(event, p, got == "duplicate")
+            log.info("payments: %s canceled (event %s)", p.payment_id, event.event_id)
+            return WebhookOutcome("canceled", p.payment_id)
+        got = await self.sql.record_event(event.event_id, provider.name, p.payment_id, event.type.value, digest,
+                                          "paid", ("started", "canceled"))
+        if got != "new":
+            return await self._seen_again(event, p, got == "duplicate")
+        fresh = await self.sql.get(p.payment_id)
+        assert fresh is not None
+        if fresh.status != "paid":  # this payment was settled by an earlier, different event
+            log.info("payments: event %s for %s, already %s: nothing to do", event.event_id, p.payment_id,
+                     fresh.status)
+            return WebhookOutcome("duplicate", p.payment_id, fresh.order_id or None)
+        return await self._resolve(fresh)
+
+    async def _seen_again(self, event: WebhookEvent, p: PaymentRecord, same: bool) -> WebhookOutcome:
+        if not same:
+            log.warning("payments: webhook event %s replayed with another body: refused", event.event_id)
+            raise Refused(ErrorCode.REPLAYED, f"event {event.event_id} was already processed with another body")
+        log.info("payments: duplicate webhook event %s (payment %s, %s)", event.event_id, p.payment_id, p.status)
+        if p.status == "paid":  # recorded, but its confirm or refund did not finish: finish it now
+            done = await self._resolve(p)
+            return WebhookOutcome("duplicate", p.payment_id, done.order_id, done.refund_reason)
+        return WebhookOutcome("duplicate", p.payment_id, p.order_id or None)
+
+    async def _check_amount(self, event: WebhookEvent, p: PaymentRecord) -> None:
+        """The event's amount and currency against the hold: price x qty of the sale (from Redis while
+        the hold is there; the payment record computed it at checkout)."""
+        amount, currency = p.amount, p.currency
+        hold = await self.inventory.get_hold(p.hold_id)
+        counters = await self.inventory.counters(p.sale_id) if hold is not None else None
+        if hold is not None and counters is not None:
+            amount, currency = counters.unit_price * hold.qty, counters.currency
+        if event.currency != currency:
+            log.warning("payments: webhook %s for %s refused: currency %s, expected %s", event.event_id,
+                        p.payment_id, event.currency, currency)
+            raise Refused(ErrorCode.CURRENCY_MISMATCH,
+                          f"currency {event.currency} does not match the hold's {currency}")
+        if event.amount != amount:
+            log.warning("payments: webhook %s for %s refused: amount %d, expected %d", event.event_id,
+                        p.payment_id, event.amount, amount)
+            raise Refused(ErrorCode.AMOUNT_MISMATCH, f"amount {event.amount} does not match the hold's {amount}")
+
+    async def _resolve(self, p: PaymentRecord) -> WebhookOutcome:
+        """A ``paid`` payment: confirm its hold (the order goes to settlement), or refund it."""
+        result = await self.inventory.confirm(p.hold_id, p.payment_id, p.user_id)
+        if result.code is ConfirmCode.CONFIRMED:
+            order_id = result.order_id or p.hold_id
+            await self.sql.mark_confirmed(p.payment_id, order_id)
+            if result.fresh:
+                await self._announce(p)
+            log.info("payments: %s confirmed hold %s", p.payment_id, p.hold_id)
+            return WebhookOutcome("confirmed", p.payment_id, order_id)
+        reason = REFUND_REASONS[result.code]
+        if result.code is ConfirmCode.EXPIRED and result.status == "released":
+            reason = "hold_released"
+        fresh = await self.sql.refund(p, reason)
+        log.warning("payments: %s arrived for hold %s that could not be confirmed (%s): refunding %d %s",
+                    p.payment_id, p.hold_id, reason, p.amount, p.currency)
+        if fresh and self.provider is not None:
+            try:
+                refund_id = await self.provider.refund(p.payment_id, p.amount, p.currency, reason)
+                await self.sql.refund_sent(p.payment_id, True, refund_id)
+            except ProviderError as e:
+                log.error("payments: refund of %s recorded but not sent to the provider: %s", p.payment_id, e)
+                await self.sql.refund_sent(p.payment_id, False)
+            await self.bus.to_user(p.room_id, p.user_id, {
+                "type": "payment_refunded", "hold": p.hold_id, "payment_id": p.payment_id, "amount": p.amount,
+                "currency": p.currency, "reason": reason})
+        return WebhookOutcome("refunded", p.payment_id, None, reason)
+
+    async def _announce(self, p: PaymentRecord) -> None:
+        """The room's "just bought" ticker and the funnel's ``paid``, once per confirmed hold."""
+        hold = await self.inventory.get_hold(p.hold_id)
+        if hold is None or not hold.confirmed_ms:
+            return
+        self.funnel.count(p.room_id, "paid")
+        await self.bus.ambient(p.room_id, {"k": "b", "b": {"name": mask_name(p.buyer_name or p.user_id),
+                                                           "sale_id": hold.sale_id, "qty": hold.qty,
+                                                           "ts": hold.confirmed_ms}})
