@@ -20,7 +20,7 @@ from inventory.store import OrderRecord, Store
 
 from . import events as ev
 from .batcher import ReserveBatcher, ReserveCallback
-from .errors import ErrorCode, Forbidden, InvalidInput, NotFound, NotSettled, Refused
+from .errors import ErrorCode, Forbidden, HoldLost, InvalidInput, NotFound, NotSettled, Refused
 from .funnel import Funnel
 from .identity import Identity
 from .room_bus import RoomBus
@@ -40,6 +40,23 @@ def _settle_future(fut: asyncio.Future[Any], outcome: Any) -> None:
         fut.set_exception(outcome)
     else:
         fut.set_result(outcome)
+
+
+async def owned_hold(inventory: Inventory, viewer: Identity, hold_id: str) -> Hold:
+    """The viewer's hold: INVALID for a malformed id, HOLD_LOST for a hold lost with Redis data
+    (its sale was rebuilt from SQL), NOT_FOUND, or FORBIDDEN for someone else's."""
+    try:
+        sale_of_hold(hold_id)
+    except InventoryInvalidInput as e:
+        raise InvalidInput(e.message) from None
+    hold = await inventory.get_hold(hold_id)
+    if hold is None:
+        if await inventory.hold_lost(hold_id):
+            raise HoldLost(f"hold {hold_id} was lost with Redis data; buy again")
+        raise NotFound(f"no hold {hold_id}")
+    if hold.user_id != viewer.user:
+        raise Forbidden("this hold belongs to someone else")
+    return hold
 
 
 class Checkout:
@@ -66,14 +83,19 @@ class Checkout:
         if not 1 <= qty <= self.max_qty:
             done(ReserveResult(ReserveCode.INVALID, None, None, 0, 0))
             return
+        members_only: bool | None = False
         if viewer.guest:  # a members-only sale refuses guest tokens, before the batch (no SQL per click)
             members_only = self.members_only.cached(sale_id)
             if members_only is None:  # first guest click on this sale in this process: read its row once
                 self._tasks.spawn(self._guest_buy(viewer, room_id, sale_id, qty, request_id, done))
                 return
-            if members_only:
-                done(ReserveResult(ReserveCode.MEMBERS_ONLY, None, None, 0, 0))
-                return
+        self._submit(viewer, room_id, sale_id, qty, request_id, done, members_only)
+
+    def _submit(self, viewer: Identity, room_id: str | None, sale_id: str, qty: int, request_id: str,
+                done: ReserveCallback, members_only: bool | None) -> None:
+        if members_only and viewer.guest:
+            done(ReserveResult(ReserveCode.MEMBERS_ONLY, None, None, 0, 0))
+            return
         self.batcher.submit(sale_id, ReserveRequest(viewer.user, qty, request_id),
                             partial(self._reserved, room_id, sale_id, done))
 
@@ -84,11 +106,7 @@ class Checkout:
         except Exception as exc:  # SQL unreachable: the buyer gets INTERNAL and may retry
             done(exc)
             return
-        if members_only:
-            done(ReserveResult(ReserveCode.MEMBERS_ONLY, None, None, 0, 0))
-            return
-        self.batcher.submit(sale_id, ReserveRequest(viewer.user, qty, request_id),
-                            partial(self._reserved, room_id, sale_id, done))
+        self._submit(viewer, room_id, sale_id, qty, request_id, done, members_only)
 
     def _reserved(self, room_id: str | None, sale_id: str, done: ReserveCallback,
                   result: ReserveResult | BaseException) -> None:
@@ -136,17 +154,7 @@ class Checkout:
     # -- the buyer's holds and orders ------------------------------------------------------------------
 
     async def own_hold(self, viewer: Identity, hold_id: str) -> Hold:
-        """The viewer's hold: INVALID for a malformed id, NOT_FOUND, or FORBIDDEN for someone else's."""
-        try:
-            sale_of_hold(hold_id)
-        except InventoryInvalidInput as e:
-            raise InvalidInput(e.message) from None
-        hold = await self.inventory.get_hold(hold_id)
-        if hold is None:
-            raise NotFound(f"no hold {hold_id}")
-        if hold.user_id != viewer.user:
-            raise Forbidden("this hold belongs to someone else")
-        return hold
+        return await owned_hold(self.inventory, viewer, hold_id)
 
     async def settled_order(self, order_id: str) -> OrderRecord | None:
         return await self.store.get_order(order_id)

@@ -15,7 +15,7 @@ from inventory.domain import InvalidInput as InventoryInvalidInput
 __all__ = [
     "ErrorCode", "HTTP_STATUS", "CommerceError", "BadJson", "BadMessage", "InvalidInput", "NotFound",
     "NotJoined", "Unauthorized", "Forbidden", "Muted", "RateLimited", "Conflict", "NotSettled", "Internal",
-    "Refused", "as_error", "status_of",
+    "Refused", "HoldLost", "as_error", "status_of",
 ]
 
 
@@ -57,6 +57,8 @@ class ErrorCode(StrEnum):
     # identity policy (docs/PROTOCOL.md Identity)
     GUESTS_OFF = "GUESTS_OFF"              # POST /api/viewer-token while LIVESALE_GUEST_TOKENS is off
     MEMBERS_ONLY = "MEMBERS_ONLY"          # a guest token's buy of a members-only sale
+    # recovery after Redis data loss (docs/PROTOCOL.md Errors)
+    HOLD_LOST = "HOLD_LOST"                # the hold was lost with Redis data; the sale was rebuilt from SQL
 
 
 HTTP_STATUS: dict[ErrorCode, int] = {
@@ -70,7 +72,7 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.PAYMENT_REQUIRED: 402, ErrorCode.NO_PROVIDER: 409, ErrorCode.PAYMENT_UNAVAILABLE: 503,
     ErrorCode.BAD_SIGNATURE: 400, ErrorCode.STALE_WEBHOOK: 400, ErrorCode.BAD_WEBHOOK: 400,
     ErrorCode.REPLAYED: 409, ErrorCode.AMOUNT_MISMATCH: 422, ErrorCode.CURRENCY_MISMATCH: 422,
-    ErrorCode.GUESTS_OFF: 403, ErrorCode.MEMBERS_ONLY: 403,
+    ErrorCode.GUESTS_OFF: 403, ErrorCode.MEMBERS_ONLY: 403, ErrorCode.HOLD_LOST: 410,
 }
 
 
@@ -130,6 +132,12 @@ class NotSettled(CommerceError):
 
 class Internal(CommerceError):
     code = ErrorCode.INTERNAL
+
+
+class HoldLost(CommerceError):
+    """A hold Redis lost with its data (the sale was rebuilt from SQL): buy again."""
+
+    code = ErrorCode.HOLD_LOST
 
 
 class Refused(CommerceError):

@@ -111,6 +111,16 @@ class RoomBus:
                 "funnel": {_text(a): int(b) for a, b in funnel.items()},
                 "comments": [orjson.loads(c) for c in reversed(comments)]}
 
+    async def new_epoch(self, room_id: str) -> None:
+        """Start the room's sequence again under a new epoch (the next publish picks it): every gateway
+        that sees it resyncs from the room state, and no client resumes across it (commerce/recovery.py,
+        after the room state was rebuilt from SQL). The replay log of the old epoch goes with it."""
+        k = room_keys(room_id)
+        async with self.redis.pipeline(transaction=True) as p:
+            p.hdel(k.meta, "epoch", "seq")
+            p.delete(k.log)
+            await p.execute()
+
     async def load(self, room_id: str) -> tuple[RoomState, list[tuple[int, bytes]]]:
         """Atomically read seq/epoch, state, recent comments, likes and the replay log."""
         k = room_keys(room_id)

@@ -154,6 +154,7 @@ class ConfirmCode(str, Enum):
     EXPIRED = "EXPIRED"                      # released or past pay-by: refund
     FORBIDDEN = "FORBIDDEN"
     NOT_FOUND = "NOT_FOUND"
+    HOLD_LOST = "HOLD_LOST"                  # the hold was lost with Redis data (sale rebuilt from SQL)
     INVALID = "INVALID"
 
 

@@ -25,7 +25,7 @@ from .domain import (
 __all__ = ["Inventory", "script_source"]
 
 _LUA = importlib.resources.files("inventory") / "lua"
-SCRIPT_NAMES = ("arm", "reserve", "confirm", "release", "reap", "audit", "close", "retire")
+SCRIPT_NAMES = ("arm", "reserve", "confirm", "release", "reap", "audit", "close", "retire", "rebuild")
 
 
 def script_source(name: str) -> str:
@@ -180,6 +180,20 @@ class Inventory:
         if raw is None:
             return None
         return Hold.from_record(hold_id, sale_id, orjson.loads(raw))
+
+    async def hold_lost(self, hold_id: str) -> bool:
+        """True when a hold Redis does not have may have been lost with Redis data: its sale was rebuilt
+        from SQL (``rebuild.lua`` set ``rebuilt_at``). Callers ask only after the hold was not found."""
+        try:
+            sale_id = sale_of_hold(hold_id)
+        except InvalidInput:
+            return False
+        return bool(await self.redis.hexists(K.sale_keys(sale_id).sale, "rebuilt_at"))
+
+    async def rebuild(self, sale_id: str, args: Sequence[Any]) -> list[Any]:
+        """``rebuild.lua`` over all keys of the sale (``inventory/reconcile.py`` builds ``args`` from SQL)."""
+        check_id("sale_id", sale_id, SLUG_RE)
+        return list(await self._scripts["rebuild"](keys=K.sale_keys(sale_id).all, args=list(args)))
 
     async def check_invariant(self, sale_id: str) -> InvariantReport:
         """available + held + sold == allocated, all >= 0, and the holds and buyers agree with them."""

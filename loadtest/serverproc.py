@@ -275,7 +275,9 @@ class Livesale(Proc):
         self.data_dir = data_dir or tempfile.mkdtemp(prefix="ls-data-")
         self.secret = secrets.token_hex(32)
         base = {"LIVESALE_PORT": str(port), "LIVESALE_DATA_DIR": self.data_dir, "LIVESALE_SECRET": self.secret,
-                "LIVESALE_LOG_LEVEL": "WARNING", "PYTHONUNBUFFERED": "1", **code_env(self.root)}
+                "LIVESALE_LOG_LEVEL": "WARNING", "PYTHONUNBUFFERED": "1",
+                # load tests and benchmarks measure today's `pay` (confirm at once): the explicit instant mode
+                "LIVESALE_PAYMENT_MODE": "instant", **code_env(self.root)}
         super().__init__("livesale", [sys.executable, "-m", "server.cli", "serve"], port, dict(base, **(env or {})),
                          cwd=self.root, cores=cores, ready_path="/api/time", log_dir=Path(self.data_dir))
 

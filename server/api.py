@@ -39,6 +39,7 @@ _MESSAGES = {
     "ALREADY_CONFIRMED": "this hold was already paid with another payment; refund this one",
     "FORBIDDEN": "this hold belongs to someone else", "NOT_HELD": "the hold is no longer held",
     "MEMBERS_ONLY": "this sale is for signed-in members: guest tokens cannot buy it",
+    "HOLD_LOST": "the hold was lost with the server's live data; buy again (you were not charged)",
 }
 MAX_URL_BYTES = 8192          # path + query string; longer: 414 URI_TOO_LONG (JSON)
 MAX_REQUEST_LINE = 64 * 1024  # the HTTP parser's own cut (plain-text 400 before any handler runs)

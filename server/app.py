@@ -22,6 +22,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from commerce.addresses import AddressRate, parse_proxies
 from commerce.identity import TokenVerifier
 from commerce.jwks import KeySet
+from commerce.recovery import ReconcileLoop
 from commerce.room_bus import RoomBus
 from commerce.service import Commerce
 from commerce.tasks import OwnedTasks
@@ -110,14 +111,17 @@ class Settlement:
         self.reaper = Reaper(core.redis, core.inventory, s.reap_interval_ms,
                              on_restock=core.commerce.sales.restocked, store=core.store,
                              retain_ms=s.retain_ended_s * 1000, on_retired=core.commerce.sale_retired)
+        self.reconcile = ReconcileLoop(core.commerce, s.reconcile_interval_s)  # commerce/recovery.py
         self._tasks = OwnedTasks(log, "settlement")
 
     def start(self) -> None:
         self._tasks.spawn(self.worker.run())
         self._tasks.spawn(self.reaper.run())
+        self.reconcile.start()
 
     async def aclose(self) -> None:
         """The reaper stops; the worker finishes the batch in hand (bounded), then both are cancelled."""
+        await self.reconcile.aclose()
         self.reaper.stop()
         await self.worker.stop(timeout=self.timeout)
         if await self._tasks.cancel(5.0):

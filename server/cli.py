@@ -1,4 +1,4 @@
-"""Command line: ``livesale serve | settle | demo | token``."""
+"""Command line: ``livesale serve | settle | reconcile | demo | token``."""
 
 from __future__ import annotations
 
@@ -123,9 +123,14 @@ async def run_server(settings: Settings, *, reuse_port: bool = False,
     """Serve until SIGINT/SIGTERM. The address is bound first: when it cannot be (in use...), this
     raises ``ListenError`` before anything (embedded engine, settlement) has started."""
     from .app import create_app
+    from .payment_setup import needs_bundled_sandbox, start_bundled_sandbox
 
     socks = bind_sockets(settings.host, settings.port, reuse_port=reuse_port)
+    sandbox = None
     try:
+        if needs_bundled_sandbox(settings):  # sandbox mode, no LIVESALE_SANDBOX_URL: start the bundled one
+            sandbox, settings = await start_bundled_sandbox(settings, socks[0].getsockname()[1])
+            print(f"livesale sandbox payment provider on {settings.sandbox_url} (no real money)", flush=True)
         stop = _signal_event()
         app = create_app(settings)
         runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=settings.shutdown_timeout_s,
@@ -146,6 +151,8 @@ async def run_server(settings: Settings, *, reuse_port: bool = False,
         finally:
             await runner.cleanup()
     finally:
+        if sandbox is not None:
+            await sandbox.cleanup()
         for sock in socks:
             sock.close()
 
@@ -180,7 +187,10 @@ def _serve_workers(settings: Settings) -> int:
 
 
 async def _workers_main(settings: Settings, env: dict[str, str]) -> int:
-    """Start the gateway children, settle until SIGINT/SIGTERM or until a child ends on its own."""
+    """Start the gateway children (and, in the sandbox mode without LIVESALE_SANDBOX_URL, the one
+    bundled sandbox provider they share), settle until SIGINT/SIGTERM or until a child ends on its own."""
+    from .payment_setup import needs_bundled_sandbox, start_bundled_sandbox
+
     stop = _signal_event()
     stopping = False
     failed: list[str] = []
@@ -193,7 +203,13 @@ async def _workers_main(settings: Settings, env: dict[str, str]) -> int:
             stop.set()
 
     watchers: list[asyncio.Task[None]] = []
+    sandbox = None
     try:
+        if needs_bundled_sandbox(settings):  # one sandbox provider for all the gateways, in this process
+            sandbox, settings = await start_bundled_sandbox(settings, settings.port)
+            env.update(LIVESALE_SANDBOX_URL=settings.sandbox_url,
+                       LIVESALE_PAYMENT_WEBHOOK_SECRET=settings.payment_webhook_secret)
+            print(f"livesale sandbox payment provider on {settings.sandbox_url} (no real money)", flush=True)
         for _ in range(settings.workers):
             child = await asyncio.create_subprocess_exec(sys.executable, "-m", "server.cli", "serve", env=env)
             children.append(child)
@@ -211,6 +227,8 @@ async def _workers_main(settings: Settings, env: dict[str, str]) -> int:
                 c.kill()
                 await c.wait()
         await asyncio.gather(*watchers, return_exceptions=True)
+        if sandbox is not None:
+            await sandbox.cleanup()
     for reason in failed:
         log.error("%s: stopping", reason)
         print(f"livesale: {reason}", file=sys.stderr, flush=True)
@@ -255,6 +273,48 @@ def cmd_settle(args: argparse.Namespace) -> int:
     _install_uvloop()
     asyncio.run(_settle_main(settings))
     return 0
+
+
+async def _reconcile_main(settings: Settings, repair: bool) -> int:
+    """Compare every live sale with SQL (one line each); with ``repair`` rebuild the drifting ones."""
+    from commerce.recovery import Recovery
+
+    from .app import Core
+
+    core = await Core.open(settings)
+    try:
+        recovery = Recovery(core.commerce)
+        drifts = await recovery.check()
+        for d in drifts:
+            print(d.line(), flush=True)
+        drifting = [d for d in drifts if not d.ok]
+        rooms = await recovery.rooms_lost()
+        for room_id in rooms:
+            print(f"room {room_id} DRIFT live in SQL, its Redis state is gone", flush=True)
+        if repair:
+            for room_id in rooms:
+                await recovery.republish_room(room_id)
+                print(f"room {room_id} REPUBLISHED", flush=True)
+        if not repair or not drifting:
+            return 1 if drifting or (rooms and not repair) else 0
+        failed = False
+        for r in await recovery.repair(drifting):
+            failed |= r.code != "REBUILT"
+            print(f"{r.sale_id} {r.code} allocated={r.allocated} available={r.available} held={r.held} "
+                  f"sold={r.sold} restored={r.added} requeued={r.requeued}", flush=True)
+        return 1 if failed else 0
+    finally:
+        await core.aclose()
+
+
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+    _setup_logging(settings.log_level)
+    if not settings.redis_url:
+        raise SettingsError("`livesale reconcile` needs REDIS_URL (the Redis server the gateways use)")
+    if not settings.database_url:
+        raise SettingsError("`livesale reconcile` needs DATABASE_URL (the gateways' database)")
+    return asyncio.run(_reconcile_main(settings, args.repair))
 
 
 def cmd_token(args: argparse.Namespace) -> int:
@@ -312,6 +372,10 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(fn=cmd_serve)
     p = sub.add_parser("settle", help="run a settlement worker and the hold reaper (needs REDIS_URL)")
     p.set_defaults(fn=cmd_settle)
+    p = sub.add_parser("reconcile", help="compare live sales' Redis state with SQL (needs REDIS_URL, DATABASE_URL); "
+                                         "exit 1 on drift")
+    p.add_argument("--repair", action="store_true", help="rebuild every drifting sale from SQL")
+    p.set_defaults(fn=cmd_reconcile)
     p = sub.add_parser("demo", help="the whole system on embedded defaults with a live demo room")
     p.add_argument("--port", type=int)
     p.set_defaults(fn=cmd_demo)

@@ -168,13 +168,14 @@ class Settings:
     log_level: str = field(default="INFO", metadata=_env("LIVESALE_LOG_LEVEL", _level, "Logging level."))
     redis_pool_size: int = field(default=64, metadata=_env("LIVESALE_REDIS_POOL", _int(1, 10000), "Redis connections per process; requests wait for a free one rather than fail."))
     default_hold_ttl_s: int = field(default=300, metadata=_env("LIVESALE_HOLD_TTL_S", _int(5, 86400), "Default pay-by window of a hold, in seconds."))
-    payment_mode: str = field(default="instant", metadata=_env("LIVESALE_PAYMENT_MODE", _choice(("instant", "sandbox")), "How holds are paid. `instant`: `pay` confirms at once (load tests, benchmarks; the default for now, production must set a provider mode). `sandbox`: `checkout` through the sandbox provider and its signed webhooks; `pay` is refused (`PAYMENT_REQUIRED`). `livesale demo` uses `sandbox`."))
-    payment_webhook_secret: str = field(default="", repr=False, metadata=_env("LIVESALE_PAYMENT_WEBHOOK_SECRET", _str, "Shared secret of the payment provider's webhooks (HMAC-SHA256; the sandbox also takes it as its API key). Required unless LIVESALE_PAYMENT_MODE is `instant`; `livesale demo` makes a random one.", "empty, or at least 32 characters (required unless LIVESALE_PAYMENT_MODE is instant)"))
+    payment_mode: str = field(default="sandbox", metadata=_env("LIVESALE_PAYMENT_MODE", _choice(("instant", "sandbox")), "How holds are paid. `sandbox` (the default): `checkout` through the sandbox provider and its signed webhooks; `pay` is refused (`PAYMENT_REQUIRED`); with LIVESALE_SANDBOX_URL empty, `livesale serve` and `livesale demo` start the bundled sandbox provider themselves. `instant`: `pay` confirms at once, only for load tests and benchmarks. Production sets a real provider (only the sandbox exists today: see Known limitations)."))
+    payment_webhook_secret: str = field(default="", repr=False, metadata=_env("LIVESALE_PAYMENT_WEBHOOK_SECRET", _str, "Shared secret of the payment provider's webhooks (HMAC-SHA256; the sandbox also takes it as its API key). Empty: a random one kept in <data dir>/payment-webhook.key (mode 0600); required when LIVESALE_SANDBOX_URL points at a sandbox started separately.", "empty, or at least 32 characters (required with LIVESALE_SANDBOX_URL)"))
     payment_tolerance_s: int = field(default=300, metadata=_env("LIVESALE_PAYMENT_TOLERANCE_S", _int(1, 3600), "A webhook whose signed timestamp is further than this from the server's clock is refused (`STALE_WEBHOOK`)."))
-    sandbox_url: str = field(default="", metadata=_env("LIVESALE_SANDBOX_URL", _url(("http", "https")), "Base URL of the sandbox payment provider (`server/sandbox_pay.py`). Required with LIVESALE_PAYMENT_MODE=sandbox; `livesale demo` sets it to the one it starts."))
-    sandbox_port: int = field(default=8081, metadata=_env("LIVESALE_SANDBOX_PORT", _int(0, 65535), "Port of the sandbox payment provider `livesale demo` starts on LIVESALE_HOST (0 picks a free one)."))
+    sandbox_url: str = field(default="", metadata=_env("LIVESALE_SANDBOX_URL", _url(("http", "https")), "Base URL of a sandbox payment provider started separately (`python -m server.sandbox_pay`). Empty with LIVESALE_PAYMENT_MODE=sandbox: `livesale serve` (the parent, with several workers) and `livesale demo` start the bundled one on LIVESALE_HOST and print its URL."))
+    sandbox_port: int = field(default=0, metadata=_env("LIVESALE_SANDBOX_PORT", _int(0, 65535), "Port of the bundled sandbox payment provider that `livesale serve` / `livesale demo` start (0: a free one, so a second server on the machine never collides; a set port that cannot be bound stops the command with exit status 1)."))
     max_qty_per_request: int = field(default=100, metadata=_env("LIVESALE_MAX_QTY", _int(1, 1_000_000), "Largest quantity one reserve request may ask for."))
     reap_interval_ms: int = field(default=250, metadata=_env("LIVESALE_REAP_INTERVAL_MS", _int(10, 60000), "How often expired holds are returned to stock."))
+    reconcile_interval_s: float = field(default=60.0, metadata=_env("LIVESALE_RECONCILE_INTERVAL_S", _float(0, 86400), "Seconds between two comparisons of every live sale's Redis state with SQL, run by the settlement process (`livesale reconcile` documents the checks); a drifting sale is logged as a warning, and a sale whose Redis data vanished while SQL says it is live is rebuilt from SQL at once. 0 turns the comparison off."))
     settle_batch: int = field(default=200, metadata=_env("LIVESALE_SETTLE_BATCH", _int(1, 10000), "Orders written per settlement transaction."))
     settle_block_ms: int = field(default=1000, metadata=_env("LIVESALE_SETTLE_BLOCK_MS", _int(1, 4000), "XREADGROUP block time (kept below the Redis socket timeout)."))
     settle_claim_idle_ms: int = field(default=30000, metadata=_env("LIVESALE_SETTLE_CLAIM_IDLE_MS", _int(1, 3_600_000), "Pending entries idle this long are reclaimed from a dead consumer."))
@@ -220,14 +221,12 @@ class Settings:
             raise SettingsError("LIVESALE_WS_SOFT_LIMIT must be lower than LIVESALE_WS_HARD_LIMIT")
         if self.secret and len(self.secret) < 32:
             raise SettingsError("LIVESALE_SECRET must be at least 32 characters (HS256 keys need 256 bits)")
-        if self.payment_mode != "instant":
-            if len(self.payment_webhook_secret) < 32:
-                raise SettingsError(f"LIVESALE_PAYMENT_MODE={self.payment_mode} needs LIVESALE_PAYMENT_WEBHOOK_SECRET "
-                                    "(at least 32 characters)")
-            if self.payment_mode == "sandbox" and not self.sandbox_url:
-                raise SettingsError("LIVESALE_PAYMENT_MODE=sandbox needs LIVESALE_SANDBOX_URL")
-        elif self.payment_webhook_secret and len(self.payment_webhook_secret) < 32:
+        if self.payment_webhook_secret and len(self.payment_webhook_secret) < 32:
             raise SettingsError("LIVESALE_PAYMENT_WEBHOOK_SECRET must be at least 32 characters")
+        if self.payment_mode == "sandbox" and self.sandbox_url and not self.payment_webhook_secret:
+            # a sandbox started separately signs with its own secret: the gateway must be given the same one
+            raise SettingsError("LIVESALE_SANDBOX_URL (a sandbox started separately) needs "
+                                "LIVESALE_PAYMENT_WEBHOOK_SECRET, the same as the sandbox's (at least 32 characters)")
         if self.settle_block_ms >= 5000:
             raise SettingsError("LIVESALE_SETTLE_BLOCK_MS must stay below the 5 s Redis socket timeout")
 
@@ -256,7 +255,18 @@ class Settings:
         ``LIVESALE_SECRET``, or ``/abs/path/secret.key (existing)`` / ``... (created now)``."""
         if self.secret:
             return self.secret, "LIVESALE_SECRET"
-        path = self.data_path / "secret.key"
+        return self._kept_secret("secret.key")
+
+    def payment_secret(self) -> str:
+        """LIVESALE_PAYMENT_WEBHOOK_SECRET, or a random one persisted (0600) in the data directory
+        (``payment-webhook.key``): the bundled sandbox provider and the gateway share it."""
+        if self.payment_webhook_secret:
+            return self.payment_webhook_secret
+        return self._kept_secret("payment-webhook.key")[0]
+
+    def _kept_secret(self, name: str) -> tuple[str, str]:
+        """A random secret kept in ``<data dir>/<name>`` (mode 0600; the first process to write it wins)."""
+        path = self.data_path / name
         try:
             return path.read_text().strip(), f"{path} (existing)"
         except FileNotFoundError:

@@ -3,7 +3,7 @@
 It runs the gateway + settlement in this process, seeds a room with products over the public HTTP
 API, launches a flash sale about every minute, and runs a few simulated viewers (over the public
 WebSocket protocol) who chat, like, buy and pay: through the sandbox payment provider it starts
-(``server/sandbox_pay.py``, LIVESALE_SANDBOX_PORT), pressing Pay on its hosted page.
+(``server/sandbox_pay.py``, on LIVESALE_SANDBOX_PORT or a free port), pressing Pay on its hosted page.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import logging
 import random
-import secrets
 from typing import Any
 
 import aiohttp
@@ -21,9 +20,9 @@ from aiohttp import web
 from commerce.identity import mint_host_token
 from commerce.tasks import OwnedTasks
 
-from .cli import bind_sockets, run_server
+from .cli import run_server
 from .config import Settings
-from .sandbox_pay import SandboxPay
+from .payment_setup import start_bundled_sandbox
 
 __all__ = ["run_demo"]
 
@@ -48,7 +47,7 @@ LINES = ["love this!", "is it vegan?", "how long does shipping take?", "just bou
 async def run_demo(settings: Settings) -> None:
     if settings.port == 0:
         settings = settings.replace(port=8080)
-    _sandbox, sandbox_runner, settings = await _start_sandbox(settings)  # payments go through its pay page
+    sandbox_runner, settings = await _start_sandbox(settings)  # payments go through its pay page
     settings = settings.replace(guest_tokens=True)  # the demo's viewers (and the page) use guest tokens
     stop = asyncio.Event()
     tasks = OwnedTasks(log, "demo task")
@@ -75,21 +74,10 @@ async def run_demo(settings: Settings) -> None:
         await sandbox_runner.cleanup()
 
 
-async def _start_sandbox(settings: Settings) -> tuple[SandboxPay, web.AppRunner, Settings]:
-    """The sandbox payment provider on LIVESALE_SANDBOX_PORT, its webhooks aimed at this gateway; the
-    settings switched to LIVESALE_PAYMENT_MODE=sandbox (a random webhook secret unless one is set)."""
-    secret = settings.payment_webhook_secret or secrets.token_urlsafe(32)
-    local = "127.0.0.1" if settings.host in ("", "0.0.0.0", "::") else settings.host
-    shown = f"[{local}]" if ":" in local else local
-    sandbox = SandboxPay(secret, f"http://{shown}:{settings.port}/api/payments/webhook/sandbox")
-    socks = bind_sockets(settings.host, settings.sandbox_port)  # ListenError: exit 1 before anything starts
-    runner = web.AppRunner(sandbox.app(), access_log=None)
-    await runner.setup()
-    for sock in socks:
-        await web.SockSite(runner, sock).start()
-    port = socks[0].getsockname()[1]
-    url = f"http://{shown}:{port}"
-    return sandbox, runner, settings.replace(payment_mode="sandbox", payment_webhook_secret=secret, sandbox_url=url)
+async def _start_sandbox(settings: Settings) -> tuple[web.AppRunner, Settings]:
+    """The bundled sandbox payment provider (server/payment_setup.py), its webhooks aimed at this
+    gateway; the settings switched to LIVESALE_PAYMENT_MODE=sandbox whatever the environment says."""
+    return await start_bundled_sandbox(settings.replace(payment_mode="sandbox", sandbox_url=""), settings.port)
 
 
 async def _seed(base: str, token: str) -> None:

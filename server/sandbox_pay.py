@@ -1,5 +1,6 @@
 """The sandbox payment provider: a small aiohttp app that ships with livesale (``livesale demo``
-starts it on LIVESALE_SANDBOX_PORT), so the demo and the tests run the real provider flow.
+and ``livesale serve`` start it when LIVESALE_SANDBOX_URL is empty, see ``server/payment_setup.py``), so
+the demo and the tests run the real provider flow.
 
 It plays a hosted-payment provider: the gateway creates a payment (``POST /v1/payments``, with the
 shared secret as its API key) and sends the buyer to its ``redirect_url``, a hosted "pay" page
@@ -239,7 +240,8 @@ def _page_html(p: SandboxPayment, note: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m server.sandbox_pay``: the sandbox provider on its own, next to ``livesale serve``
-    (LIVESALE_HOST, LIVESALE_SANDBOX_PORT, LIVESALE_PAYMENT_WEBHOOK_SECRET from the environment)."""
+    (LIVESALE_HOST, LIVESALE_SANDBOX_PORT (0, the default: 8081 here), LIVESALE_PAYMENT_WEBHOOK_SECRET
+    from the environment). ``livesale serve`` starts the same provider itself when LIVESALE_SANDBOX_URL is empty."""
     parser = argparse.ArgumentParser(prog="python -m server.sandbox_pay", description=__doc__.split("\n\n")[0])
     parser.add_argument("--webhook-url", help="the gateway's webhook URL (default: "
                         "http://127.0.0.1:$LIVESALE_PORT/api/payments/webhook/sandbox)")
@@ -255,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=s.log_level)
     url = args.webhook_url or f"http://127.0.0.1:{s.port}/api/payments/webhook/sandbox"
-    web.run_app(SandboxPay(s.payment_webhook_secret, url).app(), host=s.host, port=s.sandbox_port,
+    web.run_app(SandboxPay(s.payment_webhook_secret, url).app(), host=s.host, port=s.sandbox_port or 8081,
                 access_log=None)
     return 0
 

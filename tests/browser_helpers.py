@@ -142,12 +142,21 @@ def _mint_host_token(env: dict[str, str]) -> str:
 
 
 @pytest.fixture(scope="module")
-def live(redis_url: str, database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+def live(redis_url: str, database_url: str, tmp_path_factory: pytest.TempPathFactory,
+         request: pytest.FixtureRequest) -> Iterator[LiveServer]:
+    """The module's server. Payments: the default mode (`sandbox`, the bundled provider `livesale serve`
+    starts itself: the page's Pay opens its hosted page); a module whose tests are not about paying and
+    rely on `pay` confirming at once sets ``LIVE_PAYMENT_MODE = "instant"``."""
     data = tmp_path_factory.mktemp("browser-server")
     env = {**os.environ, "LIVESALE_PORT": str(_free_port()), "LIVESALE_DATA_DIR": str(data),
            "LIVESALE_SECRET": "browser-test-" + secrets.token_hex(16), "REDIS_URL": redis_url,
            "DATABASE_URL": database_url, "LIVESALE_LOG_LEVEL": "INFO", "PYTHONUNBUFFERED": "1",
            "LIVESALE_GUEST_TOKENS": "1", "LIVESALE_GUEST_TOKEN_RATE": "100000"}  # the pages' viewers are guests
+    for name in ("LIVESALE_PAYMENT_MODE", "LIVESALE_SANDBOX_URL", "LIVESALE_PAYMENT_WEBHOOK_SECRET"):
+        env.pop(name, None)
+    mode = getattr(request.module, "LIVE_PAYMENT_MODE", "")
+    if mode:
+        env["LIVESALE_PAYMENT_MODE"] = mode
     server = LiveServer(env=env, port=int(env["LIVESALE_PORT"]), log_path=data / "server.log")
     server.start()
     try:
@@ -177,6 +186,19 @@ async def _open(browser: Any, url: str, viewport: dict[str, int], errors: list[s
     page.on("console", lambda m: errors.append(f"{url}: console.{m.type}: {m.text}") if m.type == "error" else None)
     await page.goto(url)
     return page
+
+
+async def pay_on_sandbox_page(viewer: Any, price: int = PRICE) -> None:
+    """Tap the viewer page's Pay in the sandbox mode: the provider's hosted page opens in a new
+    window; press its Pay and wait for its confirmation (the order then reaches the page by webhook)."""
+    async with viewer.context.expect_page(timeout=ms(15)) as popup_info:
+        await viewer.get_by_test_id("pay-button").click()
+    pay_page = await popup_info.value
+    await pay_page.wait_for_url(re.compile(r"/pay/pay_"), timeout=ms(15))
+    await expect(pay_page.locator("#amount")).to_have_text(f"{price // 100}.{price % 100:02d} EUR")
+    await pay_page.locator("#pay").click()
+    await expect(pay_page.locator("#note")).to_contain_text("Payment received", timeout=ms(15))
+    await pay_page.close()
 
 
 def _shot(name: str) -> Path:

@@ -59,6 +59,9 @@ def settings(redis_url: str, database_url: str, data_dir: Path) -> Settings:
         {}, redis_url=redis_url, database_url=database_url, data_dir=str(data_dir),
         secret="test-secret-" + secrets.token_hex(16), port=0,
         guest_tokens=True, guest_token_rate=100_000,  # tests mint guest tokens freely (test_guests.py: the limits)
+        # `pay` confirms at once for the tests that are not about paying (the default, sandbox, refuses it:
+        # tests/integration/test_payments.py and test_payment_default.py run the provider flow)
+        payment_mode="instant",
     )
 
 

@@ -19,12 +19,13 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from inventory.domain import ConfirmCode, InvalidInput as InventoryInvalidInput, sale_of_hold
+from inventory.domain import ConfirmCode
 from inventory.payments import PaymentRecord, PaymentStore
 from inventory.scripts import Inventory
 from inventory.store import Store
 
-from ..errors import ErrorCode, Forbidden, InvalidInput, NotFound, Refused
+from ..errors import ErrorCode, NotFound, Refused
+from ..checkout import owned_hold
 from ..funnel import Funnel
 from ..identity import Identity
 from ..room_bus import RoomBus
@@ -41,7 +42,7 @@ log = logging.getLogger(__name__)
 REFUND_REASONS = {
     ConfirmCode.EXPIRED: "hold_expired", ConfirmCode.ALREADY_CONFIRMED: "already_paid",
     ConfirmCode.NOT_FOUND: "hold_not_found", ConfirmCode.FORBIDDEN: "hold_owner_mismatch",
-    ConfirmCode.INVALID: "invalid_hold",
+    ConfirmCode.INVALID: "invalid_hold", ConfirmCode.HOLD_LOST: "hold_lost",
 }
 
 
@@ -101,15 +102,8 @@ class Payments:
         provider = self.provider
         if provider is None:
             raise Refused(ErrorCode.NO_PROVIDER, "payments are instant on this server: send pay")
-        try:
-            sale_id = sale_of_hold(hold_id)
-        except InventoryInvalidInput as e:
-            raise InvalidInput(e.message) from None
-        hold = await self.inventory.get_hold(hold_id)
-        if hold is None:
-            raise NotFound(f"no hold {hold_id}")
-        if hold.user_id != viewer.user:
-            raise Forbidden("this hold belongs to someone else")
+        hold = await owned_hold(self.inventory, viewer, hold_id)
+        sale_id = hold.sale_id
         if hold.status == "confirmed":
             raise Refused(ErrorCode.ALREADY_CONFIRMED, "this hold is already paid")
         if hold.status != "held" or await self.inventory.now_ms() >= hold.pay_by_ms:

@@ -4,13 +4,17 @@
 -- KEYS[5] outbox stream (read by the settlement worker)
 -- ARGV[1] hold_id  ARGV[2] payment_ref  ARGV[3] user_id ("" = any owner, for operators)
 -- Returns {code, order_id, status, fresh (1 = confirmed by this call)}; code CONFIRMED | ALREADY_CONFIRMED | EXPIRED | FORBIDDEN
---   | NOT_FOUND | INVALID. A hold past its pay-by is expired here (restocked) and loses the race.
+--   | NOT_FOUND | HOLD_LOST (no such hold, and the sale was rebuilt from SQL after Redis lost data:
+--   rebuild.lua's `rebuilt_at`) | INVALID. A hold past its pay-by is expired here (restocked) and loses the race.
 local sale, buyers, holds, deadlines, outbox = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local hid, ref, who = ARGV[1], ARGV[2], ARGV[3]
 if not (is_id(hid) and is_id(ref) and (who == '' or is_id(who))) then return {'INVALID', '', '', 0} end
 if not sale_exists(sale) then return {'NOT_FOUND', '', '', 0} end
 local raw = redis.call('HGET', holds, hid)
-if not raw then return {'NOT_FOUND', '', '', 0} end
+if not raw then
+  if redis.call('HEXISTS', sale, 'rebuilt_at') == 1 then return {'HOLD_LOST', '', '', 0} end
+  return {'NOT_FOUND', '', '', 0}
+end
 local h = cjson.decode(raw)
 if who ~= '' and who ~= h.u then return {'FORBIDDEN', '', h.s, 0} end
 if h.s == 'confirmed' then

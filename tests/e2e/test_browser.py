@@ -18,7 +18,7 @@ import shutil
 import pytest
 
 from browser_helpers import (CHROMIUM, DOC_SHOTS, LAPTOP, LAUNCH_ARGS, PHONE, SHOTS, UPDATE_DOC_SHOTS, LiveServer,
-                             _open, _shot, async_playwright, expect)
+                             _open, _shot, async_playwright, expect, pay_on_sandbox_page)
 from browser_helpers import live  # noqa: F401  (the module-scoped server fixture)
 from conftest import timeout
 
@@ -121,8 +121,9 @@ async def test_flash_sale_two_viewers_exactly_one_wins(live: LiveServer) -> None
 
             await expect(winner.get_by_test_id("status")).to_contain_text("pay within")
             await winner.screenshot(path=_shot("viewer-laptop-reserved.png"))
-            await winner.get_by_test_id("pay-button").click()
-            await expect(winner.get_by_test_id("status")).to_have_attribute("data-state", "confirmed", timeout=t(10))
+            # the server runs in the default payment mode (sandbox): Pay opens the provider's hosted page
+            await pay_on_sandbox_page(winner)
+            await expect(winner.get_by_test_id("status")).to_have_attribute("data-state", "confirmed", timeout=t(15))
             await expect(winner.get_by_test_id("status")).to_contain_text("Order confirmed")
             await expect(winner.get_by_test_id("buy-button")).to_have_attribute("data-state", "confirmed")
             await expect(loser.get_by_test_id("status")).to_have_attribute("data-state",
@@ -240,7 +241,12 @@ async ({ room, hostToken }) => {
   out.release = (await viewer.release(r1.hold)).code;
   const r3 = await viewer.buy(sale, 2);
   out.limitBuy = (await viewer.buy(sale, 1)).code;
-  out.pay = (await viewer.pay(r3.hold)).code;
+  out.mode = viewer.paymentMode;
+  out.pay = (await viewer.pay(r3.hold)).code;   // refused: the server takes payments through the sandbox
+  const started = await viewer.checkout(r3.hold);
+  out.started = { amount: started.amount, currency: started.currency, provider: started.provider,
+                  page: typeof started.redirect_url === "string" && started.redirect_url.includes("/pay/") };
+  await window.payOnSandboxPage(started.redirect_url);   // the buyer presses Pay on the provider's page
   await once(viewer, "order_confirmed", () => viewer.orders.length > 0);
   out.order = viewer.orders[0];
   out.hold = viewer.holds.get(r3.hold).status;
@@ -263,6 +269,15 @@ async def test_client_library_api(live: LiveServer) -> None:
         browser = await p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
         try:
             page = await _open(browser, f"{live.base}/", LAPTOP, errors)
+
+            async def pay_on_sandbox_page(url: str) -> int:
+                import aiohttp  # the server's own dependency
+
+                async with aiohttp.ClientSession() as http:
+                    async with http.post(url, data={"action": "pay"}, headers={"Accept": "application/json"}) as r:
+                        return r.status
+
+            await page.expose_function("payOnSandboxPage", pay_on_sandbox_page)
             out = await page.evaluate(CLIENT_API_SCRIPT, {"room": live.room, "hostToken": live.host_token})
         finally:
             await browser.close()
@@ -280,7 +295,8 @@ async def test_client_library_api(live: LiveServer) -> None:
     assert out["idem"] == ["RESERVED", "RESERVED", True]
     assert out["release"] == "RELEASED"
     assert out["limitBuy"] == "LIMIT"
-    assert out["pay"] == "CONFIRMED"
+    assert out["mode"] == "sandbox" and out["pay"] == "PAYMENT_REQUIRED"
+    assert out["started"] == {"amount": 2 * 5900, "currency": "EUR", "provider": "sandbox", "page": True}
     assert out["order"]["qty"] == 2 and out["order"]["total"] == 2 * 5900 and out["order"]["currency"] == "EUR"
     assert out["hold"] == "confirmed"
     assert out["afterEnd"] == "ENDED"

@@ -22,6 +22,8 @@ from browser_helpers import (LAPTOP, PHONE, LiveServer, _open, _shot, chromium, 
                              post_comments, viewer_token)
 from browser_helpers import live  # noqa: F401  (the module-scoped server fixture)
 
+# not about paying: `pay` (the button and POST /api/holds/{hold}/pay) confirms at once here
+LIVE_PAYMENT_MODE = "instant"
 pytestmark = pytest.mark.browser
 
 EARBUDS = "p-earbuds"

@@ -24,6 +24,8 @@ from browser_helpers import LAPTOP, LiveServer, chromium, expect, launch_sale, m
 from browser_helpers import live  # noqa: F401  (the module-scoped server fixture)
 from conftest import timeout
 
+# not about paying: `pay` (the button and POST /api/holds/{hold}/pay) confirms at once here
+LIVE_PAYMENT_MODE = "instant"
 pytestmark = pytest.mark.browser
 
 EARBUDS = "p-earbuds"

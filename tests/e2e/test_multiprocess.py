@@ -43,7 +43,7 @@ def base_env(settings: Settings, redis_url: str, database_url: str, data_dir: Pa
     data_dir.mkdir(parents=True, exist_ok=True)
     return {"LIVESALE_PORT": str(port), "LIVESALE_DATA_DIR": str(data_dir), "LIVESALE_SECRET": settings.secret,
             "REDIS_URL": redis_url, "DATABASE_URL": database_url, "LIVESALE_TICK_MS": "100",
-            "LIVESALE_SETTLE_BLOCK_MS": "200"}
+            "LIVESALE_SETTLE_BLOCK_MS": "200", "LIVESALE_PAYMENT_MODE": "instant"}  # `pay` confirms at once
 
 
 async def connect_many(session: aiohttp.ClientSession, base: str, room: str, n: int,

@@ -751,6 +751,8 @@ async def test_every_script_call_site_passes_keys_of_one_slot(inventory, uid):
         await inventory.close(sale)
     if hasattr(inventory, "retire"):
         await inventory.retire(sale, 1000, expire=False)  # check mode: the sale is open, nothing changes
+    if hasattr(inventory, "rebuild"):
+        assert (await inventory.rebuild(sale, ["bad"]))[0] == "INVALID"  # bad arguments: nothing written
 
     assert {n for n, _ in calls} == set(SCRIPT_NAMES)
     for name, keys in calls:

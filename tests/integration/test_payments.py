@@ -15,6 +15,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -392,10 +393,23 @@ async def test_instant_mode_refuses_checkout_and_webhooks(aiohttp_client: Any, s
 def test_provider_modes_need_their_settings() -> None:
     from server.config import SettingsError
 
+    # a sandbox started separately signs with its own secret: the gateway needs the same one
     with pytest.raises(SettingsError, match="LIVESALE_PAYMENT_WEBHOOK_SECRET"):
         Settings.from_env({"LIVESALE_PAYMENT_MODE": "sandbox", "LIVESALE_SANDBOX_URL": "http://127.0.0.1:1"})
-    with pytest.raises(SettingsError, match="LIVESALE_SANDBOX_URL"):
-        Settings.from_env({"LIVESALE_PAYMENT_MODE": "sandbox", "LIVESALE_PAYMENT_WEBHOOK_SECRET": "s" * 32})
+    with pytest.raises(SettingsError, match="at least 32"):
+        Settings.from_env({"LIVESALE_PAYMENT_WEBHOOK_SECRET": "short"})
     with pytest.raises(SettingsError, match="LIVESALE_PAYMENT_MODE"):
         Settings.from_env({"LIVESALE_PAYMENT_MODE": "paypal"})
-    assert Settings.from_env({}).payment_mode == "instant"  # the default, for now (README: set it in production)
+    # the default: the sandbox provider, which `livesale serve` starts itself (URL and secret empty)
+    s = Settings.from_env({})
+    assert (s.payment_mode, s.sandbox_url, s.payment_webhook_secret, s.sandbox_port) == ("sandbox", "", "", 0)
+    assert Settings.from_env({"LIVESALE_PAYMENT_MODE": "instant"}).payment_mode == "instant"
+
+
+def test_payment_secret_is_generated_once_and_private(tmp_path: Path) -> None:
+    s = Settings.from_env({"LIVESALE_DATA_DIR": str(tmp_path)})
+    first = s.payment_secret()
+    assert first == s.payment_secret() and len(first) >= 32
+    assert (tmp_path / "payment-webhook.key").stat().st_mode & 0o777 == 0o600
+    assert first != s.signing_secret()
+    assert Settings.from_env({"LIVESALE_PAYMENT_WEBHOOK_SECRET": "w" * 32}).payment_secret() == "w" * 32

@@ -1,0 +1,125 @@
+"""Recovery after Redis data loss: reconcile live sales with SQL, rebuild them, bring their rooms back.
+
+``inventory/reconcile.py`` compares and rebuilds a sale's stock state; this module adds the room: after
+a sale of a room was rebuilt, the room's state (room, products, sales: what a joining or resyncing
+viewer's snapshot is built from) is published again from SQL through ``publish.lua``, with a
+``room_updated`` event. When the room's Redis keys were lost, that publish starts a new epoch, so
+gateways resync and send viewers the rebuilt snapshot (the pinned product and muted viewers, known
+only to Redis, are not restored).
+
+``ReconcileLoop`` (run by the settlement component, every ``LIVESALE_RECONCILE_INTERVAL_S``) logs a
+warning line per drifting sale, and repairs automatically only a sale whose Redis hash vanished while
+SQL says it is live (nothing of it is left in Redis to lose); other drift is logged only, for an
+operator to look at and repair with ``livesale reconcile --repair``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from inventory.keys import room_keys
+from inventory.reconcile import RebuildResult, Reconciler, SaleDrift
+
+from . import events as ev
+from .service import Commerce
+from .tasks import OwnedTasks
+from .wire import product_wire, room_wire
+
+__all__ = ["Recovery", "ReconcileLoop"]
+
+log = logging.getLogger(__name__)
+
+
+class Recovery:
+    def __init__(self, commerce: Commerce) -> None:
+        self.commerce = commerce
+        c = commerce
+        self.reconciler = Reconciler(c.checkout.inventory.redis, c.store, c.checkout.inventory)
+
+    async def check(self) -> list[SaleDrift]:
+        return await self.reconciler.check_all()
+
+    async def repair(self, drifts: list[SaleDrift] | None = None) -> list[RebuildResult]:
+        """Rebuild every drifting sale from SQL, then republish the rooms of the rebuilt sales."""
+        results = await self.reconciler.repair_all(drifts)
+        rooms = []
+        for r in results:
+            if r.code == "REBUILT":
+                sale = await self.commerce.store.get_sale(r.sale_id)
+                if sale is not None and sale.room_id not in rooms:
+                    rooms.append(sale.room_id)
+        for room_id in rooms:
+            await self.republish_room(room_id)
+        return results
+
+    async def rooms_lost(self) -> list[str]:
+        """Live rooms (SQL) whose Redis state lost the room: a joining viewer would get NOT_FOUND."""
+        out = []
+        for room in await self.commerce.store.list_rooms(status="live", limit=1000):
+            if not await self.commerce.bus.redis.hexists(room_keys(room.room_id).state, "room"):
+                out.append(room.room_id)
+        return out
+
+    async def republish_room(self, room_id: str) -> None:
+        """The room's state from SQL (room, products, sales with their live units) into its Redis state."""
+        c = self.commerce
+        room = await c.store.get_room(room_id)
+        if room is None:
+            return
+        wire = room_wire(room)
+        state: dict[str, Any] = {"room": wire}
+        for p in await c.store.list_products(room_id):
+            state[f"product:{p.product_id}"] = product_wire(p)
+        for sale in await c.sales.of_room(room_id):
+            state[f"sale:{sale['sale_id']}"] = sale
+        # under a new epoch, with an event: every gateway resyncs from this state (even one that had
+        # already reloaded the emptied room) and sends its viewers a fresh snapshot
+        await c.bus.new_epoch(room_id)
+        await c.bus.publish(room_id, ev.room_updated(wire), state, ended=room.status == "ended")
+
+
+class ReconcileLoop:
+    """Compare every live sale with SQL every ``interval_s``; repair the sales whose hash vanished."""
+
+    def __init__(self, commerce: Commerce, interval_s: float) -> None:
+        self.recovery = Recovery(commerce)
+        self.interval_s = interval_s
+        self._tasks = OwnedTasks(log, "reconcile")
+        self._stop = asyncio.Event()
+
+    def start(self) -> None:
+        if self.interval_s > 0:
+            self._tasks.spawn(self._run())
+
+    async def aclose(self) -> None:
+        self._stop.set()
+        await self._tasks.drain(5.0)
+
+    async def once(self) -> list[SaleDrift]:
+        drifts = await self.recovery.check()
+        for d in drifts:
+            if not d.ok:
+                log.warning("reconcile: %s", d.line())
+        for room_id in await self.recovery.rooms_lost():  # no sale to rebuild, but viewers need the room
+            log.warning("reconcile: room %s lost its Redis state: republished from SQL", room_id)
+            await self.recovery.republish_room(room_id)
+        missing = [d for d in drifts if d.missing]
+        for r in await self.recovery.repair(missing) if missing else []:
+            log.warning("reconcile: sale %s rebuilt from SQL after Redis lost it: %s (available %d, held %d, "
+                        "sold %d, %d units restored, %d orders requeued)", r.sale_id, r.code, r.available, r.held,
+                        r.sold, r.added, r.requeued)
+        return drifts
+
+    async def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                await asyncio.wait_for(self._stop.wait(), self.interval_s)
+                return
+            except TimeoutError:
+                pass
+            try:
+                await self.once()
+            except Exception as exc:  # Redis or SQL unreachable: try again next round
+                log.warning("reconcile: round failed: %s: %s", type(exc).__name__, exc)
