@@ -12,7 +12,7 @@ from functools import partial
 from typing import Any
 
 from inventory.domain import (
-    ConfirmCode, ConfirmResult, Hold, InvalidInput as InventoryInvalidInput, ReleaseResult, ReserveCode,
+    ConfirmCode, ConfirmResult, Hold, ReleaseCode, InvalidInput as InventoryInvalidInput, ReleaseResult, ReserveCode,
     ReserveRequest, ReserveResult, sale_of_hold,
 )
 from inventory.scripts import Inventory
@@ -149,7 +149,10 @@ class Checkout:
         return result
 
     async def release(self, viewer: Identity, hold_id: str) -> ReleaseResult:
-        return await self.inventory.release(hold_id, viewer.user)
+        result = await self.inventory.release(hold_id, viewer.user)
+        if result.code is ReleaseCode.NOT_FOUND and await self.inventory.hold_lost(hold_id):
+            return ReleaseResult(ReleaseCode.HOLD_LOST, "", result.available)
+        return result
 
     # -- the buyer's holds and orders ------------------------------------------------------------------
 

@@ -172,6 +172,7 @@ class ReleaseCode(str, Enum):
     FORBIDDEN = "FORBIDDEN"
     NOT_FOUND = "NOT_FOUND"
     INVALID = "INVALID"
+    HOLD_LOST = "HOLD_LOST"  # the hold was lost with Redis data (its sale was rebuilt from SQL)
 
 
 @dataclass(frozen=True, slots=True)

@@ -370,8 +370,14 @@ function renderSales(sales) {
     else timing = s.ends_at ? `until ${new Date(s.ends_at - (client?.offset || 0)).toLocaleTimeString()}` : "";
     const canEnd = phase === "open" || phase === "scheduled";
     const title = s.title || allProducts().find((p) => p.product_id === s.product_id)?.title || s.product_id;
-    rows.push(el("tr", { "data-testid": "sale-row", "data-sale-id": s.sale_id, "data-state": phase },
-      el("td", {}, el("div", { style: "font-weight:700" }, title), el("div", { style: "color:var(--faint);font-family:var(--mono);font-size:11px" }, s.sale_id)),
+    rows.push(el("tr", { "data-testid": "sale-row", "data-sale-id": s.sale_id, "data-state": phase,
+                         "data-members-only": s.members_only === true ? "true" : "false" },
+      el("td", {}, el("div", { style: "font-weight:700" }, title,
+          s.members_only === true ? el("span", {
+            class: "members-badge", "data-testid": "sale-members-badge",
+            title: "Members only: guest viewer tokens cannot buy this sale",
+          }, "members only") : null),
+        el("div", { style: "color:var(--faint);font-family:var(--mono);font-size:11px" }, s.sale_id)),
       el("td", {}, el("span", { class: "state-tag", "data-state": phase }, phase.replace("_", " "))),
       el("td", { class: "num" }, formatMoney(s.unit_price, s.currency || "EUR")),
       el("td", { class: "num" },
@@ -594,6 +600,7 @@ function wire() {
     if (price) opts.price = Math.round(parseFloat(price) * 10 ** minorDigits(product?.currency || "EUR"));
     const ttl = String(f.get("hold_ttl_s") || "").trim();
     if (ttl) opts.hold_ttl_s = parseInt(ttl, 10);
+    if (f.get("members_only")) opts.members_only = true;  // guest viewer tokens may not buy it
     const btn = byId("launch-button");
     btn.disabled = true;
     const res = await act(() => client.launchSale(opts), null);
@@ -601,7 +608,7 @@ function wire() {
     if (res) {
       const id = res.sale?.sale_id || res.sale || "";
       setText(byId("launch-result"), `Launched ${id}`);
-      toast(`Flash sale launched: opens in ${opts.starts_in_s}s`, "ok");
+      toast(`${opts.members_only ? "Members-only flash sale" : "Flash sale"} launched: opens in ${opts.starts_in_s}s`, "ok");
       if (res.sale && typeof res.sale === "object") client._upsertSale(res.sale);
       poll(false);
     }

@@ -1049,7 +1049,7 @@ export class LiveSaleClient extends EventTarget {
     const map = {
       price: ["price", "unit_price", "unitPrice"], limit: ["limit", "per_user_limit", "perUserLimit"],
       starts_in_s: ["starts_in_s", "startsInS"], duration_s: ["duration_s", "durationS"],
-      hold_ttl_s: ["hold_ttl_s", "holdTtlS"],
+      hold_ttl_s: ["hold_ttl_s", "holdTtlS"], members_only: ["members_only", "membersOnly"],
     };
     for (const [wire, names] of Object.entries(map)) {
       for (const n of names) {

@@ -172,6 +172,7 @@ async def test_members_only_sale_refuses_guests_over_ws_and_http(aiohttp_client:
     # a sale without the flag sells to guests; `members_only: "yes"` is not a flag
     other = await api.ok("POST", f"/api/rooms/{room}/sales", host, {"product_id": "p0", "units": 3}, 201)
     assert other["members_only"] is False
+    await g.wait(lambda m: m.get("type") == "sale_scheduled" and m["sale"]["sale_id"] == other["sale_id"])
     r = await g.request({"type": "buy", "sale": other["sale_id"], "qty": 1})
     assert r["code"] == "RESERVED", r
     st, body = await api.call("POST", f"/api/rooms/{room}/sales", host,

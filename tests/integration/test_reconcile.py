@@ -220,6 +220,8 @@ async def check_recovered(env: Env, b: Before, uid: str) -> None:
     ws, hold = b.lost_ws
     r = await ws.request({"type": "pay", "hold": hold}, timeout(10))
     assert r["type"] == "pay_result" and r["code"] == "HOLD_LOST", r
+    r = await ws.request({"type": "release", "hold": hold}, timeout(10))
+    assert r["type"] == "release_result" and r["code"] == "HOLD_LOST", r
     await ws.close()
     for hold_id, token in b.lost.items():
         st, body = await env.api.call("GET", f"/api/holds/{hold_id}", token)
