@@ -11,12 +11,16 @@ import os
 import secrets
 import tempfile
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
 
+from inventory import keys as K
+from inventory.domain import SaleSpec
 from inventory.scripts import Inventory
+from inventory.store import Store
 from server.config import Settings
 from server.embedded import EmbeddedRedis
 
@@ -100,3 +104,41 @@ async def drop_test_sales(redis: Redis, uid: str) -> AsyncIterator[None]:
     for registry in (K.SALES_REGISTRY, K.OUTBOX_REGISTRY):
         async for member in redis.sscan_iter(registry, match=f"*{uid}*"):
             await redis.srem(registry, member)
+
+
+@pytest.fixture
+async def store(database_url: str) -> AsyncIterator[Store]:
+    s = await Store.open(database_url)
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+SALE_PRICE = 1999  # unit price of the ``sale`` fixture
+
+
+@dataclass
+class Sale:
+    sale_id: str
+    room_id: str
+    outbox: str
+    group: str
+    registry: str
+
+
+@pytest.fixture
+async def sale(inventory: Inventory, redis: Redis, uid: str) -> AsyncIterator[Sale]:
+    """An open sale with its own outbox registry and consumer group: no other worker takes its entries."""
+    now = await inventory.now_ms()
+    spec = SaleSpec(sale_id=f"{uid}-s", room_id=f"{uid}-r", sku="sku-1", unit_price=SALE_PRICE, currency="EUR",
+                    allocated=1000, per_user_limit=50, starts_at_ms=now - 1000, ends_at_ms=now + 600_000,
+                    hold_ttl_ms=600_000)
+    assert (await inventory.arm(spec)).ok
+    s = Sale(spec.sale_id, spec.room_id, K.sale_keys(spec.sale_id).outbox, f"settle-{uid}", f"{uid}:outboxes")
+    await redis.srem(K.OUTBOX_REGISTRY, s.outbox)  # keep workers sharing this Redis off our entries
+    await redis.sadd(s.registry, s.outbox)
+    try:
+        yield s
+    finally:
+        await redis.delete(s.registry)

@@ -26,3 +26,12 @@ end
 local function sale_exists(key)
   return redis.call('TYPE', key).ok == 'hash'
 end
+
+-- a sale's terms from its script's argument list, args[1..10] (arm.lua, rebuild.lua): sale_id, room_id,
+-- sku, unit_price, currency, allocated, per_user_limit, starts_at_ms, ends_at_ms, hold_ttl_ms; a malformed
+-- number is nil
+local function sale_terms(args)
+  return args[1], args[2], args[3], parse_nonneg_int(args[4], 1e12), args[5], parse_nonneg_int(args[6], 1e9),
+    parse_pos_int(args[7], 1e9), parse_nonneg_int(args[8], 1e14), parse_pos_int(args[9], 1e14),
+    parse_pos_int(args[10], 1e10)
+end

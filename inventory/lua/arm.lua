@@ -5,13 +5,7 @@
 -- ARGV[8] starts_at_ms  ARGV[9] ends_at_ms  ARGV[10] hold_ttl_ms
 -- Returns {code, available, held, sold}; code ARMED | EXISTS | CONFLICT | INVALID
 local sale = KEYS[1]
-local sale_id, room, sku, currency = ARGV[1], ARGV[2], ARGV[3], ARGV[5]
-local price = parse_nonneg_int(ARGV[4], 1e12)
-local allocated = parse_nonneg_int(ARGV[6], 1e9)
-local limit = parse_pos_int(ARGV[7], 1e9)
-local starts = parse_nonneg_int(ARGV[8], 1e14)
-local ends = parse_pos_int(ARGV[9], 1e14)
-local ttl = parse_pos_int(ARGV[10], 1e10)
+local sale_id, room, sku, price, currency, allocated, limit, starts, ends, ttl = sale_terms(ARGV)
 if not (is_id(sale_id) and is_id(room) and is_id(sku) and price and allocated and limit
         and starts and ends and ttl and ends > starts
         and type(currency) == 'string' and currency:match('^[A-Z][A-Z][A-Z]$')) then

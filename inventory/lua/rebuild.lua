@@ -16,13 +16,8 @@
 -- Returns {code, allocated, available, held, sold, added, requeued}; code REBUILT | REFUSED (the rebuilt
 -- sold would be lower than the sold counter Redis still has: nothing written) | INVALID (nothing written)
 local sale, buyers, holds, idem, deadlines, outbox = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
-local sale_id, room, sku, currency, group = ARGV[1], ARGV[2], ARGV[3], ARGV[5], ARGV[11]
-local price = parse_nonneg_int(ARGV[4], 1e12)
-local allocated = parse_nonneg_int(ARGV[6], 1e9)
-local limit = parse_pos_int(ARGV[7], 1e9)
-local starts = parse_nonneg_int(ARGV[8], 1e14)
-local ends = parse_pos_int(ARGV[9], 1e14)
-local ttl = parse_pos_int(ARGV[10], 1e10)
+local sale_id, room, sku, price, currency, allocated, limit, starts, ends, ttl = sale_terms(ARGV)
+local group = ARGV[11]
 local bad = {'INVALID', 0, 0, 0, 0, 0, 0}
 if not (is_id(sale_id) and is_id(room) and is_id(sku) and is_id(group) and price and allocated and limit
         and starts and ends and ttl and ends > starts and (#ARGV - 11) % 7 == 0

@@ -18,18 +18,9 @@ from server.config import Settings
 from commerce.requests import MAX_SALE_UNITS
 from stream_gateway.messages import BadInbound, parse_inbound
 
+from test_api import api, host  # noqa: E402,F401  (the same fixtures)
+
 pytestmark = pytest.mark.timeout(90, method="thread")
-
-
-@pytest.fixture
-async def api(aiohttp_client: Any, settings: Settings) -> Api:
-    client = await aiohttp_client(create_app(settings.replace(tick_ms=50, settle_block_ms=100)))
-    return Api(client)
-
-
-@pytest.fixture
-def host(settings: Settings) -> str:
-    return host_token(settings.secret)
 
 
 def assert_error(status: int, body: Any, want_status: int, code: str, mentions: str = "") -> None:

@@ -30,7 +30,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from conftest import timeout
+from conftest import Sale, timeout
 from inventory import keys as K
 from inventory.domain import SaleSpec
 from inventory.scripts import Inventory
@@ -46,41 +46,6 @@ from commerce.room_bus import RoomBus
 from inventory.keys import room_keys
 
 pytestmark = pytest.mark.timeout(90, method="thread")
-
-
-@dataclass
-class Sale:
-    sale_id: str
-    room_id: str
-    outbox: str
-    group: str
-    registry: str
-
-
-@pytest.fixture
-async def store(database_url: str) -> AsyncIterator[Store]:
-    s = await Store.open(database_url)
-    try:
-        yield s
-    finally:
-        await s.close()
-
-
-@pytest.fixture
-async def sale(inventory: Inventory, redis: Redis, uid: str) -> AsyncIterator[Sale]:
-    """A sale with its own outbox registry and consumer group: no other worker takes its entries."""
-    now = await inventory.now_ms()
-    spec = SaleSpec(sale_id=f"{uid}-s", room_id=f"{uid}-r", sku="sku-1", unit_price=1999, currency="EUR",
-                    allocated=1000, per_user_limit=50, starts_at_ms=now - 1000, ends_at_ms=now + 600_000,
-                    hold_ttl_ms=600_000)
-    assert (await inventory.arm(spec)).ok
-    s = Sale(spec.sale_id, spec.room_id, K.sale_keys(spec.sale_id).outbox, f"settle-{uid}", f"{uid}:outboxes")
-    await redis.srem(K.OUTBOX_REGISTRY, s.outbox)
-    await redis.sadd(s.registry, s.outbox)
-    try:
-        yield s
-    finally:
-        await redis.delete(s.registry)
 
 
 async def confirm_many(inv: Inventory, sale: Sale, n: int) -> dict[str, str]:

@@ -54,15 +54,6 @@ class Env:
 
 
 @pytest.fixture
-async def store(database_url: str) -> AsyncIterator[Store]:
-    s = await Store.open(database_url)
-    try:
-        yield s
-    finally:
-        await s.close()
-
-
-@pytest.fixture
 async def sandbox_env(aiohttp_client: Any, settings: Settings) -> AsyncIterator[Env]:
     secret = secrets.token_urlsafe(32)
     sandbox = SandboxPay(secret)

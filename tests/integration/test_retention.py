@@ -57,15 +57,6 @@ def room_key_list(room_id: str) -> list[str]:
     return [k.meta, k.log, k.state, k.once, k.comments, k.likes, k.viewers, k.funnel]
 
 
-@pytest.fixture
-async def store(database_url: str) -> AsyncIterator[Store]:
-    s = await Store.open(database_url)
-    try:
-        yield s
-    finally:
-        await s.close()
-
-
 def _app_settings(settings: Settings, **kw: Any) -> Settings:
     return settings.replace(tick_ms=50, settle_block_ms=100, reap_interval_ms=50, **kw)
 

@@ -23,7 +23,7 @@ import pytest
 from redis.asyncio import Redis
 from sqlalchemy.engine import make_url
 
-from conftest import timeout
+from conftest import SALE_PRICE as PRICE, Sale, timeout
 from inventory import keys as K
 from inventory.domain import SaleSpec
 from inventory.scripts import Inventory
@@ -33,41 +33,6 @@ from inventory.store import OrderRecord, Store
 
 ROOT = Path(__file__).resolve().parents[2]
 PROC = ROOT / "tests" / "settle_proc.py"
-PRICE = 1999
-
-
-@dataclass
-class Sale:
-    sale_id: str
-    room_id: str
-    outbox: str
-    group: str
-    registry: str
-
-
-@pytest.fixture
-async def store(database_url: str) -> AsyncIterator[Store]:
-    s = await Store.open(database_url)
-    try:
-        yield s
-    finally:
-        await s.close()
-
-
-@pytest.fixture
-async def sale(inventory: Inventory, redis: Redis, uid: str) -> AsyncIterator[Sale]:
-    now = await inventory.now_ms()
-    spec = SaleSpec(sale_id=f"{uid}-s", room_id=f"{uid}-r", sku="sku-1", unit_price=PRICE, currency="EUR",
-                    allocated=1000, per_user_limit=50, starts_at_ms=now - 1000, ends_at_ms=now + 600_000,
-                    hold_ttl_ms=600_000)
-    assert (await inventory.arm(spec)).ok
-    s = Sale(spec.sale_id, spec.room_id, K.sale_keys(spec.sale_id).outbox, f"settle-{uid}", f"{uid}:outboxes")
-    await redis.srem(K.OUTBOX_REGISTRY, s.outbox)  # keep workers sharing this Redis off our entries
-    await redis.sadd(s.registry, s.outbox)
-    try:
-        yield s
-    finally:
-        await redis.delete(s.registry)
 
 
 def worker(redis: Redis, store: Store, sale: Sale, consumer: str = "w1", **kw: Any) -> SettlementWorker:

@@ -14,15 +14,6 @@ from inventory.store import (
 )
 
 
-@pytest.fixture
-async def store(database_url: str) -> AsyncIterator[Store]:
-    s = await Store.open(database_url)
-    try:
-        yield s
-    finally:
-        await s.close()
-
-
 def order(uid: str, n: int, *, qty: int = 2, price: int = 1999, user: str = "alice", currency: str = "EUR",
           confirmed_at: int = 1_700_000_000_000) -> OrderRecord:
     return OrderRecord(
