@@ -53,6 +53,8 @@ def _trusted(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, proxies: tuple[N
 def client_address(peer: str | None, forwarded_for: str | None, proxies: tuple[Network, ...]) -> str:
     """The client's address: the peer's, or (behind a trusted proxy) the last untrusted hop of
     ``X-Forwarded-For``. "" when the peer is unknown (a unix socket)."""
+    if not proxies:  # nobody to trust: the peer's address as the socket gives it (already canonical)
+        return peer or ""
     peer_ip = _ip(peer) if peer else None
     if peer_ip is None:
         return peer or ""
