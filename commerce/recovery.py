@@ -7,7 +7,8 @@ viewer's snapshot is built from) is published again from SQL through ``publish.l
 gateways resync and send viewers the rebuilt snapshot (the pinned product and muted viewers, known
 only to Redis, are not restored).
 
-``ReconcileLoop`` (run by the settlement component, every ``LIVESALE_RECONCILE_INTERVAL_S``) logs a
+``ReconcileLoop`` (run by every gateway and settlement process, one of them a round, every
+``LIVESALE_RECONCILE_INTERVAL_S``) logs a
 warning line per drifting sale, and repairs automatically only a sale whose Redis hash vanished while
 SQL says it is live (nothing of it is left in Redis to lose); other drift is logged only, for an
 operator to look at and repair with ``livesale reconcile --repair``.
@@ -17,9 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from typing import Any
 
-from inventory.keys import room_keys
+from inventory.keys import RECONCILE_LOCK, room_keys
 from inventory.reconcile import RebuildResult, Reconciler, SaleDrift
 
 from . import events as ev
@@ -81,11 +83,18 @@ class Recovery:
 
 
 class ReconcileLoop:
-    """Compare every live sale with SQL every ``interval_s``; repair the sales whose hash vanished."""
+    """Compare every live sale with SQL every ``interval_s``; repair the sales whose hash vanished.
+
+    Every gateway (and a separate settlement process) runs one; a lock in Redis (``RECONCILE_LOCK``,
+    held for most of an interval) lets one process a round do the comparison, so N gateways do not
+    compare N times. ``last`` keeps the last round's drifting sales (what a metric will export)."""
 
     def __init__(self, commerce: Commerce, interval_s: float) -> None:
         self.recovery = Recovery(commerce)
+        self.redis = commerce.bus.redis
         self.interval_s = interval_s
+        self.last: list[SaleDrift] = []
+        self._token = secrets.token_hex(8)
         self._tasks = OwnedTasks(log, "reconcile")
         self._stop = asyncio.Event()
 
@@ -99,9 +108,9 @@ class ReconcileLoop:
 
     async def once(self) -> list[SaleDrift]:
         drifts = await self.recovery.check()
-        for d in drifts:
-            if not d.ok:
-                log.warning("reconcile: %s", d.line())
+        self.last = [d for d in drifts if not d.ok]
+        for d in self.last:
+            log.warning("reconcile: %s", d.line())
         for room_id in await self.recovery.rooms_lost():  # no sale to rebuild, but viewers need the room
             log.warning("reconcile: room %s lost its Redis state: republished from SQL", room_id)
             await self.recovery.republish_room(room_id)
@@ -112,14 +121,21 @@ class ReconcileLoop:
                         r.sold, r.added, r.requeued)
         return drifts
 
+    async def _my_round(self) -> bool:
+        """This process takes the round when no other process took it in the last ~interval."""
+        hold_ms = max(100, int(self.interval_s * 900))
+        return bool(await self.redis.set(RECONCILE_LOCK, self._token, nx=True, px=hold_ms))
+
     async def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                await asyncio.wait_for(self._stop.wait(), self.interval_s)
+                async with asyncio.timeout(self.interval_s):
+                    await self._stop.wait()
                 return
             except TimeoutError:
                 pass
             try:
-                await self.once()
+                if await self._my_round():
+                    await self.once()
             except Exception as exc:  # Redis or SQL unreachable: try again next round
                 log.warning("reconcile: round failed: %s: %s", type(exc).__name__, exc)

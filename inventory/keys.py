@@ -24,6 +24,7 @@ OUTBOX_REGISTRY = f"{PREFIX}:outboxes"   # SET of outbox stream keys the settlem
 SALES_REGISTRY = f"{PREFIX}:sales"       # SET of armed sale ids (for the reaper)
 DEAD_LETTER = f"{PREFIX}:dead-letter"    # STREAM of settlement entries that kept failing
 SETTLE_GROUP = "settle"                  # consumer group on every outbox stream
+RECONCILE_LOCK = f"{PREFIX}:reconcile:lock"  # STRING: which process runs this round of the comparison
 
 
 # -- sales (inventory/lua/*.lua) -------------------------------------------------------------------------

@@ -205,6 +205,25 @@ class PaymentStore:
                                .values(status="sent" if ok else "failed", provider_refund_id=provider_refund_id,
                                        updated_at_ms=_now_ms()))
 
+    async def refunds_due(self, before_ms: int, limit: int = 100) -> list[RefundRecord]:
+        """Refunds recorded but not (yet) accepted by the provider, untouched since ``before_ms``:
+        ``requested`` (the process that recorded it stopped before sending) or ``failed``."""
+        q = (select(refunds).where(refunds.c.status.in_(("requested", "failed")), refunds.c.updated_at_ms < before_ms)
+             .order_by(refunds.c.updated_at_ms).limit(limit))
+        async with self.engine.connect() as conn:
+            return [_rec(RefundRecord, r) for r in await conn.execute(q)]
+
+    async def claim_refund(self, r: RefundRecord) -> bool:
+        """Take a due refund for one sending attempt (a compare-and-set on its ``updated_at_ms``): False
+        when another process took it or it changed since it was read."""
+        async with self.engine.begin() as conn:
+            done = await conn.execute(update(refunds)
+                                      .where(refunds.c.payment_id == r.payment_id,
+                                             refunds.c.updated_at_ms == r.updated_at_ms,
+                                             refunds.c.status.in_(("requested", "failed")))
+                                      .values(updated_at_ms=max(_now_ms(), r.updated_at_ms + 1)))
+        return bool(done.rowcount)
+
     async def get_refund(self, payment_id: str) -> RefundRecord | None:
         async with self.engine.connect() as conn:
             row = (await conn.execute(select(refunds).where(refunds.c.payment_id == payment_id))).first()

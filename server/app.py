@@ -22,6 +22,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from commerce.addresses import AddressRate, parse_proxies
 from commerce.identity import TokenVerifier
 from commerce.jwks import KeySet
+from commerce.payments.refunds import RefundRetry
 from commerce.recovery import ReconcileLoop
 from commerce.room_bus import RoomBus
 from commerce.service import Commerce
@@ -111,21 +112,36 @@ class Settlement:
         self.reaper = Reaper(core.redis, core.inventory, s.reap_interval_ms,
                              on_restock=core.commerce.sales.restocked, store=core.store,
                              retain_ms=s.retain_ended_s * 1000, on_retired=core.commerce.sale_retired)
-        self.reconcile = ReconcileLoop(core.commerce, s.reconcile_interval_s)  # commerce/recovery.py
         self._tasks = OwnedTasks(log, "settlement")
 
     def start(self) -> None:
         self._tasks.spawn(self.worker.run())
         self._tasks.spawn(self.reaper.run())
-        self.reconcile.start()
 
     async def aclose(self) -> None:
         """The reaper stops; the worker finishes the batch in hand (bounded), then both are cancelled."""
-        await self.reconcile.aclose()
         self.reaper.stop()
         await self.worker.stop(timeout=self.timeout)
         if await self._tasks.cancel(5.0):
             log.warning("settlement: a task did not stop")
+
+
+class Upkeep:
+    """The low-rate checks every gateway and settlement process runs: the comparison of live sales
+    with SQL (one process a round; commerce/recovery.py) and the resending of refunds the provider
+    has not accepted (commerce/payments/refunds.py)."""
+
+    def __init__(self, s: Settings, core: Core) -> None:
+        self.reconcile = ReconcileLoop(core.commerce, s.reconcile_interval_s)
+        self.refunds = RefundRetry(core.commerce.payments, s.refund_retry_s)
+
+    def start(self) -> None:
+        self.reconcile.start()
+        self.refunds.start()
+
+    async def aclose(self) -> None:
+        await self.reconcile.aclose()
+        await self.refunds.aclose()
 
 
 def token_verifier(s: Settings) -> TokenVerifier:
@@ -162,9 +178,12 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
                                     join_rate_per_addr=s.join_rate_per_addr,
                                     trusted_proxies=parse_proxies(s.trusted_proxies)))
     app[CORE], app[COMMERCE], app[HUB], app[GATEWAY] = core, commerce, hub, gateway
+    upkeep = Upkeep(s, core)
+    upkeep.start()
     try:
         yield
     finally:
+        await upkeep.aclose()
         await hub.aclose()  # the hub's one stop; _on_shutdown only closed its connections
         await core.aclose()
 

@@ -237,17 +237,20 @@ async def _workers_main(settings: Settings, env: dict[str, str]) -> int:
 
 async def _settle_main(settings: Settings, stop: asyncio.Event | None = None) -> None:
     """Settlement worker + hold reaper, until SIGTERM or ``stop`` (drains the batch in hand first)."""
-    from .app import Core, Settlement
+    from .app import Core, Settlement, Upkeep
 
     if stop is None:
         stop = _signal_event()
     core = await Core.open(settings)
     settlement = Settlement(settings, core)
+    upkeep = Upkeep(settings, core)
     settlement.start()
+    upkeep.start()
     print("livesale settlement worker running", flush=True)
     try:
         await stop.wait()
     finally:
+        await upkeep.aclose()
         await settlement.aclose()
         await core.aclose()
 

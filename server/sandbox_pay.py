@@ -60,6 +60,7 @@ class SandboxPay:
         self.timeout = aiohttp.ClientTimeout(total=timeout_s)
         self.payments: dict[str, SandboxPayment] = {}
         self.refunds: dict[str, dict[str, Any]] = {}
+        self.refunds_unavailable = False  # an outage of the refund API (503), for tests of the resending
         self._session: aiohttp.ClientSession | None = None
 
     def app(self) -> web.Application:
@@ -126,6 +127,8 @@ class SandboxPay:
 
     async def _refund(self, request: web.Request) -> web.Response:
         self._authorized(request)
+        if self.refunds_unavailable:
+            return web.json_response({"error": "refunds are unavailable; retry later"}, status=503)
         try:
             body = await request.json()
             pid = str(body["payment_id"])

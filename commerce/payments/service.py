@@ -218,16 +218,26 @@ class Payments:
         log.warning("payments: %s arrived for hold %s that could not be confirmed (%s): refunding %d %s",
                     p.payment_id, p.hold_id, reason, p.amount, p.currency)
         if fresh and self.provider is not None:
-            try:
-                refund_id = await self.provider.refund(p.payment_id, p.amount, p.currency, reason)
-                await self.sql.refund_sent(p.payment_id, True, refund_id)
-            except ProviderError as e:
-                log.error("payments: refund of %s recorded but not sent to the provider: %s", p.payment_id, e)
-                await self.sql.refund_sent(p.payment_id, False)
+            await self.send_refund(p.payment_id, p.amount, p.currency, reason)
             await self.bus.to_user(p.room_id, p.user_id, {
                 "type": "payment_refunded", "hold": p.hold_id, "payment_id": p.payment_id, "amount": p.amount,
                 "currency": p.currency, "reason": reason})
         return WebhookOutcome("refunded", p.payment_id, None, reason)
+
+    async def send_refund(self, payment_id: str, amount: int, currency: str, reason: str) -> bool:
+        """Ask the provider to give a recorded refund back (the provider keys refunds by payment: a
+        second request for the same payment refunds nothing more); ``sent`` or ``failed`` in SQL. A
+        failed one is sent again by ``RefundRetry`` (commerce/payments/refunds.py)."""
+        if self.provider is None:
+            return False
+        try:
+            refund_id = await self.provider.refund(payment_id, amount, currency, reason)
+        except ProviderError as e:
+            log.error("payments: refund of %s recorded but not sent to the provider: %s", payment_id, e)
+            await self.sql.refund_sent(payment_id, False)
+            return False
+        await self.sql.refund_sent(payment_id, True, refund_id)
+        return True
 
     async def _announce(self, p: PaymentRecord) -> None:
         """The room's "just bought" ticker and the funnel's ``paid``, once per confirmed hold."""

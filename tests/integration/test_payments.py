@@ -23,6 +23,7 @@ import orjson
 import pytest
 from aiohttp import web
 
+from commerce.payments.refunds import RefundRetry
 from commerce.payments.signature import SIGNATURE_HEADER, signature_header
 from conftest import timeout
 from gateway_helpers import JSON, Api, WsClient, host_token, setup_room, viewer
@@ -30,6 +31,7 @@ from inventory.payments import PaymentStore
 from inventory.scripts import Inventory
 from inventory.store import Store
 from server.app import create_app
+from server.appkeys import COMMERCE
 from server.config import Settings
 from server.sandbox_pay import SandboxPay
 
@@ -404,3 +406,49 @@ def test_payment_secret_is_generated_once_and_private(tmp_path: Path) -> None:
     assert (tmp_path / "payment-webhook.key").stat().st_mode & 0o777 == 0o600
     assert first != s.signing_secret()
     assert Settings.from_env({"LIVESALE_PAYMENT_WEBHOOK_SECRET": "w" * 32}).payment_secret() == "w" * 32
+
+
+async def test_a_refund_the_provider_refused_is_sent_again(sandbox_env: Env, inventory: Inventory, store: Store,
+                                                           uid: str) -> None:
+    """The provider's refund API is down when a late payment is refunded: the refund row says
+    ``failed``; the resending (RefundRetry, run by every gateway) sends it once the provider is back,
+    and a second pass sends nothing twice."""
+    env = sandbox_env
+    sale_id = await launch(env, uid, units=1, hold_ttl_s=5)
+    ws, _ = await buyer(env, uid, "Fay")
+    hold = await reserve(ws, sale_id)
+    started = await ws.request({"type": "checkout", "hold": hold}, timeout(10))
+    assert started["type"] == "payment_started", started
+    await ws.request({"type": "release", "hold": hold}, timeout(10))  # the hold is gone before the payment
+    env.sandbox.refunds_unavailable = True
+    async with aiohttp.ClientSession() as s:
+        async with s.post(started["redirect_url"], data={"action": "pay"}, headers={"Accept": "application/json"}) as r:
+            paid = await r.json()
+    out = orjson.loads(paid["webhook"]["answer"])
+    assert out["outcome"] == "refunded" and out["refund_reason"] == "hold_released", out
+    payments = PaymentStore(store)
+    refund = await payments.get_refund(started["payment_id"])
+    assert refund is not None and refund.status == "failed" and refund.provider_refund_id == "", refund
+    assert started["payment_id"] not in env.sandbox.refunds
+
+    retry = RefundRetry(env.client.app[COMMERCE].payments, retry_after_s=0.001)
+    deadline = time.monotonic() + timeout(10)
+    while (await payments.get_refund(started["payment_id"])) == refund:  # untouched for retry_after_s
+        assert time.monotonic() < deadline
+        await retry.once()
+    still = await payments.get_refund(started["payment_id"])
+    assert still is not None and still.status == "failed"  # the provider is still down: tried, failed again
+    env.sandbox.refunds_unavailable = False
+    deadline = time.monotonic() + timeout(10)
+    while True:
+        sent, _failed = await retry.once()
+        if sent:
+            break
+        assert time.monotonic() < deadline, "the refund was never sent again"
+    done = await payments.get_refund(started["payment_id"])
+    assert done is not None and done.status == "sent" and done.provider_refund_id.startswith("re_"), done
+    assert env.sandbox.refunds[started["payment_id"]]["id"] == done.provider_refund_id
+    assert await retry.once() == (0, 0)  # nothing due any more
+    counters = await inventory.counters(sale_id)
+    assert counters is not None and counters.sold == 0 and counters.available == 1, counters
+    await ws.close()

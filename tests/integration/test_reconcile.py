@@ -286,7 +286,7 @@ async def _ping(redis: Redis) -> bool:
 
 @pytest.mark.parametrize("reconcile_interval", [0.2])
 async def test_automatic_repair_of_a_vanished_sale(env: Env, uid: str) -> None:
-    """The settlement process's comparison (LIVESALE_RECONCILE_INTERVAL_S) rebuilds a sale whose hash
+    """The gateway's comparison (LIVESALE_RECONCILE_INTERVAL_S, its Upkeep) rebuilds a sale whose hash
     vanished by itself; the same checks then hold."""
     b = await live_sale(env, uid)
     await env.redis.flushall()
@@ -295,5 +295,17 @@ async def test_automatic_repair_of_a_vanished_sale(env: Env, uid: str) -> None:
         return bool(await env.redis.hexists(sale_keys(b.sale_id).sale, "rebuilt_at")
                     and await env.redis.hexists(room_keys(b.room).state, f"sale:{b.sale_id}"))
 
-    await until("the sale and its room rebuilt by the settlement process", rebuilt)
+    await until("the sale and its room rebuilt by the gateway", rebuilt)
     await check_recovered(env, b, uid)
+
+
+async def test_one_process_a_round_runs_the_comparison(env: Env) -> None:
+    """Every gateway runs a ReconcileLoop; the Redis lock gives each round to one of them."""
+    from commerce.recovery import ReconcileLoop
+    from server.appkeys import COMMERCE
+
+    commerce = env.client.app[COMMERCE]
+    first, second = ReconcileLoop(commerce, 0.5), ReconcileLoop(commerce, 0.5)
+    assert await first._my_round()
+    assert not await second._my_round() and not await first._my_round()
+    await until("the round's lock to lapse", second._my_round, limit=5)
