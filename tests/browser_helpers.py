@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -199,6 +200,33 @@ async def pay_on_sandbox_page(viewer: Any, price: int = PRICE) -> None:
     await pay_page.locator("#pay").click()
     await expect(pay_page.locator("#note")).to_contain_text("Payment received", timeout=ms(15))
     await pay_page.close()
+
+
+def pay_via_sandbox_http(live: LiveServer, hold: str, token: str) -> dict[str, Any]:
+    """Pay a viewer's hold through the sandbox provider over HTTP, as the page and the buyer would:
+    start the checkout (``POST /api/holds/{hold}/checkout``: ``payment_started``'s fields), then press
+    Pay on the provider's hosted page (``POST`` its ``redirect_url`` with ``action=pay``). The sandbox
+    sends its signed webhook to the server before it answers; the webhook must have confirmed the hold.
+    Returns the checkout's fields plus ``order_id`` (the webhook's answer); the order is settled (and
+    ``order_confirmed`` sent) shortly after, so wait for that effect."""
+    started: dict[str, Any] = live.api("POST", f"/api/holds/{hold}/checkout", {}, token=token)
+    assert started.get("hold") == hold and started.get("provider") == "sandbox", started
+    assert str(started.get("redirect_url", "")).startswith("http"), started
+    req = urllib.request.Request(started["redirect_url"], data=urllib.parse.urlencode({"action": "pay"}).encode(),
+                                 method="POST")
+    req.add_header("Content-Type", "application/x-www-form-urlencoded")
+    req.add_header("Accept", "application/json")  # the sandbox answers its page's form with JSON then
+    try:
+        with urllib.request.urlopen(req, timeout=timeout(30)) as r:
+            paid = json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        raise AssertionError(f"POST {started['redirect_url']} -> {e.code} {e.read()[:500]!r}") from None
+    assert paid.get("status") == "succeeded", paid
+    webhook = paid.get("webhook") or {}
+    assert webhook.get("status") == 200, f"the sandbox's webhook was not accepted: {paid}"
+    outcome = json.loads(webhook["answer"])
+    assert outcome.get("outcome") == "confirmed" and outcome.get("order_id"), outcome
+    return {**started, "order_id": outcome["order_id"]}
 
 
 def _shot(name: str) -> Path:

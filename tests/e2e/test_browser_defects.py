@@ -7,7 +7,9 @@
   390 px screen, a room opened before it exists is joined once it is created;
 - 12: "End live" shows the sale closed and disables Buy.
 
-Each test uses its own room on the module's server (`browser_helpers.live`).
+Each test uses its own room on the module's server (`browser_helpers.live`), which runs in the default
+payment mode: every payment goes through the bundled sandbox provider (its hosted page from the page's
+Pay, or the same flow over HTTP).
 """
 
 from __future__ import annotations
@@ -19,11 +21,9 @@ from typing import Any
 import pytest
 
 from browser_helpers import (LAPTOP, PHONE, LiveServer, _open, _shot, chromium, expect, launch_sale, ms, new_room,
-                             post_comments, viewer_token)
-from browser_helpers import live  # noqa: F401  (the module-scoped server fixture)
+                             pay_on_sandbox_page, pay_via_sandbox_http, post_comments, viewer_token)
+from browser_helpers import live  # noqa: F401  (the module-scoped server, default payment mode: the sandbox provider)
 
-# not about paying: `pay` (the button and POST /api/holds/{hold}/pay) confirms at once here
-LIVE_PAYMENT_MODE = "instant"
 pytestmark = pytest.mark.browser
 
 EARBUDS = "p-earbuds"
@@ -78,12 +78,12 @@ async def test_offline_is_shown_at_once_and_pay_tap_gets_feedback(live: LiveServ
         await expect(page.get_by_test_id("toast")).to_contain_text(re.compile("offline", re.I), timeout=ms(2))
         await page.screenshot(path=_shot("viewer-laptop-offline.png"))
 
-        # back online: it resumes by itself and the payment goes through
+        # back online: it resumes by itself and the payment goes through (on the sandbox provider's page)
         await page.context.set_offline(False)
         await expect(page.get_by_test_id("conn-state")).to_have_attribute("data-state", "open", timeout=ms(10))
         await expect(pay).to_be_enabled(timeout=ms(5))
-        await pay.click()
-        await expect(status).to_have_attribute("data-state", "confirmed", timeout=ms(10))
+        await pay_on_sandbox_page(page)
+        await expect(status).to_have_attribute("data-state", "confirmed", timeout=ms(15))
     assert not _unexpected(errors), errors
 
 
@@ -250,7 +250,7 @@ async def test_host_panel_fits_a_phone(live: LiveServer) -> None:
     launch_sale(live, room, "p-watch", units=5, starts_in_s=600)  # a scheduled one too (End button, timing)
     token, _ = viewer_token(live, "Big Spender")
     hold = live.api("POST", f"/api/sales/{sale['sale_id']}/reserve", {"request_id": "gmv-1", "qty": 10}, token=token)
-    live.api("POST", f"/api/holds/{hold['hold_id']}/pay", {}, token=token)
+    pay_via_sandbox_http(live, hold["hold_id"], token)  # checkout, Pay on the provider's page, its webhook
     errors: list[str] = []
     async with chromium() as browser:
         host = await _open(browser, f"{live.base}/host/{room}#token={live.host_token}", PHONE, errors,

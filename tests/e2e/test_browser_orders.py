@@ -6,9 +6,11 @@ orders settled while it was not connected, emitting the same `order_confirmed` e
 
 - a copy of an `order_confirmed` already shown (injected over the page's own WebSocket) shows nothing,
   and the catch-up after a reconnect, which returns that order again, shows nothing either;
-- an order paid over HTTP while the page is offline is shown after it reconnects, exactly once.
+- an order paid over HTTP (checkout, then Pay on the sandbox provider's page, whose webhook confirms
+  it) while the page is offline is shown after it reconnects, exactly once.
 
-Each test uses its own room on the module's server (`browser_helpers.live`).
+Each test uses its own room on the module's server (`browser_helpers.live`), which runs in the default
+payment mode: every payment goes through the bundled sandbox provider.
 """
 
 from __future__ import annotations
@@ -20,12 +22,11 @@ from typing import Any
 
 import pytest
 
-from browser_helpers import LAPTOP, LiveServer, chromium, expect, launch_sale, ms, new_room
-from browser_helpers import live  # noqa: F401  (the module-scoped server fixture)
+from browser_helpers import (LAPTOP, LiveServer, chromium, expect, launch_sale, ms, new_room, pay_on_sandbox_page,
+                             pay_via_sandbox_http)
+from browser_helpers import live  # noqa: F401  (the module-scoped server, default payment mode: the sandbox provider)
 from conftest import timeout
 
-# not about paying: `pay` (the button and POST /api/holds/{hold}/pay) confirms at once here
-LIVE_PAYMENT_MODE = "instant"
 pytestmark = pytest.mark.browser
 
 EARBUDS = "p-earbuds"
@@ -113,11 +114,11 @@ async def test_duplicate_order_confirmed_shows_once(live: LiveServer) -> None:
         conn, status = page.get_by_test_id("conn-state"), page.get_by_test_id("status")
         await expect(conn).to_have_attribute("data-state", "open", timeout=ms(10))
 
-        # reserve and pay while connected: the order arrives live, once
+        # reserve and pay (on the sandbox provider's page) while connected: the order arrives live, once
         await page.get_by_test_id("buy-button").click()
         await expect(page.get_by_test_id("pay-button")).to_be_visible(timeout=ms(10))
-        await page.get_by_test_id("pay-button").click()
-        await expect(status).to_have_attribute("data-state", "confirmed", timeout=ms(10))
+        await pay_on_sandbox_page(page)
+        await expect(status).to_have_attribute("data-state", "confirmed", timeout=ms(15))
         deadline = time.monotonic() + timeout(15)
         while not routes[-1]["orders"] and time.monotonic() < deadline:
             await page.wait_for_timeout(100)
@@ -178,11 +179,11 @@ async def test_order_settled_while_offline_appears_once_after_reconnect(live: Li
         assert len(held) == 1, holds
         hold = held[0]["hold"]
 
-        # offline: the page drops its socket; the hold is paid elsewhere (over HTTP) and settles
+        # offline: the page drops its socket; the hold is paid elsewhere (over HTTP: checkout, then Pay on
+        # the sandbox provider's page, whose signed webhook confirms it) and settles
         await context.set_offline(True)
         await expect(conn).not_to_have_attribute("data-state", "open", timeout=ms(3))
-        paid = live.api("POST", f"/api/holds/{hold}/pay", {}, token=token)
-        order_id = paid["order_id"]
+        order_id = pay_via_sandbox_http(live, hold, token)["order_id"]
         deadline = time.monotonic() + timeout(20)
         while True:
             try:
