@@ -11,6 +11,7 @@ import logging
 from functools import partial
 from typing import Any
 
+from inventory.keys import POOL_BUCKET_SUFFIX
 from inventory.domain import (
     ConfirmCode, ConfirmResult, Hold, ReleaseCode, InvalidInput as InventoryInvalidInput, ReleaseResult, ReserveCode,
     ReserveRequest, ReserveResult, sale_of_hold,
@@ -82,6 +83,9 @@ class Checkout:
         """Queue a reservation; ``done`` gets the ReserveResult (or the exception that failed it)."""
         if not 1 <= qty <= self.max_qty:
             done(ReserveResult(ReserveCode.INVALID, None, None, 0, 0))
+            return
+        if sale_id.endswith(POOL_BUCKET_SUFFIX):  # a pool's own stock: only through a channel (commerce/pools.py)
+            done(ReserveResult(ReserveCode.NOT_FOUND, None, None, 0, 0))
             return
         members_only: bool | None = False
         if viewer.guest:  # a members-only sale refuses guest tokens, before the batch (no SQL per click)

@@ -59,6 +59,8 @@ class ErrorCode(StrEnum):
     MEMBERS_ONLY = "MEMBERS_ONLY"          # a guest token's buy of a members-only sale
     # recovery after Redis data loss (docs/PROTOCOL.md Errors)
     HOLD_LOST = "HOLD_LOST"                # the hold was lost with Redis data; the sale was rebuilt from SQL
+    # stock pools (docs/PROTOCOL.md Stock pools)
+    POOL_SHORT = "POOL_SHORT"              # the pool has fewer units available than the move asks for
 
 
 HTTP_STATUS: dict[ErrorCode, int] = {
@@ -73,6 +75,7 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.BAD_SIGNATURE: 400, ErrorCode.STALE_WEBHOOK: 400, ErrorCode.BAD_WEBHOOK: 400,
     ErrorCode.REPLAYED: 409, ErrorCode.AMOUNT_MISMATCH: 422, ErrorCode.CURRENCY_MISMATCH: 422,
     ErrorCode.GUESTS_OFF: 403, ErrorCode.MEMBERS_ONLY: 403, ErrorCode.HOLD_LOST: 410,
+    ErrorCode.POOL_SHORT: 409,
 }
 
 

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .requests import Announce, CreateSale, Empty, EndSale, HideComment, LaunchSale, Mute, Pin
+from .requests import Announce, CreateSale, Empty, EndSale, HideComment, LaunchSale, Mute, Pin, TopUp, TopUpSale
 from .validation import Schema
 
 if TYPE_CHECKING:
@@ -45,8 +45,12 @@ async def _launch_sale(c: Commerce, room_id: str, m: LaunchSale) -> dict[str, An
     sale = await c.sales.launch(room_id, CreateSale(
         product_id=m.product, units=m.units, sale_id=m.sale_id, unit_price=m.price, per_user_limit=m.limit,
         starts_in_s=m.starts_in_s, duration_s=m.duration_s, hold_ttl_s=m.hold_ttl_s,
-        members_only=m.members_only))
+        members_only=m.members_only, pool=m.pool))
     return {"sale": sale}
+
+
+async def _topup_sale(c: Commerce, room_id: str, m: TopUpSale) -> dict[str, Any]:
+    return {"topup": await c.pools.topup(room_id, m.sale, TopUp(units=m.units, request_id=m.request_id))}
 
 
 async def _end_sale(c: Commerce, room_id: str, m: EndSale) -> None:
@@ -76,6 +80,7 @@ HOST_ACTIONS: Mapping[str, HostAction] = dict([
     _entry("unpin", Empty, _unpin),
     _entry("launch_sale", LaunchSale, _launch_sale),
     _entry("end_sale", EndSale, _end_sale),
+    _entry("topup_sale", TopUpSale, _topup_sale),
     _entry("announce", Announce, _announce),
     _entry("hide_comment", HideComment, _hide_comment),
     _entry("mute", Mute, _mute),

@@ -40,7 +40,7 @@ class TokenError(ValueError):
 class Identity:
     user: str            # "" for anonymous watchers
     name: str
-    role: str            # "anonymous" | "viewer" | "host"
+    role: str            # "anonymous" | "viewer" | "host" | "merchant"
     rooms: tuple[str, ...] = ()
     guest: bool = False  # a guest viewer token (``POST /api/viewer-token``), not the platform's sign-in
 
@@ -50,6 +50,11 @@ class Identity:
 
     def hosts(self, room_id: str) -> bool:
         return self.role == "host" and ("*" in self.rooms or room_id in self.rooms)
+
+    @property
+    def is_merchant(self) -> bool:
+        """A merchant (brand or supplier) owns stock pools; its pools are those it created."""
+        return self.role == "merchant" and bool(self.user)
 
 
 ANONYMOUS = Identity(user="", name="", role="anonymous")
@@ -69,6 +74,14 @@ def mint_host_token(secret: str, host_id: str, rooms: tuple[str, ...] = ("*",), 
                        "iat": now, "exp": now + ttl_s}, secret, algorithm=_ALG)
 
 
+def mint_merchant_token(secret: str, merchant_id: str, ttl_s: int = 7 * 86400) -> str:
+    """A merchant's token (role ``merchant``): it owns the stock pools it creates."""
+    _check_sub(merchant_id, "merchant id")
+    now = int(time.time())
+    return jwt.encode({"sub": merchant_id, "role": "merchant", "name": merchant_id, "iat": now, "exp": now + ttl_s},
+                      secret, algorithm=_ALG)
+
+
 def mint_viewer_token(secret: str, name: str, user: str | None = None, ttl_s: int = 30 * 86400,
                       guest: bool = False) -> tuple[str, str]:
     """Returns (token, user id). ``name`` is free-form display text; ``user`` (default: a random
@@ -85,8 +98,8 @@ def mint_viewer_token(secret: str, name: str, user: str | None = None, ttl_s: in
 def _claims_identity(claims: dict[str, Any]) -> Identity:
     role = claims.get("role")
     sub = claims.get("sub")
-    if role not in ("viewer", "host"):
-        raise TokenError("token has no valid role (viewer or host)")
+    if role not in ("viewer", "host", "merchant"):
+        raise TokenError("token has no valid role (viewer, host or merchant)")
     if not isinstance(sub, str) or not _SUB.match(sub):
         raise TokenError(f"token subject (sub) must be {SUB_RULE}")
     rooms = claims.get("rooms") or []

@@ -15,7 +15,8 @@ from .validation import ID_RE, Check, Id, Match, Range, Slug, Text
 __all__ = [
     "MAX_SALE_UNITS", "MAX_PRICE", "MAX_QTY_FIELD", "Buy", "Pay", "Release", "CheckoutHold", "Comment", "Like", "Empty",
     "Pin", "LaunchSale", "EndSale", "Announce", "HideComment", "Mute", "CreateRoom", "AddProduct",
-    "CreateSale", "Reserve", "PayHold", "GuestToken",
+    "CreateSale", "Reserve", "PayHold", "GuestToken", "TopUpSale", "CreatePool", "StockChange", "TopUp",
+    "ChannelReserve", "RefundOrder", "PoolId", "Channel", "CHANNEL_RULE",
 ]
 
 MAX_SALE_UNITS = 1_000_000          # units one sale may allocate
@@ -33,6 +34,27 @@ Limit = Annotated[int, Range(1, 1_000_000)]
 HoldTtl = Annotated[int, Range(5, 86_400)]
 Short = Annotated[str, Text(300)]
 Url = Annotated[str, Match(_URL, "an http(s) URL of at most 500 characters")]
+PoolId = Annotated[str, Match(re.compile(r"^(?!.*--)[A-Za-z0-9_-]{1,40}\Z"),
+                              "1-40 characters of [A-Za-z0-9_-], without '--'")]
+CHANNEL_RULE = Match(re.compile(r"^[A-Za-z0-9_:-]{1,64}\Z"), "1-64 characters of [A-Za-z0-9_:-]")
+Channel = Annotated[str, CHANNEL_RULE]
+Reason = Annotated[str, Text(200, allow_empty=True)]
+
+
+def _signed_units(v: object) -> int:
+    if not isinstance(v, int) or isinstance(v, bool) or v == 0 or not -MAX_SALE_UNITS <= v <= MAX_SALE_UNITS:
+        raise ValueError
+    return v
+
+
+def _stock_kind(v: object) -> str:
+    if v not in ("restock", "adjust"):
+        raise ValueError
+    return str(v)
+
+
+StockKind = Annotated[str, Check(_stock_kind, "restock or adjust")]
+SignedUnits = Annotated[int, Check(_signed_units, f"a non-zero integer between -{MAX_SALE_UNITS} and {MAX_SALE_UNITS}")]
 
 
 def _flag(v: object) -> bool:
@@ -101,6 +123,14 @@ class LaunchSale:
     hold_ttl_s: HoldTtl | None = None
     sale_id: Slug | None = None
     members_only: Flag = False   # guest viewer tokens may not buy (docs/PROTOCOL.md Identity)
+    pool: PoolId | None = None   # take the units from this stock pool (docs/PROTOCOL.md Stock pools)
+
+
+@dataclass(frozen=True, slots=True)
+class TopUpSale:
+    sale: Slug
+    units: Units
+    request_id: Id
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +186,7 @@ class CreateSale:
     duration_s: Annotated[int, Range(1, YEAR_S)] = 300
     hold_ttl_s: HoldTtl | None = None
     members_only: Flag = False   # guest viewer tokens may not buy (docs/PROTOCOL.md Identity)
+    pool: PoolId | None = None   # take the units from this stock pool (docs/PROTOCOL.md Stock pools)
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,3 +203,44 @@ class PayHold:
 @dataclass(frozen=True, slots=True)
 class GuestToken:
     name: Annotated[str, Text(40, allow_empty=True)] = "guest"
+
+
+# -- stock pools (docs/PROTOCOL.md Stock pools) --------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class CreatePool:
+    sku: Annotated[str, Match(ID_RE, "1-128 characters of [A-Za-z0-9_.:@-]")]
+    title: Annotated[str, Text(200)]
+    unit_price: Price
+    units: Annotated[int, Range(0, MAX_SALE_UNITS)]
+    currency: Annotated[str, Match(_CURRENCY, "a 3-letter ISO 4217 code such as EUR")] = "EUR"
+    pool_id: PoolId | None = None
+    per_user_limit: Limit = 10    # per buyer, over the channel holds of this pool
+    hold_ttl_s: HoldTtl = 900     # pay-by window of a channel hold
+
+
+@dataclass(frozen=True, slots=True)
+class StockChange:
+    units: SignedUnits            # restock: > 0; adjust: either sign
+    request_id: Id
+    kind: StockKind = "restock"
+    reason: Reason = ""
+
+
+@dataclass(frozen=True, slots=True)
+class TopUp:
+    units: Units
+    request_id: Id
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelReserve:
+    pool: PoolId
+    request_id: Id
+    qty: Qty = 1
+
+
+@dataclass(frozen=True, slots=True)
+class RefundOrder:
+    restock: Flag = True          # false: the goods are damaged, the units do not return to the pool
+    reason: Reason = ""

@@ -11,12 +11,14 @@ from typing import Any
 
 from inventory import archive
 from inventory.domain import ArmCode, SaleSpec
+from inventory.keys import POOL_SEP
+from inventory.pools import PoolStore
 from inventory.scripts import Inventory
-from inventory.store import SaleConflict, SaleRecord, Store
+from inventory.store import ProductRecord, SaleConflict, SaleRecord, Store
 
 from . import events as ev
 from .catalogue import Catalogue, check_slug
-from .errors import Conflict, InvalidInput, NotFound
+from .errors import Conflict, ErrorCode, InvalidInput, NotFound, Refused
 from .requests import CreateSale
 from .room_bus import RoomBus
 from .room_state import sale_state_at
@@ -31,6 +33,7 @@ class Sales:
     def __init__(self, store: Store, inventory: Inventory, bus: RoomBus, catalogue: Catalogue,
                  default_hold_ttl_s: int, members_only: MembersOnly | None = None) -> None:
         self.store = store
+        self.pool_sql = PoolStore(store)
         self.members_only = members_only or MembersOnly(store)
         self.inventory = inventory
         self.bus = bus
@@ -43,6 +46,10 @@ class Sales:
         now = await self.inventory.now_ms()
         starts = req.starts_at if req.starts_at is not None else now + req.starts_in_s * 1000
         ends = req.ends_at if req.ends_at is not None else starts + req.duration_s * 1000
+        if req.pool is not None:
+            return await self._launch_from_pool(room_id, req, product, now, starts, ends)
+        if req.sale_id is not None and POOL_SEP in req.sale_id:
+            raise InvalidInput(f"sale_id must not contain {POOL_SEP!r} (it names a stock pool's sales)")
         sale_id = req.sale_id or "s-" + secrets.token_hex(5)
         ttl_ms = (req.hold_ttl_s or self.default_hold_ttl_s) * 1000
         price = product.unit_price if req.unit_price is None else req.unit_price
@@ -69,6 +76,59 @@ class Sales:
                                once=f"scheduled:{sale_id}")
         return wire
 
+    async def _launch_from_pool(self, room_id: str, req: CreateSale, product: ProductRecord, now: int, starts: int,
+                                ends: int) -> dict[str, Any]:
+        """A sale whose units move out of a stock pool, atomically with its arming (``pool_allocate.lua``):
+        Redis first, so a pool short of units refuses the launch with nothing written anywhere; then
+        the SQL row (a crash in between leaves a sale SQL does not know, whose units go back to the pool
+        once it ends; a retry of the launch with the same ``sale_id`` writes the row)."""
+        assert req.pool is not None
+        pool = await self.pool_sql.get(req.pool)
+        if pool is None:
+            raise NotFound(f"no stock pool {req.pool}")
+        if product.sku != pool.sku or product.currency != pool.currency:
+            raise InvalidInput(f"product {product.product_id} is {product.sku} in {product.currency}; "
+                               f"pool {pool.pool_id} holds {pool.sku} in {pool.currency}")
+        sale_id = f"{pool.pool_id}{POOL_SEP}{req.sale_id or 's' + secrets.token_hex(5)}"
+        if len(sale_id) > 64:
+            raise InvalidInput(f"pool id and sale_id together must be at most 62 characters: {sale_id!r}")
+        ttl_ms = (req.hold_ttl_s or self.default_hold_ttl_s) * 1000
+        price = product.unit_price if req.unit_price is None else req.unit_price
+        spec = SaleSpec(sale_id=sale_id, room_id=room_id, sku=product.sku, unit_price=price,
+                        currency=product.currency, allocated=req.units, per_user_limit=req.per_user_limit,
+                        starts_at_ms=starts, ends_at_ms=ends, hold_ttl_ms=ttl_ms)
+        rec = SaleRecord(sale_id=sale_id, room_id=room_id, product_id=product.product_id, sku=product.sku,
+                         title=product.title, unit_price=price, currency=spec.currency, allocated=req.units,
+                         per_user_limit=req.per_user_limit, starts_at_ms=starts, ends_at_ms=ends,
+                         hold_ttl_ms=ttl_ms, created_at_ms=now, members_only=req.members_only, pool_id=pool.pool_id)
+        known = await self.store.get_sale(sale_id)
+        if known is not None:
+            if not known.same_content(rec):
+                raise Conflict(f"sale {sale_id} exists with different terms")
+            if await archive.get_sale(self.store, sale_id) is not None:
+                return (await self.get(sale_id))[1]  # retired: never armed again
+        code, available, pool_available = await self.inventory.pools.allocate(pool.pool_id, spec)
+        if code == "POOL_SHORT":
+            raise Refused(ErrorCode.POOL_SHORT, f"pool {pool.pool_id} has {pool_available} units available; "
+                                                f"the sale asks for {req.units}")
+        if code == "NOT_FOUND":
+            raise NotFound(f"stock pool {pool.pool_id} is not open in Redis (run livesale reconcile)")
+        if code not in ("ARMED", "EXISTS"):
+            error = Conflict if code == "CONFLICT" else InvalidInput
+            raise error(f"sale {sale_id} could not be armed from pool {pool.pool_id}: {code}")
+        if known is None:
+            try:
+                await self.store.insert_sale(rec)
+            except SaleConflict:
+                raise Conflict(f"sale {sale_id} exists with different terms") from None
+        else:
+            rec = known
+        self.members_only.note(rec)
+        wire = sale_wire(rec, available, sale_state_at(sale_wire(rec), now, available))
+        await self.bus.publish(room_id, ev.sale_scheduled(wire), {f"sale:{sale_id}": wire},
+                               once=f"scheduled:{sale_id}")
+        return wire
+
     async def get(self, sale_id: str) -> tuple[SaleRecord, dict[str, Any]]:
         """The sale's record and its wire form with live counters (state from Redis TIME)."""
         rec = await self.store.get_sale(check_slug("sale", sale_id))
@@ -86,7 +146,8 @@ class Sales:
             return rec, wire
         wire = sale_wire(rec, counters.available, "scheduled")
         wire.update(starts_at=counters.starts_at_ms, ends_at=counters.ends_at_ms, held=counters.held,
-                    sold=counters.sold, state=sale_state_at({**wire, "state": ""}, now, counters.available))
+                    sold=counters.sold, allocated=counters.allocated,
+                    state=sale_state_at({**wire, "state": ""}, now, counters.available))
         return rec, wire
 
     async def room_of(self, sale_id: str) -> str | None:
@@ -123,6 +184,8 @@ class Sales:
         ends = await self.inventory.close(sale_id)
         if ends is None:
             raise NotFound(f"sale {sale_id} is not armed")
+        if rec.pool_id:  # its unsold units go back to the pool now (the reaper returns later expiries)
+            await self.inventory.pools.give_back(sale_id)
         await self.fire_close(room_id, {**wire, "ends_at": ends}, reason="stopped")
 
     async def close_room(self, room_id: str) -> None:
@@ -137,6 +200,8 @@ class Sales:
             ends = await self.inventory.close(rec.sale_id)
             if ends is None:
                 continue
+            if rec.pool_id:
+                await self.inventory.pools.give_back(rec.sale_id)
             _, wire = await self.get(rec.sale_id)
             await self.fire_close(room_id, {**wire, "ends_at": ends}, reason="live_ended")
 

@@ -26,6 +26,7 @@ from .payments.provider import PaymentMode, PaymentProvider
 from .payments.service import Payments
 from .room_bus import RoomBus
 from .sale_terms import MembersOnly
+from .pools import Pools
 from .sales import Sales
 from .wire import order_event_wire
 
@@ -44,7 +45,8 @@ def settled_notifier(bus: RoomBus) -> Callable[[Sequence[OrderRecord]], Awaitabl
     batch unacked and repeats it (at least once; clients de-duplicate by ``order.order_id``)."""
     async def on_committed(orders: Sequence[OrderRecord]) -> None:
         for o in orders:
-            await bus.to_user(o.room_id, o.user_id, order_confirmed_message(o))
+            if o.room_id:  # a channel's order (room_id '') has no room: its buyer reads GET /api/me/orders
+                await bus.to_user(o.room_id, o.user_id, order_confirmed_message(o))
     return on_committed
 
 
@@ -62,6 +64,7 @@ class Commerce:
         self.checkout = Checkout(store, inventory, bus, self.funnel, max_qty, self.members_only)
         self.chat = Chat(bus)
         self.payments = Payments(store, inventory, bus, self.funnel, payment_mode, payment_provider)
+        self.pools = Pools(store, inventory, self.sales)  # stock pools shared by rooms and channels
         self.checkout.instant_pay = self.payments.instant
 
     # -- lifecycle ---------------------------------------------------------------------------------

@@ -36,7 +36,7 @@ def sale_wire(s: SaleRecord, units_left: int | None = None, state: str = "schedu
             "title": s.title, "unit_price": s.unit_price, "currency": s.currency, "allocated": s.allocated,
             "units_left": s.allocated if units_left is None else units_left, "per_user_limit": s.per_user_limit,
             "starts_at": s.starts_at_ms, "ends_at": s.ends_at_ms, "hold_ttl_ms": s.hold_ttl_ms, "state": state,
-            "members_only": s.members_only}
+            "members_only": s.members_only, **({"pool": s.pool_id} if s.pool_id else {})}
 
 
 def hold_wire(h: Hold) -> dict[str, Any]:
@@ -50,7 +50,8 @@ def order_wire(o: OrderRecord) -> dict[str, Any]:
     return {"order_id": o.order_id, "sale_id": o.sale_id, "room_id": o.room_id, "sku": o.sku,
             "user_id": o.user_id, "qty": o.qty, "unit_price": o.unit_price, "total": o.total,
             "currency": o.currency, "payment_ref": o.payment_ref, "reserved_at": o.reserved_at_ms,
-            "confirmed_at": o.confirmed_at_ms, "settled_at": o.settled_at_ms, "status": "settled"}
+            "confirmed_at": o.confirmed_at_ms, "settled_at": o.settled_at_ms, "status": "settled",
+            "channel": o.channel or o.room_id}
 
 
 def order_event_wire(o: OrderRecord) -> dict[str, Any]:

@@ -13,13 +13,14 @@ from . import holds as H
 __all__ = [
     "ID_RE", "CURRENCY_RE", "InvalidInput", "SaleSpec", "ArmCode", "ArmResult", "ReserveCode",
     "ReserveRequest", "ReserveResult", "ConfirmCode", "ConfirmResult", "ReleaseCode", "ReleaseResult",
-    "Hold", "SaleCounters", "InvariantReport", "new_hold_ids", "check_id", "SLUG_RE", "RetireCode",
+    "CHANNEL_RE", "Hold", "SaleCounters", "InvariantReport", "new_hold_ids", "check_id", "SLUG_RE", "RetireCode",
     "RetireResult",
 ]
 
 ID_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,128}\Z")
 SLUG_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")  # no '.' so a hold id "<sale>.<token>" splits cleanly
 CURRENCY_RE = re.compile(r"^[A-Z]{3}\Z")
+CHANNEL_RE = re.compile(r"^[A-Za-z0-9_:-]{1,64}\Z")  # a sales channel: a room id, web-shop, store:17
 MAX_PRICE = 10**12
 MAX_UNITS = 10**9
 
@@ -216,6 +217,7 @@ class Hold:
     request_id: str
     payment_ref: str | None
     confirmed_ms: int | None
+    channel: str = ""     # a pool's channel hold: the channel (web-shop, store:17); '' = the sale's room
 
     @classmethod
     def from_record(cls, hold_id: str, sale_id: str, rec: dict[str, Any]) -> Hold:
@@ -223,7 +225,8 @@ class Hold:
         return cls(hold_id=hold_id, sale_id=sale_id, user_id=rec[H.USER], qty=int(rec[H.QTY]), status=rec[H.STATUS],
                    pay_by_ms=int(rec[H.PAY_BY]), created_ms=int(rec[H.CREATED]), request_id=rec[H.REQUEST],
                    payment_ref=rec.get(H.PAYMENT_REF),
-                   confirmed_ms=int(rec[H.CONFIRMED]) if H.CONFIRMED in rec else None)
+                   confirmed_ms=int(rec[H.CONFIRMED]) if H.CONFIRMED in rec else None,
+                   channel=rec.get(H.CHANNEL, ""))
 
 
 @dataclass(frozen=True, slots=True)

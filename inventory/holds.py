@@ -18,13 +18,14 @@ Every script header points here; ``Hold.from_record`` is the only Python reader.
 | `pr` | string | confirm         | payment reference                                             |
 | `x`  | int    | release, reap,  | ended at (released or expired), ms                            |
 |      |        | confirm (late)  |                                                               |
+| `ch` | string | reserve         | a pool's channel hold only: the channel id (its order's channel) |
 """
 
 from __future__ import annotations
 
 from typing import Final
 
-__all__ = ["USER", "QTY", "PAY_BY", "STATUS", "REQUEST", "CREATED", "CONFIRMED", "PAYMENT_REF", "ENDED",
+__all__ = ["USER", "QTY", "PAY_BY", "STATUS", "REQUEST", "CREATED", "CONFIRMED", "PAYMENT_REF", "ENDED", "CHANNEL",
            "STATUSES"]
 
 USER: Final = "u"
@@ -36,4 +37,5 @@ CREATED: Final = "t"
 CONFIRMED: Final = "c"
 PAYMENT_REF: Final = "pr"
 ENDED: Final = "x"
+CHANNEL: Final = "ch"
 STATUSES: Final = ("held", "confirmed", "released", "expired")

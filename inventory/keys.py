@@ -6,7 +6,9 @@ need (``loadtest/engine.py``); tests/unit/test_keys.py checks that copy against 
 
 - All keys of one sale share the hash tag ``{sale:<id>}`` and all keys of one room the tag
   ``{room:<id>}``, so every script (which touches the keys of one sale, or of one room) runs on
-  Redis Cluster unchanged.
+  Redis Cluster unchanged. A sale drawn from a stock pool (id ``<pool>--<suffix>``) and the pool's
+  own bucket (``<pool>--pool``) share the pool's tag ``{pool:<pool>}``: a move between pool and sale
+  is one atomic script (docs/ARCHITECTURE.md, "Stock pools").
 - The registries are global keys, read by the settlement worker and the reaper, never by a script.
 """
 
@@ -16,7 +18,8 @@ from dataclasses import dataclass
 
 __all__ = [
     "PREFIX", "SaleKeys", "sale_keys", "sale_id_of_outbox", "RoomKeys", "room_keys",
-    "OUTBOX_REGISTRY", "SALES_REGISTRY", "DEAD_LETTER", "SETTLE_GROUP",
+    "OUTBOX_REGISTRY", "SALES_REGISTRY", "DEAD_LETTER", "SETTLE_GROUP", "RECONCILE_LOCK", "POOL_SEP", "pool_of_sale",
+    "POOLS_REGISTRY", "PoolKeys", "pool_keys", "pool_bucket_id", "POOL_BUCKET_SUFFIX",
 ]
 
 PREFIX = "ls"
@@ -56,15 +59,59 @@ class SaleKeys:
         return [self.sale, self.buyers, self.holds, self.idem, self.deadlines, self.outbox]
 
 
+POOL_SEP = "--"  # "<pool id>--<rest>": a sale drawn from a pool, its keys in the pool's hash slot
+
+
+def pool_of_sale(sale_id: str) -> str | None:
+    """The pool whose hash slot holds a sale's keys: ``<pool id>--...`` sales (pool-backed sales and a
+    pool's own bucket) live with their pool, so pool <-> sale moves are one script; others: None."""
+    pool, sep, rest = sale_id.partition(POOL_SEP)
+    return pool if sep and pool and rest else None
+
+
 def sale_keys(sale_id: str) -> SaleKeys:
-    tag = f"{PREFIX}:{{sale:{sale_id}}}"
+    pool = pool_of_sale(sale_id)
+    tag = f"{PREFIX}:{{pool:{pool}}}:{sale_id}" if pool else f"{PREFIX}:{{sale:{sale_id}}}"
     return SaleKeys(sale_id=sale_id, sale=f"{tag}:sale", buyers=f"{tag}:buyers", holds=f"{tag}:holds",
                     idem=f"{tag}:idem", deadlines=f"{tag}:deadlines", outbox=f"{tag}:outbox")
 
 
 def sale_id_of_outbox(stream_key: str) -> str:
+    if "{pool:" in stream_key:  # ls:{pool:<pool>}:<sale id>:outbox
+        start = stream_key.index("}:") + 2
+        return stream_key[start:stream_key.rindex(":outbox")]
     start = stream_key.index("{sale:") + len("{sale:")
     return stream_key[start:stream_key.index("}", start)]
+
+
+# -- pools (inventory/lua/pool_*.lua, inventory/pools.py) ----------------------------------------------------
+
+POOLS_REGISTRY = f"{PREFIX}:pools"       # SET of pool ids (the reaper writes their journals to SQL)
+
+
+@dataclass(frozen=True, slots=True)
+class PoolKeys:
+    pool_id: str
+    bucket: SaleKeys  # the pool's own stock, a sale-like bucket (id "<pool>--pool"): channel holds
+    transfers: str    # HASH transfer id -> remembered answer (every move into or out of the pool, once)
+    journal: str      # HASH transfer id -> ledger entry JSON not yet written to SQL (pool_ledger)
+
+    def with_sale(self, sale_id: str) -> list[str]:
+        """pool_allocate / pool_topup / pool_return: the pool's four keys, then the sale's hash."""
+        return [self.bucket.sale, self.transfers, self.journal, sale_keys(sale_id).sale]
+
+
+POOL_BUCKET_SUFFIX = f"{POOL_SEP}pool"
+
+
+def pool_bucket_id(pool_id: str) -> str:
+    return f"{pool_id}{POOL_BUCKET_SUFFIX}"
+
+
+def pool_keys(pool_id: str) -> PoolKeys:
+    tag = f"{PREFIX}:{{pool:{pool_id}}}"
+    return PoolKeys(pool_id=pool_id, bucket=sale_keys(pool_bucket_id(pool_id)), transfers=f"{tag}:transfers",
+                    journal=f"{tag}:journal")
 
 
 # -- rooms (commerce/lua/publish.lua, commerce/room_bus.py) -------------------------------------------------

@@ -3,7 +3,9 @@ its parsing back into an ``OrderRecord`` for settlement. Pure.
 
 Fields (all strings, ``XADD`` by confirm.lua): ``v`` ("1"), ``order_id`` (= the hold id), ``sale_id``,
 ``room_id``, ``sku``, ``user_id``, ``qty``, ``unit_price`` (minor units), ``currency``, ``payment_ref``,
-``reserved_at`` and ``confirmed_at`` (ms of Redis TIME).
+``reserved_at`` and ``confirmed_at`` (ms of Redis TIME), ``channel`` (the room id, or the channel id of
+a pool's channel hold, whose ``room_id`` is then ''; entries written before channels existed lack it:
+their channel is their room).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from . import keys as K
-from .domain import CURRENCY_RE, ID_RE, MAX_PRICE, SLUG_RE
+from .domain import CHANNEL_RE, CURRENCY_RE, ID_RE, MAX_PRICE, SLUG_RE
 from .store import OrderRecord
 
 __all__ = ["parse_entry", "text"]
@@ -36,10 +38,13 @@ def parse_entry(stream: str, entry_id: str, fields: Mapping[Any, Any], settled_a
     f = {text(k): text(v) for k, v in fields.items()}
     if f.get("v") != "1":
         raise ValueError("unsupported entry version")
+    channel = f.get("channel") or f.get("room_id", "")
     for name in _STR_FIELDS:
         pattern = SLUG_RE if name in ("sale_id", "room_id") else ID_RE
-        if not pattern.match(f.get(name, "")):
+        if not pattern.match(f.get(name, "")) and not (name == "room_id" and f.get(name) == "" and channel):
             raise ValueError(f"{name} is missing or malformed")
+    if not CHANNEL_RE.match(channel):
+        raise ValueError("channel is malformed")
     if f["sale_id"] != K.sale_id_of_outbox(stream):
         raise ValueError("sale_id does not match the stream")
     if not CURRENCY_RE.match(f.get("currency", "")):
@@ -53,5 +58,5 @@ def parse_entry(stream: str, entry_id: str, fields: Mapping[Any, Any], settled_a
         qty=qty, unit_price=price, total=qty * price, currency=f["currency"], payment_ref=f["payment_ref"],
         reserved_at_ms=_uint("reserved_at", f.get("reserved_at", ""), 0, 10**14),
         confirmed_at_ms=_uint("confirmed_at", f.get("confirmed_at", ""), 0, 10**14),
-        settled_at_ms=settled_at_ms, stream_id=entry_id,
+        settled_at_ms=settled_at_ms, stream_id=entry_id, channel=channel,
     )

@@ -16,6 +16,7 @@ from redis.asyncio import Redis
 from . import archive
 from . import keys as K
 from .domain import RetireCode, RetireResult, SLUG_RE
+from .pools import PoolStore, flush_journal
 from .scripts import Inventory
 from .store import Store
 
@@ -94,12 +95,35 @@ class Reaper:
                         await self.on_restock(counters.room_id, sale_id, available)
                 if count < 500:
                     break
+            pool_id = K.pool_of_sale(sale_id)
+            if sale_id in armed and pool_id and sale_id != K.pool_bucket_id(pool_id):
+                await self.give_back(sale_id)
             if not nxt:
                 try:
                     await self.retire(sale_id)
                 except Exception as exc:  # SQL or Redis briefly away: the next sweep tries again
                     log.warning("reaper: could not retire sale %s: %s", sale_id, exc)
+        if self.store is not None:
+            await self.flush_journals()
         return expired
+
+    async def give_back(self, sale_id: str) -> None:
+        """An ended pool-backed sale's available units (unsold, or freed since by expired holds) go back
+        to its pool (``pool_return.lua``: nothing while the sale is open)."""
+        code, units, pool_available = await self.inventory.pools.give_back(sale_id)
+        if code == "RETURNED":
+            log.info("reaper: sale %s gave %d units back to pool %s (%d available there)", sale_id, units,
+                     K.pool_of_sale(sale_id), pool_available)
+
+    async def flush_journals(self) -> None:
+        """Every pool's ledger entries written to SQL (pool_ledger), then dropped from Redis."""
+        assert self.store is not None
+        sql = PoolStore(self.store)
+        for pool_id in await self.inventory.pools.pool_ids():
+            try:
+                await flush_journal(self.inventory.pools, sql, pool_id)
+            except Exception as exc:  # SQL briefly away: the journal stays in Redis for the next sweep
+                log.warning("reaper: pool %s ledger not written yet: %s", pool_id, exc)
 
     async def retire(self, sale_id: str) -> RetireCode:
         """Archive and expire the sale if it has ended and is settled; drop it from the registries once

@@ -16,6 +16,7 @@ import orjson
 from redis.asyncio import Redis
 
 from . import keys as K
+from .pools import PoolRedis
 from .domain import (
     ArmCode, ArmResult, ConfirmCode, ConfirmResult, Hold, InvalidInput, InvariantReport, ReleaseCode,
     ReleaseResult, ReserveCode, ReserveRequest, ReserveResult, RetireCode, RetireResult, SaleCounters, SaleSpec,
@@ -25,7 +26,8 @@ from .domain import (
 __all__ = ["Inventory", "script_source"]
 
 _LUA = importlib.resources.files("inventory") / "lua"
-SCRIPT_NAMES = ("arm", "reserve", "confirm", "release", "reap", "audit", "close", "retire", "rebuild")
+SCRIPT_NAMES = ("arm", "reserve", "confirm", "release", "reap", "audit", "close", "retire", "rebuild",
+                "pool_open", "pool_stock", "pool_allocate", "pool_topup", "pool_return")
 
 
 def script_source(name: str) -> str:
@@ -48,6 +50,7 @@ class Inventory:
         self.redis = redis
         self.max_qty = max_qty
         self._scripts = {name: redis.register_script(script_source(name)) for name in SCRIPT_NAMES}
+        self.pools = PoolRedis(redis, self._scripts)  # stock pools (inventory/pools.py)
 
     async def load(self) -> None:
         """SCRIPT LOAD every script now, so the first burst never pays for it."""
@@ -111,14 +114,16 @@ class Inventory:
     async def reserve(self, sale_id: str, user_id: str, qty: int, request_id: str) -> ReserveResult:
         return (await self.reserve_many(sale_id, [ReserveRequest(user_id, qty, request_id)]))[0]
 
-    async def reserve_many(self, sale_id: str, requests: Sequence[ReserveRequest]) -> list[ReserveResult]:
-        """Reserve for many requests in one script call (the burst path); results in order."""
+    async def reserve_many(self, sale_id: str, requests: Sequence[ReserveRequest],
+                           channel: str = "") -> list[ReserveResult]:
+        """Reserve for many requests in one script call (the burst path); results in order. ``channel``:
+        the channel the holds are for (a pool's channel holds; '' = the sale's room)."""
         if not requests:
             return []
         if not isinstance(sale_id, str) or not SLUG_RE.match(sale_id):
             return [ReserveResult(ReserveCode.INVALID, None, None, 0, 0) for _ in requests]
         k = K.sale_keys(sale_id)
-        args: list[Any] = [self.max_qty]
+        args: list[Any] = [self.max_qty, channel]
         for hold_id, r in zip(new_hold_ids(sale_id, len(requests)), requests, strict=True):
             qty = str(r.qty) if isinstance(r.qty, int) and not isinstance(r.qty, bool) else "x"
             rid = r.request_id if isinstance(r.request_id, str) else ""  # "" fails Lua's is_id: INVALID

@@ -77,11 +77,9 @@ sales = Table(
     Column("hold_ttl_ms", BigInteger, nullable=False),
     Column("created_at_ms", BigInteger, nullable=False),
     Column("members_only", Boolean, nullable=False, default=False, server_default=false()),
+    Column("pool_id", String(64), nullable=False, default="", server_default=""),  # '' = units of its own
     Index("ix_sales_room", "room_id"),
 )
-# columns added after their table was first created: ``Store.open`` adds the missing ones
-# (ALTER TABLE ... ADD COLUMN, with the column's server default) to an existing database
-_ADDED_COLUMNS = ((sales, "members_only"),)
 
 orders = Table(
     "orders", metadata,
@@ -99,10 +97,16 @@ orders = Table(
     Column("confirmed_at_ms", BigInteger, nullable=False),
     Column("settled_at_ms", BigInteger, nullable=False),
     Column("stream_id", String(64), nullable=False, default=""),
+    # the room or channel that sold it: the room id for a room's sale, the channel id (web-shop,
+    # store:17) for a pool's channel hold (room_id is then '')
+    Column("channel", String(64), nullable=False, default="", server_default=""),
     Index("ix_orders_room_confirmed", "room_id", "confirmed_at_ms"),
     Index("ix_orders_sale", "sale_id"),
     Index("ix_orders_user_settled", "user_id", "settled_at_ms"),
 )
+# columns added after their table was first created: ``Store.open`` adds the missing ones
+# (ALTER TABLE ... ADD COLUMN, with the column's server default) to an existing database
+_ADDED_COLUMNS = ((sales, "members_only"), (sales, "pool_id"), (orders, "channel"))
 
 
 class SaleConflict(Exception):
@@ -152,6 +156,7 @@ class SaleRecord:
     hold_ttl_ms: int
     created_at_ms: int
     members_only: bool = False  # guest viewer tokens may not buy
+    pool_id: str = ""           # the stock pool its units came from ('' = units of its own)
 
     def same_content(self, other: SaleRecord) -> bool:
         """Equal in everything but ``created_at_ms``."""
@@ -174,6 +179,7 @@ class OrderRecord:
     confirmed_at_ms: int
     settled_at_ms: int
     stream_id: str
+    channel: str = ""  # the room id, or the channel id of a pool's channel hold
 
 
 def async_url(url: str) -> str:

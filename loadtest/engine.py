@@ -156,7 +156,7 @@ def measure(batch: int = 100, calls: int = 5000, clients: int = 4, binary: str |
             "valkey_version") or r.info("server").get("redis_version"), "script_sha": sha}
         # batches of `batch` requests per EVALSHA
         arm()
-        argv = [str(1)]
+        argv = [str(1), ""]  # max qty, channel ('' = the sale's room)
         for i in range(batch):
             argv += [f"h{i}.__rand_int__", f"r{i}.__rand_int__", f"u{i}.__rand_int__", "1"]
         cmd = ["EVALSHA", sha, "5", *KEYS, *argv]
@@ -175,14 +175,14 @@ def measure(batch: int = 100, calls: int = 5000, clients: int = 4, binary: str |
         # one request per call, 50 clients, and pipelined 64 deep
         for name, cl, pipe in (("single", 50, 1), ("single_pipelined_64", 50, 64)):
             arm()
-            cmd1 = ["EVALSHA", sha, "5", *KEYS, "1", "h.__rand_int__", "r.__rand_int__", "u.__rand_int__", "1"]
+            cmd1 = ["EVALSHA", sha, "5", *KEYS, "1", "", "h.__rand_int__", "r.__rand_int__", "u.__rand_int__", "1"]
             rps1 = _bench(rb, vk.sock, cmd1, cl, single_calls, pipe)
             res[name] = dict(clients=cl, pipeline=pipe, calls=single_calls, reservations_per_s=round(rps1),
                              reserved=reserved())
             log(f"[engine] {name}: {rps1:,.0f} reservations/s")
         res["command"] = " ".join([os.path.basename(rb), "-s", "<sock>", "-c", str(clients), "-n", str(calls),
                                    "-r", "2000000000", "--csv", "EVALSHA", "<sha(_lib.lua+reserve.lua)>", "5",
-                                   "<5 keys>", "1", f"<{batch} x (h.__rand_int__ r.__rand_int__ u.__rand_int__ 1)>"])
+                                   "<5 keys>", "1", "''", f"<{batch} x (h.__rand_int__ r.__rand_int__ u.__rand_int__ 1)>"])
         return res
     finally:
         vk.stop()

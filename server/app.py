@@ -34,7 +34,7 @@ from inventory.store import Store
 from stream_gateway.handler import Gateway, GatewayLimits
 from stream_gateway.hub import Hub
 
-from . import api, pages
+from . import api, api_pools, pages
 from .appkeys import COMMERCE, CORE, GATEWAY, GUEST_RATE, HUB, PROXIES, SETTINGS
 from .appkeys import VERIFIER
 from .config import Settings
@@ -226,6 +226,7 @@ def create_app(settings: Settings) -> web.Application:
     app.on_shutdown.append(_on_shutdown)
     app.router.add_get("/ws", _ws)
     api.setup(app)
+    api_pools.setup(app)
     pages.setup(app)
     return app
 

@@ -321,7 +321,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
 
 
 def cmd_token(args: argparse.Namespace) -> int:
-    from commerce.identity import TokenError, mint_host_token, mint_viewer_token
+    from commerce.identity import TokenError, mint_host_token, mint_merchant_token, mint_viewer_token
 
     if not 1 <= args.ttl <= TOKEN_TTL_MAX_S:
         print(f"livesale token: --ttl {args.ttl}: expected seconds between 1 and {TOKEN_TTL_MAX_S} (366 days)",
@@ -337,6 +337,8 @@ def cmd_token(args: argparse.Namespace) -> int:
     try:
         if args.viewer:
             token, _user = mint_viewer_token(secret, args.viewer, ttl_s=args.ttl)
+        elif args.merchant:
+            token = mint_merchant_token(secret, args.merchant, ttl_s=args.ttl)
         else:
             token = mint_host_token(secret, args.host, tuple(args.room or ["*"]), ttl_s=args.ttl)
     except TokenError as e:
@@ -386,6 +388,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--host", default="host", help="host id (default: host)")
     p.add_argument("--room", action="append", help="room the token may control (repeat; default: all)")
     p.add_argument("--viewer", help="mint a viewer token with this display name instead")
+    p.add_argument("--merchant", help="mint a merchant token (owns stock pools) with this merchant id instead")
     p.add_argument("--ttl", type=int, default=7 * 86400,
                    help=f"lifetime in seconds, 1 to {TOKEN_TTL_MAX_S} (default: 7 days)")
     p.set_defaults(fn=cmd_token)

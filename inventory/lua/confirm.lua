@@ -40,7 +40,8 @@ redis.call('HSET', holds, hid, cjson.encode(h))
 redis.call('HINCRBY', sale, 'held', -h.q)
 redis.call('HINCRBY', sale, 'sold', h.q)
 local cfg = redis.call('HMGET', sale, 'id', 'room', 'sku', 'price', 'currency')
-redis.call('XADD', outbox, '*', 'v', '1', 'order_id', hid, 'sale_id', cfg[1], 'room_id', cfg[2],
+-- a channel hold's order is of its channel (room_id = channel = the channel id); a room's, of its room
+redis.call('XADD', outbox, '*', 'v', '1', 'order_id', hid, 'sale_id', cfg[1], 'room_id', h.ch and '' or cfg[2],
            'sku', cfg[3], 'user_id', h.u, 'qty', h.q, 'unit_price', cfg[4], 'currency', cfg[5],
-           'payment_ref', ref, 'reserved_at', h.t, 'confirmed_at', now)
+           'payment_ref', ref, 'reserved_at', h.t, 'confirmed_at', now, 'channel', h.ch or cfg[2])
 return {'CONFIRMED', hid, h.s, 1}

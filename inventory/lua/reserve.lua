@@ -3,7 +3,8 @@
 -- KEYS[3] holds hash (hold_id -> json)   KEYS[4] idempotency hash (user_id|request_id -> json)
 -- Hold records (field hold_id, value JSON with short keys u q p s r t c pr x): inventory/holds.py
 -- KEYS[5] deadlines zset (hold_id -> pay_by_ms)
--- ARGV[1] max qty per request, then per request 4 args: hold_id, request_id, user_id, qty
+-- ARGV[1] max qty per request  ARGV[2] channel ('' = the sale's room; else a channel id such as `web-shop`,
+-- recorded in each hold as `ch` and on its order), then per request 4 args: hold_id, request_id, user_id, qty
 -- Returns one {code, hold_id, pay_by_ms, available, user_units, replayed} per request, in order;
 -- replayed is 1 when the answer is the remembered one of an earlier request with the same id (a
 -- retry: nothing was decided or changed now), else 0.
@@ -14,12 +15,18 @@
 -- (a redis.call costs several microseconds; per request it was 7 of them, per batch it is now ~9).
 local sale, buyers, holds, idem, deadlines = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local max_qty = parse_pos_int(ARGV[1], 1e9) or 1
-local n = math.floor((#ARGV - 1) / 4)
+local channel = ARGV[2]
+local n = math.floor((#ARGV - 2) / 4)
 local out = {}
 if not sale_exists(sale) then
   for i = 1, n do out[i] = {'NOT_FOUND', '', 0, 0, 0, 0} end
   return out
 end
+if channel ~= '' and not is_id(channel) then
+  for i = 1, n do out[i] = {'INVALID', '', 0, 0, 0, 0} end
+  return out
+end
+local ch = channel == '' and '' or string.format(',"ch":"%s"', channel)
 -- every other key must be absent or of its type, so no write below can fail halfway
 local function kind_ok(k, want) return k == 'none' or k == want end
 if not (kind_ok(redis.call('TYPE', buyers).ok, 'hash') and kind_ok(redis.call('TYPE', holds).ok, 'hash')
@@ -50,14 +57,14 @@ local open = now >= starts and now < ends
 -- pass 1: validate; gather the fields to read. Ids are checked for their characters all at once
 -- (one pattern search over the joined arguments); only a batch that has a bad character anywhere
 -- checks each id on its own.
-local all_clean = n > 0 and table.concat(ARGV, '', 2, 1 + n * 4):find('[^%w_%.:@%-]') == nil
+local all_clean = n > 0 and table.concat(ARGV, '', 3, 2 + n * 4):find('[^%w_%.:@%-]') == nil
 local function ok_id(s)
   if all_clean then return #s >= 1 and #s <= 128 end
   return is_id(s)
 end
 local reqs, ikeys, users, hids, user_seen = {}, {}, {}, {}, {}
 for i = 1, n do
-  local b = 1 + (i - 1) * 4
+  local b = 2 + (i - 1) * 4
   local hid, rid, user = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]
   local qty = parse_pos_int(ARGV[b + 4], max_qty)
   if qty and ok_id(hid) and ok_id(rid) and ok_id(user) then
@@ -124,8 +131,8 @@ for i = 1, n do
         hid_taken[hid] = true
         w_holds[#w_holds + 1] = hid
         -- ids are of [A-Za-z0-9_.:@-] (checked above), so this is valid JSON without escaping
-        w_holds[#w_holds + 1] = string.format('{"u":"%s","q":%d,"p":%d,"s":"held","r":"%s","t":%d}',
-          user, qty, pay_by, rid, now)
+        w_holds[#w_holds + 1] = string.format('{"u":"%s","q":%d,"p":%d,"s":"held","r":"%s","t":%d%s}',
+          user, qty, pay_by, rid, now, ch)
         w_deadlines[#w_deadlines + 1] = pay_by
         w_deadlines[#w_deadlines + 1] = hid
       end

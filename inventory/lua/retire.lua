@@ -8,7 +8,7 @@
 -- KEYS[6] outbox stream
 -- ARGV[1] settlement consumer group ("settle")  ARGV[2] retention ms  ARGV[3] mode "check" | "expire"
 -- Returns {code, allocated, available, held, sold, ends_at_ms, ttl_ms (of the sale hash, -1 none)}
--- code OPEN (not ended) | HOLDS (live holds) | PENDING (outbox not settled) | SETTLED (check mode: may
+-- code OPEN (not ended) | HOLDS (live holds, or a pool-backed sale's units not yet given back) | PENDING (outbox not settled) | SETTLED (check mode: may
 --   retire) | RETIRED (expire mode: every key has a TTL now, or had one already: not extended)
 --   | GONE (no sale hash: what is left gets the TTL once its outbox is settled) | INVALID
 local sale, buyers, holds, idem, deadlines, outbox = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
@@ -77,6 +77,8 @@ local out = {'', tonumber(c[1]), tonumber(c[2]), tonumber(c[3]), tonumber(c[4]),
              redis.call('PTTL', sale)}
 if now_ms() < out[6] then out[1] = 'OPEN'; return out end
 if redis.call('ZCARD', deadlines) > 0 then out[1] = 'HOLDS'; return out end
+-- a pool-backed sale first gives its unsold units back (pool_return.lua); until then it keeps them
+if out[3] > 0 and redis.call('HEXISTS', sale, 'pool') == 1 then out[1] = 'HOLDS'; return out end
 if not outbox_settled() then out[1] = 'PENDING'; return out end
 if mode == 'check' then out[1] = 'SETTLED'; return out end
 if out[7] < 0 then  -- not retired yet (a second call never extends the window)

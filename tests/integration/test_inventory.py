@@ -20,6 +20,7 @@ from redis.crc import key_slot
 
 from conftest import timeout
 from inventory import keys as K
+from inventory.pools import PoolRecord
 from inventory.domain import (
     ArmCode, ConfirmCode, ConfirmResult, InvalidInput, ReleaseCode, ReserveCode, ReserveRequest, SaleSpec,
 )
@@ -434,7 +435,7 @@ async def test_bad_qty_through_raw_script_is_invalid(inventory, busy_sale, qs):
     """Lua's own validation: the wrapper is bypassed, ARGV carries the string as sent."""
     k = K.sale_keys(busy_sale)
     before = await snapshot(inventory.redis, busy_sale)
-    out = await inventory._scripts["reserve"](keys=k.for_reserve, args=[100, f"{busy_sale}.abcd", "r-raw", "carol", qs])
+    out = await inventory._scripts["reserve"](keys=k.for_reserve, args=[100, "", f"{busy_sale}.abcd", "r-raw", "carol", qs])
     assert [x[0] for x in out] == ["INVALID"]
     assert await snapshot(inventory.redis, busy_sale) == before
 
@@ -442,7 +443,7 @@ async def test_bad_qty_through_raw_script_is_invalid(inventory, busy_sale, qs):
 async def test_raw_script_good_qty_control(inventory, busy_sale):
     """Control for the raw-script cases above: the same call with a good qty does reserve."""
     k = K.sale_keys(busy_sale)
-    out = await inventory._scripts["reserve"](keys=k.for_reserve, args=[100, f"{busy_sale}.abcd", "r-raw", "carol", "3"])
+    out = await inventory._scripts["reserve"](keys=k.for_reserve, args=[100, "", f"{busy_sale}.abcd", "r-raw", "carol", "3"])
     assert out[0][0] == "RESERVED" and out[0][1] == f"{busy_sale}.abcd"
     await assert_ok(inventory, busy_sale)
 
@@ -456,7 +457,7 @@ async def test_bad_request_and_user_ids_are_invalid(inventory, busy_sale, bad):
     assert (await inventory.reserve(busy_sale, "carol", 1, bad)).code is ReserveCode.INVALID
     assert (await inventory.reserve(busy_sale, bad, 1, "r-ok")).code is ReserveCode.INVALID
     k = K.sale_keys(busy_sale)
-    out = await inventory._scripts["reserve"](keys=k.for_reserve, args=[100, bad, "r-ok", "carol", "1"])
+    out = await inventory._scripts["reserve"](keys=k.for_reserve, args=[100, "", bad, "r-ok", "carol", "1"])
     assert out[0][0] == "INVALID"  # a malformed hold id is refused by the script too
     assert await snapshot(inventory.redis, busy_sale) == before
 
@@ -753,12 +754,24 @@ async def test_every_script_call_site_passes_keys_of_one_slot(inventory, uid):
         await inventory.retire(sale, 1000, expire=False)  # check mode: the sale is open, nothing changes
     if hasattr(inventory, "rebuild"):
         assert (await inventory.rebuild(sale, ["bad"]))[0] == "INVALID"  # bad arguments: nothing written
+    # a stock pool and a sale drawn from it: every key in the pool's slot
+    inventory.pools._scripts = inventory._scripts
+    pool = f"{uid}pl"
+    now = await inventory.now_ms()
+    await inventory.pools.open(PoolRecord(pool, f"SKU-{uid}", "m1", "t", 100, "EUR", 2, 60_000, now), 10)
+    await inventory.pools.stock(pool, f"restock:{pool}:r1", "restock", 2, "truck")
+    spec = SaleSpec(sale_id=f"{pool}--s1", room_id="room-1", sku=f"SKU-{uid}", unit_price=100, currency="EUR",
+                    allocated=3, per_user_limit=1, starts_at_ms=now, ends_at_ms=now + 60_000, hold_ttl_ms=60_000)
+    assert (await inventory.pools.allocate(pool, spec))[0] == "ARMED"
+    assert (await inventory.pools.topup(pool, spec.sale_id, "topup:x:1", 1)).code == "TOPPED_UP"
+    assert (await inventory.pools.give_back(spec.sale_id))[0] == "OPEN"
 
     assert {n for n, _ in calls} == set(SCRIPT_NAMES)
     for name, keys in calls:
         assert keys, name
         assert len({key_slot(k.encode()) for k in keys}) == 1, (name, keys)
-        assert {_tag(k) for k in keys} == {f"sale:{sale}"}, (name, keys)
+        tag = f"pool:{pool}" if name.startswith("pool_") else f"sale:{sale}"
+        assert {_tag(k) for k in keys} == {tag}, (name, keys)
         documented = {int(n) for n in re.findall(r"KEYS\[(\d+)\]", _header(name))}
         assert documented == set(range(1, len(keys) + 1)), (name, documented, keys)
 

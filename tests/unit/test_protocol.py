@@ -81,7 +81,8 @@ def test_join_null_token_and_resume_mean_none() -> None:
 
 def test_every_host_action_parses() -> None:
     fields = {"pin": {"product": "p0"}, "launch_sale": {"product": "p0", "units": 5}, "end_sale": {"sale": "s1"},
-              "announce": {"text": " hi "}, "hide_comment": {"comment": "c-1"}, "mute": {"user": "v-1"}}
+              "announce": {"text": " hi "}, "hide_comment": {"comment": "c-1"}, "mute": {"user": "v-1"},
+              "topup_sale": {"sale": "pl-1--s1", "units": 5, "request_id": "t-1"}}
     for name in HOST_ACTIONS:
         m = parse({"type": name, **fields.get(name, {})})
         assert m.type == name

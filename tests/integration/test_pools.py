@@ -1,0 +1,232 @@
+"""Stock pools over HTTP against real engines (issue "Goods", items 1-3): a merchant's pool shared by two
+rooms' sales and a web-shop channel; launch from the pool or POOL_SHORT, top-up mid-sale, the unsold
+units back at the end (and the units of holds that expire later), channel orders settled with their
+channel, the ledger in SQL, the audit; bad input and foreign actors refused with nothing changed."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from commerce.identity import mint_merchant_token
+from conftest import timeout
+from gateway_helpers import JSON, Api, WsClient, host_token, viewer
+from server.app import create_app
+from server.config import Settings
+
+pytestmark = pytest.mark.timeout(120, method="thread")
+
+PRICE = 4999
+
+
+@dataclass
+class Env:
+    api: Api
+    client: Any
+    settings: Settings
+    merchant: str
+    host: str
+
+
+@pytest.fixture
+async def env(aiohttp_client: Any, settings: Settings) -> AsyncIterator[Env]:
+    s = settings.replace(tick_ms=50, settle_block_ms=100, reap_interval_ms=50)
+    client = await aiohttp_client(create_app(s))
+    yield Env(Api(client), client, s, mint_merchant_token(s.secret, "m-" + secrets.token_hex(3)),
+              host_token(s.secret))
+
+
+async def until(what: str, check: Callable[[], Awaitable[Any]], limit: float = 15.0) -> Any:
+    deadline = time.monotonic() + timeout(limit)
+    while True:
+        value = await check()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.02)
+
+
+async def open_pool(env: Env, uid: str, units: int = 350) -> tuple[str, str]:
+    sku = f"SKU-{uid}"
+    pool = await env.api.ok("POST", "/api/pools", env.merchant,
+                            {"pool_id": f"pl{uid[:12]}", "sku": sku, "title": "Aurora Earbuds", "unit_price": PRICE,
+                             "units": units, "per_user_limit": 2}, 201)
+    assert pool["available"] == units and pool["received"] == units and pool["at_sales"] == 0, pool
+    return str(pool["pool_id"]), sku
+
+
+async def room_with(env: Env, room: str, sku: str) -> None:
+    await env.api.ok("POST", "/api/rooms", env.host, {"room_id": room, "title": f"Room {room}"}, 201)
+    await env.api.ok("POST", f"/api/rooms/{room}/products", env.host,
+                     {"product_id": "p0", "sku": sku, "title": "Aurora Earbuds", "unit_price": PRICE}, 201)
+
+
+async def launch(env: Env, room: str, pool: str, units: int, **kw: Any) -> dict[str, Any]:
+    return dict(await env.api.ok("POST", f"/api/rooms/{room}/sales", env.host,
+                                 {"product_id": "p0", "units": units, "pool": pool, "per_user_limit": 2, **kw}, 201))
+
+
+async def audit_ok(env: Env, pool: str) -> dict[str, Any]:
+    report = await env.api.ok("GET", f"/api/pools/{pool}/audit", env.merchant)
+    assert report["ok"], report["problems"]
+    return dict(report)
+
+
+async def test_pool_shared_by_two_rooms_and_a_channel(env: Env, uid: str) -> None:
+    pool, sku = await open_pool(env, uid)
+    room_a, room_b = f"a{uid[:10]}", f"b{uid[:10]}"
+    await room_with(env, room_a, sku)
+    await room_with(env, room_b, sku)
+    sale_a = await launch(env, room_a, pool, 100)
+    sale_b = await launch(env, room_b, pool, 100, duration_s=600)
+    assert sale_a["pool"] == pool and sale_a["sale_id"].startswith(f"{pool}--") and sale_a["units_left"] == 100
+    view = await env.api.ok("GET", f"/api/pools/{pool}", env.host)
+    assert view["available"] == 150 and view["at_sales"] == 200
+    assert {s["room_id"]: s["allocated"] for s in view["sales"]} == {room_a: 100, room_b: 100}
+
+    # a launch the pool cannot cover is refused whole: nothing moved, no sale in SQL
+    st, body = await env.api.call("POST", f"/api/rooms/{room_b}/sales", env.host,
+                                  {"product_id": "p0", "units": 151, "pool": pool, "sale_id": "big"})
+    assert st == 409 and body["error"]["code"] == "POOL_SHORT", body
+    assert (await env.api.call("GET", f"/api/sales/{pool}--big"))[0] == 404
+    assert (await env.api.ok("GET", f"/api/pools/{pool}", env.merchant))["available"] == 150
+
+    # a channel buyer reserves straight from the pool and pays; the order settles with its channel
+    token, user = viewer(env.settings.secret, "Shopper")
+    hold = await env.api.ok("POST", "/api/channels/web-shop/holds", token,
+                            {"pool": pool, "qty": 2, "request_id": "c-1"}, 201)
+    assert hold["channel"] == "web-shop" and hold["units_left"] == 148
+    again = await env.api.ok("POST", "/api/channels/web-shop/holds", token, {"pool": pool, "qty": 2, "request_id": "c-1"})
+    assert again["hold_id"] == hold["hold_id"]  # a retry: the same hold, nothing more taken
+    st, body = await env.api.call("POST", "/api/channels/web-shop/holds", token,
+                                  {"pool": pool, "qty": 1, "request_id": "c-2"})
+    assert st == 409 and body["error"]["code"] == "LIMIT", body  # the pool's per-user limit (2)
+    paid = await env.api.ok("POST", f"/api/holds/{hold['hold_id']}/pay", token, {}, 201)
+
+    async def settled() -> Any:
+        st, o = await env.api.call("GET", f"/api/orders/{paid['order_id']}", token)
+        return o if st == 200 else None
+
+    order = await until("the channel order in SQL", settled)
+    assert order["channel"] == "web-shop" and order["room_id"] == "" and order["qty"] == 2 and order["sku"] == sku
+    mine = await env.api.ok("GET", "/api/me/orders", token)
+    assert [o["order_id"] for o in mine["orders"]] == [paid["order_id"]] and user
+
+    # room A is topped up mid-sale, once per request id
+    top = await env.api.ok("POST", f"/api/rooms/{room_a}/sales/{sale_a['sale_id']}/topup", env.host,
+                           {"units": 50, "request_id": "t-1"}, 201)
+    assert top["units_left"] == 150 and top["pool_available"] == 98
+    top2 = await env.api.ok("POST", f"/api/rooms/{room_a}/sales/{sale_a['sale_id']}/topup", env.host,
+                            {"units": 50, "request_id": "t-1"}, 200)
+    assert top2["replayed"] and top2["pool_available"] == 98
+    st, body = await env.api.call("POST", f"/api/rooms/{room_a}/sales/{sale_a['sale_id']}/topup", env.host,
+                                  {"units": 99, "request_id": "t-2"})
+    assert st == 409 and body["error"]["code"] == "POOL_SHORT"
+    await audit_ok(env, pool)
+
+    # a room viewer holds 2 in room B; the host ends B: its 98 unsold units go back at once, the held 2
+    # follow when the hold expires (released here)
+    ws = await WsClient.connect(env.client, "/ws", JSON)
+    vt, _ = viewer(env.settings.secret, "Bea")
+    await ws.join(room_b, vt, timeout=timeout(10))
+    await env.api.ok("GET", f"/api/sales/{sale_b['sale_id']}")
+
+    async def bought() -> Any:
+        r = await ws.request({"type": "buy", "sale": sale_b["sale_id"], "qty": 2}, timeout(10))
+        return r if r["code"] == "RESERVED" else None
+
+    r = await until("the sale open for buying", bought)
+    await env.api.ok("POST", f"/api/rooms/{room_b}/actions/end_sale", env.host, {"sale": sale_b["sale_id"]})
+    assert (await env.api.ok("GET", f"/api/pools/{pool}", env.merchant))["available"] == 98 + 98
+    await ws.request({"type": "release", "hold": r["hold"]}, timeout(10))
+
+    async def all_back() -> bool:
+        return bool((await env.api.ok("GET", f"/api/pools/{pool}", env.merchant))["available"] == 98 + 100)
+
+    await until("the released hold's units back in the pool", all_back)
+    report = await audit_ok(env, pool)
+    assert report["at_sales"] == 150 and report["channel_sold"] == 2 and report["received"] == 350
+
+    # the ledger in SQL: opening stock, two allocations, a top-up, returns
+    async def ledger_written() -> Any:
+        entries = (await env.api.ok("GET", f"/api/pools/{pool}/ledger", env.merchant))["entries"]
+        return entries if sum(e["units"] for e in entries if e["kind"] == "return") == 100 else None
+
+    entries = await until("the ledger in SQL", ledger_written)
+    kinds = sorted(e["kind"] for e in entries)
+    assert kinds.count("allocate") == 2 and kinds.count("topup") == 1 and kinds.count("receive") == 1
+    assert (await audit_ok(env, pool))["sql"]["journal_pending"] == 0
+    await ws.close()
+
+
+async def test_restock_and_adjust_once_per_request(env: Env, uid: str) -> None:
+    pool, _sku = await open_pool(env, uid, units=10)
+    out = await env.api.ok("POST", f"/api/pools/{pool}/stock", env.merchant,
+                           {"units": 5, "request_id": "r-1", "reason": "truck 17"}, 201)
+    assert out["pool"]["available"] == 15 and not out["replayed"]
+    again = await env.api.ok("POST", f"/api/pools/{pool}/stock", env.merchant,
+                             {"units": 5, "request_id": "r-1", "reason": "truck 17"}, 200)
+    assert again["replayed"] and again["pool"]["available"] == 15
+    out = await env.api.ok("POST", f"/api/pools/{pool}/stock", env.merchant,
+                           {"units": -3, "kind": "adjust", "request_id": "a-1", "reason": "damaged"}, 201)
+    assert out["pool"]["available"] == 12 and out["pool"]["received"] == 12
+    st, body = await env.api.call("POST", f"/api/pools/{pool}/stock", env.merchant,
+                                  {"units": -13, "kind": "adjust", "request_id": "a-2", "reason": "count"})
+    assert st == 409 and body["error"]["code"] == "POOL_SHORT"
+    await audit_ok(env, pool)
+
+
+async def test_bad_input_and_foreign_actors_change_nothing(env: Env, uid: str) -> None:
+    pool, sku = await open_pool(env, uid, units=20)
+    room, other_room = f"r{uid[:10]}", f"o{uid[:10]}"
+    await room_with(env, room, sku)
+    sale = await launch(env, room, pool, 5)
+    before = await env.api.ok("GET", f"/api/pools/{pool}", env.merchant)
+    vt, _ = viewer(env.settings.secret, "Eve")
+    other_merchant = mint_merchant_token(env.settings.secret, "m-other")
+    other_host = host_token(env.settings.secret, "h2", (other_room,))
+    cases: list[tuple[str, str, str | None, Any, int, str]] = [
+        ("POST", "/api/pools", env.host, {"sku": "X", "title": "t", "unit_price": 1, "units": 1}, 403, "FORBIDDEN"),
+        ("POST", "/api/pools", env.merchant, {"sku": "X", "title": "t", "unit_price": 1, "units": -1}, 400, "INVALID"),
+        ("POST", "/api/pools", env.merchant, {"sku": sku, "title": "t", "unit_price": 1, "units": 1, "pool_id": "p2"},
+         409, "CONFLICT"),
+        ("POST", "/api/pools", env.merchant, {"sku": "Y", "title": "t", "unit_price": 1, "units": 1,
+                                              "pool_id": "a--b"}, 400, "INVALID"),
+        ("POST", f"/api/pools/{pool}/stock", vt, {"units": 5, "request_id": "x"}, 403, "FORBIDDEN"),
+        ("POST", f"/api/pools/{pool}/stock", other_merchant, {"units": 5, "request_id": "x"}, 403, "FORBIDDEN"),
+        ("POST", f"/api/pools/{pool}/stock", env.merchant, {"units": 0, "request_id": "x"}, 400, "INVALID"),
+        ("POST", f"/api/pools/{pool}/stock", env.merchant, {"units": -1, "request_id": "x"}, 400, "INVALID"),
+        ("POST", "/api/pools/nope/stock", env.merchant, {"units": 1, "request_id": "x"}, 404, "NOT_FOUND"),
+        ("GET", f"/api/pools/{pool}", vt, None, 403, "FORBIDDEN"),
+        ("GET", f"/api/pools/{pool}", other_merchant, None, 403, "FORBIDDEN"),
+        ("POST", f"/api/rooms/{room}/sales", env.host, {"product_id": "p0", "units": 1, "pool": "nope"}, 404,
+         "NOT_FOUND"),
+        ("POST", f"/api/rooms/{room}/sales", env.host, {"product_id": "p0", "units": -4, "pool": pool}, 400, "INVALID"),
+        ("POST", f"/api/rooms/{room}/sales", env.host, {"product_id": "p0", "units": 21, "pool": pool}, 409,
+         "POOL_SHORT"),
+        ("POST", f"/api/rooms/{room}/sales", env.host, {"product_id": "p0", "units": 1, "sale_id": "x--y"}, 400,
+         "INVALID"),
+        ("POST", f"/api/rooms/{room}/sales/{sale['sale_id']}/topup", other_host, {"units": 1, "request_id": "t"}, 403,
+         "FORBIDDEN"),
+        ("POST", f"/api/rooms/{room}/sales/{sale['sale_id']}/topup", vt, {"units": 1, "request_id": "t"}, 403,
+         "FORBIDDEN"),
+        ("POST", f"/api/rooms/{room}/sales/{sale['sale_id']}/topup", env.host, {"units": 0, "request_id": "t"}, 400,
+         "INVALID"),
+        ("POST", "/api/channels/web-shop/holds", vt, {"pool": "nope", "request_id": "c"}, 404, "NOT_FOUND"),
+        ("POST", "/api/channels/web-shop/holds", vt, {"pool": pool, "qty": 0, "request_id": "c"}, 400, "INVALID"),
+        ("POST", "/api/channels/bad%20channel/holds", vt, {"pool": pool, "request_id": "c"}, 400, "INVALID"),
+        ("POST", "/api/channels/web-shop/holds", None, {"pool": pool, "request_id": "c"}, 401, "UNAUTHORIZED"),
+        ("POST", f"/api/sales/{pool}--pool/reserve", vt, {"request_id": "c"}, 404, "NOT_FOUND"),
+    ]
+    for method, path, token, payload, status, code in cases:
+        st, body = await env.api.call(method, path, token, payload)
+        assert (st, body["error"]["code"]) == (status, code), (method, path, payload, st, body)
+    after = await env.api.ok("GET", f"/api/pools/{pool}", env.merchant)
+    assert after == before
+    await audit_ok(env, pool)
