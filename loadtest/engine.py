@@ -182,7 +182,8 @@ def measure(batch: int = 100, calls: int = 5000, clients: int = 4, binary: str |
             log(f"[engine] {name}: {rps1:,.0f} reservations/s")
         res["command"] = " ".join([os.path.basename(rb), "-s", "<sock>", "-c", str(clients), "-n", str(calls),
                                    "-r", "2000000000", "--csv", "EVALSHA", "<sha(_lib.lua+reserve.lua)>", "5",
-                                   "<5 keys>", "1", "''", f"<{batch} x (h.__rand_int__ r.__rand_int__ u.__rand_int__ 1)>"])
+                                   "<5 keys>", "1", "''",
+                                   f"<{batch} x (h.__rand_int__ r.__rand_int__ u.__rand_int__ 1)>"])
         return res
     finally:
         vk.stop()

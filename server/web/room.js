@@ -1,4 +1,5 @@
-// The viewer page (/rooms/<room_id>): player, pinned product, flash sale countdown + buy, chat, likes.
+// The viewer page (/rooms/<room_id>): player, pinned product, flash sale countdown + buy, the show's bag
+// (every product and deal), chat, likes.
 import { LiveSaleClient, formatMoney, tokenClaims } from "/static/livesale.js";
 
 const $ = (sel, root = document) => root.querySelector(sel);
@@ -259,6 +260,25 @@ let joinedOnce = false;      // the page had the room at least once (a later los
 // A room that does not exist yet (the viewer came early): join again every 5 s, then less often.
 let roomWait = null;         // {attempt, timer, next} while waiting for the room to be created
 
+// The featured card (docs/CLIENT.md, "The show's bag"): the sale the product card shows is kept
+// while it is open or scheduled, or while I hold (or am buying, or paying) a unit of it; a new deal
+// does not replace it but raises a notice. Only once it is sold out or ended (and none of that holds)
+// does the card move on by itself, FINISHED_GRACE_MS later, and Buy then ignores taps for
+// SWAP_GUARD_MS so that a tap aimed at the old card never lands on the new one.
+const FINISHED_GRACE_MS = 4000;
+const SWAP_GUARD_MS = 700;
+const RECENT_MS = 10 * 60000;  // ended sales stay on the card / in the bag this long
+let featuredId = null;         // sale id the card shows (null: the pinned product, or nothing)
+let featuredFinishedAt = 0;    // Date.now() when the featured sale was first seen sold out / ended
+let swapGuardUntil = 0;        // performance.now() until which Buy ignores taps (after an automatic move)
+let swapGuardTimer = null;
+const newDeals = [];           // [{id, at}]: sales announced after the first snapshot, oldest first
+const dismissedDeals = new Set();
+let knownSaleIds = null;       // sale ids of the last snapshot (null before the first one)
+let bagOpen = false;
+const bagRows = new Map();     // "s:<sale_id>" | "p:<product_id>" -> {li, button, parts...}
+let bagOrder = "";
+
 async function main() {
   const handed = tokenFromFragment();
   if (handed) {
@@ -286,6 +306,9 @@ async function main() {
     toast(`Order ${shortId(e.detail.order?.order_id)} confirmed`, "ok");
   });
   client.addEventListener("tick", onTick);
+  client.addEventListener("snapshot", onSnapshotSales);
+  client.addEventListener("sale_scheduled", onNewDeal);
+  client.addEventListener("sale_open", onNewDeal);
   client.addEventListener("payment_refunded", () => {
     toast("Your payment arrived after your reservation had ended: it was refunded.", "error");
   });
@@ -385,6 +408,32 @@ function onTick(e) {
   }
 }
 
+/** A deal announced live (sale_scheduled, sale_open; also a restock or a scheduled one opening):
+ *  a candidate for the "New deal" notice unless it is the one on the card. */
+function onNewDeal(e) {
+  const id = e.detail.sale?.sale_id;
+  if (!id) return;
+  knownSaleIds?.add(id);
+  noteNewDeal(id);
+}
+
+/** A snapshot (after a join, or unasked after the gateway lost the stream) replaces every sale:
+ *  the ones that were not known before are new deals as well. The first snapshot is the baseline. */
+function onSnapshotSales(e) {
+  const ids = (e.detail.sales || []).map((s) => s.sale_id);
+  if (knownSaleIds) for (const id of ids) if (!knownSaleIds.has(id)) noteNewDeal(id);
+  knownSaleIds = new Set(ids);
+}
+
+function noteNewDeal(id) {
+  if (id === featuredId) return;
+  dismissedDeals.delete(id);
+  const i = newDeals.findIndex((d) => d.id === id);
+  if (i >= 0) newDeals.splice(i, 1);
+  newDeals.push({ id, at: Date.now() });
+  if (newDeals.length > 50) newDeals.shift();
+}
+
 // ---------------------------------------------------------------------------------------------
 // UI wiring
 
@@ -392,6 +441,20 @@ function wireUi() {
   byId("buy-button").addEventListener("click", onBuy);
   byId("pay-button").addEventListener("click", onPay);
   byId("release-button").addEventListener("click", onRelease);
+  byId("new-deal-notice").addEventListener("click", () => {
+    const id = byId("new-deal-notice").dataset.saleId;
+    if (id) viewSale(id);
+  });
+  byId("new-deal-dismiss").addEventListener("click", () => {
+    const id = byId("new-deal-notice").dataset.saleId;
+    if (id) dismissedDeals.add(id);
+    render();
+  });
+  byId("bag-button").addEventListener("click", () => setBagOpen(!bagOpen));
+  byId("bag-close").addEventListener("click", () => setBagOpen(false));
+  byId("bag-backdrop").addEventListener("click", () => setBagOpen(false));
+  byId("bag-list").addEventListener("click", onBagClick);
+  document.addEventListener("keydown", (ev) => { if (ev.key === "Escape" && bagOpen) setBagOpen(false); });
   byId("like-button").addEventListener("click", () => {
     unsentLikes += 1;
     floatHeart();
@@ -450,7 +513,11 @@ function floatHeart() {
 }
 
 async function onBuy() {
-  const sale = currentSale();
+  // The sale whose card was rendered under the button (data-sale-id, set by renderBuy), never "the
+  // latest sale": a tap buys what the viewer was looking at.
+  const saleId = byId("buy-button").dataset.saleId;
+  const sale = saleId ? client.sales.get(saleId) : null;
+  if (performance.now() < swapGuardUntil) return; // the card has just moved: this tap was aimed at the old one
   if (isOffline()) { toast(OFFLINE_TAP, "error"); return; }
   if (!identity) { toast(SIGNIN_TEXT, "error"); return; }
   if (!sale || buying.has(sale.sale_id)) return;
@@ -514,7 +581,7 @@ const MEMBERS_TEXT = "This sale is for signed-in members: sign in on the shop's 
 const OFFLINE_TAP = "You are offline — reconnecting. Nothing was sent: tap again once you are back online.";
 
 async function onPay() {
-  const hold = activeHold(currentSale()?.sale_id);
+  const hold = heldHold(byId("pay-button").dataset.hold);  // the reservation shown on the card
   // The Pay button stays tappable while offline (aria-disabled) so that a tap gets an answer.
   if (isOffline()) {
     toast(hold && paying.has(hold.hold) ? "You are offline — your payment goes out as soon as the connection is back."
@@ -564,7 +631,7 @@ async function payWithProvider(hold) {
 }
 
 async function onRelease() {
-  const hold = activeHold(currentSale()?.sale_id);
+  const hold = heldHold(byId("release-button").dataset.hold);
   if (!hold) return;
   try { await client.release(hold.hold); } catch (err) { toast(err.message, "error"); }
   saveHolds();
@@ -583,14 +650,22 @@ function activeHold(saleId) {
   return null;
 }
 
+/** One of my holds by id while it is still held (the one a Pay / Cancel button was rendered for). */
+function heldHold(holdId) {
+  const h = holdId ? client?.holds.get(holdId) : null;
+  if (!h || h.status !== "held" || (h.pay_by && h.pay_by <= client.serverNow())) return null;
+  return h;
+}
+
 function confirmedQty(saleId) {
   let q = 0;
   for (const h of client.holdsOf(saleId)) if (h.status === "confirmed") q += h.qty || 1;
   return q;
 }
 
-/** The sale the product card shows: open > next scheduled > mine > pinned product's > latest. */
-function currentSale() {
+/** The sale the card would show with nothing featured yet: mine (an unpaid hold) > open > next
+ *  scheduled > the pinned product's latest recent sale (null: the pinned product itself) > latest. */
+function autoSale() {
   if (!client) return null;
   const sales = client.salesList();
   if (!sales.length) return null;
@@ -602,7 +677,7 @@ function currentSale() {
   if (open.length) return open[open.length - 1];
   const scheduled = sales.filter((s) => phase(s) === "scheduled");
   if (scheduled.length) return scheduled[0];
-  const recent = sales.filter((s) => (s.ends_at ?? 0) > now - 10 * 60000 || confirmedQty(s.sale_id) > 0);
+  const recent = sales.filter((s) => (s.ends_at ?? 0) > now - RECENT_MS || confirmedQty(s.sale_id) > 0);
   const pinnedId = client.pinned?.product_id;
   if (pinnedId) {
     const forPinned = recent.filter((s) => s.product_id === pinnedId);
@@ -610,6 +685,71 @@ function currentSale() {
     return null; // show the pinned product itself
   }
   return recent.length ? recent[recent.length - 1] : null;
+}
+
+/** Whether the featured sale keeps the card: it is open or scheduled, or I hold, buy or pay a unit
+ *  of it, or it finished less than FINISHED_GRACE_MS ago (the viewer sees how it ended). */
+function keepsCard(sale) {
+  const id = sale.sale_id;
+  if (activeHold(id) || buying.has(id)) return true;
+  if (client.holdsOf(id).some((h) => paying.has(h.hold))) return true;
+  const phase = client.salePhase(sale);
+  if (phase === "open" || phase === "scheduled") return true;
+  if (!featuredFinishedAt) featuredFinishedAt = Date.now();
+  return Date.now() - featuredFinishedAt < FINISHED_GRACE_MS;
+}
+
+/** The sale the card shows now (called by render, once per frame). Sticky: see keepsCard. */
+function featureSale() {
+  if (!client) return null;
+  const cur = featuredId ? client.sales.get(featuredId) : null;
+  if (cur && keepsCard(cur)) return cur;
+  const next = autoSale();
+  const id = next ? next.sale_id : null;
+  if (id !== featuredId) {
+    // An automatic move from one sale to another: animate it, and let Buy ignore taps for a moment.
+    if (featuredId && id) cardMoved(true);
+    featuredId = id;
+    featuredFinishedAt = 0;
+  }
+  return next;
+}
+
+/** The viewer asked for this sale (the "New deal" notice, a row of the bag): it becomes the card. */
+function viewSale(id) {
+  if (!client?.sales.get(id)) return;
+  if (id !== featuredId) {
+    featuredId = id;
+    featuredFinishedAt = 0;
+    cardMoved(false);
+  }
+  dismissedDeals.add(id);
+  render();
+}
+
+function cardMoved(automatic) {
+  const card = byId("product-card");
+  card.classList.remove("card-swap");
+  void card.offsetWidth; // restart the animation
+  card.classList.add("card-swap");
+  if (!automatic) return;
+  swapGuardUntil = performance.now() + SWAP_GUARD_MS;
+  clearTimeout(swapGuardTimer);
+  swapGuardTimer = setTimeout(render, SWAP_GUARD_MS + 10);
+}
+
+/** The newest deal announced since the page loaded that is still open or scheduled, not on the
+ *  card and not dismissed: what the "New deal" notice offers. */
+function noticeSale(featured) {
+  const now = client.serverNow();
+  for (let i = newDeals.length - 1; i >= 0; i--) {
+    const { id } = newDeals[i];
+    if (id === featured?.sale_id || dismissedDeals.has(id)) continue;
+    const s = client.sales.get(id);
+    const phase = s ? client.salePhase(s, now) : null;
+    if (phase === "open" || phase === "scheduled") return s;
+  }
+  return null;
 }
 
 function productOf(sale) {
@@ -695,7 +835,10 @@ function render() {
   setText(byId("viewer-count"), compact(client.viewers));
   setText(byId("like-count"), compact(client.likes + unsentLikes + sentLikes));
 
-  renderProduct();
+  const sale = featureSale();
+  renderProduct(sale);
+  renderNotice(sale);
+  renderBag(sale);
   renderComments();
   renderTicker();
 
@@ -755,12 +898,14 @@ function renderPlayer(url) {
   media.appendChild(el);
 }
 
-function renderProduct() {
+function renderProduct(sale) {
   const card = byId("product-card");
-  const sale = currentSale();
   const product = productOf(sale);
   const bs = buyState(sale);
   setAttr(card, "data-state", product ? bs.state : "empty");
+  const featured = byId("featured-sale");
+  setAttr(featured, "data-sale-id", sale?.sale_id ?? null);
+  setAttr(featured, "data-product-id", product?.product_id ?? sale?.product_id ?? null);
   if (!product) {
     renderBuy(bs, sale);
     return;
@@ -841,7 +986,11 @@ function renderBuy(bs, sale, product) {
   if (offline && bs.state === "buy") label = "Offline";
   setText(btn, label);
   setAttr(btn, "data-state", bs.state);
-  btn.disabled = bs.state !== "buy" || offline;
+  // What a tap buys, pays or releases is fixed here, with what the card shows (onBuy, onPay, onRelease).
+  setAttr(btn, "data-sale-id", sale?.sale_id ?? null);
+  setAttr(pay, "data-hold", bs.state === "reserved" ? bs.hold.hold : null);
+  setAttr(rel, "data-hold", bs.state === "reserved" ? bs.hold.hold : null);
+  btn.disabled = bs.state !== "buy" || offline || performance.now() < swapGuardUntil;
   show(btn, bs.state !== "reserved");
 
   show(pay, bs.state === "reserved");
@@ -903,6 +1052,185 @@ function renderBuy(bs, sale, product) {
   }
   setText(status, statusText);
   setAttr(status, "data-state", statusState);
+}
+
+// ---------------------------------------------------------------------------------------------
+// the "New deal" notice and the show's bag
+
+function saleTitle(sale) {
+  const p = client.products.find((x) => x.product_id === sale.product_id);
+  return p?.title || sale.title || sale.sku || sale.product_id || "";
+}
+
+function renderNotice(featured) {
+  const box = byId("deal-notice");
+  const btn = byId("new-deal-notice");
+  const deal = featured ? noticeSale(featured) : null;
+  show(box, !!deal);
+  setAttr(btn, "data-sale-id", deal?.sale_id ?? null);
+  if (!deal) return;
+  const now = client.serverNow();
+  const price = formatMoney(deal.unit_price, deal.currency || "EUR");
+  const phase = client.salePhase(deal, now);
+  const when = phase === "scheduled" ? ` · in ${fmtClock(deal.starts_at - now)}` : "";
+  setText(byId("new-deal-text"), `New deal: ${saleTitle(deal)} ${price}${when} — view`);
+  setAttr(btn, "data-phase", phase);
+}
+
+const BAG_STATE = { scheduled: "Upcoming", open: "On now", sold_out: "Sold out", closed: "Ended", none: "Not on sale" };
+
+/** The bag's rows: the sales (open, scheduled, sold out, ended in the last 10 minutes; the one on the
+ *  card and the ones I hold always) by start time, a fixed order that a change of state never
+ *  reshuffles; then the products of the live that have no deal listed. */
+function bagItems(featured) {
+  const now = client.serverNow();
+  const items = [];
+  const withSale = new Set();
+  for (const s of client.salesList()) {
+    const phase = client.salePhase(s, now);
+    const live = phase === "open" || phase === "scheduled";
+    const keep = live || (s.ends_at ?? now) > now - RECENT_MS || s.sale_id === featured?.sale_id || !!activeHold(s.sale_id);
+    if (!keep) continue;
+    items.push({ key: `s:${s.sale_id}`, sale: s, phase });
+    withSale.add(s.product_id);
+  }
+  for (const p of client.products) {
+    if (!withSale.has(p.product_id)) items.push({ key: `p:${p.product_id}`, product: p });
+  }
+  return items;
+}
+
+function bagRow(item) {
+  const li = document.createElement("li");
+  li.className = "bag-row";
+  li.dataset.testid = item.sale ? `bag-row-${item.sale.sale_id}` : `bag-product-${item.product.product_id}`;
+  if (item.sale) li.dataset.saleId = item.sale.sale_id;
+  const button = document.createElement("button");
+  button.type = "button";
+  button.className = "bag-row-main";
+  const part = (tag, cls, testid) => {
+    const el = document.createElement(tag);
+    el.className = cls;
+    if (testid) el.dataset.testid = testid;
+    return el;
+  };
+  const thumb = part("span", "product-thumb bag-thumb");
+  const info = part("span", "bag-info");
+  const title = part("span", "bag-title", "bag-title");
+  const meta = part("span", "bag-meta");
+  const state = part("span", "state-tag bag-state", "bag-state");
+  const countdown = part("span", "bag-countdown", "bag-countdown");
+  const flag = part("span", "bag-flag", "bag-flag");
+  meta.append(state, countdown, flag);
+  info.append(title, meta);
+  const right = part("span", "bag-right");
+  const price = part("span", "bag-price", "bag-price");
+  const was = part("span", "price-was bag-was", "bag-was");
+  const units = part("span", "bag-units", "bag-units");
+  right.append(price, was, units);
+  button.append(thumb, info, right);
+  li.append(button);
+  return { li, button, thumb, title, state, countdown, flag, price, was, units };
+}
+
+function renderBag(featured) {
+  const items = bagItems(featured);
+  const list = byId("bag-list");
+  const keys = new Set(items.map((i) => i.key));
+  for (const [k, row] of bagRows) if (!keys.has(k)) { row.li.remove(); bagRows.delete(k); }
+  const order = items.map((i) => i.key).join("|");
+  for (const item of items) {
+    let row = bagRows.get(item.key);
+    if (!row) { row = bagRow(item); bagRows.set(item.key, row); }
+    updateBagRow(row, item, featured);
+  }
+  if (order !== bagOrder) {
+    bagOrder = order;
+    for (const item of items) list.appendChild(bagRows.get(item.key).li); // moves rows into order
+  }
+  const count = byId("bag-count");
+  const live = client.room?.status === "ended" ? 0 : items.filter((i) => i.phase === "open").length;
+  setText(count, String(items.length));
+  setAttr(count, "data-live", live);
+  setText(byId("bag-head-count"), items.length ? `· ${items.length}` : "");
+  show(byId("bag-empty"), items.length === 0);
+  const button = byId("bag-button");
+  setAttr(button, "aria-label", `Products and deals of this live: ${items.length}${live ? `, ${live} on now` : ""}`);
+}
+
+function updateBagRow(row, item, featured) {
+  const now = client.serverNow();
+  const { sale } = item;
+  const product = sale ? client.products.find((x) => x.product_id === sale.product_id) : item.product;
+  const currency = sale?.currency || product?.currency || "EUR";
+  const title = product?.title || sale?.title || product?.sku || "";
+  setText(row.title, title);
+  const thumbKey = JSON.stringify([product?.product_id || sale?.product_id || "", product?.image_url || "", title]);
+  if (row.thumb.dataset.key !== thumbKey) {
+    row.thumb.dataset.key = thumbKey;
+    row.thumb.replaceChildren();
+    if (product?.image_url) {
+      const i = document.createElement("img");
+      i.src = product.image_url; i.alt = ""; i.loading = "lazy";
+      row.thumb.appendChild(i);
+    } else {
+      row.thumb.textContent = (title || "?").trim().split(/\s+/).slice(0, 2).map((w) => w[0]).join("").toUpperCase();
+    }
+    row.thumb.style.setProperty("--h", hue(product?.product_id || sale?.product_id || title));
+  }
+  if (!sale) {
+    setAttr(row.li, "data-state", "none");
+    setText(row.state, BAG_STATE.none);
+    setAttr(row.state, "data-state", "none");
+    setText(row.price, formatMoney(product.unit_price, currency));
+    setText(row.was, "");
+    setText(row.units, "");
+    setText(row.countdown, "");
+    setText(row.flag, client.pinned?.product_id === product.product_id ? "Pinned" : "");
+    setAttr(row.li, "data-featured", null);
+    row.button.disabled = true;
+    return;
+  }
+  // The live ended: nothing of it can be bought any more, whatever a sale's own clock says.
+  const liveEnded = sale.closed_reason === "live_ended" || client.room?.status === "ended";
+  const phase = liveEnded && (item.phase === "open" || item.phase === "scheduled") ? "closed" : item.phase;
+  setAttr(row.li, "data-state", phase);
+  setText(row.state, BAG_STATE[phase] || phase);
+  setAttr(row.state, "data-state", phase);
+  setText(row.price, formatMoney(sale.unit_price, currency));
+  setText(row.was, product?.unit_price > sale.unit_price ? formatMoney(product.unit_price, currency) : "");
+  const left = typeof sale.units_left === "number" ? sale.units_left : sale.allocated;
+  setText(row.units, phase === "sold_out" || left <= 0 ? "0 left" : `${left} of ${sale.allocated} left`);
+  setAttr(row.units, "data-units", left);
+  let cd = "";
+  if (phase === "scheduled") cd = `Starts in ${fmtClock(sale.starts_at - now)}`;
+  else if (phase === "open" && sale.ends_at) cd = `Ends in ${fmtClock(sale.ends_at - now)}`;
+  setText(row.countdown, cd);
+  const held = activeHold(sale.sale_id);
+  setText(row.flag, held ? "Reserved · pay" : confirmedQty(sale.sale_id) > 0 ? "Bought ✓" : "");
+  setAttr(row.flag, "data-kind", held ? "reserved" : confirmedQty(sale.sale_id) > 0 ? "bought" : null);
+  const isFeatured = sale.sale_id === featured?.sale_id;
+  setAttr(row.li, "data-featured", isFeatured ? "true" : null);
+  setAttr(row.button, "aria-current", isFeatured ? "true" : null);
+  // Only a deal that can still be bought (or my reservation) can be put on the card.
+  row.button.disabled = !(phase === "open" || phase === "scheduled" || held);
+}
+
+function onBagClick(ev) {
+  const li = ev.target.closest(".bag-row");
+  const id = li?.dataset.saleId;
+  if (!id || li.querySelector(".bag-row-main")?.disabled) return;
+  viewSale(id);
+  if (window.matchMedia("(max-width: 820px)").matches) setBagOpen(false); // the sheet covers the card
+}
+
+function setBagOpen(open) {
+  bagOpen = open;
+  show(byId("bag-sheet"), open);
+  show(byId("bag-backdrop"), open);
+  setAttr(byId("bag-button"), "aria-expanded", open ? "true" : "false");
+  document.body.classList.toggle("bag-open", open);
+  if (open) render();
 }
 
 // The chat list scrolls inside its own box and follows new comments while it is scrolled to the
