@@ -21,6 +21,7 @@ from typing import Any
 from inventory import archive
 from inventory.domain import ReserveCode, ReserveRequest, ReserveResult
 from inventory.keys import pool_bucket_id
+from inventory.order_refunds import OrderRefundStore
 from inventory.pools import PoolCounters, PoolRecord, PoolStore, transfer_id
 from inventory.scripts import Inventory
 from inventory.store import SaleRecord, Store
@@ -221,6 +222,10 @@ class Pools:
             problems.append(f"SQL ledger refund_restock {sums.get('refund_restock', 0)} != Redis {c.restocked}")
         if out != c.out:
             problems.append(f"SQL ledger at sales {out} != Redis {c.out}")
+        refunds = OrderRefundStore(self.store)
+        put_back = await refunds.restocked_units(pool_id)
+        if put_back < c.restocked or (put_back != c.restocked and not await refunds.unfinished(2**62)):
+            problems.append(f"refunded orders put {put_back} units back in SQL; the pool counts {c.restocked}")
         settled = await self.sql.settled_units(pool_id, pool_bucket_id(pool_id))
         if settled > sold_sum:
             problems.append(f"SQL has {settled} units in orders, more than the {sold_sum} sold")

@@ -26,6 +26,7 @@ from .payments.provider import PaymentMode, PaymentProvider
 from .payments.service import Payments
 from .room_bus import RoomBus
 from .sale_terms import MembersOnly
+from .order_refunds import OrderRefunds
 from .pools import Pools
 from .sales import Sales
 from .wire import order_event_wire
@@ -65,6 +66,7 @@ class Commerce:
         self.chat = Chat(bus)
         self.payments = Payments(store, inventory, bus, self.funnel, payment_mode, payment_provider)
         self.pools = Pools(store, inventory, self.sales)  # stock pools shared by rooms and channels
+        self.order_refunds = OrderRefunds(store, inventory, bus, self.payments)  # refunds of settled orders
         self.checkout.instant_pay = self.payments.instant
 
     # -- lifecycle ---------------------------------------------------------------------------------

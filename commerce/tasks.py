@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
-__all__ = ["OwnedTasks"]
+__all__ = ["OwnedTasks", "Every"]
 
 
 class OwnedTasks:
@@ -45,3 +45,37 @@ class OwnedTasks:
             return 0
         _, pending = await asyncio.wait(tasks, timeout=timeout)
         return len(pending)
+
+
+class Every:
+    """Run ``fn`` every ``interval_s`` seconds in an owned task until ``aclose`` (a failed round is
+    logged under ``what`` and the next one tries again). ``interval_s`` <= 0: never started."""
+
+    def __init__(self, interval_s: float, fn: Callable[[], Awaitable[Any]], logger: logging.Logger, what: str) -> None:
+        self.interval_s = interval_s
+        self.fn = fn
+        self._log = logger
+        self._what = what
+        self._stop = asyncio.Event()
+        self._tasks = OwnedTasks(logger, what)
+
+    def start(self) -> None:
+        if self.interval_s > 0:
+            self._tasks.spawn(self._run())
+
+    async def aclose(self) -> None:
+        self._stop.set()
+        await self._tasks.drain(5.0)
+
+    async def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                async with asyncio.timeout(self.interval_s):
+                    await self._stop.wait()
+                return
+            except TimeoutError:
+                pass
+            try:
+                await self.fn()
+            except Exception as exc:  # Redis or SQL briefly away: the next round tries again
+                self._log.warning("%s: round failed: %s: %s", self._what, type(exc).__name__, exc)

@@ -299,9 +299,19 @@ async def release(request: web.Request) -> web.Response:
     return json({"hold_id": hold.hold_id, "status": "released", "units_left": r.available})
 
 
+async def _with_refunds(c: Commerce, wires: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Orders refunded since they settled say so (``status: refunded``)."""
+    refunded = await c.order_refunds.refunded_among([w["order_id"] for w in wires])
+    for w in wires:
+        if w["order_id"] in refunded:
+            w["status"] = "refunded"
+    return wires
+
+
 async def get_order(request: web.Request) -> web.Response:
-    o = await _commerce(request).checkout.order_for(identity(request), request.match_info["order"])
-    return json(order_wire(o))
+    c = _commerce(request)
+    o = await c.checkout.order_for(identity(request), request.match_info["order"])
+    return json((await _with_refunds(c, [order_wire(o)]))[0])
 
 
 def _query_int(request: web.Request, name: str, default: int, hi: int, what: str) -> int:
@@ -335,9 +345,10 @@ async def my_orders(request: web.Request) -> web.Response:
                        f"an integer between 1 and {MY_ORDERS_LIMIT}")
     if limit < 1:
         raise InvalidInput(f"limit must be an integer between 1 and {MY_ORDERS_LIMIT}")
-    page, more = await _commerce(request).checkout.my_orders(viewer, since, _cursor(request), limit)
+    c = _commerce(request)
+    page, more = await c.checkout.my_orders(viewer, since, _cursor(request), limit)
     nxt = f"{more[0]}.{more[1]}" if more else None
-    return json({"orders": [order_wire(o) for o in page], "next": nxt})
+    return json({"orders": await _with_refunds(c, [order_wire(o) for o in page]), "next": nxt})
 
 
 def setup(app: web.Application) -> None:

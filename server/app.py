@@ -26,7 +26,7 @@ from commerce.payments.refunds import RefundRetry
 from commerce.recovery import ReconcileLoop
 from commerce.room_bus import RoomBus
 from commerce.service import Commerce
-from commerce.tasks import OwnedTasks
+from commerce.tasks import Every, OwnedTasks
 from inventory.reaper import Reaper
 from inventory.scripts import Inventory
 from inventory.settlement import SettlementWorker
@@ -34,7 +34,7 @@ from inventory.store import Store
 from stream_gateway.handler import Gateway, GatewayLimits
 from stream_gateway.hub import Hub
 
-from . import api, api_pools, pages
+from . import api, api_goods, pages
 from .appkeys import COMMERCE, CORE, GATEWAY, GUEST_RATE, HUB, PROXIES, SETTINGS
 from .appkeys import VERIFIER
 from .config import Settings
@@ -128,20 +128,26 @@ class Settlement:
 
 class Upkeep:
     """The low-rate checks every gateway and settlement process runs: the comparison of live sales
-    with SQL (one process a round; commerce/recovery.py) and the resending of refunds the provider
-    has not accepted (commerce/payments/refunds.py)."""
+    with SQL (one process a round; commerce/recovery.py), the resending of refunds the provider
+    has not accepted (commerce/payments/refunds.py) and the finishing of order refunds a stopped
+    process left half done (commerce/order_refunds.py)."""
 
     def __init__(self, s: Settings, core: Core) -> None:
         self.reconcile = ReconcileLoop(core.commerce, s.reconcile_interval_s)
         self.refunds = RefundRetry(core.commerce.payments, s.refund_retry_s)
+        # order refunds a stopped process left half done (commerce/order_refunds.py)
+        self.order_refunds = Every(max(1.0, s.refund_retry_s / 4) if s.refund_retry_s else 0,
+                                   core.commerce.order_refunds.recover, log, "order refund recovery")
 
     def start(self) -> None:
         self.reconcile.start()
         self.refunds.start()
+        self.order_refunds.start()
 
     async def aclose(self) -> None:
         await self.reconcile.aclose()
         await self.refunds.aclose()
+        await self.order_refunds.aclose()
 
 
 def token_verifier(s: Settings) -> TokenVerifier:
@@ -226,7 +232,7 @@ def create_app(settings: Settings) -> web.Application:
     app.on_shutdown.append(_on_shutdown)
     app.router.add_get("/ws", _ws)
     api.setup(app)
-    api_pools.setup(app)
+    api_goods.setup(app)
     pages.setup(app)
     return app
 

@@ -3,7 +3,7 @@
 -- `refund_restock` (a refunded order's units put back) changes `restocked`.
 -- KEYS[1] pool bucket hash  KEYS[2] transfers hash  KEYS[3] journal hash
 -- ARGV[1] transfer id  ARGV[2] kind  ARGV[3] units (a signed integer; only `adjust` may be < 0)
--- ARGV[4] reason (free text, <= 200 bytes)  ARGV[5] reference (an order id, or '')
+-- ARGV[4] reason (free text, <= 800 bytes: 200 characters of UTF-8)  ARGV[5] reference (an order id, or '')
 -- Returns {code, available}; code DONE | REPLAYED (this transfer id was applied before: nothing now)
 --   | SHORT (a negative adjustment larger than the units available: nothing written) | NOT_FOUND | INVALID
 local pool, transfers, journal = KEYS[1], KEYS[2], KEYS[3]
@@ -12,7 +12,7 @@ local raw = ARGV[3]
 local neg = type(raw) == 'string' and raw:sub(1, 1) == '-'
 local units = parse_pos_int(neg and raw:sub(2) or raw, 1e9)
 if not (is_id(tid) and units and (kind == 'restock' or kind == 'adjust' or kind == 'refund_restock')
-        and (not neg or kind == 'adjust') and type(reason) == 'string' and #reason <= 200
+        and (not neg or kind == 'adjust') and type(reason) == 'string' and #reason <= 800
         and (ref == '' or is_id(ref))) then
   return {'INVALID', 0}
 end

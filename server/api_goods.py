@@ -1,13 +1,14 @@
-"""The HTTP transport of stock pools and channels (docs/PROTOCOL.md "Stock pools"): parse, call
-``commerce.pools``, answer. Merchants open and restock pools; hosts launch sales from them (``pool`` in
-``POST /api/rooms/{room}/sales``) and top them up; a channel's buyers reserve straight from a pool."""
+"""The HTTP transport of goods (docs/PROTOCOL.md "Stock pools", "Refunds"): parse, call ``commerce``,
+answer. Merchants open and restock pools; hosts launch sales from them (``pool`` in
+``POST /api/rooms/{room}/sales``) and top them up; a channel's buyers reserve straight from a pool;
+a host or the pool's merchant refunds a settled order."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
 from commerce.errors import InvalidInput
-from commerce.requests import CHANNEL_RULE, ChannelReserve, CreatePool, StockChange, TopUp
+from commerce.requests import CHANNEL_RULE, ChannelReserve, CreatePool, RefundOrder, StockChange, TopUp
 from commerce.validation import Schema
 
 from .api import _commerce, _parse, _query_int, _refused, body, host_of, identity, json, viewer_of
@@ -15,7 +16,7 @@ from .api import _commerce, _parse, _query_int, _refused, body, host_of, identit
 __all__ = ["setup"]
 
 _CREATE_POOL, _STOCK, _TOPUP = Schema(CreatePool), Schema(StockChange), Schema(TopUp)
-_CHANNEL_RESERVE = Schema(ChannelReserve)
+_CHANNEL_RESERVE, _REFUND = Schema(ChannelReserve), Schema(RefundOrder)
 
 
 async def create_pool(request: web.Request) -> web.Response:
@@ -71,6 +72,12 @@ async def channel_reserve(request: web.Request) -> web.Response:
     raise _refused(r.code.value)
 
 
+async def refund_order(request: web.Request) -> web.Response:
+    fresh, refund = await _commerce(request).order_refunds.refund(identity(request), request.match_info["order"],
+                                                                  _parse(_REFUND, await body(request)))
+    return json(refund, 201 if fresh else 200)
+
+
 def setup(app: web.Application) -> None:
     r = app.router
     r.add_post("/api/pools", create_pool)
@@ -81,3 +88,4 @@ def setup(app: web.Application) -> None:
     r.add_get("/api/pools/{pool}/audit", pool_audit)
     r.add_post("/api/rooms/{room}/sales/{sale}/topup", topup)
     r.add_post("/api/channels/{channel}/holds", channel_reserve)
+    r.add_post("/api/orders/{order}/refund", refund_order)
