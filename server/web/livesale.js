@@ -120,7 +120,8 @@ export const EventType = Object.freeze({
 // Replies and personal messages never carry `seq`; every room event does (including types added
 // after this client was written, which are still counted so that no false gap is seen).
 const UNSEQUENCED = new Set(["snapshot", "resumed", "hello", "clock", "pong", "tick", "ok", "error",
-  "buy_result", "pay_result", "release_result", "order_confirmed", "payment_started", "payment_refunded"]);
+  "buy_result", "pay_result", "release_result", "order_confirmed", "payment_started", "payment_refunded",
+  "order_refunded"]);
 // Names of the client's own events. A server message of the same type is not dispatched under
 // that name (it would mean two different things): raw `clock` replies are clock-sync samples, and a
 // server `error` is dispatched once, as the client's `error` event. Every message is still in `message`.
@@ -645,6 +646,7 @@ export class LiveSaleClient extends EventTarget {
       case "pay_result": this._onPayResult(msg); break;
       case "release_result": this._onReleaseResult(msg); break;
       case "order_confirmed": this._onOrderConfirmed(msg); break;
+      case "order_refunded": this._onOrderRefunded(msg); break;
       case "ok": break;
       case "error": this._onError(msg); break;
       default: break; // unknown types are ignored (forward compatibility)
@@ -781,6 +783,17 @@ export class LiveSaleClient extends EventTarget {
     this._mergeOrder(o);
     const h = this.holds.get(o.order_id);
     this.holds.set(o.order_id, { ...(h || { hold: o.order_id, sale: o.sale_id, qty: o.qty }), status: "confirmed", order: o.order_id, settled: true });
+  }
+
+  /** A settled order of ours was refunded by the host or the pool's merchant: it stays in `orders`
+   *  with `status: "refunded"` (and the refund's `refunded_at`, `reason`, `restock`). */
+  _onOrderRefunded(msg) {
+    if (!msg.order_id) return;
+    const i = this.orders.findIndex((x) => x.order_id === msg.order_id);
+    if (i >= 0) this.orders[i] = { ...this.orders[i], status: "refunded", refunded_at: msg.refunded_at, reason: msg.reason,
+      restock: msg.restock };
+    const h = this.holds.get(msg.order_id);
+    if (h) this.holds.set(msg.order_id, { ...h, refunded: true });
   }
 
   /** Whether this order was already delivered (live or by a catch-up, or a hold marked settled,
