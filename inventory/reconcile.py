@@ -76,7 +76,7 @@ class SaleDrift:
 @dataclass(frozen=True, slots=True)
 class RebuildResult:
     sale_id: str
-    code: str          # REBUILT | REFUSED | INVALID
+    code: str          # REBUILT | REFUSED | INVALID | POOL_BACKED (drawn from a stock pool: not rebuilt)
     allocated: int
     available: int
     held: int
@@ -149,6 +149,9 @@ class Reconciler:
         terms = {"room": sale.room_id, "sku": sale.sku, "price": str(sale.unit_price), "currency": sale.currency,
                  "allocated": str(sale.allocated), "limit": str(sale.per_user_limit),
                  "starts_at": str(sale.starts_at_ms), "hold_ttl": str(sale.hold_ttl_ms)}
+        if sale.pool_id:  # top-ups and returns move its allocation (pool_ledger has them; the pool audits it)
+            del terms["allocated"]
+            terms["pool"] = sale.pool_id
         for name, want in terms.items():
             if h.get(name) != want:
                 problems.append(f"{name} {h.get(name)!r} in Redis, {want!r} in SQL")
@@ -188,6 +191,10 @@ class Reconciler:
         return RebuildResult(sale_id, "NOT_FOUND", 0, 0, 0, 0, 0, 0)
 
     async def _repair(self, sale: SaleRecord, room_status: str) -> RebuildResult:
+        if sale.pool_id:
+            # its units belong to its pool: rebuilding it from the launch's allocation would create units
+            # the pool does not give. Not rebuilt (yet): POOL_BACKED, for an operator (docs/DATABASE.md)
+            return RebuildResult(sale.sale_id, "POOL_BACKED", 0, 0, 0, 0, 0, 0)
         k = K.sale_keys(sale.sale_id)
         ends = sale.ends_at_ms
         if room_status == "ended":  # end_live closed it: never reopen

@@ -1,4 +1,4 @@
-"""Command line: ``livesale serve | settle | reconcile | demo | token``."""
+"""Command line: ``livesale serve | settle | reconcile | audit | demo | token``."""
 
 from __future__ import annotations
 
@@ -320,6 +320,44 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     return asyncio.run(_reconcile_main(settings, args.repair))
 
 
+async def _audit_main(settings: Settings, pool_ids: list[str]) -> int:
+    """Audit stock pools (every one, or those named): one line per pool, one more per problem."""
+    from .app import Core
+
+    core = await Core.open(settings)
+    try:
+        pools = core.commerce.pools
+        ids = pool_ids or [p.pool_id for p in await pools.sql.all(limit=100_000)]
+        bad = 0
+        for pool_id in ids:
+            try:
+                a = await pools.audit(pool_id)
+            except Exception as exc:  # an unknown pool, or one SQL has and Redis lost
+                print(f"pool {pool_id} ERROR {getattr(exc, 'message', exc)}", flush=True)
+                bad += 1
+                continue
+            state = "OK" if a.ok else "DRIFT"
+            print(f"pool {pool_id} {state} received={a.received} restocked={a.restocked} available={a.available} "
+                  f"channel_held={a.channel_held} channel_sold={a.channel_sold} at_sales={a.at_sales} "
+                  f"sales={len(a.sales)} ledger_pending={a.sql['journal_pending']}", flush=True)
+            for problem in a.problems:
+                print(f"  {problem}", flush=True)
+            bad += not a.ok
+        return 1 if bad else 0
+    finally:
+        await core.aclose()
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+    _setup_logging(settings.log_level)
+    if not settings.redis_url:
+        raise SettingsError("`livesale audit` needs REDIS_URL (the Redis server the gateways use)")
+    if not settings.database_url:
+        raise SettingsError("`livesale audit` needs DATABASE_URL (the gateways' database)")
+    return asyncio.run(_audit_main(settings, args.pool or []))
+
+
 def cmd_token(args: argparse.Namespace) -> int:
     from commerce.identity import TokenError, mint_host_token, mint_merchant_token, mint_viewer_token
 
@@ -381,6 +419,10 @@ def main(argv: list[str] | None = None) -> int:
                                          "exit 1 on drift")
     p.add_argument("--repair", action="store_true", help="rebuild every drifting sale from SQL")
     p.set_defaults(fn=cmd_reconcile)
+    p = sub.add_parser("audit", help="check every stock pool's balance in Redis and against SQL (needs REDIS_URL, "
+                                     "DATABASE_URL); exit 1 on a difference")
+    p.add_argument("--pool", action="append", help="audit this pool only (repeat)")
+    p.set_defaults(fn=cmd_audit)
     p = sub.add_parser("demo", help="the whole system on embedded defaults with a live demo room")
     p.add_argument("--port", type=int)
     p.set_defaults(fn=cmd_demo)

@@ -18,6 +18,7 @@ from commerce.identity import mint_merchant_token
 from conftest import timeout
 from gateway_helpers import JSON, Api, WsClient, host_token, viewer
 from server.app import create_app
+from server.appkeys import COMMERCE
 from server.config import Settings
 
 pytestmark = pytest.mark.timeout(120, method="thread")
@@ -230,3 +231,23 @@ async def test_bad_input_and_foreign_actors_change_nothing(env: Env, uid: str) -
     after = await env.api.ok("GET", f"/api/pools/{pool}", env.merchant)
     assert after == before
     await audit_ok(env, pool)
+
+
+async def test_livesale_audit_command(env: Env, uid: str) -> None:
+    """`livesale audit` prints one OK line per pool (and exits 0), DRIFT with the problem (exit 1)
+    after the pool's counters were tampered with in Redis."""
+    from inventory import keys as K
+    from server.cli import _audit_main
+
+    pool, sku = await open_pool(env, uid, units=30)
+    room = f"r{uid[:10]}"
+    await room_with(env, room, sku)
+    await launch(env, room, pool, 10)
+    assert await _audit_main(env.settings, [pool]) == 0
+    redis = env.client.app[COMMERCE].inventory.redis
+    await redis.hincrby(K.pool_keys(pool).bucket.sale, "available", 1)  # a unit from nowhere
+    try:
+        assert await _audit_main(env.settings, [pool]) == 1
+        assert await _audit_main(env.settings, ["no-such-pool"]) == 1
+    finally:
+        await redis.hincrby(K.pool_keys(pool).bucket.sale, "available", -1)
