@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from functools import partial
 from typing import Any
 
-from inventory.keys import POOL_BUCKET_SUFFIX
 from inventory.domain import (
     ConfirmCode, ConfirmResult, Hold, ReleaseCode, InvalidInput as InventoryInvalidInput, ReleaseResult, ReserveCode,
     ReserveRequest, ReserveResult, sale_of_hold,
 )
+from inventory.keys import POOL_BUCKET_SUFFIX
+from inventory.order_refunds import user_totals
 from inventory.scripts import Inventory
 from inventory.store import OrderRecord, Store
 
@@ -24,6 +26,7 @@ from .batcher import ReserveBatcher, ReserveCallback
 from .errors import ErrorCode, Forbidden, HoldLost, InvalidInput, NotFound, NotSettled, Refused
 from .funnel import Funnel
 from .identity import Identity
+from .my_holds import MyHolds
 from .room_bus import RoomBus
 from .sale_terms import MembersOnly
 from .tasks import OwnedTasks
@@ -70,6 +73,7 @@ class Checkout:
         self.funnel = funnel
         self.max_qty = max_qty
         self.batcher = ReserveBatcher(inventory)
+        self.my_holds = MyHolds(inventory.redis, inventory)  # the buyer's index of holds (GET /api/me/orders)
         self._tasks = OwnedTasks(log, "room publish")  # publishes started from the buy path
 
     async def aclose(self) -> None:
@@ -101,7 +105,7 @@ class Checkout:
             done(ReserveResult(ReserveCode.MEMBERS_ONLY, None, None, 0, 0))
             return
         self.batcher.submit(sale_id, ReserveRequest(viewer.user, qty, request_id),
-                            partial(self._reserved, room_id, sale_id, done))
+                            partial(self._reserved, room_id, sale_id, done, viewer.user))
 
     async def _guest_buy(self, viewer: Identity, room_id: str | None, sale_id: str, qty: int, request_id: str,
                          done: ReserveCallback) -> None:
@@ -112,7 +116,7 @@ class Checkout:
             return
         self._submit(viewer, room_id, sale_id, qty, request_id, done, members_only)
 
-    def _reserved(self, room_id: str | None, sale_id: str, done: ReserveCallback,
+    def _reserved(self, room_id: str | None, sale_id: str, done: ReserveCallback, user: str,
                   result: ReserveResult | BaseException) -> None:
         # a replayed answer (a retry of a request already decided) changed nothing: it neither counts in
         # the funnel again nor announces anything to the room
@@ -122,6 +126,8 @@ class Checkout:
                 self.funnel.count(room_id, "reserved")
                 if result.available == 0:  # this request took the last unit: exactly once per depletion
                     self._tasks.spawn(self.bus.publish(room_id, ev.sale_sold_out(sale_id)))
+        if isinstance(result, ReserveResult) and result.ok and not result.replayed and result.hold_id:
+            self._tasks.spawn(self.my_holds.add(user, [(result.hold_id, int(time.time() * 1000))]))
         done(result)
 
     async def buy(self, viewer: Identity, room_id: str | None, sale_id: str, qty: int,
@@ -185,6 +191,17 @@ class Checkout:
         if o.user_id != who.user and not who.hosts(o.room_id):
             raise Forbidden("this order belongs to someone else")
         return o
+
+    async def my_holds_and_totals(self, viewer: Identity) -> tuple[list[dict[str, Any]], dict[str, dict[str, int]]]:
+        """The buyer's recent holds that are not settled orders (reserved, paid and settling, expired,
+        released), newest first, and the totals of their settled orders per currency."""
+        settled = set()
+        lines = await self.my_holds.lines(viewer.user)
+        paid = [h["hold_id"] for h in lines if h["status"] == "paid"]
+        if paid:
+            settled = set((await self.store.get_orders(paid)).keys())
+        holds = [h for h in lines if h["hold_id"] not in settled]
+        return holds, await user_totals(self.store, viewer.user)
 
     async def my_orders(self, viewer: Identity, since_ms: int, after: tuple[int, str] | None,
                         limit: int) -> tuple[list[OrderRecord], tuple[int, str] | None]:

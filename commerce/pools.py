@@ -15,6 +15,7 @@ transfer id built from the client's ``request_id``, so a retried request moves n
 from __future__ import annotations
 
 import secrets
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +29,7 @@ from inventory.store import SaleRecord, Store
 
 from .errors import Conflict, ErrorCode, Forbidden, InvalidInput, NotFound, Refused
 from .identity import Identity
+from .my_holds import MyHolds
 from .requests import ChannelReserve, CreatePool, StockChange, TopUp
 from .sales import Sales
 
@@ -77,6 +79,7 @@ class Pools:
         self.inventory = inventory
         self.sales = sales
         self.sql = PoolStore(store)
+        self.my_holds = MyHolds(inventory.redis, inventory)
 
     # -- the merchant's pools ----------------------------------------------------------------------------
 
@@ -169,6 +172,8 @@ class Pools:
         [r] = await self.inventory.reserve_many(pool_bucket_id(req.pool),
                                                 [ReserveRequest(viewer.user, req.qty, req.request_id)],
                                                 channel=channel)
+        if r.ok and not r.replayed and r.hold_id:
+            await self.my_holds.add(viewer.user, [(r.hold_id, int(time.time() * 1000))])
         return r
 
     # -- audit ---------------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 __all__ = [
     "PREFIX", "SaleKeys", "sale_keys", "sale_id_of_outbox", "RoomKeys", "room_keys",
     "OUTBOX_REGISTRY", "SALES_REGISTRY", "DEAD_LETTER", "SETTLE_GROUP", "RECONCILE_LOCK", "POOL_SEP", "pool_of_sale",
-    "POOLS_REGISTRY", "PoolKeys", "pool_keys", "pool_bucket_id", "POOL_BUCKET_SUFFIX",
+    "POOLS_REGISTRY", "PoolKeys", "pool_keys", "pool_bucket_id", "POOL_BUCKET_SUFFIX", "user_holds_key",
 ]
 
 PREFIX = "ls"
@@ -82,6 +82,14 @@ def sale_id_of_outbox(stream_key: str) -> str:
         return stream_key[start:stream_key.rindex(":outbox")]
     start = stream_key.index("{sale:") + len("{sale:")
     return stream_key[start:stream_key.index("}", start)]
+
+
+# -- buyers -----------------------------------------------------------------------------------------------
+
+def user_holds_key(user_id: str) -> str:
+    """ZSET hold id -> created ms: a buyer's recent holds in every sale and channel (``GET /api/me/orders``);
+    written after each reservation (commerce/my_holds.py), trimmed and expiring."""
+    return f"{PREFIX}:user:{{u:{user_id}}}:holds"
 
 
 # -- pools (inventory/lua/pool_*.lua, inventory/pools.py) ----------------------------------------------------

@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import BigInteger, Boolean, Column, Index, Integer, String, Table, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from .store import Store, metadata
+from .store import Store, metadata, orders
 
 __all__ = ["OrderRefund", "OrderRefundStore", "order_refunds"]
 
@@ -112,3 +112,20 @@ class OrderRefundStore:
             order_refunds.c.pool_id == pool_id, order_refunds.c.restock.is_(True))
         async with self.engine.connect() as conn:
             return int((await conn.execute(q)).scalar_one())
+
+
+async def user_totals(store: Store, user_id: str) -> dict[str, dict[str, int]]:
+    """A buyer's settled orders per currency: ``{currency: {orders, units, spent, refunded, net}}``
+    (``spent``: the totals of every settled order; ``refunded``: of those refunded since)."""
+    from sqlalchemy import case, func
+
+    refunded = case((order_refunds.c.order_id.is_not(None), orders.c.total), else_=0)
+    q = (select(orders.c.currency, func.count(), func.sum(orders.c.qty), func.sum(orders.c.total), func.sum(refunded))
+         .select_from(orders.outerjoin(order_refunds, order_refunds.c.order_id == orders.c.order_id))
+         .where(orders.c.user_id == user_id).group_by(orders.c.currency))
+    async with store.engine.connect() as conn:
+        out = {}
+        for currency, n, units, spent, back in await conn.execute(q):
+            out[str(currency)] = {"orders": int(n), "units": int(units or 0), "spent": int(spent or 0),
+                                  "refunded": int(back or 0), "net": int(spent or 0) - int(back or 0)}
+        return out

@@ -348,7 +348,9 @@ async def my_orders(request: web.Request) -> web.Response:
     c = _commerce(request)
     page, more = await c.checkout.my_orders(viewer, since, _cursor(request), limit)
     nxt = f"{more[0]}.{more[1]}" if more else None
-    return json({"orders": await _with_refunds(c, [order_wire(o) for o in page]), "next": nxt})
+    holds, totals = await c.checkout.my_holds_and_totals(viewer)
+    return json({"orders": await _with_refunds(c, [order_wire(o) for o in page]), "next": nxt, "holds": holds,
+                 "totals": totals})
 
 
 def setup(app: web.Application) -> None:

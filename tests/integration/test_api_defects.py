@@ -133,13 +133,15 @@ async def test_my_orders_since(api: Api, host: str, uid: str, settings: Settings
     st, body = await api.call("GET", "/api/me/orders?since=0", "forged.token.here")
     assert_error(st, body, 401, "UNAUTHORIZED")
     # a host token buys as its own user, like on the reserve and pay endpoints: its own (no) orders
-    assert await api.ok("GET", "/api/me/orders?since=0", host, status=200) == {"orders": [], "next": None}
+    assert await api.ok("GET", "/api/me/orders?since=0", host, status=200) == {"orders": [], "next": None,
+                                                                                "holds": [], "totals": {}}
     for bad in ("since=abc", "since=-1", "since=1.5", "since=", "since=1e3", "since=" + "9" * 30,
                 "limit=0", "limit=201", "limit=x", "cursor=nope", "cursor=12", "cursor=x.y"):
         st, body = await api.call("GET", f"/api/me/orders?{bad}", a)
         assert_error(st, body, 400, "INVALID")
 
-    assert await api.ok("GET", "/api/me/orders?since=0", a, status=200) == {"orders": [], "next": None}
+    assert await api.ok("GET", "/api/me/orders?since=0", a, status=200) == {"orders": [], "next": None, "holds": [],
+                                                                             "totals": {}}
 
     mine = [await buy_and_pay(api, a, sid, f"{uid}-a{i}") for i in range(3)]
     theirs = await buy_and_pay(api, b, sid, f"{uid}-b0")

@@ -1,0 +1,82 @@
+"""A buyer's holds and orders in one view (``GET /api/me/orders``): what they reserved, paid, got
+settled, let expire or released, and what was refunded, with totals.
+
+Holds live in their sale's Redis hash; to find a buyer's holds across every sale and channel, each
+reservation adds its hold id to the buyer's index (``inventory.keys.user_holds_key``: a sorted set
+by creation time, trimmed to the newest ``KEEP`` and expiring ``TTL_S`` after the buyer's last
+reservation). The index is written after the reservation (never on the failed clicks of a burst),
+so a crash in between loses only that hold's line in this view, never the hold.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from redis.asyncio import Redis
+
+from inventory.domain import Hold, InvalidInput
+from inventory.keys import user_holds_key
+from inventory.scripts import Inventory
+
+__all__ = ["MyHolds", "hold_line", "KEEP", "TTL_S"]
+
+log = logging.getLogger(__name__)
+
+KEEP = 200            # holds kept per buyer in the index (the newest)
+TTL_S = 30 * 86400    # the index expires this long after the buyer's last reservation
+
+# a hold's status as the buyer reads it: held -> reserved, confirmed -> paid (settled once in SQL)
+_STATUS = {"held": "reserved", "confirmed": "paid", "expired": "expired", "released": "released"}
+
+
+def hold_line(h: Hold, unit_price: int | None, currency: str | None) -> dict[str, Any]:
+    amount = unit_price * h.qty if unit_price is not None else None
+    out: dict[str, Any] = {"hold_id": h.hold_id, "sale_id": h.sale_id, "qty": h.qty,
+                           "status": _STATUS.get(h.status, h.status), "pay_by": h.pay_by_ms, "created_at": h.created_ms,
+                           "amount": amount, "currency": currency}
+    if h.channel:
+        out["channel"] = h.channel
+    if h.status == "confirmed":
+        out["order_id"] = h.hold_id
+    return out
+
+
+class MyHolds:
+    def __init__(self, redis: Redis, inventory: Inventory) -> None:
+        self.redis = redis
+        self.inventory = inventory
+
+    async def add(self, user_id: str, holds: Sequence[tuple[str, int]]) -> None:
+        """Index (hold id, created ms) pairs of one buyer."""
+        if not holds:
+            return
+        key = user_holds_key(user_id)
+        async with self.redis.pipeline(transaction=False) as p:
+            p.zadd(key, {hid: at for hid, at in holds})
+            p.zremrangebyrank(key, 0, -KEEP - 1)
+            p.expire(key, TTL_S)
+            await p.execute()
+
+    async def recent(self, user_id: str, limit: int = 50) -> list[Hold]:
+        """The buyer's newest holds (newest first), as their sales hold them now (a retired sale's are gone)."""
+        ids = [i.decode() if isinstance(i, bytes) else str(i)
+               for i in await self.redis.zrevrange(user_holds_key(user_id), 0, limit - 1)]
+        out = []
+        for hid in ids:
+            try:
+                h = await self.inventory.get_hold(hid)
+            except InvalidInput:
+                continue
+            if h is not None and h.user_id == user_id:
+                out.append(h)
+        return out
+
+    async def lines(self, user_id: str, limit: int = 50) -> list[dict[str, Any]]:
+        holds = await self.recent(user_id, limit)
+        prices: dict[str, tuple[int | None, str | None]] = {}
+        for sid in {h.sale_id for h in holds}:
+            c = await self.inventory.counters(sid)
+            prices[sid] = (c.unit_price, c.currency) if c is not None else (None, None)
+        return [hold_line(h, *prices[h.sale_id]) for h in holds]

@@ -1,0 +1,79 @@
+"""My orders (issue "Goods", item 6): `GET /api/me/orders` shows a buyer's holds (reserved, paid and
+settling, expired, released) in every sale and channel, their settled and refunded orders, and totals."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from commerce.identity import mint_merchant_token
+from conftest import timeout
+from gateway_helpers import Api, host_token, viewer
+from server.app import create_app
+from server.config import Settings
+
+
+async def until(what: str, check: Callable[[], Awaitable[Any]], limit: float = 15.0) -> Any:
+    deadline = time.monotonic() + timeout(limit)
+    while True:
+        value = await check()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.02)
+
+
+async def test_my_orders_lists_holds_orders_refunds_and_totals(aiohttp_client: Any, settings: Settings,
+                                                               uid: str) -> None:
+    s = settings.replace(tick_ms=50, settle_block_ms=100, reap_interval_ms=50)
+    api = Api(await aiohttp_client(create_app(s)))
+    merchant, host = mint_merchant_token(s.secret, "m-" + secrets.token_hex(3)), host_token(s.secret)
+    pool, sku, room = f"pl{uid[:12]}", f"SKU-{uid}", f"r{uid[:12]}"
+    await api.ok("POST", "/api/pools", merchant, {"pool_id": pool, "sku": sku, "title": "Cap", "unit_price": 1500,
+                                                   "units": 20, "per_user_limit": 5}, 201)
+    await api.ok("POST", "/api/rooms", host, {"room_id": room, "title": "Room"}, 201)
+    await api.ok("POST", f"/api/rooms/{room}/products", host,
+                 {"product_id": "p0", "sku": sku, "title": "Cap", "unit_price": 1500}, 201)
+    sale = await api.ok("POST", f"/api/rooms/{room}/sales", host,
+                        {"product_id": "p0", "units": 10, "pool": pool, "per_user_limit": 5, "unit_price": 1200}, 201)
+    token, user = viewer(s.secret, "Mia")
+    other, _ = viewer(s.secret, "Noa")
+
+    async def reserve(rid: str, qty: int) -> dict[str, Any]:
+        async def go() -> Any:
+            st, body = await api.call("POST", f"/api/sales/{sale['sale_id']}/reserve", token,
+                                      {"qty": qty, "request_id": rid})
+            return body if st == 201 else None
+        return dict(await until("a reservation", go))
+
+    paid_hold = await reserve("r-paid", 2)
+    refunded_hold = await reserve("r-refund", 1)
+    released_hold = await reserve("r-released", 1)
+    kept_hold = await reserve("r-kept", 1)
+    channel_hold = await api.ok("POST", "/api/channels/web-shop/holds", token, {"pool": pool, "request_id": "c-1"}, 201)
+    await api.ok("POST", f"/api/sales/{sale['sale_id']}/reserve", other, {"qty": 1, "request_id": "x"}, 201)
+    for h in (paid_hold, refunded_hold, channel_hold):
+        await api.ok("POST", f"/api/holds/{h['hold_id']}/pay", token, {}, 201)
+    await api.ok("DELETE", f"/api/holds/{released_hold['hold_id']}", token)
+
+    async def settled() -> Any:
+        body = await api.ok("GET", "/api/me/orders", token)
+        return body if len(body["orders"]) == 3 else None
+
+    await until("three settled orders", settled)
+    await api.ok("POST", f"/api/orders/{refunded_hold['hold_id']}/refund", host, {"reason": "late"}, 201)
+    mine = await api.ok("GET", "/api/me/orders", token)
+    status = {o["order_id"]: o["status"] for o in mine["orders"]}
+    assert status == {paid_hold["hold_id"]: "settled", refunded_hold["hold_id"]: "refunded",
+                      channel_hold["hold_id"]: "settled"}, status
+    assert {o["order_id"]: o["channel"] for o in mine["orders"]}[channel_hold["hold_id"]] == "web-shop"
+    holds = {h["hold_id"]: h for h in mine["holds"]}
+    assert set(holds) == {released_hold["hold_id"], kept_hold["hold_id"]}, holds  # settled ones are orders now
+    assert holds[released_hold["hold_id"]]["status"] == "released"
+    assert holds[kept_hold["hold_id"]]["status"] == "reserved" and holds[kept_hold["hold_id"]]["amount"] == 1200
+    assert mine["totals"] == {"EUR": {"orders": 3, "units": 4, "spent": 2 * 1200 + 1200 + 1500, "refunded": 1200,
+                                      "net": 2 * 1200 + 1500}}, mine["totals"]
+    assert user
