@@ -140,6 +140,43 @@ class Pools:
         return [{"entry_id": e.entry_id, "kind": e.kind, "units": e.units, "sale_id": e.sale_id, "ref": e.ref,
                  "reason": e.reason, "at": e.at_ms} for e in await self.sql.ledger(pool_id, limit)]
 
+    async def sku_history(self, who: Identity, sku: str, bucket_s: int = 3600) -> dict[str, Any]:
+        """A SKU's lifecycle state now and its units sold per show, per channel and over time."""
+        if not (who.is_merchant or who.role == "host"):
+            raise Forbidden("a SKU's history is for merchants and hosts")
+        pool = await self.sql.by_sku(sku)
+        if pool is not None and who.is_merchant and pool.merchant_id != who.user:
+            raise Forbidden(f"SKU {sku} belongs to another merchant")
+        history = await self.sql.sku_history(sku, bucket_s * 1000)
+        if pool is None and not history["shows"]:
+            raise NotFound(f"no pool and no orders for SKU {sku}")
+        out: dict[str, Any] = {"sku": sku, "pool": pool.pool_id if pool else None, "bucket_s": bucket_s, **history}
+        out.update(await self._lifecycle(pool))
+        return out
+
+    async def _lifecycle(self, pool: PoolRecord | None) -> dict[str, Any]:
+        """``state``: ``live`` (a sale of it is open with units, or its channels can buy), ``scheduled``
+        (a sale is announced and none is open), ``sold_out`` (nothing left to sell anywhere), ``ended``
+        (no sale open or announced); ``restocked_at``: the last restock (ledger)."""
+        if pool is None:
+            return {"state": "ended", "restocked_at": None, "sales": []}
+        now = await self.inventory.now_ms()
+        c = await self.inventory.pools.counters(pool.pool_id)
+        sales = [await self._sale_row(s) for s in await self.sql.sales_of(pool.pool_id)]
+        open_sales = [r for r in sales if not r["ended"] and r.get("starts_at", 0) <= now]
+        scheduled = [r for r in sales if not r["ended"] and r.get("starts_at", 0) > now]
+        if any(r["available"] > 0 for r in open_sales):
+            state = "live"
+        elif open_sales or (c is not None and c.available == 0 and not scheduled):
+            state = "sold_out"
+        elif scheduled:
+            state = "scheduled"
+        else:
+            state = "ended"
+        restocks = [e.at_ms for e in await self.sql.ledger(pool.pool_id, 10_000) if e.kind == "restock"]
+        return {"state": state, "restocked_at": max(restocks) if restocks else None, "pool_available":
+                c.available if c else None, "sales": sales}
+
     # -- hosts -------------------------------------------------------------------------------------------
 
     async def topup(self, room_id: str, sale_id: str, req: TopUp) -> dict[str, Any]:
@@ -254,7 +291,8 @@ class Pools:
                        ended=True)
         else:
             row.update(allocated=c.allocated, available=c.available, held=c.held, sold=c.sold,
-                       ends_at=c.ends_at_ms, ended=await self.inventory.now_ms() >= c.ends_at_ms)
+                       starts_at=c.starts_at_ms, ends_at=c.ends_at_ms,
+                       ended=await self.inventory.now_ms() >= c.ends_at_ms)
         return row
 
     async def _get(self, pool_id: str) -> PoolRecord:

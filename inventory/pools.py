@@ -254,6 +254,35 @@ class PoolStore:
         async with self.engine.connect() as conn:
             return int((await conn.execute(q)).scalar_one())
 
+    async def sku_history(self, sku: str, bucket_ms: int) -> dict[str, Any]:
+        """Units sold of a SKU (settled orders): per sale (a show), per channel, and per time bucket of
+        ``bucket_ms`` and channel (oldest first)."""
+        by_sale = (select(orders.c.sale_id, orders.c.room_id, orders.c.channel, func.count(), func.sum(orders.c.qty),
+                          func.min(orders.c.confirmed_at_ms), func.max(orders.c.confirmed_at_ms))
+                   .where(orders.c.sku == sku).group_by(orders.c.sale_id, orders.c.room_id, orders.c.channel)
+                   .order_by(func.min(orders.c.confirmed_at_ms)))
+        bucket = (orders.c.confirmed_at_ms / bucket_ms).cast(BigInteger) * bucket_ms
+        timeline = (select(bucket.label("t"), orders.c.channel, orders.c.room_id, func.sum(orders.c.qty))
+                    .where(orders.c.sku == sku).group_by("t", orders.c.channel, orders.c.room_id).order_by("t"))
+        async with self.engine.connect() as conn:
+            sold = list(await conn.execute(by_sale))
+            shows = [{"sale_id": str(sid), "room_id": str(room), "channel": str(ch or room), "orders": int(n),
+                      "units": int(u or 0), "first_at": int(first), "last_at": int(last)}
+                     for sid, room, ch, n, u, first, last in sold]
+            points = [{"t": int(t), "channel": str(ch or room), "units": int(u or 0)}
+                      for t, ch, room, u in await conn.execute(timeline)]
+        channels: dict[str, int] = {}
+        for _sid, room, ch, _n, u, _first, _last in sold:
+            channels[str(ch or room)] = channels.get(str(ch or room), 0) + int(u or 0)
+        return {"shows": shows, "channels": [{"channel": c, "units": u} for c, u in sorted(channels.items())],
+                "timeline": points}
+
+    async def by_sku(self, sku: str) -> PoolRecord | None:
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(select(pools).where(pools.c.sku == sku))).first()
+        return None if row is None else PoolRecord(**{f.name: row._mapping[f.name]
+                                                      for f in dataclasses.fields(PoolRecord)})
+
     async def write_ledger(self, entries: list[LedgerEntry]) -> None:
         if not entries:
             return

@@ -78,6 +78,13 @@ async def refund_order(request: web.Request) -> web.Response:
     return json(refund, 201 if fresh else 200)
 
 
+async def sku_history(request: web.Request) -> web.Response:
+    bucket = _query_int(request, "bucket_s", 3600, 31 * 86400, "seconds between 60 and 2678400")
+    if bucket < 60:
+        raise InvalidInput("bucket_s must be seconds between 60 and 2678400")
+    return json(await _commerce(request).pools.sku_history(identity(request), request.match_info["sku"], bucket))
+
+
 def setup(app: web.Application) -> None:
     r = app.router
     r.add_post("/api/pools", create_pool)
@@ -89,3 +96,4 @@ def setup(app: web.Application) -> None:
     r.add_post("/api/rooms/{room}/sales/{sale}/topup", topup)
     r.add_post("/api/channels/{channel}/holds", channel_reserve)
     r.add_post("/api/orders/{order}/refund", refund_order)
+    r.add_get("/api/skus/{sku}/history", sku_history)

@@ -251,3 +251,46 @@ async def test_livesale_audit_command(env: Env, uid: str) -> None:
         assert await _audit_main(env.settings, ["no-such-pool"]) == 1
     finally:
         await redis.hincrby(K.pool_keys(pool).bucket.sale, "available", -1)
+
+
+async def test_sku_history_and_lifecycle(env: Env, uid: str) -> None:
+    """GET /api/skus/{sku}/history: units sold per show and per channel over time, and the SKU's state."""
+    pool, sku = await open_pool(env, uid, units=4)
+    hist = await env.api.ok("GET", f"/api/skus/{sku}/history", env.merchant)
+    assert hist["state"] == "ended" and hist["shows"] == [] and hist["pool"] == pool
+    room = f"h{uid[:10]}"
+    await room_with(env, room, sku)
+    sale = await launch(env, room, pool, 2, starts_in_s=3600)
+    assert (await env.api.ok("GET", f"/api/skus/{sku}/history", env.host))["state"] == "scheduled"
+    await env.api.ok("POST", f"/api/rooms/{room}/actions/end_sale", env.host, {"sale": sale["sale_id"]})
+    live = await launch(env, room, pool, 2)
+
+    token, _ = viewer(env.settings.secret, "Hal")
+
+    async def bought() -> Any:
+        st, body = await env.api.call("POST", f"/api/sales/{live['sale_id']}/reserve", token,
+                                      {"qty": 2, "request_id": "h-1"})
+        return body if st == 201 else None
+
+    hold = await until("the live sale open", bought)
+    assert (await env.api.ok("GET", f"/api/skus/{sku}/history", env.merchant))["state"] == "sold_out"  # 2 held
+    await env.api.ok("POST", f"/api/holds/{hold['hold_id']}/pay", token, {}, 201)
+    ch = await env.api.ok("POST", "/api/channels/store:17/holds", token, {"pool": pool, "request_id": "s-1"}, 201)
+    await env.api.ok("POST", f"/api/holds/{ch['hold_id']}/pay", token, {}, 201)
+
+    async def both_settled() -> Any:
+        h = await env.api.ok("GET", f"/api/skus/{sku}/history?bucket_s=60", env.merchant)
+        return h if sum(c["units"] for c in h["channels"]) == 3 else None
+
+    hist = await until("both orders in the history", both_settled)
+    assert {c["channel"]: c["units"] for c in hist["channels"]} == {room: 2, "store:17": 1}
+    assert [s["sale_id"] for s in hist["shows"]] == [live["sale_id"], f"{pool}--pool"]
+    assert sum(p["units"] for p in hist["timeline"]) == 3 and all(p["t"] % 60_000 == 0 for p in hist["timeline"])
+    st, body = await env.api.call("GET", f"/api/skus/{sku}/history", mint_merchant_token(env.settings.secret, "m-x"))
+    assert (st, body["error"]["code"]) == (403, "FORBIDDEN")
+    st, body = await env.api.call("GET", f"/api/skus/{sku}/history", token)
+    assert (st, body["error"]["code"]) == (403, "FORBIDDEN")
+    st, body = await env.api.call("GET", f"/api/skus/NOPE-{uid}/history", env.merchant)
+    assert (st, body["error"]["code"]) == (404, "NOT_FOUND")
+    st, body = await env.api.call("GET", f"/api/skus/{sku}/history?bucket_s=5", env.merchant)
+    assert (st, body["error"]["code"]) == (400, "INVALID")
