@@ -146,7 +146,13 @@ class Checkout:
         if not self.instant_pay:
             raise Refused(ErrorCode.PAYMENT_REQUIRED, "this server takes payments through its provider: "
                                                       "send checkout")
-        ref = payment_ref or "demo-" + hold_id
+        ref = payment_ref
+        if ref is None:  # a pre-sale's balance is a second payment: its own reference
+            try:
+                held = await self.inventory.get_hold(hold_id)
+            except InventoryInvalidInput:
+                held = None
+            ref = ("demo-balance-" if held is not None and held.status == "deposit" else "demo-") + hold_id
         result = await self.inventory.confirm(hold_id, ref, viewer.user)
         if result.code is ConfirmCode.CONFIRMED and result.fresh:  # announce once, not on replays
             hold = await self.inventory.get_hold(hold_id)

@@ -61,6 +61,7 @@ class ErrorCode(StrEnum):
     HOLD_LOST = "HOLD_LOST"                # the hold was lost with Redis data; the sale was rebuilt from SQL
     # stock pools (docs/PROTOCOL.md Stock pools)
     POOL_SHORT = "POOL_SHORT"              # the pool has fewer units available than the move asks for
+    NOT_OPEN = "NOT_OPEN"                  # a pre-sale's balance before its window opens
 
 
 HTTP_STATUS: dict[ErrorCode, int] = {
@@ -75,7 +76,7 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.BAD_SIGNATURE: 400, ErrorCode.STALE_WEBHOOK: 400, ErrorCode.BAD_WEBHOOK: 400,
     ErrorCode.REPLAYED: 409, ErrorCode.AMOUNT_MISMATCH: 422, ErrorCode.CURRENCY_MISMATCH: 422,
     ErrorCode.GUESTS_OFF: 403, ErrorCode.MEMBERS_ONLY: 403, ErrorCode.HOLD_LOST: 410,
-    ErrorCode.POOL_SHORT: 409,
+    ErrorCode.POOL_SHORT: 409, ErrorCode.NOT_OPEN: 409,
 }
 
 

@@ -45,7 +45,8 @@ async def _launch_sale(c: Commerce, room_id: str, m: LaunchSale) -> dict[str, An
     sale = await c.sales.launch(room_id, CreateSale(
         product_id=m.product, units=m.units, sale_id=m.sale_id, unit_price=m.price, per_user_limit=m.limit,
         starts_in_s=m.starts_in_s, duration_s=m.duration_s, hold_ttl_s=m.hold_ttl_s,
-        members_only=m.members_only, pool=m.pool))
+        members_only=m.members_only, pool=m.pool, deposit=m.deposit, balance_in_s=m.balance_in_s,
+        balance_window_s=m.balance_window_s, deposit_rule=m.deposit_rule))
     return {"sale": sale}
 
 

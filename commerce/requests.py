@@ -54,6 +54,17 @@ def _stock_kind(v: object) -> str:
 
 
 StockKind = Annotated[str, Check(_stock_kind, "restock or adjust")]
+
+
+def _deposit_rule(v: object) -> str:
+    if v not in ("refund", "keep"):
+        raise ValueError
+    return str(v)
+
+
+DepositRule = Annotated[str, Check(_deposit_rule, "refund or keep")]
+Deposit = Annotated[int, Range(1, MAX_PRICE)]
+BalanceWindow = Annotated[int, Range(1, YEAR_S)]
 SignedUnits = Annotated[int, Check(_signed_units, f"a non-zero integer between -{MAX_SALE_UNITS} and {MAX_SALE_UNITS}")]
 
 
@@ -124,6 +135,11 @@ class LaunchSale:
     sale_id: Slug | None = None
     members_only: Flag = False   # guest viewer tokens may not buy (docs/PROTOCOL.md Identity)
     pool: PoolId | None = None   # take the units from this stock pool (docs/PROTOCOL.md Stock pools)
+    # a pre-sale (docs/PROTOCOL.md Pre-sales): deposit per unit, when the balance window opens, how long
+    deposit: Deposit | None = None
+    balance_in_s: Annotated[int, Range(0, YEAR_S)] = 0
+    balance_window_s: BalanceWindow = 86_400
+    deposit_rule: DepositRule = "refund"
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +203,11 @@ class CreateSale:
     hold_ttl_s: HoldTtl | None = None
     members_only: Flag = False   # guest viewer tokens may not buy (docs/PROTOCOL.md Identity)
     pool: PoolId | None = None   # take the units from this stock pool (docs/PROTOCOL.md Stock pools)
+    deposit: Deposit | None = None  # a pre-sale (docs/PROTOCOL.md Pre-sales)
+    balance_at: Annotated[int, Range(0, 10**14)] | None = None
+    balance_in_s: Annotated[int, Range(0, YEAR_S)] = 0
+    balance_window_s: BalanceWindow = 86_400
+    deposit_rule: DepositRule = "refund"
 
 
 @dataclass(frozen=True, slots=True)

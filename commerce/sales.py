@@ -10,7 +10,7 @@ import secrets
 from typing import Any
 
 from inventory import archive
-from inventory.domain import ArmCode, SaleSpec
+from inventory.domain import ArmCode, PresaleTerms, SaleSpec
 from inventory.keys import POOL_SEP
 from inventory.pools import PoolStore
 from inventory.scripts import Inventory
@@ -48,6 +48,8 @@ class Sales:
         ends = req.ends_at if req.ends_at is not None else starts + req.duration_s * 1000
         if req.pool is not None:
             return await self._launch_from_pool(room_id, req, product, now, starts, ends)
+        if req.deposit is not None:
+            raise InvalidInput("a pre-sale takes its units from a stock pool: set pool")
         if req.sale_id is not None and POOL_SEP in req.sale_id:
             raise InvalidInput(f"sale_id must not contain {POOL_SEP!r} (it names a stock pool's sales)")
         sale_id = req.sale_id or "s-" + secrets.token_hex(5)
@@ -97,17 +99,22 @@ class Sales:
         spec = SaleSpec(sale_id=sale_id, room_id=room_id, sku=product.sku, unit_price=price,
                         currency=product.currency, allocated=req.units, per_user_limit=req.per_user_limit,
                         starts_at_ms=starts, ends_at_ms=ends, hold_ttl_ms=ttl_ms)
+        presale = self._presale_terms(req, price, now, starts)
         rec = SaleRecord(sale_id=sale_id, room_id=room_id, product_id=product.product_id, sku=product.sku,
                          title=product.title, unit_price=price, currency=spec.currency, allocated=req.units,
                          per_user_limit=req.per_user_limit, starts_at_ms=starts, ends_at_ms=ends,
-                         hold_ttl_ms=ttl_ms, created_at_ms=now, members_only=req.members_only, pool_id=pool.pool_id)
+                         hold_ttl_ms=ttl_ms, created_at_ms=now, members_only=req.members_only, pool_id=pool.pool_id,
+                         deposit=presale.deposit if presale else 0,
+                         balance_from_ms=presale.balance_from_ms if presale else 0,
+                         balance_by_ms=presale.balance_by_ms if presale else 0,
+                         deposit_rule=presale.rule if presale else "")
         known = await self.store.get_sale(sale_id)
         if known is not None:
             if not known.same_content(rec):
                 raise Conflict(f"sale {sale_id} exists with different terms")
             if await archive.get_sale(self.store, sale_id) is not None:
                 return (await self.get(sale_id))[1]  # retired: never armed again
-        code, available, pool_available = await self.inventory.pools.allocate(pool.pool_id, spec)
+        code, available, pool_available = await self.inventory.pools.allocate(pool.pool_id, spec, presale)
         if code == "POOL_SHORT":
             raise Refused(ErrorCode.POOL_SHORT, f"pool {pool.pool_id} has {pool_available} units available; "
                                                 f"the sale asks for {req.units}")
@@ -128,6 +135,19 @@ class Sales:
         await self.bus.publish(room_id, ev.sale_scheduled(wire), {f"sale:{sale_id}": wire},
                                once=f"scheduled:{sale_id}")
         return wire
+
+    @staticmethod
+    def _presale_terms(req: CreateSale, price: int, now: int, starts: int) -> PresaleTerms | None:
+        """A pre-sale's deposit terms from the launch request (None: an ordinary sale)."""
+        if req.deposit is None:
+            return None
+        if req.deposit > price:
+            raise InvalidInput(f"deposit {req.deposit} is more than the price {price}")
+        opens = req.balance_at if req.balance_at is not None else now + req.balance_in_s * 1000
+        closes = opens + req.balance_window_s * 1000
+        if closes <= starts:
+            raise InvalidInput("the balance window must close after the pre-sale starts")
+        return PresaleTerms(deposit=req.deposit, balance_from_ms=opens, balance_by_ms=closes, rule=req.deposit_rule)
 
     async def get(self, sale_id: str) -> tuple[SaleRecord, dict[str, Any]]:
         """The sale's record and its wire form with live counters (state from Redis TIME)."""
@@ -186,6 +206,7 @@ class Sales:
             raise NotFound(f"sale {sale_id} is not armed")
         if rec.pool_id:  # its unsold units go back to the pool now (the reaper returns later expiries)
             await self.inventory.pools.give_back(sale_id)
+            _, wire = await self.get(sale_id)  # units_left / allocated after the return
         await self.fire_close(room_id, {**wire, "ends_at": ends}, reason="stopped")
 
     async def close_room(self, room_id: str) -> None:

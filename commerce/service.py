@@ -28,6 +28,7 @@ from .room_bus import RoomBus
 from .sale_terms import MembersOnly
 from .order_refunds import OrderRefunds
 from .pools import Pools
+from .presales import Presales
 from .sales import Sales
 from .wire import order_event_wire
 
@@ -67,6 +68,7 @@ class Commerce:
         self.payments = Payments(store, inventory, bus, self.funnel, payment_mode, payment_provider)
         self.pools = Pools(store, inventory, self.sales)  # stock pools shared by rooms and channels
         self.order_refunds = OrderRefunds(store, inventory, bus, self.payments)  # refunds of settled orders
+        self.presales = Presales(store, bus, self.payments)  # deposits whose balance went unpaid
         self.checkout.instant_pay = self.payments.instant
 
     # -- lifecycle ---------------------------------------------------------------------------------

@@ -36,7 +36,9 @@ def sale_wire(s: SaleRecord, units_left: int | None = None, state: str = "schedu
             "title": s.title, "unit_price": s.unit_price, "currency": s.currency, "allocated": s.allocated,
             "units_left": s.allocated if units_left is None else units_left, "per_user_limit": s.per_user_limit,
             "starts_at": s.starts_at_ms, "ends_at": s.ends_at_ms, "hold_ttl_ms": s.hold_ttl_ms, "state": state,
-            "members_only": s.members_only, **({"pool": s.pool_id} if s.pool_id else {})}
+            "members_only": s.members_only, **({"pool": s.pool_id} if s.pool_id else {}),
+            **({"presale": {"deposit": s.deposit, "balance_from": s.balance_from_ms, "balance_by": s.balance_by_ms,
+                            "deposit_rule": s.deposit_rule}} if s.deposit else {})}
 
 
 def hold_wire(h: Hold) -> dict[str, Any]:

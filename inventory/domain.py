@@ -13,7 +13,8 @@ from . import holds as H
 __all__ = [
     "ID_RE", "CURRENCY_RE", "InvalidInput", "SaleSpec", "ArmCode", "ArmResult", "ReserveCode",
     "ReserveRequest", "ReserveResult", "ConfirmCode", "ConfirmResult", "ReleaseCode", "ReleaseResult",
-    "CHANNEL_RE", "Hold", "SaleCounters", "InvariantReport", "new_hold_ids", "check_id", "SLUG_RE", "RetireCode",
+    "CHANNEL_RE", "PresaleTerms", "ExpiredDeposit",
+    "Hold", "SaleCounters", "InvariantReport", "new_hold_ids", "check_id", "SLUG_RE", "RetireCode",
     "RetireResult",
 ]
 
@@ -97,6 +98,39 @@ class SaleSpec:
                 self.per_user_limit, self.starts_at_ms, self.ends_at_ms, self.hold_ttl_ms]
 
 
+@dataclass(frozen=True, slots=True)
+class PresaleTerms:
+    """A pre-sale: each hold's first payment is a deposit of ``deposit`` per unit; the balance is paid
+    in [balance_from_ms, balance_by_ms); a hold whose balance is not paid by then expires (its units
+    go back) and its deposit is refunded or kept by ``rule``."""
+
+    deposit: int
+    balance_from_ms: int
+    balance_by_ms: int
+    rule: str  # refund | keep
+
+    def __post_init__(self) -> None:
+        if self.rule not in ("refund", "keep"):
+            raise InvalidInput("deposit_rule", "deposit_rule must be refund or keep")
+        if isinstance(self.deposit, bool) or not isinstance(self.deposit, int) or not 1 <= self.deposit <= MAX_PRICE:
+            raise InvalidInput("deposit", f"deposit must be an integer between 1 and {MAX_PRICE}")
+        if not 0 <= self.balance_from_ms < self.balance_by_ms <= 10**14:
+            raise InvalidInput("balance", "the balance window must end after it opens")
+
+    def to_argv(self) -> list[str | int]:
+        return [self.deposit, self.balance_from_ms, self.balance_by_ms, self.rule]
+
+
+@dataclass(frozen=True, slots=True)
+class ExpiredDeposit:
+    """A pre-sale hold whose balance was not paid in its window (reap.lua expired it)."""
+
+    hold_id: str
+    user_id: str
+    qty: int
+    deposit_ref: str
+
+
 class ArmCode(str, Enum):
     ARMED = "ARMED"        # created now
     EXISTS = "EXISTS"      # identical sale already armed: idempotent success
@@ -157,6 +191,8 @@ class ConfirmCode(str, Enum):
     NOT_FOUND = "NOT_FOUND"
     HOLD_LOST = "HOLD_LOST"                  # the hold was lost with Redis data (sale rebuilt from SQL)
     INVALID = "INVALID"
+    DEPOSITED = "DEPOSITED"                  # a pre-sale's deposit paid: the unit stays held for the balance
+    NOT_OPEN = "NOT_OPEN"                    # a pre-sale's balance before its window opens: nothing changed
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,6 +254,7 @@ class Hold:
     payment_ref: str | None
     confirmed_ms: int | None
     channel: str = ""     # a pool's channel hold: the channel (web-shop, store:17); '' = the sale's room
+    deposit_ref: str = ""  # a pre-sale hold whose deposit was paid: that payment's reference
 
     @classmethod
     def from_record(cls, hold_id: str, sale_id: str, rec: dict[str, Any]) -> Hold:
@@ -226,7 +263,7 @@ class Hold:
                    pay_by_ms=int(rec[H.PAY_BY]), created_ms=int(rec[H.CREATED]), request_id=rec[H.REQUEST],
                    payment_ref=rec.get(H.PAYMENT_REF),
                    confirmed_ms=int(rec[H.CONFIRMED]) if H.CONFIRMED in rec else None,
-                   channel=rec.get(H.CHANNEL, ""))
+                   channel=rec.get(H.CHANNEL, ""), deposit_ref=rec.get(H.DEPOSIT_REF, ""))
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,8 @@ Every script header points here; ``Hold.from_record`` is the only Python reader.
 | `u`  | string | reserve         | user id (the buyer; owns the hold)                            |
 | `q`  | int    | reserve         | units held                                                    |
 | `p`  | int    | reserve         | pay-by deadline, ms of Redis TIME                             |
-| `s`  | string | all             | status: `held` -> `confirmed` \\| `released` \\| `expired`       |
+| `s`  | string | all             | status: `held` -> `confirmed` \\| `released` \\| `expired`; a      |
+|      |        |                 | pre-sale's: `held` -> `deposit` -> `confirmed` \\| `expired`      |
 | `r`  | string | reserve         | the request id that created it (idempotency key, with `u`)    |
 | `t`  | int    | reserve         | created at, ms                                                |
 | `c`  | int    | confirm         | confirmed (paid) at, ms                                       |
@@ -19,6 +20,8 @@ Every script header points here; ``Hold.from_record`` is the only Python reader.
 | `x`  | int    | release, reap,  | ended at (released or expired), ms                            |
 |      |        | confirm (late)  |                                                               |
 | `ch` | string | reserve         | a pool's channel hold only: the channel id (its order's channel) |
+| `dr` | string | confirm         | a pre-sale hold's deposit payment reference (status `deposit`)  |
+| `d`  | int    | confirm         | when the deposit was paid, ms (`p` is then the balance deadline) |
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from __future__ import annotations
 from typing import Final
 
 __all__ = ["USER", "QTY", "PAY_BY", "STATUS", "REQUEST", "CREATED", "CONFIRMED", "PAYMENT_REF", "ENDED", "CHANNEL",
+           "DEPOSIT_REF", "DEPOSITED",
            "STATUSES"]
 
 USER: Final = "u"
@@ -38,4 +42,6 @@ CONFIRMED: Final = "c"
 PAYMENT_REF: Final = "pr"
 ENDED: Final = "x"
 CHANNEL: Final = "ch"
-STATUSES: Final = ("held", "confirmed", "released", "expired")
+DEPOSIT_REF: Final = "dr"
+DEPOSITED: Final = "d"
+STATUSES: Final = ("held", "deposit", "confirmed", "released", "expired")

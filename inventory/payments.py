@@ -25,7 +25,7 @@ __all__ = [
     "refunds",
 ]
 
-PAYMENT_STATUSES = ("started", "paid", "confirmed", "refunded", "canceled")
+PAYMENT_STATUSES = ("started", "paid", "confirmed", "deposit", "refunded", "canceled")
 
 payments = Table(
     "payments", metadata,
@@ -182,6 +182,13 @@ class PaymentStore:
             await conn.execute(update(payments)
                                .where(payments.c.payment_id == payment_id, payments.c.status == "paid")
                                .values(status="confirmed", order_id=order_id, updated_at_ms=_now_ms()))
+
+    async def mark_deposit(self, payment_id: str) -> None:
+        """A pre-sale's deposit payment that made its hold ``deposit`` (not an order: the balance is one)."""
+        async with self.engine.begin() as conn:
+            await conn.execute(update(payments)
+                               .where(payments.c.payment_id == payment_id, payments.c.status == "paid")
+                               .values(status="deposit", updated_at_ms=_now_ms()))
 
     async def refund(self, p: PaymentRecord, reason: str) -> bool:
         """In ONE transaction: the payment becomes ``refunded`` and its refund row is written

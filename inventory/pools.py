@@ -32,7 +32,7 @@ from sqlalchemy import BigInteger, Column, Index, Integer, String, Table, func, 
 from sqlalchemy.dialects import postgresql, sqlite
 
 from . import keys as K
-from .domain import InvalidInput, SaleSpec, check_id
+from .domain import InvalidInput, PresaleTerms, SaleSpec, check_id
 from .store import SaleRecord, Store, metadata, orders, sales
 
 __all__ = [
@@ -152,14 +152,17 @@ class PoolRedis:
             keys=[k.bucket.sale, k.transfers, k.journal], args=[transfer_id, kind, str(units), reason, ref])
         return _s(code), int(available)
 
-    async def allocate(self, pool_id: str, spec: SaleSpec) -> tuple[str, int, int]:
-        """Arm ``spec`` with its units taken from the pool: (code, sale available, pool available)."""
+    async def allocate(self, pool_id: str, spec: SaleSpec,
+                       presale: PresaleTerms | None = None) -> tuple[str, int, int]:
+        """Arm ``spec`` with its units taken from the pool (a pre-sale with ``presale``'s deposit terms):
+        (code, sale available, pool available)."""
         k = K.pool_keys(pool_id)
         sale = K.sale_keys(spec.sale_id)
         await self.redis.sadd(K.OUTBOX_REGISTRY, sale.outbox)
         await self.redis.sadd(K.SALES_REGISTRY, spec.sale_id)
+        args = [f"allocate:{spec.sale_id}", *spec.to_argv(), *(presale.to_argv() if presale else [])]
         code, available, _held, _sold, pool_available = await self._scripts["pool_allocate"](
-            keys=k.with_sale(spec.sale_id), args=[f"allocate:{spec.sale_id}", *spec.to_argv()])
+            keys=k.with_sale(spec.sale_id), args=args)
         return _s(code), int(available), int(pool_available)
 
     async def topup(self, pool_id: str, sale_id: str, transfer_id: str, units: int) -> MoveResult:
@@ -291,8 +294,9 @@ class PoolStore:
                                .on_conflict_do_nothing(index_elements=[pool_ledger.c.entry_id]))
 
     async def ledger(self, pool_id: str, limit: int = 1000) -> list[LedgerEntry]:
+        """The pool's newest ``limit`` ledger entries, newest first."""
         q = (select(pool_ledger).where(pool_ledger.c.pool_id == pool_id)
-             .order_by(pool_ledger.c.at_ms, pool_ledger.c.entry_id).limit(limit))
+             .order_by(pool_ledger.c.at_ms.desc(), pool_ledger.c.entry_id.desc()).limit(limit))
         async with self.engine.connect() as conn:
             return [LedgerEntry(**{f.name: r._mapping[f.name] for f in dataclasses.fields(LedgerEntry)})
                     for r in await conn.execute(q)]

@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 
 from . import archive
 from . import keys as K
-from .domain import RetireCode, RetireResult, SLUG_RE
+from .domain import ExpiredDeposit, RetireCode, RetireResult, SLUG_RE
 from .pools import PoolStore, flush_journal
 from .scripts import Inventory
 from .store import Store
@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 OnRestock = Callable[[str, str, int], Awaitable[None]]  # (room_id, sale_id, available)
 OnRetired = Callable[[str, str], Awaitable[None]]       # (room_id, sale_id), after its keys got the TTL
+OnDeposits = Callable[[str, list[ExpiredDeposit]], Awaitable[None]]  # (sale_id, deposits whose balance went unpaid)
 DEFAULT_RETAIN_MS = 3_600_000  # LIVESALE_RETAIN_ENDED_S's default
 # a registered sale with no sale hash is dropped only after it stayed missing this long: ``arm`` adds
 # the registry entries just before the sale hash exists, and that sale must never lose them
@@ -44,7 +45,7 @@ class Reaper:
     def __init__(self, redis: Redis, inventory: Inventory, interval_ms: int,
                  on_restock: OnRestock | None = None, *, store: Store | None = None,
                  retain_ms: int = DEFAULT_RETAIN_MS, on_retired: OnRetired | None = None,
-                 gone_grace_s: float = GONE_GRACE_S) -> None:
+                 gone_grace_s: float = GONE_GRACE_S, on_deposits: OnDeposits | None = None) -> None:
         """``store``: where the final counters are archived (None: not archived, e.g. engine-only tests)."""
         self.redis = redis
         self.inventory = inventory
@@ -53,6 +54,7 @@ class Reaper:
         self.store = store
         self.retain_ms = retain_ms
         self.on_retired = on_retired
+        self.on_deposits = on_deposits  # a pre-sale's deposit rule (refund or keep), applied once per hold
         self.gone_grace_s = gone_grace_s
         self._missing_since: dict[str, float] = {}  # sale id -> when its sale hash was first seen missing
         self._stop = asyncio.Event()
@@ -87,8 +89,10 @@ class Reaper:
                 continue
             nxt = 0
             while sale_id in armed:
-                count, units, available, nxt = await self.inventory.reap(sale_id, 500)
+                count, units, available, nxt, deposits = await self.inventory.reap_with_deposits(sale_id, 500)
                 expired += count
+                if deposits and self.on_deposits is not None:
+                    await self.on_deposits(sale_id, deposits)
                 if units and available == units and self.on_restock is not None:  # was sold out
                     counters = await self.inventory.counters(sale_id)
                     if counters is not None:
@@ -133,6 +137,10 @@ class Reaper:
         if r.code is RetireCode.SETTLED:
             counters = await self.inventory.counters(sale_id)
             room_id = counters.room_id if counters is not None else ""
+            if self.on_deposits is not None:  # every expired deposit once more (idempotent), before its keys go
+                late = await self._expired_deposits(sale_id)
+                if late:
+                    await self.on_deposits(sale_id, late)
             if self.store is not None and counters is not None:
                 await archive.save_sale(self.store, await self._final(sale_id, room_id, r))
             r = await self.inventory.retire(sale_id, self.retain_ms, expire=True)
@@ -149,6 +157,16 @@ class Reaper:
             if r.code is RetireCode.RETIRED and room_id and self.on_retired is not None:
                 await self.on_retired(room_id, sale_id)
         return r.code
+
+    async def _expired_deposits(self, sale_id: str) -> list[ExpiredDeposit]:
+        """A settled sale's expired pre-sale deposits (a crash between reap.lua and ``on_deposits`` lost
+        none of them: this runs before the sale's keys expire)."""
+        out = []
+        async for hid, raw in self.redis.hscan_iter(K.sale_keys(sale_id).holds, count=1000):
+            h = orjson.loads(raw)
+            if h.get("s") == "expired" and h.get("dr"):
+                out.append(ExpiredDeposit(_text(hid), str(h["u"]), int(h["q"]), str(h["dr"])))
+        return out
 
     async def _final(self, sale_id: str, room_id: str, r: RetireResult) -> archive.SaleArchive:
         """The archive row of a settled sale: its keys can no longer change, so a scan is consistent."""

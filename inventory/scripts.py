@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 from . import keys as K
 from .pools import PoolRedis
 from .domain import (
-    ArmCode, ArmResult, ConfirmCode, ConfirmResult, Hold, InvalidInput, InvariantReport, ReleaseCode,
+    ArmCode, ArmResult, ConfirmCode, ConfirmResult, ExpiredDeposit, Hold, InvalidInput, InvariantReport, ReleaseCode,
     ReleaseResult, ReserveCode, ReserveRequest, ReserveResult, RetireCode, RetireResult, SaleCounters, SaleSpec,
     check_id, new_hold_ids, sale_of_hold, SLUG_RE,
 )
@@ -164,9 +164,17 @@ class Inventory:
 
     async def reap(self, sale_id: str, limit: int = 100) -> tuple[int, int, int, int]:
         """Expire due holds: (holds expired, units restocked, available now, next deadline ms or 0)."""
+        count, units, available, nxt, _deposits = await self.reap_with_deposits(sale_id, limit)
+        return count, units, available, nxt
+
+    async def reap_with_deposits(self, sale_id: str, limit: int = 100) -> tuple[int, int, int, int,
+                                                                                 list[ExpiredDeposit]]:
+        """``reap`` plus the pre-sale deposit holds it expired (their balance was not paid in time)."""
         k = K.sale_keys(sale_id)
-        count, units, available, nxt = await self._scripts["reap"](keys=k.for_release, args=[limit])
-        return int(count), int(units), int(available), int(nxt)
+        count, units, available, nxt, flat = await self._scripts["reap"](keys=k.for_release, args=[limit])
+        deposits = [ExpiredDeposit(_s(flat[i]), _s(flat[i + 1]), int(flat[i + 2]), _s(flat[i + 3]))
+                    for i in range(0, len(flat), 4)]
+        return int(count), int(units), int(available), int(nxt), deposits
 
     async def retire(self, sale_id: str, retention_ms: int, *, expire: bool) -> RetireResult:
         """``retire.lua``: check whether an ended sale is settled (``expire=False``), or give all its keys

@@ -78,6 +78,11 @@ sales = Table(
     Column("created_at_ms", BigInteger, nullable=False),
     Column("members_only", Boolean, nullable=False, default=False, server_default=false()),
     Column("pool_id", String(64), nullable=False, default="", server_default=""),  # '' = units of its own
+    # a pre-sale: deposit per unit (0: an ordinary sale), the balance window, the rule for an unpaid balance
+    Column("deposit", BigInteger, nullable=False, default=0, server_default="0"),
+    Column("balance_from_ms", BigInteger, nullable=False, default=0, server_default="0"),
+    Column("balance_by_ms", BigInteger, nullable=False, default=0, server_default="0"),
+    Column("deposit_rule", String(8), nullable=False, default="", server_default=""),
     Index("ix_sales_room", "room_id"),
 )
 
@@ -106,7 +111,8 @@ orders = Table(
 )
 # columns added after their table was first created: ``Store.open`` adds the missing ones
 # (ALTER TABLE ... ADD COLUMN, with the column's server default) to an existing database
-_ADDED_COLUMNS = ((sales, "members_only"), (sales, "pool_id"), (orders, "channel"))
+_ADDED_COLUMNS = ((sales, "members_only"), (sales, "pool_id"), (sales, "deposit"), (sales, "balance_from_ms"),
+                  (sales, "balance_by_ms"), (sales, "deposit_rule"), (orders, "channel"))
 
 
 class SaleConflict(Exception):
@@ -157,6 +163,10 @@ class SaleRecord:
     created_at_ms: int
     members_only: bool = False  # guest viewer tokens may not buy
     pool_id: str = ""           # the stock pool its units came from ('' = units of its own)
+    deposit: int = 0            # a pre-sale's deposit per unit (0: not a pre-sale)
+    balance_from_ms: int = 0    # a pre-sale's balance window [from, by)
+    balance_by_ms: int = 0
+    deposit_rule: str = ""      # refund | keep: what happens to the deposit of an unpaid balance
 
     def same_content(self, other: SaleRecord) -> bool:
         """Equal in everything but ``created_at_ms``."""

@@ -40,6 +40,7 @@ _MESSAGES = {
     "FORBIDDEN": "this hold belongs to someone else", "NOT_HELD": "the hold is no longer held",
     "MEMBERS_ONLY": "this sale is for signed-in members: guest tokens cannot buy it",
     "HOLD_LOST": "the hold was lost with the server's live data; buy again (you were not charged)",
+    "NOT_OPEN": "the balance of this pre-sale can be paid once its window opens",
 }
 MAX_URL_BYTES = 8192          # path + query string; longer: 414 URI_TOO_LONG (JSON)
 MAX_REQUEST_LINE = 64 * 1024  # the HTTP parser's own cut (plain-text 400 before any handler runs)
@@ -265,6 +266,8 @@ async def pay(request: web.Request) -> web.Response:
     hold = await checkout.own_hold(viewer, request.match_info["hold"])
     req = _parse(_PAY, await body(request))
     c = await checkout.pay(viewer, hold.hold_id, req.payment_ref)
+    if c.code is ConfirmCode.DEPOSITED:  # a pre-sale's deposit: the unit stays held for the balance
+        return json({"hold_id": hold.hold_id, "status": "deposit", "deposit_paid": True}, 201 if c.fresh else 200)
     if c.code is not ConfirmCode.CONFIRMED:
         raise _refused(c.code.value)
     reply: dict[str, Any] = {"order_id": c.order_id, "hold_id": hold.hold_id, "status": "confirmed",

@@ -111,7 +111,8 @@ class Settlement:
                                        on_committed=core.commerce.notify_settled)
         self.reaper = Reaper(core.redis, core.inventory, s.reap_interval_ms,
                              on_restock=core.commerce.sales.restocked, store=core.store,
-                             retain_ms=s.retain_ended_s * 1000, on_retired=core.commerce.sale_retired)
+                             retain_ms=s.retain_ended_s * 1000, on_retired=core.commerce.sale_retired,
+                             on_deposits=core.commerce.presales.deposits_expired)
         self._tasks = OwnedTasks(log, "settlement")
 
     def start(self) -> None:

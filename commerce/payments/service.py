@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from inventory.domain import ConfirmCode
+from inventory.domain import ConfirmCode, Hold
 from inventory.payments import PaymentRecord, PaymentStore
 from inventory.scripts import Inventory
 from inventory.store import Store
@@ -43,12 +43,14 @@ REFUND_REASONS = {
     ConfirmCode.EXPIRED: "hold_expired", ConfirmCode.ALREADY_CONFIRMED: "already_paid",
     ConfirmCode.NOT_FOUND: "hold_not_found", ConfirmCode.FORBIDDEN: "hold_owner_mismatch",
     ConfirmCode.INVALID: "invalid_hold", ConfirmCode.HOLD_LOST: "hold_lost",
+    ConfirmCode.NOT_OPEN: "balance_not_open",
 }
 
 
 @dataclass(frozen=True, slots=True)
 class WebhookOutcome:
-    """What a webhook did: ``confirmed`` | ``refunded`` | ``canceled`` | ``duplicate`` | ``ignored``."""
+    """What a webhook did: ``confirmed`` | ``deposited`` (a pre-sale's deposit) | ``refunded`` | ``canceled`` |
+    ``duplicate`` | ``ignored``."""
 
     outcome: str
     payment_id: str
@@ -75,12 +77,23 @@ def payment_wire(p: PaymentRecord) -> dict[str, Any]:
     return out
 
 
+def amount_due(unit_price: int, deposit: int, hold: Hold) -> int:
+    """What a payment for ``hold`` must collect: the price x qty; on a pre-sale (``deposit`` > 0) the
+    deposit x qty while the hold is ``held``, then the rest once it is ``deposit``."""
+    if deposit and hold.status == "held":
+        return deposit * hold.qty
+    if deposit and hold.status == "deposit":
+        return (unit_price - deposit) * hold.qty
+    return unit_price * hold.qty
+
+
 class Payments:
     def __init__(self, store: Store, inventory: Inventory, bus: RoomBus, funnel: Funnel,
                  mode: PaymentMode = PaymentMode.INSTANT, provider: PaymentProvider | None = None) -> None:
         if (mode is PaymentMode.INSTANT) != (provider is None):
             raise ValueError("a provider is needed exactly when the payment mode is not instant")
         self.sql = PaymentStore(store)
+        self.sql_sales = store
         self.inventory = inventory
         self.bus = bus
         self.funnel = funnel
@@ -106,15 +119,19 @@ class Payments:
         sale_id = hold.sale_id
         if hold.status == "confirmed":
             raise Refused(ErrorCode.ALREADY_CONFIRMED, "this hold is already paid")
-        if hold.status != "held" or await self.inventory.now_ms() >= hold.pay_by_ms:
+        now = await self.inventory.now_ms()
+        if hold.status not in ("held", "deposit") or now >= hold.pay_by_ms:
             raise Refused(ErrorCode.EXPIRED, "the hold expired or was released; buy again")
+        sale = await self.sql_sales.get_sale(sale_id)
+        if hold.status == "deposit" and sale is not None and now < sale.balance_from_ms:
+            raise Refused(ErrorCode.NOT_OPEN, "the balance of this pre-sale can be paid once its window opens")
         for p in await self.sql.for_hold(hold_id):
             if p.status in ("started", "paid") and p.provider == provider.name:
                 return payment_wire(p)  # the same payment again (a retry, a second tab)
         counters = await self.inventory.counters(sale_id)
         if counters is None:
             raise NotFound(f"no sale {sale_id}")
-        amount = counters.unit_price * hold.qty
+        amount = amount_due(counters.unit_price, sale.deposit if sale is not None else 0, hold)
         intent = PaymentIntent(hold_id, sale_id, viewer.user, amount, counters.currency,
                                f"{hold.qty} x {counters.sku} (sale {sale_id})")
         try:
@@ -189,8 +206,10 @@ class Payments:
         amount, currency = p.amount, p.currency
         hold = await self.inventory.get_hold(p.hold_id)
         counters = await self.inventory.counters(p.sale_id) if hold is not None else None
-        if hold is not None and counters is not None:
+        if hold is not None and counters is not None and hold.status != "deposit" and not hold.deposit_ref:
             amount, currency = counters.unit_price * hold.qty, counters.currency
+        # a pre-sale hold is paid twice (deposit, balance): each payment's amount is the one its
+        # checkout computed for its step
         if event.currency != currency:
             log.warning("payments: webhook %s for %s refused: currency %s, expected %s", event.event_id,
                         p.payment_id, event.currency, currency)
@@ -204,6 +223,10 @@ class Payments:
     async def _resolve(self, p: PaymentRecord) -> WebhookOutcome:
         """A ``paid`` payment: confirm its hold (the order goes to settlement), or refund it."""
         result = await self.inventory.confirm(p.hold_id, p.payment_id, p.user_id)
+        if result.code is ConfirmCode.DEPOSITED:  # a pre-sale's deposit: the unit stays held for the balance
+            await self.sql.mark_deposit(p.payment_id)
+            log.info("payments: %s paid the deposit of hold %s", p.payment_id, p.hold_id)
+            return WebhookOutcome("deposited", p.payment_id)
         if result.code is ConfirmCode.CONFIRMED:
             order_id = result.order_id or p.hold_id
             await self.sql.mark_confirmed(p.payment_id, order_id)

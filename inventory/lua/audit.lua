@@ -11,7 +11,7 @@ local held, sold = 0, 0
 local all = redis.call('HVALS', holds)
 for _, raw in ipairs(all) do
   local h = cjson.decode(raw)
-  if h.s == 'held' then held = held + h.q elseif h.s == 'confirmed' then sold = sold + h.q end
+  if h.s == 'held' or h.s == 'deposit' then held = held + h.q elseif h.s == 'confirmed' then sold = sold + h.q end
 end
 local sum, maxu = 0, 0
 local b = redis.call('HVALS', buyers)

@@ -4,6 +4,8 @@
 -- KEYS[5] outbox stream (read by the settlement worker)
 -- ARGV[1] hold_id  ARGV[2] payment_ref  ARGV[3] user_id ("" = any owner, for operators)
 -- Returns {code, order_id, status, fresh (1 = confirmed by this call)}; code CONFIRMED | ALREADY_CONFIRMED | EXPIRED | FORBIDDEN
+--   | DEPOSITED (a pre-sale's deposit: the hold is `deposit` now, or was already with this payment ref)
+--   | NOT_OPEN (a pre-sale's balance before its window opens: nothing changed)
 --   | NOT_FOUND | HOLD_LOST (no such hold, and the sale was rebuilt from SQL after Redis lost data:
 --   rebuild.lua's `rebuilt_at`) | INVALID. A hold past its pay-by is expired here (restocked) and loses the race.
 local sale, buyers, holds, deadlines, outbox = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
@@ -21,8 +23,19 @@ if h.s == 'confirmed' then
   if h.pr == ref then return {'CONFIRMED', hid, h.s, 0} end
   return {'ALREADY_CONFIRMED', hid, h.s, 0}
 end
-if h.s ~= 'held' then return {'EXPIRED', '', h.s, 0} end
+-- a pre-sale (the sale has `dep`, the deposit per unit): the first payment of a held hold is its
+-- deposit (the hold becomes `deposit`, held until the balance window closes); the balance is paid
+-- once the window is open (`bal_from` <= now < the hold's pay-by = `bal_by`)
+local pre = redis.call('HMGET', sale, 'dep', 'bal_from', 'bal_by')
+local dep = tonumber(pre[1] or '0') or 0
 local now = now_ms()
+if dep > 0 and h.s == 'deposit' then
+  if h.dr == ref then return {'DEPOSITED', hid, h.s, 0} end
+  if now < tonumber(pre[2]) then return {'NOT_OPEN', '', h.s, 0} end
+  if now >= h.p then return {'EXPIRED', '', h.s, 0} end  -- the reaper expires it and applies the deposit rule
+elseif h.s ~= 'held' then
+  return {'EXPIRED', '', h.s, 0}
+end
 redis.call('ZREM', deadlines, hid)
 if now >= h.p then
   h.s = 'expired'
@@ -32,6 +45,15 @@ if now >= h.p then
   redis.call('HINCRBY', sale, 'available', h.q)
   redis.call('HINCRBY', buyers, h.u, -h.q)
   return {'EXPIRED', '', h.s, 0}
+end
+if dep > 0 and h.s == 'held' then  -- the deposit: units stay held until the balance is paid or its window closes
+  h.s = 'deposit'
+  h.dr = ref
+  h.d = now
+  h.p = tonumber(pre[3])
+  redis.call('HSET', holds, hid, cjson.encode(h))
+  redis.call('ZADD', deadlines, h.p, hid)
+  return {'DEPOSITED', hid, h.s, 1}
 end
 h.s = 'confirmed'
 h.pr = ref

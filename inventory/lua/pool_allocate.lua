@@ -3,6 +3,8 @@
 -- KEYS[1] pool bucket hash  KEYS[2] transfers hash  KEYS[3] journal hash  KEYS[4] sale hash
 -- ARGV[1] transfer id, then the sale's terms as arm.lua's ARGV[1..10]: sale_id, room_id, sku,
 -- unit_price, currency, allocated, per_user_limit, starts_at_ms, ends_at_ms, hold_ttl_ms
+-- ARGV[12..15] (a pre-sale only, else absent): deposit per unit (minor units, 1..unit_price),
+-- balance_from_ms, balance_by_ms (> balance_from_ms), deposit rule `refund` | `keep` (confirm.lua, reap.lua)
 -- Returns {code, available, held, sold, pool_available}; code ARMED | EXISTS | CONFLICT | POOL_SHORT
 --   | NOT_FOUND (no pool) | INVALID
 local pool, transfers, journal, sale = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
@@ -14,6 +16,14 @@ if not (is_id(tid) and is_id(sale_id) and is_id(room) and is_id(sku) and price a
         and starts and ends and ttl and ends > starts and allocated > 0
         and type(currency) == 'string' and currency:match('^[A-Z][A-Z][A-Z]$')) then
   return {'INVALID', 0, 0, 0, 0}
+end
+local dep, bal_from, bal_by, rule = nil, nil, nil, ARGV[15]
+if ARGV[12] then
+  dep, bal_from, bal_by = parse_pos_int(ARGV[12], 1e12), parse_nonneg_int(ARGV[13], 1e14), parse_pos_int(ARGV[14], 1e14)
+  if not (dep and bal_from and bal_by and dep <= price and bal_by > bal_from and bal_by > starts
+          and (rule == 'refund' or rule == 'keep')) then
+    return {'INVALID', 0, 0, 0, 0}
+  end
 end
 if not sale_exists(pool) or redis.call('HEXISTS', pool, 'pool') == 0 then return {'NOT_FOUND', 0, 0, 0, 0} end
 local p = redis.call('HMGET', pool, 'pool', 'available')
@@ -30,6 +40,9 @@ local now = now_ms()
 redis.call('HSET', sale, 'id', sale_id, 'room', room, 'sku', sku, 'price', t[4], 'currency', currency,
            'allocated', allocated, 'available', allocated, 'held', 0, 'sold', 0, 'limit', t[7],
            'starts_at', t[8], 'ends_at', t[9], 'hold_ttl', t[10], 'armed_at', now, 'pool', p[1], 'returned', 0)
+if dep then
+  redis.call('HSET', sale, 'dep', dep, 'bal_from', bal_from, 'bal_by', bal_by, 'dep_rule', rule)
+end
 pool_available = redis.call('HINCRBY', pool, 'available', -allocated)
 redis.call('HINCRBY', pool, 'allocated', -allocated)
 redis.call('HINCRBY', pool, 'out', allocated)
