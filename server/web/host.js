@@ -1,5 +1,6 @@
 // The host control panel (/host/<room_id>): go live, pin products, launch flash sales,
-// a live dashboard (HTTP poll + WS ticks), comment moderation and announcements.
+// a live dashboard (HTTP poll + WS ticks), comment moderation and announcements, and the stock
+// pools behind the room's sales (launch from a pool, top up, end and return the unsold units).
 import { LiveSaleClient, formatMoney, tokenClaims } from "/static/livesale.js";
 
 const byId = (id, root = document) => root.querySelector(`[data-testid="${id}"]`);
@@ -23,6 +24,11 @@ let pollTimer = null;
 const orderBuckets = new Map(); // bucket start (ms) -> orders
 let lastOrdersTotal = null;
 const mutedUsers = new Set();
+// stock pools (GET /api/pools, /api/pools/{pool}, its ledger): polled with the dashboard
+let poolList = null;            // [pool wire] or null (not loaded; or a server without pools)
+const poolViews = new Map();    // pool_id -> GET /api/pools/{pool} (with sales and channels)
+const ledgerReturns = new Map(); // sale_id -> units the pool's ledger shows returned by it
+const endReturns = new Map();   // sale_id -> units returned when this panel ended it (allocated before - after)
 
 // ---------------------------------------------------------------------------------------------
 // helpers
@@ -184,6 +190,7 @@ async function poll(throwErrors) {
     dash = await api("GET", `/api/rooms/${encodeURIComponent(roomId)}/dashboard`);
     recordOrders(dash);
     scheduleRender();
+    pollPools();
   } catch (err) {
     if (throwErrors) throw err;
     if (err.status === 401) { toast("Your host token is no longer accepted.", "error"); }
@@ -300,7 +307,10 @@ function allSales() {
   // Live WS state is fresher than the 1 s poll for units and state.
   for (const s of client?.sales?.values() || []) {
     const prev = map.get(s.sale_id) || {};
-    map.set(s.sale_id, { ...prev, ...s, sold: prev.sold ?? s.sold });
+    // the WS copy's `allocated` is the launch's; the dashboard's follows top-ups and returns to a pool
+    // (and a closed sale's `sale_closed` copy may count units a pool has taken back since: the dashboard's wins)
+    map.set(s.sale_id, { ...prev, ...s, sold: prev.sold ?? s.sold, allocated: prev.allocated ?? s.allocated,
+                         units_left: s.state === "closed" && prev.units_left !== undefined ? prev.units_left : s.units_left });
   }
   return Array.from(map.values()).sort((a, b) => num(b.starts_at) - num(a.starts_at));
 }
@@ -331,6 +341,8 @@ function render() {
   renderFunnel(viewers);
   renderSales(sales);
   renderProducts();
+  renderPoolPicker();
+  renderPools(sales);
   renderComments();
   renderOrders();
   drawChart();
@@ -362,7 +374,7 @@ function renderSales(sales) {
     const phase = client ? client.salePhase(s, now) : s.state;
     const left = num(s.units_left ?? s.allocated);
     const sold = s.sold ?? (s.allocated !== undefined ? null : null);
-    const pct = s.allocated ? (left / s.allocated) * 100 : 0;
+    const pct = s.allocated ? Math.min(100, (left / s.allocated) * 100) : 0;
     let timing = "";
     if (phase === "scheduled") timing = `opens in ${fmtSecs(s.starts_at - now)}`;
     else if (phase === "open") timing = `ends in ${fmtSecs(s.ends_at - now)}`;
@@ -376,7 +388,11 @@ function renderSales(sales) {
           s.members_only === true ? el("span", {
             class: "members-badge", "data-testid": "sale-members-badge",
             title: "Members only: guest viewer tokens cannot buy this sale",
-          }, "members only") : null),
+          }, "members only") : null,
+          s.pool ? el("span", {
+            class: "pool-badge", "data-testid": "sale-pool-badge",
+            title: `Units from stock pool ${s.pool}; ending the sale returns the unsold ones`,
+          }, `pool ${s.pool}`) : null),
         el("div", { style: "color:var(--faint);font-family:var(--mono);font-size:11px" }, s.sale_id)),
       el("td", {}, el("span", { class: "state-tag", "data-state": phase }, phase.replace("_", " "))),
       el("td", { class: "num" }, formatMoney(s.unit_price, s.currency || "EUR")),
@@ -387,8 +403,9 @@ function renderSales(sales) {
       el("td", { style: "color:var(--muted);white-space:nowrap" }, timing),
       el("td", { class: "num" }, canEnd ? el("button", {
         class: "btn btn-small btn-danger", type: "button", "data-testid": "end-sale-button",
-        onclick: () => act(() => client.endSale(s.sale_id), "Sale ended"),
-      }, "End") : ""),
+        title: s.pool ? `End the sale now; its unsold units go back to pool ${s.pool}` : "End the sale now",
+        onclick: () => (s.pool ? endAndReturn(s) : act(() => client.endSale(s.sale_id), "Sale ended")),
+      }, s.pool ? "End & return" : "End") : returnedTag(s)),
     ));
   }
   if (!rows.length) rows.push(el("tr", { class: "empty" }, el("td", { colspan: "7" }, "No flash sales yet: launch one →")));
@@ -546,15 +563,303 @@ function drawChart() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// stock pools: the merchants' pools behind this room's sales (polled with the dashboard)
+
+let poolsPolling = false;
+let poolsMissing = false;   // the server has no stock pools (GET /api/pools is 404): the card says so
+let poolPickerKey = "";
+const poolEls = new Map();  // pool_id -> the card's block for it (kept, updated in place)
+
+function newRequestId() {
+  if (globalThis.crypto?.randomUUID) return crypto.randomUUID();   // secure contexts (https, localhost)
+  return Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/** The pools the panel shows: those behind the room's sales, then the one picked in the launch form. */
+function shownPoolIds(sales = allSales()) {
+  const ids = new Set();
+  for (const s of sales) if (s.pool) ids.add(s.pool);
+  const picked = byId("sale-pool").value;
+  if (picked) ids.add(picked);
+  return Array.from(ids);
+}
+
+async function pollPools() {
+  if (poolsPolling || !token || poolsMissing) return;
+  poolsPolling = true;
+  const problems = [];
+  try {
+    poolList = (await api("GET", "/api/pools")).pools || [];
+    const ids = shownPoolIds();
+    const views = await Promise.all(ids.map((id) => api("GET", `/api/pools/${encodeURIComponent(id)}`).catch((err) => err)));
+    ids.forEach((id, i) => {
+      const v = views[i];
+      if (v instanceof Error) {
+        problems.push(`pool ${id}: ${errText(v)}`);
+        if (v.status === 404) poolViews.delete(id);
+      } else {
+        poolViews.set(id, v);
+      }
+    });
+    for (const id of Array.from(poolViews.keys())) if (!ids.includes(id)) poolViews.delete(id);
+    // units given back by this room's ended sales, from the pool's ledger (the reaper copies it to SQL)
+    const withEnded = ids.filter((id) => (poolViews.get(id)?.sales || []).some((r) => r.room_id === roomId && r.ended));
+    await Promise.all(withEnded.map(async (id) => {
+      try {
+        const { entries } = await api("GET", `/api/pools/${encodeURIComponent(id)}/ledger?limit=10000`);
+        const sums = new Map();
+        for (const e of entries || []) {
+          if (e.kind === "return" && e.sale_id) sums.set(e.sale_id, (sums.get(e.sale_id) || 0) + num(e.units));
+        }
+        for (const [sale, n] of sums) ledgerReturns.set(sale, n);
+      } catch (err) {
+        problems.push(`ledger of ${id}: ${errText(err)}`);
+      }
+    }));
+  } catch (err) {
+    if (err.status === 404) poolsMissing = true;
+    else problems.push(`stock pools: ${errText(err)}`);
+  } finally {
+    poolsPolling = false;
+    setText(byId("pools-error"), problems.join(" · "));
+    scheduleRender();
+  }
+}
+
+function returnedOf(saleId) {
+  const a = endReturns.get(saleId);
+  const b = ledgerReturns.get(saleId);
+  if (a === undefined && b === undefined) return null;
+  return Math.max(a ?? 0, b ?? 0);
+}
+
+/** The sales table's last cell for an ended pool-backed sale: the units it gave back. */
+function returnedTag(s) {
+  if (!s.pool) return "";
+  const n = returnedOf(s.sale_id);
+  if (n === null) return "";
+  return el("span", { class: "returned-tag", "data-testid": "sale-returned", "data-units": String(n),
+                      title: `Unsold units returned to pool ${s.pool}` }, `↩ ${fmtInt(n)} returned`);
+}
+
+/** End a pool-backed sale: its unsold units go back to the pool; show how many (allocated before - after). */
+async function endAndReturn(s) {
+  const view = () => api("GET", `/api/pools/${encodeURIComponent(s.pool)}`).catch(() => null);
+  const rowOf = (v) => (v?.sales || []).find((r) => r.sale_id === s.sale_id);
+  const before = await view();
+  const res = await act(() => client.endSale(s.sale_id), null);
+  if (!res) return;
+  const after = await view();
+  if (after) poolViews.set(s.pool, after);
+  let returned = null;
+  if (rowOf(before) && rowOf(after)) {
+    returned = Math.max(0, num(rowOf(before).allocated) - num(rowOf(after).allocated));
+    endReturns.set(s.sale_id, returned);
+  }
+  toast(returned === null ? `Sale ended; its unsold units go back to pool ${s.pool}`
+    : `Sale ended: ${fmtInt(returned)} unsold unit${returned === 1 ? "" : "s"} back in pool ${s.pool}`, "ok");
+  scheduleRender();
+  poll(false);
+}
+
+async function topUp(saleId, input, button, errEl) {
+  const units = parseInt(input.value, 10);
+  if (!(units >= 1)) {
+    showError(errEl, { code: "INVALID", message: "top up by 1 unit or more" });
+    return;
+  }
+  button.disabled = true;
+  // a fresh request id per click: a retried click is a new top-up, a resent message is not
+  const res = await act(() => client.request("topup_sale", { sale: saleId, units, request_id: newRequestId() }), null, errEl);
+  button.disabled = false;
+  const t = res?.topup;
+  if (t) {
+    toast(`Topped up ${fmtInt(units)}: ${fmtInt(t.units_left)} left in the sale, ${fmtInt(t.pool_available)} in pool ${t.pool}`, "ok");
+    pollPools();
+    poll(false);
+  }
+}
+
+function renderPoolPicker() {
+  const sel = byId("sale-pool");
+  const pools = poolList || [];
+  byId("sale-pool-label").hidden = !pools.length && !sel.value;
+  const product = allProducts().find((p) => p.product_id === byId("sale-product").value);
+  const fits = (p) => !!product && p.sku === product.sku && p.currency === (product.currency || "EUR");
+  const key = JSON.stringify([product?.sku, product?.currency, pools.map((p) => [p.pool_id, fits(p)])]);
+  if (key !== poolPickerKey) {  // rebuilt only when the choice changes (an open list stays open)
+    poolPickerKey = key;
+    const cur = sel.value;
+    const sorted = [...pools].sort((a, b) => Number(fits(b)) - Number(fits(a)));
+    sel.replaceChildren(el("option", { value: "" }, "None: the sale has units of its own"),
+      ...sorted.map((p) => el("option", { value: p.pool_id, disabled: !fits(p) }, p.pool_id)));
+    sel.value = pools.some((p) => p.pool_id === cur && fits(p)) ? cur : "";
+  }
+  for (const o of sel.options) {
+    const p = pools.find((x) => x.pool_id === o.value);
+    if (p) setText(o, `${p.title} · ${p.pool_id} · ${fmtInt(p.available)} available${fits(p) ? "" : ` (SKU ${p.sku})`}`);
+  }
+  const picked = pools.find((p) => p.pool_id === sel.value);
+  const hint = byId("sale-pool-hint");
+  if (picked) setText(hint, `Units come out of ${picked.pool_id} (${fmtInt(picked.available)} available now); ending the sale returns the unsold ones.`);
+  else if (product && pools.some(fits)) setText(hint, `A stock pool holds ${product.sku}: pick it to sell the merchant's stock.`);
+  else setText(hint, product && pools.length ? `No stock pool holds ${product.sku}.` : "");
+}
+
+function poolStat(b, key, label, tip) {
+  b[key] = el("span", { class: "pool-stat-value", "data-testid": `pool-${key}` }, "–");
+  return el("div", { class: "pool-stat", title: tip }, el("span", { class: "pool-stat-label" }, label), b[key]);
+}
+
+function buildPoolBlock(id) {
+  const b = { saleEls: new Map() };
+  b.title = el("span", { class: "pool-title", "data-testid": "pool-title" }, id);
+  b.sub = el("span", { class: "pool-sub" }, id);
+  b.picked = el("span", { class: "pool-picked", hidden: true }, "picked for launch");
+  b.stats = el("div", { class: "pool-stats" },
+    poolStat(b, "on-hand", "On hand", "Received + restocked - sold through channels: in the pool, in channel holds and at sales"),
+    poolStat(b, "available", "Available", "In the pool, free to launch or top up a sale"),
+    poolStat(b, "here", "Allocated here", "At this room's sales (sold units stay with their sale)"),
+    poolStat(b, "elsewhere", "Allocated elsewhere", "At other rooms' sales"),
+    poolStat(b, "channel-held", "Channel holds", "Held by channel buyers (web shop, stores), not yet paid"),
+    poolStat(b, "sold", "Sold", "Sold by every sale of the pool and its channels"));
+  b.sales = el("ul", { class: "pool-sales", "data-testid": "pool-sales" });
+  b.away = el("div", { class: "pool-away", "data-testid": "pool-elsewhere-list" });
+  b.root = el("div", { class: "pool-block", "data-testid": "pool-row", "data-pool-id": id },
+    el("div", { class: "pool-head" }, b.title, b.sub, b.picked), b.stats, b.sales, b.away);
+  return b;
+}
+
+function buildPoolSale(r) {
+  const e = {};
+  const span = (testid) => el("span", { "data-testid": testid }, "0");
+  e.left = span("pool-sale-left");
+  e.allocated = span("pool-sale-allocated");
+  e.held = span("pool-sale-held");
+  e.sold = span("pool-sale-sold");
+  e.units = el("input", { type: "number", min: "1", step: "1", value: "10", inputmode: "numeric",
+                          "data-testid": "pool-topup-units", "aria-label": "Units to add from the pool" });
+  e.button = el("button", { class: "btn btn-small btn-primary", type: "submit", "data-testid": "pool-topup-button" }, "Top up");
+  e.error = el("div", { class: "form-error", "data-testid": "pool-sale-error", role: "alert" });
+  e.form = el("form", { class: "topup-form", "data-testid": "pool-topup-form", autocomplete: "off",
+                        onsubmit: (ev) => { ev.preventDefault(); topUp(r.sale_id, e.units, e.button, e.error); } },
+    e.units, e.button);
+  e.returned = el("span", { class: "returned-tag", "data-testid": "pool-sale-returned", hidden: true });
+  e.state = el("span", { class: "state-tag" });
+  e.root = el("li", { class: "pool-sale", "data-testid": "pool-sale", "data-sale-id": r.sale_id },
+    el("div", { class: "pool-sale-info" },
+      el("div", { class: "pool-sale-title" }, r.title || r.sale_id, " ", e.state),
+      el("div", { class: "pool-sale-id" }, r.sale_id)),
+    el("div", { class: "pool-sale-nums" }, e.left, " left of ", e.allocated, " · held ", e.held, " · sold ", e.sold),
+    el("div", { class: "pool-sale-act" }, e.form, e.returned),
+    e.error);
+  return e;
+}
+
+function syncChildren(parent, nodes) {
+  const cur = parent.children;
+  if (cur.length === nodes.length && nodes.every((n, i) => cur[i] === n)) return;
+  parent.replaceChildren(...nodes);  // only when the set or order changed (inputs keep focus otherwise)
+}
+
+function renderPools(sales) {
+  const card = byId("pools-card");
+  card.hidden = poolsMissing;
+  if (poolsMissing) return;
+  const ids = shownPoolIds(sales);
+  setText(byId("pools-count"), ids.length ? String(ids.length) : "");
+  for (const id of Array.from(poolEls.keys())) if (!ids.includes(id)) poolEls.delete(id);
+  const blocks = ids.map((id) => {
+    let b = poolEls.get(id);
+    if (!b) { b = buildPoolBlock(id); poolEls.set(id, b); }
+    updatePoolBlock(b, id);
+    return b.root;
+  });
+  if (!blocks.length) {
+    const text = poolList && poolList.length
+      ? "No sale of this room draws from a stock pool: pick one in the launch form."
+      : "No stock pools yet: a merchant opens them on /merchant.";
+    let empty = byId("pools-empty");
+    if (!empty) empty = el("p", { class: "pool-empty", "data-testid": "pools-empty" });
+    setText(empty, text);
+    blocks.push(empty);
+  }
+  syncChildren(byId("pool-list"), blocks);
+}
+
+function updatePoolBlock(b, id) {
+  const v = poolViews.get(id);
+  const p = v || (poolList || []).find((x) => x.pool_id === id);
+  setText(b.title, p?.title || id);
+  setText(b.sub, p ? `${id} · ${p.sku} · ${formatMoney(p.unit_price, p.currency || "EUR")}` : id);
+  b.picked.hidden = byId("sale-pool").value !== id;
+  const rows = v?.sales || [];
+  const here = rows.filter((r) => r.room_id === roomId);
+  const away = rows.filter((r) => r.room_id !== roomId);
+  const sum = (rs, k) => rs.reduce((a, r) => a + num(r[k]), 0);
+  const stat = (key, value) => {
+    setText(b[key], value === null || value === undefined ? "–" : fmtInt(value));
+    b[key].dataset.value = value === null || value === undefined ? "" : String(value);
+  };
+  stat("on-hand", p?.on_hand);
+  stat("available", p?.available);
+  stat("here", v ? sum(here, "allocated") : null);
+  stat("elsewhere", v ? sum(away, "allocated") : null);
+  stat("channel-held", p?.channel_held);
+  stat("sold", v ? sum(rows, "sold") + num(v.channel_sold) : null);
+
+  const items = here.slice().reverse().map((r) => {  // newest first
+    let e = b.saleEls.get(r.sale_id);
+    if (!e) { e = buildPoolSale(r); b.saleEls.set(r.sale_id, e); }
+    const live = !r.ended;
+    e.root.dataset.state = live ? "live" : "ended";
+    for (const k of ["left", "allocated", "held", "sold"]) setText(e[k], fmtInt(r[k === "left" ? "available" : k]));
+    e.state.dataset.state = live ? "open" : "closed";
+    setText(e.state, live ? "live" : "ended");
+    e.form.hidden = !live;
+    const n = returnedOf(r.sale_id);
+    e.returned.hidden = live || n === null;
+    e.returned.dataset.units = n === null ? "" : String(n);
+    setText(e.returned, n === null ? "" : `↩ ${fmtInt(n)} returned to the pool`);
+    return e.root;
+  });
+  for (const sid of Array.from(b.saleEls.keys())) if (!here.some((r) => r.sale_id === sid)) b.saleEls.delete(sid);
+  syncChildren(b.sales, items);
+
+  // elsewhere: other rooms' sales and the channels, in one line
+  const byRoom = new Map();
+  for (const r of away) byRoom.set(r.room_id, (byRoom.get(r.room_id) || 0) + num(r.allocated));
+  const parts = Array.from(byRoom, ([room, n]) => `room ${room}: ${fmtInt(n)}`);
+  for (const c of v?.channels || []) parts.push(`${c.channel}: ${fmtInt(c.units)} sold`);
+  setText(b.away, parts.length ? `Elsewhere · ${parts.join(" · ")}` : "");
+  b.away.hidden = !parts.length;
+}
+
+// ---------------------------------------------------------------------------------------------
 // actions
 
-async function act(fn, okText) {
+/** "CODE: message" of an HTTP or WebSocket error (LiveSaleError's message already starts with its code). */
+function errText(err) {
+  const code = err.code || "ERROR";
+  const msg = String(err.message || "").replace(new RegExp(`^${code}:\\s*`), "");
+  return msg ? `${code}: ${msg}` : code;
+}
+function showError(errEl, err) {
+  if (!errEl) return;
+  errEl.textContent = err ? errText(err) : "";
+  if (err) errEl.dataset.code = err.code || "ERROR"; else delete errEl.dataset.code;
+}
+
+/** Run an action: a toast on success (okText) or failure; a typed error also stays in errEl until the next try. */
+async function act(fn, okText, errEl = null) {
+  showError(errEl, null);
   try {
     const res = await fn();
     if (okText) toast(okText, "ok");
     return res;
   } catch (err) {
-    toast(`${err.code || "ERROR"}: ${err.message}`, "error");
+    toast(errText(err), "error");
+    showError(errEl, err);
     return null;
   } finally {
     scheduleRender();
@@ -601,18 +906,31 @@ function wire() {
     const ttl = String(f.get("hold_ttl_s") || "").trim();
     if (ttl) opts.hold_ttl_s = parseInt(ttl, 10);
     if (f.get("members_only")) opts.members_only = true;  // guest viewer tokens may not buy it
+    const poolId = String(f.get("pool") || "");
+    const pool = poolId ? (poolList || []).find((p) => p.pool_id === poolId) : null;
+    const errEl = byId("launch-error");
+    if (poolId && pool && product && (pool.sku !== product.sku || pool.currency !== (product.currency || "EUR"))) {
+      showError(errEl, { code: "SKU_MISMATCH", message: `pool ${poolId} holds ${pool.sku} in ${pool.currency}; the product is ${product.sku}` });
+      return;
+    }
     const btn = byId("launch-button");
     btn.disabled = true;
-    const res = await act(() => client.launchSale(opts), null);
+    setText(byId("launch-result"), "");
+    // launch_sale's `pool` field: the units move out of the pool, or POOL_SHORT and nothing happens
+    const res = await act(() => (poolId ? client.request("launch_sale", { ...opts, pool: poolId }) : client.launchSale(opts)),
+      null, errEl);
     btn.disabled = false;
     if (res) {
       const id = res.sale?.sale_id || res.sale || "";
-      setText(byId("launch-result"), `Launched ${id}`);
-      toast(`${opts.members_only ? "Members-only flash sale" : "Flash sale"} launched: opens in ${opts.starts_in_s}s`, "ok");
+      setText(byId("launch-result"), `Launched ${id}${poolId ? ` from pool ${poolId}` : ""}`);
+      toast(`${opts.members_only ? "Members-only flash sale" : "Flash sale"} launched${poolId ? ` from pool ${poolId}` : ""}: opens in ${opts.starts_in_s}s`, "ok");
       if (res.sale && typeof res.sale === "object") client._upsertSale(res.sale);
       poll(false);
     }
   });
+
+  byId("sale-product").addEventListener("change", () => { poolPickerKey = ""; renderPoolPicker(); });
+  byId("sale-pool").addEventListener("change", () => { poolPickerKey = ""; render(); pollPools(); });
 
   byId("product-form").addEventListener("submit", async (ev) => {
     ev.preventDefault();
