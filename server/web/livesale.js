@@ -121,7 +121,7 @@ export const EventType = Object.freeze({
 // after this client was written, which are still counted so that no false gap is seen).
 const UNSEQUENCED = new Set(["snapshot", "resumed", "hello", "clock", "pong", "tick", "ok", "error",
   "buy_result", "pay_result", "release_result", "order_confirmed", "payment_started", "payment_refunded",
-  "order_refunded"]);
+  "order_refunded", "deposit_expired"]);
 // Names of the client's own events. A server message of the same type is not dispatched under
 // that name (it would mean two different things): raw `clock` replies are clock-sync samples, and a
 // server `error` is dispatched once, as the client's `error` event. Every message is still in `message`.
@@ -890,6 +890,56 @@ export class LiveSaleClient extends EventTarget {
     } finally {
       clearTimeout(timer);
     }
+  }
+
+  /**
+   * The caller's holds, orders and totals (GET /api/me/orders, every room and channel), for a "My
+   * orders" view. Needs a token (a viewer's, or a host's for its own user); uses the client's token
+   * and API base URL. Follows `next` for up to `maxPages` pages of `limit` orders (oldest first).
+   * Resolves with the parsed reply: `{orders, next, holds, totals}` (`orders` of every page read,
+   * `next` null when they are all there; `holds` and `totals` from the last page). Orders this client
+   * already holds in `orders` take the reply's fields (a refund made while the page was away reads
+   * `status: "refunded"` there too; a refund already known is never undone), then `change` is emitted.
+   * Rejects with a LiveSaleError: `UNAUTHORIZED` without a token, `HTTP_<status>` for an error answer,
+   * `STALE` when the token changed while it ran.
+   */
+  async myOrders({ since = 0, limit = 200, cursor = null, maxPages = 1 } = {}) {
+    if (!this.fetchImpl || !this.apiUrl) throw new LiveSaleError("UNAVAILABLE", "no fetch() or HTTP API URL");
+    const token = this.token;
+    if (!token) throw new LiveSaleError("UNAUTHORIZED", "myOrders() needs a token");
+    const orders = [];
+    let body = null;
+    let next = cursor || null;
+    let pages = 0;
+    do {
+      const q = new URLSearchParams({
+        since: String(Math.max(0, Math.floor(Number(since) || 0))),
+        limit: String(Math.max(1, Math.min(200, Math.floor(limit) || 200))),
+      });
+      if (next) q.set("cursor", next);
+      body = await this._fetchJson(`${this.apiUrl}/api/me/orders?${q}`, token);
+      if (token !== this.token) throw new LiveSaleError("STALE", "the token changed while the orders were read");
+      if (Array.isArray(body?.orders)) orders.push(...body.orders.filter((o) => o && o.order_id !== undefined));
+      pages += 1;
+      next = typeof body?.next === "string" && body.next ? body.next : null;
+    } while (next && pages < Math.max(1, maxPages));
+    let changed = false;
+    for (const o of orders) {
+      if (!this._orderKnown(o.order_id)) continue;
+      const cur = this.orders.find((x) => x.order_id === o.order_id);
+      this._mergeOrder(cur?.status === "refunded" ? { ...o, status: "refunded" } : o);
+      if (o.status === "refunded") {
+        const h = this.holds.get(o.order_id);
+        if (h && !h.refunded) this.holds.set(o.order_id, { ...h, refunded: true });
+      }
+      changed = true;
+    }
+    if (changed) this._changed("my_orders");
+    return {
+      orders, next,
+      holds: Array.isArray(body?.holds) ? body.holds : [],
+      totals: body?.totals && typeof body.totals === "object" ? body.totals : {},
+    };
   }
 
   /** A failed catch-up is never thrown at the page: it is retried with backoff while joined, and

@@ -181,8 +181,10 @@ function showIdentity() {
 
 /** Use a token (the platform's handoff, a guest token, or null: anonymous) and re-join with it. */
 function useIdentity(id) {
+  const other = (identity?.user || null) !== (id?.user || null);
   identity = id;
   showIdentity();
+  if (other) resetMyOrders();
   if (client) {
     client.setToken(id ? id.token : null);
     restoreHolds();
@@ -303,7 +305,9 @@ async function main() {
   client.addEventListener("release_result", saveHolds);
   client.addEventListener("order_confirmed", (e) => {
     saveHolds();
-    toast(`Order ${shortId(e.detail.order?.order_id)} confirmed`, "ok");
+    const o = e.detail.order;
+    // an order recovered by the catch-up may have been refunded meanwhile (status: refunded)
+    toast(`Order ${shortId(o?.order_id)} ${o?.status === "refunded" ? "was refunded" : "confirmed"}`, "ok");
   });
   client.addEventListener("tick", onTick);
   client.addEventListener("snapshot", onSnapshotSales);
@@ -312,6 +316,16 @@ async function main() {
   client.addEventListener("payment_refunded", () => {
     toast("Your payment arrived after your reservation had ended: it was refunded.", "error");
   });
+  client.addEventListener("order_refunded", (e) => {
+    const r = e.detail;
+    toast(`Order ${shortId(r.order_id)} was refunded${r.amount ? `: ${formatMoney(r.amount, r.currency || "EUR")} back` : ""}`, "ok");
+  });
+  // "My orders", while open, reads the server's list again after each of my buys, payments, releases,
+  // orders and refunds (coalesced).
+  for (const type of ["buy_result", "pay_result", "release_result", "payment_started", "payment_refunded",
+    "order_confirmed", "order_refunded", "hold_expired"]) {
+    client.addEventListener(type, () => refreshMyOrdersSoon());
+  }
   client.addEventListener("joined", () => { joinedOnce = true; roomWait = null; render(); });
   client.addEventListener("hold_expired", (e) => {
     // pay_by passed before a payment: the reservation is gone, say so (also while offline)
@@ -454,7 +468,15 @@ function wireUi() {
   byId("bag-close").addEventListener("click", () => setBagOpen(false));
   byId("bag-backdrop").addEventListener("click", () => setBagOpen(false));
   byId("bag-list").addEventListener("click", onBagClick);
-  document.addEventListener("keydown", (ev) => { if (ev.key === "Escape" && bagOpen) setBagOpen(false); });
+  byId("my-orders-button").addEventListener("click", () => setOrdersOpen(!ordersOpen));
+  byId("my-orders-close").addEventListener("click", () => setOrdersOpen(false));
+  byId("my-orders-backdrop").addEventListener("click", () => setOrdersOpen(false));
+  byId("my-orders-sheet").addEventListener("click", onMyOrdersClick);
+  document.addEventListener("keydown", (ev) => {
+    if (ev.key !== "Escape") return;
+    if (bagOpen) setBagOpen(false);
+    if (ordersOpen) setOrdersOpen(false);
+  });
   byId("like-button").addEventListener("click", () => {
     unsentLikes += 1;
     floatHeart();
@@ -581,7 +603,11 @@ const MEMBERS_TEXT = "This sale is for signed-in members: sign in on the shop's 
 const OFFLINE_TAP = "You are offline — reconnecting. Nothing was sent: tap again once you are back online.";
 
 async function onPay() {
-  const hold = heldHold(byId("pay-button").dataset.hold);  // the reservation shown on the card
+  return payHold(heldHold(byId("pay-button").dataset.hold));  // the reservation shown on the card
+}
+
+/** Pay one of my holds ({hold, sale, qty}): the card's Pay and the Pay of a reservation in "My orders". */
+async function payHold(hold) {
   // The Pay button stays tappable while offline (aria-disabled) so that a tap gets an answer.
   if (isOffline()) {
     toast(hold && paying.has(hold.hold) ? "You are offline — your payment goes out as soon as the connection is back."
@@ -631,8 +657,13 @@ async function payWithProvider(hold) {
 }
 
 async function onRelease() {
-  const hold = heldHold(byId("release-button").dataset.hold);
+  return releaseHold(heldHold(byId("release-button").dataset.hold));
+}
+
+/** Give one of my holds back: the card's "Cancel reservation" and the Cancel of a reservation in "My orders". */
+async function releaseHold(hold) {
   if (!hold) return;
+  if (isOffline()) { toast(OFFLINE_TAP, "error"); return; }
   try { await client.release(hold.hold); } catch (err) { toast(err.message, "error"); }
   saveHolds();
   render();
@@ -839,6 +870,7 @@ function render() {
   renderProduct(sale);
   renderNotice(sale);
   renderBag(sale);
+  renderMyOrders();
   renderComments();
   renderTicker();
 
@@ -1225,12 +1257,399 @@ function onBagClick(ev) {
 }
 
 function setBagOpen(open) {
+  if (open && ordersOpen) setOrdersOpen(false);  // one panel at a time
   bagOpen = open;
   show(byId("bag-sheet"), open);
   show(byId("bag-backdrop"), open);
   setAttr(byId("bag-button"), "aria-expanded", open ? "true" : "false");
   document.body.classList.toggle("bag-open", open);
   if (open) render();
+}
+
+// ---------------------------------------------------------------------------------------------
+// My orders (docs/CLIENT.md, "My orders"): my holds (reserved with a pay-by countdown and Pay,
+// paid and settling, expired, released) and my settled and refunded orders, in every live, with
+// totals per currency. Built from livesale.js's state (holds and orders of this session, live) and
+// GET /api/me/orders (client.myOrders()), read when the panel opens, after each of my buys, payments,
+// releases, orders and refunds while it is open, and every 30 s while it stays open.
+
+const MY_LABEL = { reserved: "Reserved", paid: "Paid · confirming", expired: "Expired", released: "Released",
+  settled: "Settled", refunded: "Refunded" };
+const MY_HOLD_RANK = { reserved: 0, expired: 1, released: 1, paid: 2 };  // a later state wins over an earlier one
+const MY_LOCAL_STATUS = { held: "reserved", confirmed: "paid", released: "released", expired: "expired" };
+const MY_MAX_ORDER_ROWS = 200;
+const MY_POLL_MS = 30000;
+let ordersOpen = false;
+// The last GET /api/me/orders: {reply, user, complete (every order read), loading, again, error, at}
+const myData = { reply: null, user: null, complete: false, loading: false, again: false, error: null, at: 0 };
+let myRefreshTimer = null;
+let myPollTimer = null;
+const mySeen = new Map();      // hold id -> server time first seen here (a local hold has no created_at)
+const myRows = new Map();      // "h:<hold>" | "o:<order>" -> row elements
+let myHoldsOrder = "";
+let myOrdersOrder = "";
+let myTotalsKey = "";
+
+/** Read GET /api/me/orders soon (coalesced), if the panel is open; a closed panel reads it when opened. */
+function refreshMyOrdersSoon(delay = 150) {
+  if (!ordersOpen) return;
+  clearTimeout(myRefreshTimer);
+  myRefreshTimer = setTimeout(refreshMyOrders, delay);
+}
+
+async function refreshMyOrders() {
+  clearTimeout(myRefreshTimer);
+  myRefreshTimer = null;
+  if (!client || !identity) return;
+  if (myData.loading) { myData.again = true; return; }
+  const user = identity.user;
+  myData.loading = true;
+  myData.again = false;
+  render();
+  try {
+    const reply = await client.myOrders({ limit: 200, maxPages: 10 });
+    if (identity?.user !== user) return;
+    Object.assign(myData, { reply, user, complete: !reply.next, error: null, at: Date.now() });
+  } catch (err) {
+    if (identity?.user === user && err.code !== "STALE") {
+      myData.error = err;
+      refreshMyOrdersSoon(5000);  // retried while the panel is open
+    }
+  } finally {
+    myData.loading = false;
+    if (myData.again) refreshMyOrdersSoon(0);
+    render();
+  }
+}
+
+/** Another viewer (setToken, a new guest token): what was read belongs to the previous one. */
+function resetMyOrders() {
+  Object.assign(myData, { reply: null, user: null, complete: false, error: null, at: 0 });
+  if (ordersOpen) refreshMyOrdersSoon(0);
+}
+
+function setOrdersOpen(open) {
+  if (open && bagOpen) setBagOpen(false);
+  ordersOpen = open;
+  show(byId("my-orders-sheet"), open);
+  show(byId("my-orders-backdrop"), open);
+  setAttr(byId("my-orders-button"), "aria-expanded", open ? "true" : "false");
+  document.body.classList.toggle("my-orders-open", open);
+  clearInterval(myPollTimer);
+  myPollTimer = null;
+  if (open) {
+    refreshMyOrders();
+    myPollTimer = setInterval(() => refreshMyOrdersSoon(0), MY_POLL_MS);
+  } else {
+    clearTimeout(myRefreshTimer);
+  }
+  render();
+}
+
+function mySeenAt(id) {
+  if (!mySeen.has(id)) mySeen.set(id, client.serverNow());
+  return mySeen.get(id);
+}
+
+/** My holds and orders: the last reply merged with what this session learnt since (a hold's later
+ *  state wins; an order delivered live is listed at once; a refund is never undone), and the totals. */
+function myOrdersModel() {
+  const now = client.serverNow();
+  const reply = identity && myData.reply && myData.user === identity.user ? myData.reply : null;
+  const orders = new Map();
+  for (const o of reply?.orders || []) orders.set(o.order_id, { ...o, fromServer: o.status || "settled" });
+  for (const o of client.orders) {
+    const cur = orders.get(o.order_id);
+    const refunded = cur?.status === "refunded" || o.status === "refunded";
+    orders.set(o.order_id, { ...(cur || {}), ...o, status: refunded ? "refunded" : "settled", fromServer: cur?.fromServer ?? null });
+  }
+  const holds = new Map();
+  for (const h of reply?.holds || []) {
+    if (h && h.hold_id && !orders.has(h.hold_id)) holds.set(h.hold_id, { ...h });
+  }
+  for (const h of client.holds.values()) {
+    if (!h?.hold || orders.has(h.hold) || h.settled) continue;
+    const local = MY_LOCAL_STATUS[h.status] || h.status;
+    const cur = holds.get(h.hold);
+    const sale = client.sales.get(h.sale);
+    const qty = h.qty || cur?.qty || 1;
+    const status = cur && (MY_HOLD_RANK[cur.status] ?? 0) > (MY_HOLD_RANK[local] ?? 0) ? cur.status : local;
+    holds.set(h.hold, {
+      ...(cur || {}), hold_id: h.hold, sale_id: h.sale ?? cur?.sale_id, qty, status, pay_by: h.pay_by ?? cur?.pay_by,
+      amount: cur?.amount ?? (sale ? sale.unit_price * qty : null), currency: cur?.currency ?? sale?.currency ?? "EUR",
+      created_at: cur?.created_at ?? mySeenAt(h.hold),
+    });
+  }
+  for (const h of holds.values()) {
+    // not paid by pay_by: gone (the server's reaper marks it a moment later)
+    if (h.status === "reserved" && h.pay_by && h.pay_by <= now && !paying.has(h.hold_id)) h.status = "expired";
+  }
+  const holdList = Array.from(holds.values()).sort((a, b) => {
+    const ra = a.status === "reserved" ? 0 : 1;
+    const rb = b.status === "reserved" ? 0 : 1;
+    if (ra !== rb) return ra - rb;
+    if (ra === 0) return (a.pay_by ?? Infinity) - (b.pay_by ?? Infinity);
+    return (b.created_at ?? 0) - (a.created_at ?? 0);
+  });
+  const orderList = Array.from(orders.values())
+    .sort((a, b) => (b.settled_at ?? now) - (a.settled_at ?? now) || String(b.order_id).localeCompare(String(a.order_id)));
+  // Totals: the server's (every settled order), plus what arrived since it answered (a new order, a
+  // refund), when the reply held every order (otherwise an order missing from it may be counted already).
+  let totals = null;
+  if (reply) {
+    totals = {};
+    for (const [cur, t] of Object.entries(reply.totals || {})) {
+      const spent = Number(t?.spent) || 0;
+      const refunded = Number(t?.refunded) || 0;
+      totals[cur] = { orders: Number(t?.orders) || 0, units: Number(t?.units) || 0, spent, refunded,
+        net: typeof t?.net === "number" ? t.net : spent - refunded };
+    }
+    if (myData.complete) {
+      for (const o of orders.values()) {
+        const added = !o.fromServer;
+        const refund = o.status === "refunded" && o.fromServer !== "refunded";
+        if (!added && !refund) continue;
+        const t = (totals[o.currency || "EUR"] ||= { orders: 0, units: 0, spent: 0, refunded: 0, net: 0 });
+        const amount = Number(o.total) || 0;
+        if (added) { t.orders += 1; t.units += Number(o.qty) || 0; t.spent += amount; t.net += amount; }
+        if (refund) { t.refunded += amount; t.net -= amount; }
+      }
+    }
+  }
+  const toPay = holdList.filter((h) => h.status === "reserved").length;
+  return { now, reply, holds: holdList, orders: orderList, totals, toPay };
+}
+
+/** The reservation a Pay / Cancel of the panel was rendered for, while it can still be paid. */
+function myPayableHold(id) {
+  const local = heldHold(id);
+  if (local) return local;
+  if (!client || client.holds.has(id)) return null;  // one of this session's, no longer held
+  const h = myOrdersModel().holds.find((x) => x.hold_id === id);
+  return h && h.status === "reserved" ? { hold: h.hold_id, sale: h.sale_id, qty: h.qty, pay_by: h.pay_by } : null;
+}
+
+function onMyOrdersClick(ev) {
+  const btn = ev.target.closest("button[data-hold]");
+  if (!btn || btn.disabled) return;
+  const id = btn.dataset.hold;
+  if (btn.dataset.action === "pay") {
+    if (isOffline()) { payHold(heldHold(id) || { hold: id }); return; }  // answered with the offline toast
+    const hold = myPayableHold(id);
+    if (hold) payHold(hold);
+  } else if (btn.dataset.action === "release") {
+    releaseHold(myPayableHold(id));
+  }
+}
+
+function myTitle(saleId, sku) {
+  const sale = saleId ? client.sales.get(saleId) : null;
+  if (sale) return saleTitle(sale);
+  const product = sku ? client.products.find((p) => p.sku === sku) : null;
+  return product?.title || sku || "Purchase";
+}
+
+function myWhen(serverMs) {
+  if (!serverMs) return "";
+  const d = new Date(serverMs - client.offset);
+  const today = new Date().toDateString() === d.toDateString();
+  return today
+    ? `today ${d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })}`
+    : d.toLocaleString([], { day: "numeric", month: "short", hour: "2-digit", minute: "2-digit" });
+}
+
+function myRow(kind, id) {
+  const li = document.createElement("li");
+  li.className = "my-row";
+  li.dataset.testid = `${kind === "hold" ? "my-hold-row" : "my-order-row"}-${id}`;
+  li.dataset.kind = kind;
+  const part = (tag, cls, testid) => {
+    const el = document.createElement(tag);
+    el.className = cls;
+    if (testid) el.dataset.testid = testid;
+    return el;
+  };
+  const thumb = part("span", "product-thumb my-thumb");
+  const info = part("span", "my-info");
+  const title = part("span", "my-title", "my-row-title");
+  const meta = part("span", "my-meta");
+  const badge = part("span", "my-badge", "my-row-status");
+  const when = part("span", "my-when", "my-row-when");
+  meta.append(badge, when);
+  const ref = part("span", "my-ref", "my-row-ref");
+  info.append(title, meta, ref);
+  const right = part("span", "my-right");
+  const amount = part("span", "my-amount", "my-row-amount");
+  const qty = part("span", "my-qty", "my-row-qty");
+  right.append(amount, qty);
+  li.append(thumb, info, right);
+  const row = { li, thumb, title, badge, when, ref, amount, qty, actions: null, pay: null, release: null };
+  if (kind === "hold") {
+    row.actions = part("span", "my-actions");
+    row.pay = part("button", "my-pay", "my-hold-pay");
+    row.release = part("button", "link-button my-release", "my-hold-release");
+    for (const [b, action] of [[row.pay, "pay"], [row.release, "release"]]) {
+      b.type = "button";
+      b.dataset.hold = id;
+      b.dataset.action = action;
+    }
+    row.release.textContent = "Cancel";
+    row.actions.append(row.pay, row.release);
+    li.append(row.actions);
+  }
+  return row;
+}
+
+function myThumb(row, saleId, title) {
+  const sale = saleId ? client.sales.get(saleId) : null;
+  const product = sale ? client.products.find((p) => p.product_id === sale.product_id) : null;
+  const key = JSON.stringify([product?.product_id || saleId || "", product?.image_url || "", title]);
+  if (row.thumb.dataset.key === key) return;
+  row.thumb.dataset.key = key;
+  row.thumb.replaceChildren();
+  if (product?.image_url) {
+    const i = document.createElement("img");
+    i.src = product.image_url; i.alt = ""; i.loading = "lazy";
+    row.thumb.appendChild(i);
+  } else {
+    row.thumb.textContent = (title || "?").trim().split(/\s+/).slice(0, 2).map((w) => w[0]).join("").toUpperCase();
+  }
+  row.thumb.style.setProperty("--h", hue(product?.product_id || saleId || title));
+}
+
+/** Where a hold or order was made, when not in this live: its room or channel. */
+function myPlace(x) {
+  const place = x.channel || x.room_id;
+  return place && place !== roomId ? ` · in ${place}` : "";
+}
+
+function updateMyHoldRow(row, h, now, offline) {
+  const title = myTitle(h.sale_id, h.sku);
+  setText(row.title, title);
+  myThumb(row, h.sale_id, title);
+  setAttr(row.li, "data-status", h.status);
+  setAttr(row.badge, "data-status", h.status);
+  setText(row.badge, MY_LABEL[h.status] || h.status);
+  const amount = h.amount !== null && h.amount !== undefined ? formatMoney(h.amount, h.currency || "EUR") : "";
+  setText(row.amount, amount);
+  setText(row.qty, `${h.qty || 1} ×`);
+  setText(row.ref, `${shortId(h.hold_id)}${myPlace(h)}`);
+  let when = "";
+  if (h.status === "reserved") when = h.pay_by ? `pay within ${fmtClock(h.pay_by - now)}` : "pay to confirm";
+  else if (h.status === "paid") when = "payment received, confirming…";
+  else if (h.status === "expired") when = "not paid in time";
+  else if (h.status === "released") when = "you cancelled it";
+  setText(row.when, when);
+  const reserved = h.status === "reserved";
+  show(row.actions, reserved);
+  if (reserved) {
+    const busy = paying.has(h.hold_id);
+    setText(row.pay, busy ? "Paying…" : `Pay ${amount}`.trim());
+    row.pay.disabled = busy && !offline;
+    setAttr(row.pay, "aria-disabled", offline ? "true" : null);
+    row.release.disabled = offline || busy;
+  }
+}
+
+function updateMyOrderRow(row, o) {
+  const title = myTitle(o.sale_id, o.sku);
+  setText(row.title, title);
+  myThumb(row, o.sale_id, title);
+  setAttr(row.li, "data-status", o.status);
+  setAttr(row.badge, "data-status", o.status);
+  setText(row.badge, MY_LABEL[o.status] || o.status);
+  setText(row.amount, formatMoney(o.total ?? (o.unit_price ?? 0) * (o.qty || 1), o.currency || "EUR"));
+  setText(row.qty, `${o.qty || 1} ×`);
+  setText(row.ref, `${shortId(o.order_id)}${myPlace(o)}`);
+  setText(row.when, o.status === "refunded"
+    ? (o.refunded_at ? `money back ${myWhen(o.refunded_at)}` : "money back")
+    : (o.settled_at ? myWhen(o.settled_at) : "confirmed"));
+}
+
+/** Keyed rows in a list, in the given order (moved only when the order changed). */
+function syncMyList(list, keys, prevOrder) {
+  const order = keys.join("|");
+  if (order !== prevOrder) for (const k of keys) list.appendChild(myRows.get(k).li);
+  return order;
+}
+
+function renderMyTotals(totals) {
+  const foot = byId("my-orders-totals");
+  const currencies = totals ? Object.keys(totals).sort() : [];
+  show(foot, currencies.length > 0);
+  const key = JSON.stringify(currencies.map((c) => [c, totals[c]]));
+  if (key === myTotalsKey) return;
+  myTotalsKey = key;
+  foot.replaceChildren();
+  for (const cur of currencies) {
+    const t = totals[cur];
+    const line = document.createElement("div");
+    line.className = "my-total";
+    line.dataset.testid = `my-orders-total-${cur}`;
+    line.dataset.currency = cur;
+    const head = document.createElement("div");
+    head.className = "my-total-head";
+    head.dataset.testid = "my-total-count";
+    head.textContent = `${t.orders} ${t.orders === 1 ? "order" : "orders"} · ${t.units} ${t.units === 1 ? "unit" : "units"}`;
+    line.append(head);
+    for (const [name, label] of [["spent", "Spent"], ["refunded", "Refunded"], ["net", "Net"]]) {
+      const cell = document.createElement("span");
+      cell.className = `my-total-cell my-total-${name}`;
+      const l = document.createElement("span");
+      l.className = "my-total-label";
+      l.textContent = label;
+      const v = document.createElement("strong");
+      v.dataset.testid = `my-total-${name}`;
+      v.textContent = formatMoney(t[name], cur);
+      cell.append(l, v);
+      line.append(cell);
+    }
+    foot.append(line);
+  }
+}
+
+function renderMyOrders() {
+  if (!client) return;
+  const m = myOrdersModel();
+  const count = byId("my-orders-count");
+  setText(count, String(m.toPay));
+  show(count, m.toPay > 0);
+  setAttr(byId("my-orders-button"), "aria-label", m.toPay ? `My orders: ${m.toPay} to pay` : "My orders");
+  if (!ordersOpen) return;
+  const sheet = byId("my-orders-sheet");
+  const state = !identity ? "signin" : m.reply ? (myData.error ? "error" : "ready") : myData.error ? "error" : "loading";
+  setAttr(sheet, "data-state", state);
+  setText(byId("my-orders-sync"), myData.loading ? "Updating…" : "");
+  show(byId("my-orders-signin"), !identity);
+  const err = byId("my-orders-error");
+  show(err, !!identity && !!myData.error);
+  if (myData.error) {
+    setText(err, `Could not load your orders (${myData.error.code || myData.error.message}); retrying…${m.reply ? " Showing the last list." : ""}`);
+  }
+  const holdKeys = [];
+  const orderKeys = [];
+  const offline = isOffline();
+  for (const h of m.holds) {
+    const k = `h:${h.hold_id}`;
+    if (!myRows.has(k)) myRows.set(k, myRow("hold", h.hold_id));
+    updateMyHoldRow(myRows.get(k), h, m.now, offline);
+    holdKeys.push(k);
+  }
+  for (const o of m.orders.slice(0, MY_MAX_ORDER_ROWS)) {
+    const k = `o:${o.order_id}`;
+    if (!myRows.has(k)) myRows.set(k, myRow("order", o.order_id));
+    updateMyOrderRow(myRows.get(k), o);
+    orderKeys.push(k);
+  }
+  const keep = new Set([...holdKeys, ...orderKeys]);
+  for (const [k, row] of myRows) if (!keep.has(k)) { row.li.remove(); myRows.delete(k); }
+  myHoldsOrder = syncMyList(byId("my-holds-list"), holdKeys, myHoldsOrder);
+  myOrdersOrder = syncMyList(byId("my-orders-list"), orderKeys, myOrdersOrder);
+  show(byId("my-holds-heading"), holdKeys.length > 0);
+  show(byId("my-orders-heading"), orderKeys.length > 0);
+  const loaded = !!m.reply || !!myData.error;
+  show(byId("my-orders-empty"), !!identity && loaded && !holdKeys.length && !orderKeys.length);
+  renderMyTotals(m.totals);
 }
 
 // The chat list scrolls inside its own box and follows new comments while it is scrolled to the
