@@ -36,14 +36,17 @@ from .sales import Sales
 __all__ = ["Pools", "PoolAudit", "pool_wire"]
 
 
-def pool_wire(rec: PoolRecord, c: PoolCounters | None) -> dict[str, Any]:
+def pool_wire(rec: PoolRecord, c: PoolCounters | None, sold_at_sales: int = 0) -> dict[str, Any]:
+    """The Pool object (docs/PROTOCOL.md Stock pools). ``on_hand``: units not sold anywhere (received +
+    put back - sold through channels - sold by its sales); ``sold``: sold anywhere."""
     out: dict[str, Any] = {
         "pool_id": rec.pool_id, "sku": rec.sku, "merchant_id": rec.merchant_id, "title": rec.title,
         "unit_price": rec.unit_price, "currency": rec.currency, "per_user_limit": rec.per_user_limit,
         "hold_ttl_ms": rec.hold_ttl_ms, "created_at": rec.created_at_ms}
     if c is not None:
         out.update(available=c.available, channel_held=c.held, channel_sold=c.sold, received=c.received,
-                   restocked=c.restocked, at_sales=c.out, on_hand=c.received + c.restocked - c.sold)
+                   restocked=c.restocked, at_sales=c.out, sold=c.sold + sold_at_sales,
+                   on_hand=c.received + c.restocked - c.sold - sold_at_sales)
     return out
 
 
@@ -279,7 +282,15 @@ class Pools:
     # -- helpers -------------------------------------------------------------------------------------------
 
     async def _wire(self, pool: PoolRecord) -> dict[str, Any]:
-        return pool_wire(pool, await self.inventory.pools.counters(pool.pool_id))
+        sold = 0
+        for s in await self.sql.sales_of(pool.pool_id):
+            c = await self.inventory.counters(s.sale_id)
+            if c is not None:
+                sold += c.sold
+            else:
+                final = await archive.get_sale(self.store, s.sale_id)
+                sold += final.sold if final else 0
+        return pool_wire(pool, await self.inventory.pools.counters(pool.pool_id), sold)
 
     async def _sale_row(self, s: SaleRecord) -> dict[str, Any]:
         c = await self.inventory.counters(s.sale_id)

@@ -87,8 +87,21 @@ class Reaper:
         for sale_id in sorted(candidates):
             if not SLUG_RE.match(sale_id):
                 continue
-            nxt = 0
-            while sale_id in armed:
+            try:
+                expired += await self._sweep_sale(sale_id, sale_id in armed)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # one sale's trouble never stops the others' expiries
+                log.warning("reaper: sale %s: %s: %s", sale_id, type(exc).__name__, exc)
+        if self.store is not None:
+            await self.flush_journals()
+        return expired
+
+    async def _sweep_sale(self, sale_id: str, armed: bool) -> int:
+        """Expire one sale's due holds, give an ended pool-backed sale's units back, retire it when done."""
+        expired = nxt = 0
+        if armed:
+            while True:
                 count, units, available, nxt, deposits = await self.inventory.reap_with_deposits(sale_id, 500)
                 expired += count
                 if deposits and self.on_deposits is not None:
@@ -99,16 +112,14 @@ class Reaper:
                         await self.on_restock(counters.room_id, sale_id, available)
                 if count < 500:
                     break
-            pool_id = K.pool_of_sale(sale_id)
-            if sale_id in armed and pool_id and sale_id != K.pool_bucket_id(pool_id):
-                await self.give_back(sale_id)
-            if not nxt:
-                try:
-                    await self.retire(sale_id)
-                except Exception as exc:  # SQL or Redis briefly away: the next sweep tries again
-                    log.warning("reaper: could not retire sale %s: %s", sale_id, exc)
-        if self.store is not None:
-            await self.flush_journals()
+        pool_id = K.pool_of_sale(sale_id)
+        if armed and pool_id and sale_id != K.pool_bucket_id(pool_id):
+            await self.give_back(sale_id)
+        if not nxt:
+            try:
+                await self.retire(sale_id)
+            except Exception as exc:  # SQL or Redis briefly away: the next sweep tries again
+                log.warning("reaper: could not retire sale %s: %s", sale_id, exc)
         return expired
 
     async def give_back(self, sale_id: str) -> None:

@@ -171,7 +171,9 @@ class Inventory:
                                                                                  list[ExpiredDeposit]]:
         """``reap`` plus the pre-sale deposit holds it expired (their balance was not paid in time)."""
         k = K.sale_keys(sale_id)
-        count, units, available, nxt, flat = await self._scripts["reap"](keys=k.for_release, args=[limit])
+        reply = await self._scripts["reap"](keys=k.for_release, args=[limit])
+        count, units, available, nxt = reply[:4]
+        flat = reply[4] if len(reply) > 4 else []
         deposits = [ExpiredDeposit(_s(flat[i]), _s(flat[i + 1]), int(flat[i + 2]), _s(flat[i + 3]))
                     for i in range(0, len(flat), 4)]
         return int(count), int(units), int(available), int(nxt), deposits

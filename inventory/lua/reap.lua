@@ -6,7 +6,7 @@
 --   the expired pre-sale deposit holds (balance unpaid), flat: hold_id, user_id, qty, deposit payment ref, ...
 local sale, buyers, holds, deadlines = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local limit = parse_pos_int(ARGV[1], 100000) or 100
-if not sale_exists(sale) then return {0, 0, 0, 0} end
+if not sale_exists(sale) then return {0, 0, 0, 0, {}} end
 local now = now_ms()
 local due = redis.call('ZRANGEBYSCORE', deadlines, '-inf', now, 'LIMIT', 0, limit)
 local count, units, deposits = 0, 0, {}
