@@ -1,10 +1,11 @@
 -- pool_allocate.lua: launch a sale whose units move out of a pool, atomically (the sale's keys share
 -- the pool's hash slot), or confirm the same launch happened; a pool short of units refuses it whole.
 -- KEYS[1] pool bucket hash  KEYS[2] transfers hash  KEYS[3] journal hash  KEYS[4] sale hash
--- ARGV[1] transfer id, then the sale's terms as arm.lua's ARGV[1..10]: sale_id, room_id, sku,
--- unit_price, currency, allocated, per_user_limit, starts_at_ms, ends_at_ms, hold_ttl_ms
--- ARGV[12..15] (a pre-sale only, else absent): deposit per unit (minor units, 1..unit_price),
--- balance_from_ms, balance_by_ms (> balance_from_ms), deposit rule `refund` | `keep` (confirm.lua, reap.lua)
+-- ARGV[1] transfer id, then ARGV[2..11] the sale's terms as arm.lua's ARGV[1..10]: sale_id, room_id,
+-- sku, unit_price, currency, allocated, per_user_limit, starts_at_ms, ends_at_ms, hold_ttl_ms
+-- A pre-sale only (else absent): ARGV[12] deposit per unit (minor units, 1..unit_price)
+-- ARGV[13] balance_from_ms  ARGV[14] balance_by_ms (> balance_from_ms)
+-- ARGV[15] deposit rule `refund` | `keep` (what confirm.lua and reap.lua do with the deposit)
 -- Returns {code, available, held, sold, pool_available}; code ARMED | EXISTS | CONFLICT | POOL_SHORT
 --   | NOT_FOUND (no pool) | INVALID
 local pool, transfers, journal, sale = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
