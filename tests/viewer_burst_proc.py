@@ -39,7 +39,8 @@ async def _buy(ws: aiohttp.ClientWebSocketResponse, sale: str, rid: str) -> dict
 async def _main() -> None:
     loop = asyncio.get_running_loop()
     cfg = json.loads(await loop.run_in_executor(None, sys.stdin.readline))
-    async with aiohttp.ClientSession() as session:
+    # no per-session connection cap (aiohttp keeps 100 by default; each socket holds one)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
         sockets = await asyncio.gather(*(_viewer(session, cfg["base"], cfg["room"], tok) for tok, _ in cfg["viewers"]))
         print("READY", flush=True)
         go = await loop.run_in_executor(None, sys.stdin.readline)
