@@ -28,7 +28,7 @@ KEEP = 200            # holds kept per buyer in the index (the newest)
 TTL_S = 30 * 86400    # the index expires this long after the buyer's last reservation
 
 # a hold's status as the buyer reads it: held -> reserved, confirmed -> paid (settled once in SQL)
-_STATUS = {"held": "reserved", "confirmed": "paid", "expired": "expired", "released": "released"}
+_STATUS = {"held": "reserved", "deposit": "deposit", "confirmed": "paid", "expired": "expired", "released": "released"}
 
 
 def hold_line(h: Hold, unit_price: int | None, currency: str | None) -> dict[str, Any]:
