@@ -6,6 +6,8 @@ Each action validates, writes the system of record (SQL), then publishes the roo
 from __future__ import annotations
 
 import secrets
+
+import orjson
 import time
 from typing import Any
 
@@ -74,9 +76,10 @@ class Catalogue:
     async def add_product(self, room_id: str, req: AddProduct) -> dict[str, Any]:
         await self.room(room_id)
         product_id = req.product_id or "p-" + secrets.token_hex(4)
+        variants = [{"variant_id": v, "sku": sku, "label": label} for v, sku, label in req.variants or ()]
         rec = ProductRecord(room_id=room_id, product_id=product_id, sku=req.sku, title=req.title,
                             description=req.description, image_url=req.image_url, unit_price=req.unit_price,
-                            currency=req.currency)
+                            currency=req.currency, variants=orjson.dumps(variants).decode())
         await self.store.upsert_product(rec)
         wire = product_wire(rec)
         await self.bus.publish(room_id, ev.product_added(wire), {f"product:{product_id}": wire})

@@ -46,7 +46,9 @@ async def _launch_sale(c: Commerce, room_id: str, m: LaunchSale) -> dict[str, An
         product_id=m.product, units=m.units, sale_id=m.sale_id, unit_price=m.price, per_user_limit=m.limit,
         starts_in_s=m.starts_in_s, duration_s=m.duration_s, hold_ttl_s=m.hold_ttl_s,
         members_only=m.members_only, pool=m.pool, deposit=m.deposit, balance_in_s=m.balance_in_s,
-        balance_window_s=m.balance_window_s, deposit_rule=m.deposit_rule))
+        balance_window_s=m.balance_window_s, deposit_rule=m.deposit_rule, variants=m.variants))
+    if m.variants is not None:  # a sale of several variants: {group, sales}
+        return sale
     return {"sale": sale}
 
 

@@ -63,6 +63,52 @@ def _deposit_rule(v: object) -> str:
 
 
 DepositRule = Annotated[str, Check(_deposit_rule, "refund or keep")]
+
+_SLUG = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")
+_POOL = re.compile(r"^(?!.*--)[A-Za-z0-9_-]{1,40}\Z")
+MAX_VARIANTS = 20
+
+
+def _product_variants(v: object) -> tuple[tuple[str, str, str], ...]:
+    """[{variant_id, sku, label}] -> ((variant_id, sku, label), ...): 1-20 distinct variants."""
+    if not isinstance(v, list) or not 1 <= len(v) <= MAX_VARIANTS:
+        raise ValueError
+    out = []
+    for item in v:
+        if not isinstance(item, dict) or set(item) - {"variant_id", "sku", "label"}:
+            raise ValueError
+        vid, sku, label = item.get("variant_id"), item.get("sku"), item.get("label", "")
+        if not (isinstance(vid, str) and _SLUG.match(vid) and isinstance(sku, str) and ID_RE.match(sku)
+                and isinstance(label, str) and len(label.strip()) <= 64):
+            raise ValueError
+        out.append((vid, sku, label.strip() or vid))
+    if len({x[0] for x in out}) != len(out) or len({x[1] for x in out}) != len(out):
+        raise ValueError
+    return tuple(out)
+
+
+def _sale_variants(v: object) -> tuple[tuple[str, int], ...]:
+    """[{pool, units}] -> ((pool, units), ...): 1-20 variants, each from its own pool."""
+    if not isinstance(v, list) or not 1 <= len(v) <= MAX_VARIANTS:
+        raise ValueError
+    out = []
+    for item in v:
+        if not isinstance(item, dict) or set(item) - {"pool", "units"}:
+            raise ValueError
+        pool, units = item.get("pool"), item.get("units", 0)  # 0: the request's `units`
+        if not (isinstance(pool, str) and _POOL.match(pool) and isinstance(units, int) and not isinstance(units, bool)
+                and 0 <= units <= MAX_SALE_UNITS):
+            raise ValueError
+        out.append((pool, units))
+    if len({p for p, _ in out}) != len(out):
+        raise ValueError
+    return tuple(out)
+
+
+ProductVariants = Annotated[tuple[tuple[str, str, str], ...], Check(
+    _product_variants, "a list of 1-20 {variant_id, sku, label?} with distinct ids and SKUs")]
+SaleVariants = Annotated[tuple[tuple[str, int], ...], Check(
+    _sale_variants, f"a list of 1-20 {{pool, units?}} with distinct pools and units 1-{MAX_SALE_UNITS}")]
 Deposit = Annotated[int, Range(1, MAX_PRICE)]
 BalanceWindow = Annotated[int, Range(1, YEAR_S)]
 SignedUnits = Annotated[int, Check(_signed_units, f"a non-zero integer between -{MAX_SALE_UNITS} and {MAX_SALE_UNITS}")]
@@ -140,6 +186,7 @@ class LaunchSale:
     balance_in_s: Annotated[int, Range(0, YEAR_S)] = 0
     balance_window_s: BalanceWindow = 86_400
     deposit_rule: DepositRule = "refund"
+    variants: SaleVariants | None = None  # a sale of several variants, each from its pool (units: the default)
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +234,7 @@ class AddProduct:
     product_id: Slug | None = None
     description: Annotated[str, Text(2000, allow_empty=True)] = ""
     image_url: Url = ""
+    variants: ProductVariants | None = None  # sizes, colours: each a SKU with its own stock pool
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,6 +256,7 @@ class CreateSale:
     balance_in_s: Annotated[int, Range(0, YEAR_S)] = 0
     balance_window_s: BalanceWindow = 86_400
     deposit_rule: DepositRule = "refund"
+    variants: SaleVariants | None = None  # a sale of several variants, each from its pool (units: the default)
 
 
 @dataclass(frozen=True, slots=True)

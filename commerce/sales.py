@@ -7,11 +7,13 @@ tell the room. Open and close are published once across gateways (deduplicated i
 from __future__ import annotations
 
 import secrets
+
+import orjson
 from typing import Any
 
 from inventory import archive
 from inventory.domain import ArmCode, PresaleTerms, SaleSpec
-from inventory.keys import POOL_SEP
+from inventory.keys import GROUP_PREFIX, POOL_SEP, slot_family, variant_group
 from inventory.pools import PoolStore
 from inventory.scripts import Inventory
 from inventory.store import ProductRecord, SaleConflict, SaleRecord, Store
@@ -46,6 +48,8 @@ class Sales:
         now = await self.inventory.now_ms()
         starts = req.starts_at if req.starts_at is not None else now + req.starts_in_s * 1000
         ends = req.ends_at if req.ends_at is not None else starts + req.duration_s * 1000
+        if req.variants is not None:
+            return await self._launch_variants(room_id, req, product, now, starts, ends)
         if req.pool is not None:
             return await self._launch_from_pool(room_id, req, product, now, starts, ends)
         if req.deposit is not None:
@@ -91,6 +95,8 @@ class Sales:
         if product.sku != pool.sku or product.currency != pool.currency:
             raise InvalidInput(f"product {product.product_id} is {product.sku} in {product.currency}; "
                                f"pool {pool.pool_id} holds {pool.sku} in {pool.currency}")
+        if req.sale_id is not None and req.sale_id.startswith(GROUP_PREFIX):
+            raise InvalidInput(f"sale_id must not start with {GROUP_PREFIX!r} (it names a sale of variants)")
         sale_id = f"{pool.pool_id}{POOL_SEP}{req.sale_id or 's' + secrets.token_hex(5)}"
         if len(sale_id) > 64:
             raise InvalidInput(f"pool id and sale_id together must be at most 62 characters: {sale_id!r}")
@@ -135,6 +141,77 @@ class Sales:
         await self.bus.publish(room_id, ev.sale_scheduled(wire), {f"sale:{sale_id}": wire},
                                once=f"scheduled:{sale_id}")
         return wire
+
+    async def _launch_variants(self, room_id: str, req: CreateSale, product: ProductRecord, now: int, starts: int,
+                               ends: int) -> dict[str, Any]:
+        """One sale of several variants of a product, each variant's units from its own pool, all or
+        nothing (``pool_allocate_group.lua``); the variants share one per-user limit. Each variant is a
+        sale of its own (``<pool>--<g-suffix>``, ``group`` and ``variant`` in its Sale object): a buy
+        names the variant's sale."""
+        assert req.variants is not None
+        if req.pool is not None or req.deposit is not None:
+            raise InvalidInput("a sale of variants takes each variant's pool from `variants` (no pool, no deposit)")
+        known_variants = {v["sku"]: v for v in orjson.loads(product.variants or "[]")}
+        if not known_variants:
+            raise InvalidInput(f"product {product.product_id} has no variants")
+        if req.sale_id is not None and (POOL_SEP in req.sale_id or len(req.sale_id) > 20):
+            raise InvalidInput("sale_id of a sale of variants: at most 20 characters, without '--'")
+        suffix = GROUP_PREFIX + (req.sale_id or secrets.token_hex(5))
+        ttl_ms = (req.hold_ttl_s or self.default_hold_ttl_s) * 1000
+        price = product.unit_price if req.unit_price is None else req.unit_price
+        plan: list[tuple[str, SaleSpec, SaleRecord]] = []
+        families = set()
+        for pool_id, units in req.variants:
+            pool = await self.pool_sql.get(pool_id)
+            if pool is None:
+                raise NotFound(f"no stock pool {pool_id}")
+            variant = known_variants.get(pool.sku)
+            if variant is None or pool.currency != product.currency:
+                raise InvalidInput(f"pool {pool_id} holds {pool.sku} in {pool.currency}: not a variant of product "
+                                   f"{product.product_id} in {product.currency}")
+            families.add(slot_family(pool_id))
+            sale_id = f"{pool_id}{POOL_SEP}{suffix}"
+            if len(sale_id) > 64:
+                raise InvalidInput(f"sale id {sale_id!r} is longer than 64 characters: use shorter pool ids")
+            spec = SaleSpec(sale_id=sale_id, room_id=room_id, sku=pool.sku, unit_price=price, currency=pool.currency,
+                            allocated=units or req.units, per_user_limit=req.per_user_limit, starts_at_ms=starts,
+                            ends_at_ms=ends, hold_ttl_ms=ttl_ms)
+            rec = SaleRecord(sale_id=sale_id, room_id=room_id, product_id=product.product_id, sku=pool.sku,
+                             title=f"{product.title} · {variant['label']}", unit_price=price, currency=pool.currency,
+                             allocated=spec.allocated, per_user_limit=req.per_user_limit, starts_at_ms=starts,
+                             ends_at_ms=ends, hold_ttl_ms=ttl_ms, created_at_ms=now, members_only=req.members_only,
+                             pool_id=pool_id, variant=str(variant["label"])[:64])
+            plan.append((pool_id, spec, rec))
+        if len(families) != 1:
+            raise InvalidInput("the variants' pools must be one product's: pool ids <product>__<variant>")
+        stored = [await self.store.get_sale(spec.sale_id) for _, spec, _ in plan]
+        if any(r is not None for r in stored):
+            if all(r is not None and r.same_content(rec) for r, (_, _, rec) in zip(stored, plan, strict=True)):
+                return {"group": variant_group(plan[0][1].sale_id), "sales": [(await self.get(spec.sale_id))[1]
+                                                                             for _, spec, _ in plan]}
+            raise Conflict(f"a sale of variants {suffix} exists with different terms")
+        code, which, pool_available = await self.inventory.pools.allocate_group([(p, spec) for p, spec, _ in plan])
+        if code == "POOL_SHORT":
+            pool_id, spec, _ = plan[which - 1]
+            raise Refused(ErrorCode.POOL_SHORT, f"pool {pool_id} has {pool_available} units available; the sale "
+                                                f"asks for {spec.allocated}")
+        if code == "NOT_FOUND":
+            raise NotFound(f"stock pool {plan[which - 1][0]} is not open in Redis")
+        if code not in ("ARMED", "EXISTS"):
+            error = Conflict if code == "CONFLICT" else InvalidInput
+            raise error(f"the sale of variants could not be armed: {code}")
+        wires = []
+        for _, spec, rec in plan:
+            try:
+                await self.store.insert_sale(rec)
+            except SaleConflict:
+                raise Conflict(f"sale {spec.sale_id} exists with different terms") from None
+            self.members_only.note(rec)
+            wire = sale_wire(rec, spec.allocated, sale_state_at(sale_wire(rec), now, spec.allocated))
+            await self.bus.publish(room_id, ev.sale_scheduled(wire), {f"sale:{spec.sale_id}": wire},
+                                   once=f"scheduled:{spec.sale_id}")
+            wires.append(wire)
+        return {"group": variant_group(plan[0][1].sale_id), "sales": wires}
 
     @staticmethod
     def _presale_terms(req: CreateSale, price: int, now: int, starts: int) -> PresaleTerms | None:

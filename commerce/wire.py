@@ -7,7 +7,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 from inventory.domain import Hold
+from inventory.keys import variant_group
 from inventory.store import OrderRecord, ProductRecord, RoomRecord, SaleRecord
 
 __all__ = ["product_wire", "room_wire", "sale_wire", "hold_wire", "order_wire", "order_event_wire", "mask_name"]
@@ -22,8 +25,12 @@ def mask_name(name: str) -> str:
 
 
 def product_wire(p: ProductRecord) -> dict[str, Any]:
-    return {"product_id": p.product_id, "sku": p.sku, "title": p.title, "description": p.description or "",
-            "image_url": p.image_url or "", "unit_price": p.unit_price, "currency": p.currency}
+    out = {"product_id": p.product_id, "sku": p.sku, "title": p.title, "description": p.description or "",
+           "image_url": p.image_url or "", "unit_price": p.unit_price, "currency": p.currency}
+    variants = orjson.loads(p.variants or "[]")
+    if variants:
+        out["variants"] = variants
+    return out
 
 
 def room_wire(r: RoomRecord) -> dict[str, Any]:
@@ -38,7 +45,8 @@ def sale_wire(s: SaleRecord, units_left: int | None = None, state: str = "schedu
             "starts_at": s.starts_at_ms, "ends_at": s.ends_at_ms, "hold_ttl_ms": s.hold_ttl_ms, "state": state,
             "members_only": s.members_only, **({"pool": s.pool_id} if s.pool_id else {}),
             **({"presale": {"deposit": s.deposit, "balance_from": s.balance_from_ms, "balance_by": s.balance_by_ms,
-                            "deposit_rule": s.deposit_rule}} if s.deposit else {})}
+                            "deposit_rule": s.deposit_rule}} if s.deposit else {}),
+            **({"group": variant_group(s.sale_id), "variant": s.variant} if s.variant else {})}
 
 
 def hold_wire(h: Hold) -> dict[str, Any]:

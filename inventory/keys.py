@@ -20,6 +20,7 @@ __all__ = [
     "PREFIX", "SaleKeys", "sale_keys", "sale_id_of_outbox", "RoomKeys", "room_keys",
     "OUTBOX_REGISTRY", "SALES_REGISTRY", "DEAD_LETTER", "SETTLE_GROUP", "RECONCILE_LOCK", "POOL_SEP", "pool_of_sale",
     "POOLS_REGISTRY", "PoolKeys", "pool_keys", "pool_bucket_id", "POOL_BUCKET_SUFFIX", "user_holds_key",
+    "FAMILY_SEP", "GROUP_PREFIX", "slot_family", "variant_group",
 ]
 
 PREFIX = "ls"
@@ -69,10 +70,38 @@ def pool_of_sale(sale_id: str) -> str | None:
     return pool if sep and pool and rest else None
 
 
+FAMILY_SEP = "__"  # "<product>__<variant>": the pools of one product's variants share the product's slot
+GROUP_PREFIX = "g-"  # "<pool>--g-<hex>": the sales of one variant sale (one per variant), one buyers hash
+
+
+def slot_family(pool_id: str) -> str:
+    """The hash-slot family of a pool: a variant pool ``<product>__<variant>`` lives with its product's
+    other variants (so a sale of several variants is one atomic script); any other pool, alone."""
+    family, sep, variant = pool_id.partition(FAMILY_SEP)
+    return family if sep and family and variant else pool_id
+
+
+def variant_group(sale_id: str) -> str | None:
+    """The variant sale a sale belongs to (``<family>:<g-suffix>``), or None for a sale of one SKU."""
+    pool = pool_of_sale(sale_id)
+    if pool is None:
+        return None
+    suffix = sale_id[len(pool) + len(POOL_SEP):]
+    return f"{slot_family(pool)}:{suffix}" if suffix.startswith(GROUP_PREFIX) else None
+
+
 def sale_keys(sale_id: str) -> SaleKeys:
     pool = pool_of_sale(sale_id)
-    tag = f"{PREFIX}:{{pool:{pool}}}:{sale_id}" if pool else f"{PREFIX}:{{sale:{sale_id}}}"
-    return SaleKeys(sale_id=sale_id, sale=f"{tag}:sale", buyers=f"{tag}:buyers", holds=f"{tag}:holds",
+    if pool is None:
+        tag = f"{PREFIX}:{{sale:{sale_id}}}"
+        buyers = f"{tag}:buyers"
+    else:
+        family = slot_family(pool)
+        tag = f"{PREFIX}:{{pool:{family}}}:{sale_id}"
+        group = variant_group(sale_id)
+        # the variants of one sale count a buyer's units together: the per-user limit holds across the sale
+        buyers = f"{PREFIX}:{{pool:{family}}}:group:{group.split(':', 1)[1]}:buyers" if group else f"{tag}:buyers"
+    return SaleKeys(sale_id=sale_id, sale=f"{tag}:sale", buyers=buyers, holds=f"{tag}:holds",
                     idem=f"{tag}:idem", deadlines=f"{tag}:deadlines", outbox=f"{tag}:outbox")
 
 
@@ -117,7 +146,8 @@ def pool_bucket_id(pool_id: str) -> str:
 
 
 def pool_keys(pool_id: str) -> PoolKeys:
-    tag = f"{PREFIX}:{{pool:{pool_id}}}"
+    family = slot_family(pool_id)
+    tag = f"{PREFIX}:{{pool:{pool_id}}}" if family == pool_id else f"{PREFIX}:{{pool:{family}}}:{pool_id}"
     return PoolKeys(pool_id=pool_id, bucket=sale_keys(pool_bucket_id(pool_id)), transfers=f"{tag}:transfers",
                     journal=f"{tag}:journal")
 

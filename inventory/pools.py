@@ -165,6 +165,19 @@ class PoolRedis:
             keys=k.with_sale(spec.sale_id), args=args)
         return _s(code), int(available), int(pool_available)
 
+    async def allocate_group(self, variants: list[tuple[str, SaleSpec]]) -> tuple[str, int, int]:
+        """Arm a sale of several variants, each (pool id, spec), all or nothing (``pool_allocate_group.lua``):
+        (code, the 1-based variant a refusal is about or 0, that variant's pool available)."""
+        keys: list[str] = []
+        args: list[Any] = [len(variants)]
+        for pool_id, spec in variants:
+            keys += K.pool_keys(pool_id).with_sale(spec.sale_id)
+            args += spec.to_argv()
+            await self.redis.sadd(K.OUTBOX_REGISTRY, K.sale_keys(spec.sale_id).outbox)
+            await self.redis.sadd(K.SALES_REGISTRY, spec.sale_id)
+        code, which, available = await self._scripts["pool_allocate_group"](keys=keys, args=args)
+        return _s(code), int(which), int(available)
+
     async def topup(self, pool_id: str, sale_id: str, transfer_id: str, units: int) -> MoveResult:
         code, sale_available, pool_available = await self._scripts["pool_topup"](
             keys=K.pool_keys(pool_id).with_sale(sale_id), args=[transfer_id, units])

@@ -58,6 +58,8 @@ products = Table(
     Column("image_url", String(2048), nullable=False, default=""),
     Column("unit_price", BigInteger, nullable=False),
     Column("currency", String(3), nullable=False),
+    # its variants (size, colour), each a SKU with its own stock pool: JSON [{variant_id, sku, label}]
+    Column("variants", Text, nullable=False, default="[]", server_default="[]"),
     PrimaryKeyConstraint("room_id", "product_id", name="pk_products"),
 )
 
@@ -83,6 +85,7 @@ sales = Table(
     Column("balance_from_ms", BigInteger, nullable=False, default=0, server_default="0"),
     Column("balance_by_ms", BigInteger, nullable=False, default=0, server_default="0"),
     Column("deposit_rule", String(8), nullable=False, default="", server_default=""),
+    Column("variant", String(64), nullable=False, default="", server_default=""),
     Index("ix_sales_room", "room_id"),
 )
 
@@ -112,7 +115,8 @@ orders = Table(
 # columns added after their table was first created: ``Store.open`` adds the missing ones
 # (ALTER TABLE ... ADD COLUMN, with the column's server default) to an existing database
 _ADDED_COLUMNS = ((sales, "members_only"), (sales, "pool_id"), (sales, "deposit"), (sales, "balance_from_ms"),
-                  (sales, "balance_by_ms"), (sales, "deposit_rule"), (orders, "channel"))
+                  (sales, "balance_by_ms"), (sales, "deposit_rule"), (sales, "variant"), (products, "variants"),
+                  (orders, "channel"))
 
 
 class SaleConflict(Exception):
@@ -144,6 +148,7 @@ class ProductRecord:
     image_url: str
     unit_price: int
     currency: str
+    variants: str = "[]"  # JSON [{variant_id, sku, label}]: each variant a SKU with its own pool
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +172,7 @@ class SaleRecord:
     balance_from_ms: int = 0    # a pre-sale's balance window [from, by)
     balance_by_ms: int = 0
     deposit_rule: str = ""      # refund | keep: what happens to the deposit of an unpaid balance
+    variant: str = ""           # one variant of a sale of several (its label, e.g. "Red / M"); '' otherwise
 
     def same_content(self, other: SaleRecord) -> bool:
         """Equal in everything but ``created_at_ms``."""
@@ -419,7 +425,7 @@ class Store:
         stmt = stmt.on_conflict_do_update(
             index_elements=[products.c.room_id, products.c.product_id],
             set_={c: stmt.excluded[c] for c in ("sku", "title", "description", "image_url", "unit_price",
-                                                 "currency")},
+                                                 "currency", "variants")},
         )
         async with self.engine.begin() as conn:
             await conn.execute(stmt)

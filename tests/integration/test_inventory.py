@@ -765,6 +765,15 @@ async def test_every_script_call_site_passes_keys_of_one_slot(inventory, uid):
     assert (await inventory.pools.allocate(pool, spec))[0] == "ARMED"
     assert (await inventory.pools.topup(pool, spec.sale_id, "topup:x:1", 1)).code == "TOPPED_UP"
     assert (await inventory.pools.give_back(spec.sale_id))[0] == "OPEN"
+    # a sale of two variants, each from its pool: the product's family slot
+    for v in ("a", "b"):
+        await inventory.pools.open(PoolRecord(f"{pool}__{v}", f"SKU-{uid}-{v}", "m1", "t", 100, "EUR", 2, 60_000,
+                                              now), 5)
+    group = [(f"{pool}__{v}", SaleSpec(sale_id=f"{pool}__{v}--g-1", room_id="room-1", sku=f"SKU-{uid}-{v}",
+                                       unit_price=100, currency="EUR", allocated=2, per_user_limit=1,
+                                       starts_at_ms=now, ends_at_ms=now + 60_000, hold_ttl_ms=60_000))
+             for v in ("a", "b")]
+    assert (await inventory.pools.allocate_group(group))[0] == "ARMED"
 
     assert {n for n, _ in calls} == set(SCRIPT_NAMES)
     for name, keys in calls:
@@ -772,6 +781,9 @@ async def test_every_script_call_site_passes_keys_of_one_slot(inventory, uid):
         assert len({key_slot(k.encode()) for k in keys}) == 1, (name, keys)
         tag = f"pool:{pool}" if name.startswith("pool_") else f"sale:{sale}"
         assert {_tag(k) for k in keys} == {tag}, (name, keys)
+        if "KEYS[4i]" in _header(name):  # a repeating block of 4 keys per item (pool_allocate_group.lua)
+            assert len(keys) % 4 == 0, (name, keys)
+            continue
         documented = {int(n) for n in re.findall(r"KEYS\[(\d+)\]", _header(name))}
         assert documented == set(range(1, len(keys) + 1)), (name, documented, keys)
 
@@ -820,6 +832,10 @@ def test_lua_never_builds_key_names(path):
                 key_vars.add(n)
     for n in key_vars:  # never reassigned
         assert not re.search(rf"(?<!local )(?<![\w.]){n}\s*=[^=]", re.sub(r"local\s+[\w\s,]+=", "", text)), n
+    # a script over a repeating block of keys (pool_allocate_group.lua) keeps each item's keys in table
+    # fields set straight from KEYS[<index expression>] in one constructor: <item>.<field> is a KEYS value
+    for field in re.findall(r"[{,]\s*(\w+)\s*=\s*KEYS\[[\w\s*+-]+\]", text):
+        key_vars |= {f"{item}.{field}" for item in re.findall(r"local\s+(\w+)\s*=\s*v\[", text)}
     calls = CALL_RE.findall(text)
     assert calls, "no redis.call found"
     for cmd, key in SUBCOMMAND_RE.findall(text):
