@@ -29,6 +29,7 @@ async def dashboard(c: Commerce, room_id: str, now_ms: int, local: tuple[int, in
         if final is not None:
             funnel = {"tapped": final.tapped, "reserved": final.reserved, "paid": final.paid}
             likes = max(likes, final.likes)
+    saved = await c.saved.sql.counts_for_room(room_id)  # viewers who saved each product for later
     sales = []
     for wire in await c.sales.of_room(room_id):
         wire["settled_units"] = await store.sold_units(wire["sale_id"])
@@ -40,7 +41,7 @@ async def dashboard(c: Commerce, room_id: str, now_ms: int, local: tuple[int, in
         "orders_per_minute": [{"minute": m, "orders": n, "gmv": g} for m, n, g in per_minute],
         "funnel": {"viewers": viewers, "tapped": funnel.get("tapped", 0), "reserved": funnel.get("reserved", 0),
                    "paid": funnel.get("paid", 0)},
-        "sales": sales,
+        "sales": sales, "saved": saved,
         "latest_orders": [{"order_id": o.order_id, "sale_id": o.sale_id, "user_id": o.user_id, "qty": o.qty,
                            "total": o.total, "currency": o.currency, "confirmed_at": o.confirmed_at_ms}
                           for o in latest],

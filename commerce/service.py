@@ -29,6 +29,7 @@ from .sale_terms import MembersOnly
 from .order_refunds import OrderRefunds
 from .pools import Pools
 from .presales import Presales
+from .saved import Saved
 from .sales import Sales
 from .wire import order_event_wire
 
@@ -69,6 +70,7 @@ class Commerce:
         self.pools = Pools(store, inventory, self.sales)  # stock pools shared by rooms and channels
         self.order_refunds = OrderRefunds(store, inventory, bus, self.payments)  # refunds of settled orders
         self.presales = Presales(store, bus, self.payments)  # deposits whose balance went unpaid
+        self.saved = Saved(store, self.catalogue)  # products viewers saved for later
         self.checkout.instant_pay = self.payments.instant
 
     # -- lifecycle ---------------------------------------------------------------------------------

@@ -85,6 +85,22 @@ async def sku_history(request: web.Request) -> web.Response:
     return json(await _commerce(request).pools.sku_history(identity(request), request.match_info["sku"], bucket))
 
 
+async def save_item(request: web.Request) -> web.Response:
+    fresh, item = await _commerce(request).saved.save(viewer_of(request), request.match_info["room"],
+                                                      request.match_info["product"])
+    return json(item, 201 if fresh else 200)
+
+
+async def unsave_item(request: web.Request) -> web.Response:
+    removed = await _commerce(request).saved.unsave(viewer_of(request), request.match_info["room"],
+                                                    request.match_info["product"])
+    return json({"removed": removed})
+
+
+async def saved_items(request: web.Request) -> web.Response:
+    return json({"saved": await _commerce(request).saved.of(viewer_of(request))})
+
+
 def setup(app: web.Application) -> None:
     r = app.router
     r.add_post("/api/pools", create_pool)
@@ -97,3 +113,6 @@ def setup(app: web.Application) -> None:
     r.add_post("/api/channels/{channel}/holds", channel_reserve)
     r.add_post("/api/orders/{order}/refund", refund_order)
     r.add_get("/api/skus/{sku}/history", sku_history)
+    r.add_get("/api/me/saved", saved_items)
+    r.add_put("/api/me/saved/{room}/{product}", save_item)
+    r.add_delete("/api/me/saved/{room}/{product}", unsave_item)

@@ -77,3 +77,33 @@ async def test_my_orders_lists_holds_orders_refunds_and_totals(aiohttp_client: A
     assert mine["totals"] == {"EUR": {"orders": 3, "units": 4, "spent": 2 * 1200 + 1200 + 1500, "refunded": 1200,
                                       "net": 2 * 1200 + 1500}}, mine["totals"]
     assert user
+
+
+async def test_save_for_later_takes_no_stock(aiohttp_client: Any, settings: Settings, uid: str) -> None:
+    """A viewer saves a product for later (PUT /api/me/saved/{room}/{product}): no stock is taken, the
+    list shows it, saving twice keeps one, the host's dashboard counts it, removing it works."""
+    api = Api(await aiohttp_client(create_app(settings)))
+    host = host_token(settings.secret)
+    room = f"s{uid[:12]}"
+    await api.ok("POST", "/api/rooms", host, {"room_id": room, "title": "Room"}, 201)
+    await api.ok("POST", f"/api/rooms/{room}/products", host,
+                 {"product_id": "p0", "sku": f"S-{uid}", "title": "Scarf", "unit_price": 900}, 201)
+    sale = await api.ok("POST", f"/api/rooms/{room}/sales", host, {"product_id": "p0", "units": 3}, 201)
+    token, _ = viewer(settings.secret, "Sam")
+    other, _ = viewer(settings.secret, "Sol")
+    first = await api.ok("PUT", f"/api/me/saved/{room}/p0", token, None, 201)
+    assert first["saved"] and first["product"]["product_id"] == "p0"
+    await api.ok("PUT", f"/api/me/saved/{room}/p0", token, None, 200)  # again: one entry
+    await api.ok("PUT", f"/api/me/saved/{room}/p0", other, None, 201)
+    mine = (await api.ok("GET", "/api/me/saved", token))["saved"]
+    assert [(s["room_id"], s["product"]["title"]) for s in mine] == [(room, "Scarf")]
+    assert (await api.ok("GET", f"/api/sales/{sale['sale_id']}"))["units_left"] == 3  # no stock taken
+    assert (await api.ok("GET", f"/api/rooms/{room}/dashboard", host))["saved"] == {"p0": 2}
+    for path, who, code in ((f"/api/me/saved/{room}/nope", token, (404, "NOT_FOUND")),
+                            (f"/api/me/saved/nope-{uid}/p0", token, (404, "NOT_FOUND")),
+                            (f"/api/me/saved/{room}/p0", None, (401, "UNAUTHORIZED"))):
+        st, body = await api.call("PUT", path, who)
+        assert (st, body["error"]["code"]) == code, body
+    assert (await api.ok("DELETE", f"/api/me/saved/{room}/p0", token))["removed"]
+    assert not (await api.ok("DELETE", f"/api/me/saved/{room}/p0", token))["removed"]
+    assert (await api.ok("GET", "/api/me/saved", token))["saved"] == []
