@@ -157,7 +157,7 @@ class Checkout:
         if result.code is ConfirmCode.CONFIRMED and result.fresh:  # announce once, not on replays
             hold = await self.inventory.get_hold(hold_id)
             counters = await self.inventory.counters(hold.sale_id) if hold else None
-            if hold and counters and hold.confirmed_ms:
+            if hold and counters and hold.confirmed_ms and not hold.channel:  # a channel's sale has no room
                 room = counters.room_id
                 self.funnel.count(room, "paid")
                 await self.bus.ambient(room, {"k": "b", "b": {"name": mask_name(viewer.name), "sale_id": hold.sale_id,

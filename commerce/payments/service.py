@@ -265,7 +265,7 @@ class Payments:
     async def _announce(self, p: PaymentRecord) -> None:
         """The room's "just bought" ticker and the funnel's ``paid``, once per confirmed hold."""
         hold = await self.inventory.get_hold(p.hold_id)
-        if hold is None or not hold.confirmed_ms:
+        if hold is None or not hold.confirmed_ms or hold.channel:  # a channel's sale has no room to tell
             return
         self.funnel.count(p.room_id, "paid")
         await self.bus.ambient(p.room_id, {"k": "b", "b": {"name": mask_name(p.buyer_name or p.user_id),
