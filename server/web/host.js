@@ -342,6 +342,7 @@ function render() {
   renderSales(sales);
   renderProducts();
   renderPoolPicker();
+  renderVariantPicker();
   renderPools(sales);
   renderComments();
   renderOrders();
@@ -706,6 +707,66 @@ function renderPoolPicker() {
   else setText(hint, product && pools.length ? `No stock pool holds ${product.sku}.` : "");
 }
 
+// A sale of variants: for a product with `variants`, the launch form lists each variant with the stock
+// pool holding its SKU (in the product's currency); the ticked ones are launched as one sale
+// (launch_sale `variants: [{pool, units?}]`, blank units: the form's Units), all or nothing.
+let variantPickerKey = "";
+let variantRowsOf = null;        // the product the rows were built for
+const variantRows = new Map();   // variant_id -> {row, check, units, info}
+
+function renderVariantPicker() {
+  const box = byId("sale-variants");
+  const product = allProducts().find((p) => p.product_id === byId("sale-product").value);
+  const pools = poolList || [];
+  const rows = (product?.variants || []).map((v) => ({
+    variant: v, pool: pools.find((p) => p.sku === v.sku && p.currency === (product.currency || "EUR")) || null,
+  }));
+  box.hidden = !rows.some((r) => r.pool);
+  const key = JSON.stringify([product?.product_id, rows.map((r) => [r.variant.variant_id, r.pool?.pool_id || ""])]);
+  if (key !== variantPickerKey) {  // rebuilt only when the choice changes (ticks and units typed are kept)
+    variantPickerKey = key;
+    const same = variantRowsOf === (product?.product_id ?? null);
+    const prev = new Map(Array.from(variantRows, ([id, e]) => [id, { checked: e.check.checked, units: e.units.value }]));
+    variantRows.clear();
+    variantRowsOf = product?.product_id ?? null;
+    byId("sale-variant-list").replaceChildren(...rows.map(({ variant: v, pool }) => {
+      const e = {};
+      const label = v.label || v.variant_id;
+      e.check = el("input", { type: "checkbox", value: pool?.pool_id || "", disabled: !pool,
+                              "data-testid": `sale-variant-${v.variant_id}` });
+      e.info = el("span", { class: "variant-pool-info" });
+      e.units = el("input", { type: "number", min: "1", step: "1", inputmode: "numeric", placeholder: "units",
+                              disabled: !pool, "data-testid": `sale-variant-units-${v.variant_id}`,
+                              "aria-label": `Units of ${label}` });
+      const old = same && pool ? prev.get(v.variant_id) : null;
+      if (old) { e.check.checked = old.checked; e.units.value = old.units; }
+      e.row = el("div", { class: "variant-pool", "data-testid": "sale-variant-row", "data-variant-id": v.variant_id,
+                          "data-pool-id": pool?.pool_id || "" },
+        el("label", { class: "check" }, e.check, el("span", { class: "variant-pool-label" }, label), e.info), e.units);
+      variantRows.set(v.variant_id, e);
+      return e.row;
+    }));
+  }
+  for (const { variant: v, pool } of rows) {
+    setText(variantRows.get(v.variant_id).info,
+      pool ? `${pool.pool_id} · ${fmtInt(pool.available)} available` : `no stock pool holds ${v.sku}`);
+  }
+  const n = box.hidden ? 0 : pickedVariants().length;
+  setText(byId("sale-variants-hint"), n ? `One sale of ${n} variant${n === 1 ? "" : "s"}: blank units take Units; the stock pool above is not used.` : "");
+}
+
+/** The ticked variants of the launch form: [{pool, units?}] (launch_sale `variants`). */
+function pickedVariants() {
+  if (byId("sale-variants").hidden) return [];
+  const out = [];
+  for (const e of variantRows.values()) {
+    if (!e.check.checked || !e.check.value || e.check.disabled) continue;
+    const units = parseInt(e.units.value, 10);
+    out.push({ pool: e.check.value, ...(units > 0 ? { units } : {}) });
+  }
+  return out;
+}
+
 function poolStat(b, key, label, tip) {
   b[key] = el("span", { class: "pool-stat-value", "data-testid": `pool-${key}` }, "–");
   return el("div", { class: "pool-stat", title: tip }, el("span", { class: "pool-stat-label" }, label), b[key]);
@@ -906,7 +967,8 @@ function wire() {
     const ttl = String(f.get("hold_ttl_s") || "").trim();
     if (ttl) opts.hold_ttl_s = parseInt(ttl, 10);
     if (f.get("members_only")) opts.members_only = true;  // guest viewer tokens may not buy it
-    const poolId = String(f.get("pool") || "");
+    const variants = pickedVariants();
+    const poolId = variants.length ? "" : String(f.get("pool") || "");
     const pool = poolId ? (poolList || []).find((p) => p.pool_id === poolId) : null;
     const errEl = byId("launch-error");
     if (poolId && pool && product && (pool.sku !== product.sku || pool.currency !== (product.currency || "EUR"))) {
@@ -916,11 +978,18 @@ function wire() {
     const btn = byId("launch-button");
     btn.disabled = true;
     setText(byId("launch-result"), "");
-    // launch_sale's `pool` field: the units move out of the pool, or POOL_SHORT and nothing happens
-    const res = await act(() => (poolId ? client.request("launch_sale", { ...opts, pool: poolId }) : client.launchSale(opts)),
-      null, errEl);
+    // launch_sale's `pool` field: the units move out of the pool, or POOL_SHORT and nothing happens;
+    // `variants`: one sale of several variants, each from its pool, all or nothing (ok {group, sales})
+    const res = await act(() => (variants.length ? client.request("launch_sale", { ...opts, variants })
+      : poolId ? client.request("launch_sale", { ...opts, pool: poolId }) : client.launchSale(opts)), null, errEl);
     btn.disabled = false;
-    if (res) {
+    if (res && variants.length) {
+      const n = (res.sales || []).length;
+      setText(byId("launch-result"), `Launched ${res.group || ""} · ${n} variant${n === 1 ? "" : "s"}`);
+      toast(`Sale of ${n} variant${n === 1 ? "" : "s"} launched: opens in ${opts.starts_in_s}s`, "ok");
+      for (const s of res.sales || []) client._upsertSale(s);
+      poll(false);
+    } else if (res) {
       const id = res.sale?.sale_id || res.sale || "";
       setText(byId("launch-result"), `Launched ${id}${poolId ? ` from pool ${poolId}` : ""}`);
       toast(`${opts.members_only ? "Members-only flash sale" : "Flash sale"} launched${poolId ? ` from pool ${poolId}` : ""}: opens in ${opts.starts_in_s}s`, "ok");
@@ -929,7 +998,8 @@ function wire() {
     }
   });
 
-  byId("sale-product").addEventListener("change", () => { poolPickerKey = ""; renderPoolPicker(); });
+  byId("sale-product").addEventListener("change", () => { poolPickerKey = ""; renderPoolPicker(); renderVariantPicker(); });
+  byId("sale-variants").addEventListener("change", () => renderVariantPicker());
   byId("sale-pool").addEventListener("change", () => { poolPickerKey = ""; render(); pollPools(); });
 
   byId("product-form").addEventListener("submit", async (ev) => {

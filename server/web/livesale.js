@@ -1104,8 +1104,9 @@ export class LiveSaleClient extends EventTarget {
 
   /**
    * Launch a flash sale. Accepts wire names or camelCase:
-   * {product, units, price?, limit?, starts_in_s|startsInS?, duration_s|durationS?, hold_ttl_s|holdTtlS?}
-   * Resolves with the `ok` reply (its `sale` field holds the new Sale).
+   * {product, units, price?, limit?, starts_in_s|startsInS?, duration_s|durationS?, hold_ttl_s|holdTtlS?,
+   *  members_only?, pool?, variants? ([{pool, units?}]: a sale of several variants)}
+   * Resolves with the `ok` reply (its `sale` field holds the new Sale; with `variants`: `group` and `sales`).
    */
   launchSale(opts) {
     const f = { product: opts.product ?? opts.productId ?? opts.product_id, units: opts.units };
@@ -1113,11 +1114,17 @@ export class LiveSaleClient extends EventTarget {
       price: ["price", "unit_price", "unitPrice"], limit: ["limit", "per_user_limit", "perUserLimit"],
       starts_in_s: ["starts_in_s", "startsInS"], duration_s: ["duration_s", "durationS"],
       hold_ttl_s: ["hold_ttl_s", "holdTtlS"], members_only: ["members_only", "membersOnly"],
+      pool: ["pool", "poolId"],
     };
     for (const [wire, names] of Object.entries(map)) {
       for (const n of names) {
         if (opts[n] !== undefined && opts[n] !== null && opts[n] !== "") { f[wire] = opts[n]; break; }
       }
+    }
+    // A sale of several variants: [{pool, units?}] (each variant's units from its own pool; the reply
+    // is `ok {group, sales}` instead of `ok {sale}`).
+    if (Array.isArray(opts.variants) && opts.variants.length) {
+      f.variants = opts.variants.map((v) => ({ pool: v.pool, ...(v.units ? { units: v.units } : {}) }));
     }
     return this.request("launch_sale", f);
   }
@@ -1143,6 +1150,21 @@ export class LiveSaleClient extends EventTarget {
     if (sale.state === "scheduled" && sale.starts_at && now < sale.starts_at) return "scheduled";
     if (typeof sale.units_left === "number" && sale.units_left <= 0) return "sold_out";
     return "open";
+  }
+
+  /** The sales of a sale of variants (the Sales sharing `sale.group`), in the order of the product's
+   *  `variants`; `[sale]` for a sale of one SKU, `[]` for an unknown sale id. */
+  variantsOf(saleOrId) {
+    const sale = typeof saleOrId === "string" ? this.sales.get(saleOrId) : saleOrId;
+    if (!sale) return [];
+    if (!sale.group) return [sale];
+    const product = this.products.find((p) => p.product_id === sale.product_id)
+      || (this.pinned && this.pinned.product_id === sale.product_id ? this.pinned : null);
+    const order = (product && Array.isArray(product.variants) ? product.variants : []).map((v) => v.sku);
+    const rank = (s) => { const i = order.indexOf(s.sku); return i < 0 ? order.length : i; };
+    return Array.from(this.sales.values()).filter((s) => s.group === sale.group)
+      .sort((a, b) => rank(a) - rank(b) || String(a.variant ?? "").localeCompare(String(b.variant ?? ""))
+        || String(a.sale_id).localeCompare(String(b.sale_id)));
   }
 
   /** Your holds of one sale (newest first). */

@@ -1,5 +1,5 @@
-// The viewer page (/rooms/<room_id>): player, pinned product, flash sale countdown + buy, the show's bag
-// (every product and deal), chat, likes.
+// The viewer page (/rooms/<room_id>): player, pinned product, flash sale countdown + buy (with the variant
+// and quantity pickers), the show's bag (every product and deal), chat, likes.
 import { LiveSaleClient, formatMoney, tokenClaims } from "/static/livesale.js";
 
 const $ = (sel, root = document) => root.querySelector(sel);
@@ -278,8 +278,18 @@ const newDeals = [];           // [{id, at}]: sales announced after the first sn
 const dismissedDeals = new Set();
 let knownSaleIds = null;       // sale ids of the last snapshot (null before the first one)
 let bagOpen = false;
-const bagRows = new Map();     // "s:<sale_id>" | "p:<product_id>" -> {li, button, parts...}
+const bagRows = new Map();     // "s:<sale_id>" | "g:<group>" | "p:<product_id>" -> {li, button, parts...}
 let bagOrder = "";
+
+// Variants and quantity (docs/CLIENT.md, "Variants and quantity"). A sale of several variants is one
+// Sale per variant sharing `group`: the card shows one of them (featuredId) and a picker of all; a pick
+// by the viewer is the only thing that switches between them. `qty` is what Buy reserves, 1..qtyMax of
+// the card's sale, back to 1 whenever the card shows another sale.
+const QTY_CAP = 10;
+let qty = 1;
+let qtySale = null;            // the sale id qty was chosen for
+let variantKey = "";
+const variantEls = new Map();  // sale_id -> {button, label, units}
 
 async function main() {
   const handed = tokenFromFragment();
@@ -453,6 +463,9 @@ function noteNewDeal(id) {
 
 function wireUi() {
   byId("buy-button").addEventListener("click", onBuy);
+  byId("qty-minus").addEventListener("click", () => setQty(qty - 1));
+  byId("qty-plus").addEventListener("click", () => setQty(qty + 1));
+  byId("variant-picker").addEventListener("click", onVariantClick);
   byId("pay-button").addEventListener("click", onPay);
   byId("release-button").addEventListener("click", onRelease);
   byId("new-deal-notice").addEventListener("click", () => {
@@ -462,6 +475,7 @@ function wireUi() {
   byId("new-deal-dismiss").addEventListener("click", () => {
     const id = byId("new-deal-notice").dataset.saleId;
     if (id) dismissedDeals.add(id);
+    if (id) for (const s of client.variantsOf(id)) dismissedDeals.add(s.sale_id);  // a sale of variants: all of it
     render();
   });
   byId("bag-button").addEventListener("click", () => setBagOpen(!bagOpen));
@@ -543,23 +557,24 @@ async function onBuy() {
   if (isOffline()) { toast(OFFLINE_TAP, "error"); return; }
   if (!identity) { toast(SIGNIN_TEXT, "error"); return; }
   if (!sale || buying.has(sale.sale_id)) return;
+  const n = qtyOf(sale);  // the quantity shown next to the button when it was tapped
   buying.add(sale.sale_id);
   notes.delete(sale.sale_id);
   render();
   try {
-    await buyWithRetry(sale.sale_id);
+    await buyWithRetry(sale.sale_id, n);
   } finally {
     buying.delete(sale.sale_id);
     render();
   }
 }
 
-async function buyWithRetry(saleId) {
+async function buyWithRetry(saleId, n = 1) {
   // A tap a few ms before the server's open instant gets NOT_STARTED: retry right after it.
   for (let attempt = 0; attempt < 4; attempt++) {
     let res;
     try {
-      res = await client.buy(saleId, 1);
+      res = await client.buy(saleId, n);
     } catch (err) {
       toast(err.code === "TIMEOUT" ? "No answer from the server, try again." : `Could not buy: ${err.message}`, "error");
       return;
@@ -572,13 +587,13 @@ async function buyWithRetry(saleId) {
         continue;
       }
     }
-    handleBuyResult(saleId, res);
+    handleBuyResult(saleId, res, n);
     return;
   }
-  notes.set(saleId, { code: "NOT_STARTED", at: Date.now() });
+  notes.set(saleId, { code: "NOT_STARTED", at: Date.now(), qty: n });
 }
 
-function handleBuyResult(saleId, res) {
+function handleBuyResult(saleId, res, n = 1) {
   switch (res.code) {
     case "RESERVED":
       notes.delete(saleId);
@@ -594,7 +609,8 @@ function handleBuyResult(saleId, res) {
       toast(`Could not buy (${res.code})`, "error");
       break;
     default:
-      notes.set(saleId, { code: res.code, at: Date.now() });
+      // LIMIT and SOLD_OUT are answers for this quantity: a smaller one may still go through
+      notes.set(saleId, { code: res.code, at: Date.now(), qty: n });
   }
 }
 
@@ -695,8 +711,24 @@ function confirmedQty(saleId) {
 }
 
 /** The sale the card would show with nothing featured yet: mine (an unpaid hold) > open > next
- *  scheduled > the pinned product's latest recent sale (null: the pinned product itself) > latest. */
+ *  scheduled > the pinned product's latest recent sale (null: the pinned product itself) > latest;
+ *  a sale of variants on its preferred variant. */
 function autoSale() {
+  const sale = autoSaleOf();
+  return sale?.group ? preferredVariant(sale) : sale;
+}
+
+/** The variant of a sale of variants to show first: the one I hold, else the first open one (in the
+ *  product's variant order), else the first scheduled one, else the sale given. */
+function preferredVariant(sale) {
+  if (!sale?.group) return sale;
+  const now = client.serverNow();
+  const vs = client.variantsOf(sale);
+  return vs.find((s) => activeHold(s.sale_id)) || vs.find((s) => client.salePhase(s, now) === "open")
+    || vs.find((s) => client.salePhase(s, now) === "scheduled") || sale;
+}
+
+function autoSaleOf() {  // autoSale before the choice of a variant
   if (!client) return null;
   const sales = client.salesList();
   if (!sales.length) return null;
@@ -726,6 +758,10 @@ function keepsCard(sale) {
   if (client.holdsOf(id).some((h) => paying.has(h.hold))) return true;
   const phase = client.salePhase(sale);
   if (phase === "open" || phase === "scheduled") return true;
+  // One variant of a sale of variants sold out or ended: the card stays on the sale (its picker offers
+  // the other variants) while another variant is on or held; it never switches variant by itself.
+  if (sale.group && client.variantsOf(sale).some((s) => s.sale_id !== id && (activeHold(s.sale_id)
+    || buying.has(s.sale_id) || ["open", "scheduled"].includes(client.salePhase(s))))) return true;
   if (!featuredFinishedAt) featuredFinishedAt = Date.now();
   return Date.now() - featuredFinishedAt < FINISHED_GRACE_MS;
 }
@@ -746,16 +782,87 @@ function featureSale() {
   return next;
 }
 
-/** The viewer asked for this sale (the "New deal" notice, a row of the bag): it becomes the card. */
+/** The viewer asked for this sale (the "New deal" notice, a row of the bag): it becomes the card. A
+ *  sale of variants is put on the card with the variant already shown, else its preferred one. */
 function viewSale(id) {
-  if (!client?.sales.get(id)) return;
+  let sale = client?.sales.get(id);
+  if (!sale) return;
+  const ids = sale.group ? client.variantsOf(sale).map((s) => s.sale_id) : [id];
+  if (sale.group) {
+    const cur = featuredId ? client.sales.get(featuredId) : null;
+    sale = cur?.group === sale.group ? cur : preferredVariant(sale);
+    id = sale.sale_id;
+  }
   if (id !== featuredId) {
     featuredId = id;
     featuredFinishedAt = 0;
     cardMoved(false);
   }
-  dismissedDeals.add(id);
+  for (const x of ids) dismissedDeals.add(x);
   render();
+}
+
+/** The viewer picked a variant of the sale on the card: its sale becomes the card's (what Buy buys). */
+function pickVariant(id) {
+  const sale = client?.sales.get(id);
+  const cur = featuredId ? client.sales.get(featuredId) : null;
+  if (!sale || id === featuredId || !sale.group || cur?.group !== sale.group) return;
+  featuredId = id;
+  featuredFinishedAt = 0;
+  render();
+}
+
+function onVariantClick(ev) {
+  const b = ev.target.closest(".variant-option");
+  if (!b || b.disabled) return;
+  pickVariant(b.dataset.saleId);
+}
+
+/** The largest quantity Buy may ask for on this sale: min(per-user limit, units left, 10), at least 1. */
+function qtyMax(sale) {
+  if (!sale) return 1;
+  const left = typeof sale.units_left === "number" ? sale.units_left : sale.allocated;
+  const lim = sale.per_user_limit || 1;
+  return Math.max(1, Math.min(lim, typeof left === "number" ? left : lim, QTY_CAP));
+}
+
+/** The quantity Buy reserves on this sale (1 unless it is the card's sale). */
+function qtyOf(sale) {
+  return sale && sale.sale_id === qtySale ? qty : 1;
+}
+
+function setQty(n) {
+  const sale = qtySale ? client?.sales.get(qtySale) : null;
+  if (!sale) return;
+  qty = Math.max(1, Math.min(qtyMax(sale), Math.floor(n) || 1));
+  render();
+}
+
+/** My units of a sale, across all its variants for a sale of variants (what its per-user limit counts):
+ *  {held, bought} from this page's holds (unpaid and not expired; paid). */
+function myUnits(sale) {
+  const now = client.serverNow();
+  let held = 0;
+  let bought = 0;
+  for (const s of client.variantsOf(sale)) {
+    for (const h of client.holdsOf(s.sale_id)) {
+      if (h.status === "held" && (!h.pay_by || h.pay_by > now)) held += h.qty || 1;
+      else if (h.status === "confirmed") bought += h.qty || 1;
+    }
+  }
+  return { held, bought, total: held + bought };
+}
+
+/** What the per-user limit means for me, for the status line. */
+function limitText(sale, reached) {
+  const lim = sale?.per_user_limit || 1;
+  const across = sale?.group ? " across this sale" : "";
+  const mine = sale ? myUnits(sale).total : 0;
+  if (reached) {
+    const detail = mine ? ` (you have ${mine}${mine < lim ? `; ${lim - mine} more at most` : ""})` : "";
+    return `Limit reached: ${lim} per person${across}${detail}.`;
+  }
+  return `Limit ${lim} per person${across}${mine && mine < lim ? `: ${lim - mine} more for you` : ""}.`;
 }
 
 function cardMoved(automatic) {
@@ -777,6 +884,7 @@ function noticeSale(featured) {
     const { id } = newDeals[i];
     if (id === featured?.sale_id || dismissedDeals.has(id)) continue;
     const s = client.sales.get(id);
+    if (s?.group && s.group === featured?.group) continue;  // another variant of the card's sale
     const phase = s ? client.salePhase(s, now) : null;
     if (phase === "open" || phase === "scheduled") return s;
   }
@@ -803,13 +911,18 @@ function buyState(sale) {
   const note = notes.get(sale.sale_id);
   if (held) return { state: "reserved", hold: held };
   if (buying.has(sale.sale_id)) return { state: "pending" };
-  if (bought > 0 && (bought >= (sale.per_user_limit || 1) || phase !== "open")) return { state: "confirmed", bought };
-  if (note?.code === "LIMIT") return { state: "limit", bought };
+  // The per-user limit counts my units of every variant of a sale of variants.
+  const groupBought = sale.group ? myUnits(sale).bought : bought;
+  const lim = sale.per_user_limit || 1;
+  if (bought > 0 && (groupBought >= lim || phase !== "open")) return { state: "confirmed", bought };
+  // LIMIT / SOLD_OUT answered a quantity: a smaller one may still go through (the picker offers it)
+  if (note?.code === "LIMIT" && qtyOf(sale) >= (note.qty || 1)) return { state: "limit", bought };
+  if (groupBought >= lim && phase === "open") return { state: "limit", bought };
   // The host ended the live: the server closes its sales (sale_closed, reason live_ended); an ended
   // room never offers Buy, whatever the sale's own clock says.
   const liveEnded = sale.closed_reason === "live_ended" || client.room?.status === "ended";
   if (phase === "closed" || liveEnded) return { state: "ended", bought, liveEnded };
-  if (phase === "sold_out" || note?.code === "SOLD_OUT") return { state: "sold-out", bought };
+  if (phase === "sold_out" || (note?.code === "SOLD_OUT" && qtyOf(sale) >= (note.qty || 1))) return { state: "sold-out", bought };
   if (note?.code === "ENDED") return { state: "ended", bought };
   // Buying needs a viewer token; a members-only sale needs one from the platform, not a guest one.
   if (!identity && (phase === "open" || phase === "scheduled")) return { state: "signin", phase };
@@ -932,6 +1045,11 @@ function renderPlayer(url) {
 
 function renderProduct(sale) {
   const card = byId("product-card");
+  if ((sale?.sale_id ?? null) !== qtySale) {  // another sale on the card: the quantity starts at 1 again
+    qtySale = sale?.sale_id ?? null;
+    qty = 1;
+  }
+  if (sale) qty = Math.min(qty, qtyMax(sale));  // fewer units left than chosen
   const product = productOf(sale);
   const bs = buyState(sale);
   setAttr(card, "data-state", product ? bs.state : "empty");
@@ -939,6 +1057,7 @@ function renderProduct(sale) {
   setAttr(featured, "data-sale-id", sale?.sale_id ?? null);
   setAttr(featured, "data-product-id", product?.product_id ?? sale?.product_id ?? null);
   if (!product) {
+    renderVariants(null);
     renderBuy(bs, sale);
     return;
   }
@@ -988,7 +1107,71 @@ function renderProduct(sale) {
     const pct = sale.allocated ? Math.max(0, Math.min(100, (left / sale.allocated) * 100)) : 0;
     byId("stock-fill").style.width = `${pct}%`;
   }
+  renderVariants(sale);
   renderBuy(bs, sale, product);
+}
+
+/** The variant picker of a sale of variants: one option per variant's sale (label, units left or its
+ *  state), the card's one checked; sold-out and ended variants cannot be picked. */
+function renderVariants(sale) {
+  const box = byId("variant-picker");
+  const variants = sale?.group ? client.variantsOf(sale) : [];
+  show(box, variants.length > 0);
+  const key = variants.map((s) => s.sale_id).join("|");
+  if (key !== variantKey) {
+    variantKey = key;
+    variantEls.clear();
+    box.replaceChildren(...variants.map((s) => {
+      const button = document.createElement("button");
+      button.type = "button";
+      button.className = "variant-option";
+      button.dataset.testid = `variant-option-${s.sale_id}`;
+      button.dataset.saleId = s.sale_id;
+      button.setAttribute("role", "radio");
+      const label = document.createElement("span");
+      label.className = "variant-label";
+      const units = document.createElement("span");
+      units.className = "variant-units";
+      button.append(label, units);
+      variantEls.set(s.sale_id, { button, label, units });
+      return button;
+    }));
+  }
+  if (!variants.length) return;
+  const now = client.serverNow();
+  const liveEnded = client.room?.status === "ended";
+  for (const s of variants) {
+    const e = variantEls.get(s.sale_id);
+    let phase = client.salePhase(s, now);
+    if (liveEnded || s.closed_reason === "live_ended") phase = "closed";
+    const left = typeof s.units_left === "number" ? s.units_left : s.allocated;
+    const label = s.variant || s.sku || s.sale_id;
+    setText(e.label, label);
+    const unitsText = phase === "closed" ? "Ended" : phase === "sold_out" || left <= 0 ? "Sold out" : `${left} left`;
+    setText(e.units, unitsText);
+    setAttr(e.button, "data-state", phase);
+    const picked = s.sale_id === sale.sale_id;
+    setAttr(e.button, "aria-checked", picked ? "true" : "false");
+    setAttr(e.button, "data-selected", picked ? "true" : null);
+    setAttr(e.button, "data-held", activeHold(s.sale_id) ? "true" : null);
+    setAttr(e.button, "aria-label", `${label}: ${unitsText}${activeHold(s.sale_id) ? ", reserved for you" : ""}`);
+    e.button.disabled = phase === "sold_out" || phase === "closed";
+  }
+}
+
+/** The quantity picker next to Buy: shown while the card's sale can be bought (or a LIMIT / SOLD_OUT
+ *  answer may be retried with fewer), when more than one unit may be asked for. */
+function renderQty(bs, sale) {
+  const max = qtyMax(sale);
+  const retry = (bs.state === "limit" || bs.state === "sold-out") && qty > 1;
+  const visible = !!sale && (["buy", "pending", "not-started"].includes(bs.state) || retry) && (max > 1 || qty > 1);
+  show(byId("qty-picker"), visible);
+  if (!visible) return;
+  const busy = bs.state === "pending";
+  setText(byId("qty-value"), String(qty));
+  setAttr(byId("qty-value"), "data-max", max);
+  byId("qty-minus").disabled = busy || qty <= 1;
+  byId("qty-plus").disabled = busy || qty >= max;
 }
 
 const BUTTON_LABEL = {
@@ -1014,6 +1197,9 @@ function renderBuy(bs, sale, product) {
   let label = BUTTON_LABEL[bs.state];
   if (bs.state === "not-started" && sale) label = `Starts in ${fmtClock(sale.starts_at - now)}`;
   if (bs.state === "buy" && bs.bought) label = "Buy another";
+  if (bs.state === "buy" && qtyOf(sale) > 1) {
+    label = `Buy ${qtyOf(sale)} · ${formatMoney(sale.unit_price * qtyOf(sale), sale.currency || product?.currency || "EUR")}`;
+  }
   const offline = isOffline();
   if (offline && bs.state === "buy") label = "Offline";
   setText(btn, label);
@@ -1024,6 +1210,7 @@ function renderBuy(bs, sale, product) {
   setAttr(rel, "data-hold", bs.state === "reserved" ? bs.hold.hold : null);
   btn.disabled = bs.state !== "buy" || offline || performance.now() < swapGuardUntil;
   show(btn, bs.state !== "reserved");
+  renderQty(bs, sale);
 
   show(pay, bs.state === "reserved");
   show(rel, bs.state === "reserved");
@@ -1059,7 +1246,7 @@ function renderBuy(bs, sale, product) {
   } else if (bs.state === "sold-out") {
     statusText = notes.get(sale?.sale_id)?.code === "SOLD_OUT" ? "So close! Someone was faster: sold out." : "All units are taken.";
   } else if (bs.state === "limit") {
-    statusText = `Limit reached: ${sale?.per_user_limit || 1} per person.`;
+    statusText = limitText(sale, true);
   } else if (bs.state === "ended") {
     if (notes.get(sale?.sale_id)?.code === "EXPIRED") statusText = "Your reservation expired and the sale has ended.";
     else if (bs.liveEnded) statusText = "The live has ended: this sale is closed.";
@@ -1072,6 +1259,12 @@ function renderBuy(bs, sale, product) {
     statusText = note?.code === "EXPIRED" ? "Your reservation expired: it was not paid in time. Try again while stock lasts." :
       `Reserve now, pay within ${fmtSpan(sale.hold_ttl_ms || 300000)}.`;
     if (note?.code === "EXPIRED") statusState = "expired";
+    // a quantity was refused: the same tap with fewer units may go through
+    if (note?.code === "LIMIT") statusText = limitText(sale, false);
+    if (note?.code === "SOLD_OUT") {
+      const left = typeof sale.units_left === "number" ? sale.units_left : sale.allocated;
+      statusText = `Not enough left for ${note.qty || 1}: ${left} left.`;
+    }
   } else if (bs.state === "signin") {
     statusText = bs.phase === "scheduled" && sale
       ? `Opens in ${fmtClock(sale.starts_at - now)} · ${SIGNIN_TEXT}` : SIGNIN_TEXT;
@@ -1089,9 +1282,10 @@ function renderBuy(bs, sale, product) {
 // ---------------------------------------------------------------------------------------------
 // the "New deal" notice and the show's bag
 
-function saleTitle(sale) {
+function saleTitle(sale, withVariant = true) {
   const p = client.products.find((x) => x.product_id === sale.product_id);
-  return p?.title || sale.title || sale.sku || sale.product_id || "";
+  const title = p?.title || sale.title || sale.sku || sale.product_id || "";
+  return withVariant && sale.variant && p?.title ? `${title} · ${sale.variant}` : title;
 }
 
 function renderNotice(featured) {
@@ -1105,26 +1299,44 @@ function renderNotice(featured) {
   const price = formatMoney(deal.unit_price, deal.currency || "EUR");
   const phase = client.salePhase(deal, now);
   const when = phase === "scheduled" ? ` · in ${fmtClock(deal.starts_at - now)}` : "";
-  setText(byId("new-deal-text"), `New deal: ${saleTitle(deal)} ${price}${when} — view`);
+  setText(byId("new-deal-text"), `New deal: ${saleTitle(deal, false)} ${price}${when} — view`);
   setAttr(btn, "data-phase", phase);
 }
 
 const BAG_STATE = { scheduled: "Upcoming", open: "On now", sold_out: "Sold out", closed: "Ended", none: "Not on sale" };
 
+const PHASE_RANK = { open: 0, scheduled: 1, sold_out: 2, closed: 3 };
+
 /** The bag's rows: the sales (open, scheduled, sold out, ended in the last 10 minutes; the one on the
  *  card and the ones I hold always) by start time, a fixed order that a change of state never
- *  reshuffles; then the products of the live that have no deal listed. */
+ *  reshuffles; a sale of variants is one row (`g:<group>`: its variants inside, its phase the liveliest
+ *  of theirs); then the products of the live that have no deal listed. */
 function bagItems(featured) {
   const now = client.serverNow();
   const items = [];
+  const groups = new Map();
   const withSale = new Set();
   for (const s of client.salesList()) {
     const phase = client.salePhase(s, now);
     const live = phase === "open" || phase === "scheduled";
     const keep = live || (s.ends_at ?? now) > now - RECENT_MS || s.sale_id === featured?.sale_id || !!activeHold(s.sale_id);
     if (!keep) continue;
-    items.push({ key: `s:${s.sale_id}`, sale: s, phase });
     withSale.add(s.product_id);
+    if (s.group) {
+      const g = groups.get(s.group);
+      if (!g) {
+        const item = { key: `g:${s.group}`, group: s.group, sale: s, phase };
+        groups.set(s.group, item);
+        items.push(item);
+      } else if ((PHASE_RANK[phase] ?? 9) < (PHASE_RANK[g.phase] ?? 9)) {
+        g.phase = phase;
+      }
+      continue;
+    }
+    items.push({ key: `s:${s.sale_id}`, sale: s, phase });
+  }
+  for (const g of groups.values()) {  // the variant the row names: the card's, else the preferred one
+    g.sale = featured?.group === g.group ? featured : preferredVariant(g.sale);
   }
   for (const p of client.products) {
     if (!withSale.has(p.product_id)) items.push({ key: `p:${p.product_id}`, product: p });
@@ -1135,7 +1347,9 @@ function bagItems(featured) {
 function bagRow(item) {
   const li = document.createElement("li");
   li.className = "bag-row";
-  li.dataset.testid = item.sale ? `bag-row-${item.sale.sale_id}` : `bag-product-${item.product.product_id}`;
+  li.dataset.testid = item.group ? `bag-row-${item.group}`
+    : item.sale ? `bag-row-${item.sale.sale_id}` : `bag-product-${item.product.product_id}`;
+  if (item.group) li.dataset.group = item.group;
   if (item.sale) li.dataset.saleId = item.sale.sale_id;
   const button = document.createElement("button");
   button.type = "button";
@@ -1155,6 +1369,9 @@ function bagRow(item) {
   const flag = part("span", "bag-flag", "bag-flag");
   meta.append(state, countdown, flag);
   info.append(title, meta);
+  // a sale of variants: its variants, each with its units left
+  const variants = item.group ? part("span", "bag-variants", "bag-variants") : null;
+  if (variants) info.append(variants);
   const right = part("span", "bag-right");
   const price = part("span", "bag-price", "bag-price");
   const was = part("span", "price-was bag-was", "bag-was");
@@ -1162,7 +1379,7 @@ function bagRow(item) {
   right.append(price, was, units);
   button.append(thumb, info, right);
   li.append(button);
-  return { li, button, thumb, title, state, countdown, flag, price, was, units };
+  return { li, button, thumb, title, state, countdown, flag, price, was, units, variants };
 }
 
 function renderBag(featured) {
@@ -1231,17 +1448,30 @@ function updateBagRow(row, item, featured) {
   setAttr(row.state, "data-state", phase);
   setText(row.price, formatMoney(sale.unit_price, currency));
   setText(row.was, product?.unit_price > sale.unit_price ? formatMoney(product.unit_price, currency) : "");
-  const left = typeof sale.units_left === "number" ? sale.units_left : sale.allocated;
-  setText(row.units, phase === "sold_out" || left <= 0 ? "0 left" : `${left} of ${sale.allocated} left`);
+  // a sale of variants: units summed over its variants, which are listed with their own
+  const sales = item.group ? client.variantsOf(sale) : [sale];
+  const leftOf = (s) => (typeof s.units_left === "number" ? s.units_left : s.allocated) || 0;
+  const left = sales.reduce((n, s) => n + leftOf(s), 0);
+  const allocated = sales.reduce((n, s) => n + (s.allocated || 0), 0);
+  setText(row.units, phase === "sold_out" || left <= 0 ? "0 left" : `${left} of ${allocated} left`);
   setAttr(row.units, "data-units", left);
+  setAttr(row.li, "data-sale-id", sale.sale_id);  // a group row: the variant a tap puts on the card
+  if (row.variants) {
+    setText(row.variants, sales.map((s) => {
+      const p = client.salePhase(s, now);
+      return `${s.variant || s.sku} ${p === "closed" ? "(ended)" : p === "sold_out" || leftOf(s) <= 0 ? "(sold out)" : `(${leftOf(s)})`}`;
+    }).join(" · "));
+    setAttr(row.variants, "data-count", sales.length);
+  }
   let cd = "";
   if (phase === "scheduled") cd = `Starts in ${fmtClock(sale.starts_at - now)}`;
   else if (phase === "open" && sale.ends_at) cd = `Ends in ${fmtClock(sale.ends_at - now)}`;
   setText(row.countdown, cd);
-  const held = activeHold(sale.sale_id);
-  setText(row.flag, held ? "Reserved · pay" : confirmedQty(sale.sale_id) > 0 ? "Bought ✓" : "");
-  setAttr(row.flag, "data-kind", held ? "reserved" : confirmedQty(sale.sale_id) > 0 ? "bought" : null);
-  const isFeatured = sale.sale_id === featured?.sale_id;
+  const held = sales.some((s) => activeHold(s.sale_id));
+  const bought = sales.some((s) => confirmedQty(s.sale_id) > 0);
+  setText(row.flag, held ? "Reserved · pay" : bought ? "Bought ✓" : "");
+  setAttr(row.flag, "data-kind", held ? "reserved" : bought ? "bought" : null);
+  const isFeatured = item.group ? featured?.group === item.group : sale.sale_id === featured?.sale_id;
   setAttr(row.li, "data-featured", isFeatured ? "true" : null);
   setAttr(row.button, "aria-current", isFeatured ? "true" : null);
   // Only a deal that can still be bought (or my reservation) can be put on the card.
