@@ -42,7 +42,7 @@ def pool_wire(rec: PoolRecord, c: PoolCounters | None, sold_at_sales: int = 0) -
     out: dict[str, Any] = {
         "pool_id": rec.pool_id, "sku": rec.sku, "merchant_id": rec.merchant_id, "title": rec.title,
         "unit_price": rec.unit_price, "currency": rec.currency, "per_user_limit": rec.per_user_limit,
-        "hold_ttl_ms": rec.hold_ttl_ms, "created_at": rec.created_at_ms}
+        "hold_ttl_ms": rec.hold_ttl_ms, "created_at": rec.created_at_ms, "sku_user_limit": rec.sku_user_limit}
     if c is not None:
         out.update(available=c.available, channel_held=c.held, channel_sold=c.sold, received=c.received,
                    restocked=c.restocked, at_sales=c.out, sold=c.sold + sold_at_sales,
@@ -82,6 +82,7 @@ class Pools:
         self.inventory = inventory
         self.sales = sales
         self.sql = PoolStore(store)
+        self._known: set[str] = set()  # pool ids seen in SQL (channel holds skip the lookup then)
         self.my_holds = MyHolds(inventory.redis, inventory)
 
     # -- the merchant's pools ----------------------------------------------------------------------------
@@ -93,7 +94,8 @@ class Pools:
         now = await self.inventory.now_ms()
         rec = PoolRecord(pool_id=req.pool_id or "pl-" + secrets.token_hex(4), sku=req.sku, merchant_id=who.user,
                          title=req.title, unit_price=req.unit_price, currency=req.currency,
-                         per_user_limit=req.per_user_limit, hold_ttl_ms=req.hold_ttl_s * 1000, created_at_ms=now)
+                         per_user_limit=req.per_user_limit, hold_ttl_ms=req.hold_ttl_s * 1000, created_at_ms=now,
+                         sku_user_limit=req.sku_user_limit)
         stored = await self.sql.add(rec)
         if stored.pool_id != rec.pool_id:
             raise Conflict(f"SKU {req.sku} already has its pool {stored.pool_id}")
@@ -207,8 +209,9 @@ class Pools:
 
     async def channel_reserve(self, viewer: Identity, channel: str, req: ChannelReserve) -> ReserveResult:
         """A channel's buyer reserves straight from the pool (the same hold / pay / settle path)."""
-        if await self.sql.get(req.pool) is None:
-            return ReserveResult(ReserveCode.NOT_FOUND, None, None, 0, 0)
+        if req.pool not in self._known and await self.sql.get(req.pool) is None:  # pools are never deleted:
+            return ReserveResult(ReserveCode.NOT_FOUND, None, None, 0, 0)         # one SQL read per pool
+        self._known.add(req.pool)
         [r] = await self.inventory.reserve_many(pool_bucket_id(req.pool),
                                                 [ReserveRequest(viewer.user, req.qty, req.request_id)],
                                                 channel=channel)
@@ -221,24 +224,28 @@ class Pools:
     async def audit(self, pool_id: str) -> PoolAudit:
         """The pool's invariants, in Redis (received + restocked == available + channel holds + channel
         sold + units at sales; units at sales == the sum of its sales' allocations; every sale's own
-        balance) and against SQL (the ledger's sums == Redis's counters once the journal is written;
-        settled orders <= units sold)."""
+        balance) and against SQL (the ledger's sums == Redis's counters; refunds' units put back ==
+        Redis's; settled orders <= units sold). The Redis numbers are one atomic snapshot of the pool and
+        its sales (``pool_audit.lua``) and SQL is compared as of that instant, so an audit during a live
+        show reports only real differences."""
         pool = await self.sql.get(pool_id)
         if pool is None:
             raise NotFound(f"no stock pool {pool_id}")
-        c = await self.inventory.pools.counters(pool_id)
-        problems: list[str] = []
+        sales = await self.sql.sales_of(pool_id)
+        snap = await self.inventory.pools.snapshot(pool_id, [s.sale_id for s in sales])
+        c = snap.counters
         if c is None:
             raise NotFound(f"stock pool {pool_id} is not open in Redis")
+        problems: list[str] = []
         if not c.ok:
             problems.append(f"received {c.received} + restocked {c.restocked} != available {c.available} + held "
                             f"{c.held} + sold {c.sold} + at sales {c.out}")
-        bucket = await self.inventory.check_invariant(pool_bucket_id(pool_id))
+        bucket = await self.inventory.check_invariant(pool_bucket_id(pool_id))  # holds and buyers of its own
         problems += [f"pool bucket: {p}" for p in bucket.problems]
         rows, allocated_sum, sold_sum = [], 0, c.sold
-        for s in await self.sql.sales_of(pool_id):
-            report = await self.inventory.check_invariant(s.sale_id)
-            if report.problems == ("sale not found",):
+        for s in sales:
+            counters = snap.sales[s.sale_id]
+            if counters is None:
                 final = await archive.get_sale(self.store, s.sale_id)
                 if final is None:
                     problems.append(f"sale {s.sale_id}: in SQL, not in Redis and not archived")
@@ -248,16 +255,20 @@ class Pools:
                 rows.append({"sale_id": s.sale_id, "room_id": s.room_id, "allocated": final.sold, "available": 0,
                              "held": 0, "sold": final.sold, "retired": True})
                 continue
-            problems += [f"sale {s.sale_id}: {p}" for p in report.problems]
-            allocated_sum += report.allocated
-            sold_sum += report.sold
-            rows.append({"sale_id": s.sale_id, "room_id": s.room_id, "allocated": report.allocated,
-                         "available": report.available, "held": report.held, "sold": report.sold})
+            allocated, available, held, sold = counters
+            report = await self.inventory.check_invariant(s.sale_id)  # its balance, holds, buyers (atomic)
+            problems += [f"sale {s.sale_id}: {p}" for p in report.problems if p != "sale not found"]
+            allocated_sum += allocated
+            sold_sum += sold
+            rows.append({"sale_id": s.sale_id, "room_id": s.room_id, "allocated": allocated, "available": available,
+                         "held": held, "sold": sold})
         if allocated_sum != c.out:
             problems.append(f"units at sales {c.out} != the sum of its sales' allocations {allocated_sum}")
-        sums = await self.sql.ledger_sums(pool_id)
-        pending = await self.inventory.pools.journal(pool_id)
-        for e in pending:  # written to SQL by the next reaper pass: count them as the ledger will
+        # SQL as of the snapshot: the ledger's moves before it, plus the journal it had that SQL lacks then
+        # (one query: the journal's entries are counted from the snapshot, whether the reaper has copied them
+        # to SQL by now or not; every other move from SQL)
+        sums = await self.sql.ledger_sums(pool_id, before_ms=snap.now_ms, excluding=[e.entry_id for e in snap.journal])
+        for e in snap.journal:
             sums[e.kind] = sums.get(e.kind, 0) + e.units
         received = sums.get("receive", 0) + sums.get("restock", 0) + sums.get("adjust", 0)
         out = -(sums.get("allocate", 0) + sums.get("topup", 0) + sums.get("return", 0))
@@ -268,14 +279,16 @@ class Pools:
         if out != c.out:
             problems.append(f"SQL ledger at sales {out} != Redis {c.out}")
         refunds = OrderRefundStore(self.store)
-        put_back = await refunds.restocked_units(pool_id)
-        if put_back < c.restocked or (put_back != c.restocked and not await refunds.unfinished(2**62)):
+        put_back = await refunds.restocked_units(pool_id)  # SQL first, then Redis: never less than Redis's
+        if put_back < c.restocked or (
+                put_back != c.restocked and not await refunds.unfinished(2**62)
+                and await refunds.restocked_units(pool_id, before_ms=snap.now_ms) != c.restocked):
             problems.append(f"refunded orders put {put_back} units back in SQL; the pool counts {c.restocked}")
         settled = await self.sql.settled_units(pool_id, pool_bucket_id(pool_id))
         if settled > sold_sum:
             problems.append(f"SQL has {settled} units in orders, more than the {sold_sum} sold")
         sql = {"received": received, "refund_restock": sums.get("refund_restock", 0), "at_sales": out,
-               "settled_units": settled, "journal_pending": len(pending)}
+               "settled_units": settled, "journal_pending": len(snap.journal)}
         return PoolAudit(pool_id, c.received, c.restocked, c.available, c.held, c.sold, c.out, tuple(rows), sql,
                          tuple(problems))
 

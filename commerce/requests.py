@@ -287,6 +287,7 @@ class CreatePool:
     pool_id: PoolId | None = None
     per_user_limit: Limit = 10    # per buyer, over the channel holds of this pool
     hold_ttl_s: HoldTtl = 900     # pay-by window of a channel hold
+    sku_user_limit: Annotated[int, Range(0, 1_000_000)] = 0  # per buyer over every room and channel (0: none)
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,18 +42,24 @@ class SaleKeys:
     idem: str        # HASH user|request id -> the remembered answer of a reserve request
     deadlines: str   # ZSET hold id -> pay-by ms (the reaper's work list)
     outbox: str      # STREAM of confirmed orders for settlement
+    # a pool-backed sale (and a pool's bucket): HASH user -> units held or bought of the pool's SKU in every
+    # room and channel, for the pool's optional per-user limit per SKU (the sale's `sku_limit`); '' otherwise
+    sku_buyers: str = ""
 
     @property
     def for_reserve(self) -> list[str]:
-        return [self.sale, self.buyers, self.holds, self.idem, self.deadlines]
+        keys = [self.sale, self.buyers, self.holds, self.idem, self.deadlines]
+        return keys + [self.sku_buyers] if self.sku_buyers else keys
 
     @property
     def for_confirm(self) -> list[str]:
-        return [self.sale, self.buyers, self.holds, self.deadlines, self.outbox]
+        keys = [self.sale, self.buyers, self.holds, self.deadlines, self.outbox]
+        return keys + [self.sku_buyers] if self.sku_buyers else keys
 
     @property
     def for_release(self) -> list[str]:
-        return [self.sale, self.buyers, self.holds, self.deadlines]
+        keys = [self.sale, self.buyers, self.holds, self.deadlines]
+        return keys + [self.sku_buyers] if self.sku_buyers else keys
 
     @property
     def all(self) -> list[str]:
@@ -101,6 +107,10 @@ def sale_keys(sale_id: str) -> SaleKeys:
         group = variant_group(sale_id)
         # the variants of one sale count a buyer's units together: the per-user limit holds across the sale
         buyers = f"{PREFIX}:{{pool:{family}}}:group:{group.split(':', 1)[1]}:buyers" if group else f"{tag}:buyers"
+        pool_tag = f"{PREFIX}:{{pool:{pool}}}" if family == pool else f"{PREFIX}:{{pool:{family}}}:{pool}"
+        return SaleKeys(sale_id=sale_id, sale=f"{tag}:sale", buyers=buyers, holds=f"{tag}:holds",
+                        idem=f"{tag}:idem", deadlines=f"{tag}:deadlines", outbox=f"{tag}:outbox",
+                        sku_buyers=f"{pool_tag}:sku-buyers")
     return SaleKeys(sale_id=sale_id, sale=f"{tag}:sale", buyers=buyers, holds=f"{tag}:holds",
                     idem=f"{tag}:idem", deadlines=f"{tag}:deadlines", outbox=f"{tag}:outbox")
 

@@ -103,13 +103,15 @@ class OrderRefundStore:
         async with self.engine.connect() as conn:
             return [_rec(r) for r in await conn.execute(q)]
 
-    async def restocked_units(self, pool_id: str) -> int:
-        """Units of this pool's refunded orders put back (finished or not): what the pool's
-        ``restocked`` counter must reach."""
+    async def restocked_units(self, pool_id: str, before_ms: int | None = None) -> int:
+        """Units of this pool's refunded orders put back (finished or not; refunded before ``before_ms``):
+        what the pool's ``restocked`` counter must reach."""
         from sqlalchemy import func
 
         q = select(func.coalesce(func.sum(order_refunds.c.units), 0)).where(
             order_refunds.c.pool_id == pool_id, order_refunds.c.restock.is_(True))
+        if before_ms is not None:
+            q = q.where(order_refunds.c.created_at_ms < before_ms)
         async with self.engine.connect() as conn:
             return int((await conn.execute(q)).scalar_one())
 

@@ -36,11 +36,12 @@ from .domain import InvalidInput, PresaleTerms, SaleSpec, check_id
 from .store import SaleRecord, Store, metadata, orders, sales
 
 __all__ = [
-    "POOL_ID_RE", "PoolRecord", "PoolCounters", "LedgerEntry", "PoolRedis", "PoolStore", "MoveResult", "pools",
-    "pool_ledger", "LEDGER_KINDS",
+    "POOL_ID_RE", "PoolRecord", "PoolCounters", "PoolSnapshot", "LedgerEntry", "PoolRedis", "PoolStore",
+    "MoveResult", "pools", "pool_ledger", "LEDGER_KINDS",
 ]
 
 POOL_ID_RE = re.compile(r"^(?!.*--)[A-Za-z0-9_-]{1,40}\Z")  # a slug without "--" (the pool/sale separator)
+_LEDGER_CHUNK = 500  # rows per INSERT (8 parameters each)
 LEDGER_KINDS = ("receive", "restock", "adjust", "allocate", "topup", "return", "refund_restock")
 
 pools = Table(
@@ -54,6 +55,7 @@ pools = Table(
     Column("per_user_limit", Integer, nullable=False),
     Column("hold_ttl_ms", BigInteger, nullable=False),
     Column("created_at_ms", BigInteger, nullable=False),
+    Column("sku_user_limit", Integer, nullable=False, default=0, server_default="0"),
 )
 
 pool_ledger = Table(
@@ -81,6 +83,7 @@ class PoolRecord:
     per_user_limit: int
     hold_ttl_ms: int
     created_at_ms: int
+    sku_user_limit: int = 0  # units one user may hold or buy of the SKU over every room and channel (0: none)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +100,17 @@ class PoolCounters:
     def ok(self) -> bool:
         return (self.received + self.restocked == self.available + self.held + self.sold + self.out
                 and min(self.available, self.held, self.sold, self.out) >= 0)
+
+
+@dataclass(frozen=True, slots=True)
+class PoolSnapshot:
+    """A pool at one instant (Redis TIME ``now_ms``): its counters, its journal not yet in SQL, and each
+    sale's (allocated, available, held, sold), None for a sale whose keys are gone (retired)."""
+
+    now_ms: int
+    counters: PoolCounters | None
+    journal: list[LedgerEntry]
+    sales: dict[str, tuple[int, ...] | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +156,8 @@ class PoolRedis:
         await self.redis.sadd(K.SALES_REGISTRY, k.bucket.sale_id)  # the reaper expires channel holds
         code, available = await self._scripts["pool_open"](
             keys=[k.bucket.sale, k.transfers, k.journal],
-            args=[rec.pool_id, rec.sku, rec.unit_price, rec.currency, units, rec.per_user_limit, rec.hold_ttl_ms])
+            args=[rec.pool_id, rec.sku, rec.unit_price, rec.currency, units, rec.per_user_limit, rec.hold_ttl_ms,
+                  rec.sku_user_limit])
         return _s(code), int(available)
 
     async def stock(self, pool_id: str, transfer_id: str, kind: str, units: int, reason: str,
@@ -200,6 +215,22 @@ class PoolRedis:
             return None
         a, h, sold, rec, rst, out = (int(_s(v)) for v in vals[1:])
         return PoolCounters(pool_id, a, h, sold, rec, rst, out)
+
+    async def snapshot(self, pool_id: str, sale_ids: list[str]) -> PoolSnapshot:
+        """``pool_audit.lua``: the pool, its journal and its sales' counters at one instant."""
+        k = K.pool_keys(pool_id)
+        reply = await self._scripts["pool_audit"](keys=[k.bucket.sale, k.journal,
+                                                         *(K.sale_keys(s).sale for s in sale_ids)], args=[])
+        now, c, flat = int(reply[0]), reply[1], reply[2]
+        counters = (PoolCounters(pool_id, *(int(x) for x in c)) if c else None)
+        journal = []
+        for i in range(0, len(flat), 2):
+            e = orjson.loads(flat[i + 1])
+            journal.append(LedgerEntry(_s(flat[i]), pool_id, str(e["k"]), int(e["u"]), str(e.get("s") or ""),
+                                       str(e.get("r") or ""), str(e.get("why") or ""), int(e["t"])))
+        sales = {sid: (tuple(int(x) for x in row[1:]) if int(row[0]) else None)
+                 for sid, row in zip(sale_ids, reply[3:], strict=True)}
+        return PoolSnapshot(now, counters, journal, sales)
 
     async def journal(self, pool_id: str) -> list[LedgerEntry]:
         raw = await self.redis.hgetall(K.pool_keys(pool_id).journal)
@@ -300,11 +331,15 @@ class PoolStore:
                                                       for f in dataclasses.fields(PoolRecord)})
 
     async def write_ledger(self, entries: list[LedgerEntry]) -> None:
+        """Insert-or-ignore by entry id, in one transaction of statements of at most ``_LEDGER_CHUNK`` rows
+        (PostgreSQL takes at most 32,767 parameters per statement)."""
         if not entries:
             return
+        rows = [dataclasses.asdict(e) for e in entries]
         async with self.engine.begin() as conn:
-            await conn.execute(self._insert(pool_ledger).values([dataclasses.asdict(e) for e in entries])
-                               .on_conflict_do_nothing(index_elements=[pool_ledger.c.entry_id]))
+            for i in range(0, len(rows), _LEDGER_CHUNK):
+                await conn.execute(self._insert(pool_ledger).values(rows[i:i + _LEDGER_CHUNK])
+                                   .on_conflict_do_nothing(index_elements=[pool_ledger.c.entry_id]))
 
     async def ledger(self, pool_id: str, limit: int = 1000) -> list[LedgerEntry]:
         """The pool's newest ``limit`` ledger entries, newest first."""
@@ -314,10 +349,16 @@ class PoolStore:
             return [LedgerEntry(**{f.name: r._mapping[f.name] for f in dataclasses.fields(LedgerEntry)})
                     for r in await conn.execute(q)]
 
-    async def ledger_sums(self, pool_id: str) -> dict[str, int]:
-        """Units per ledger kind (signed, as the pool sees them)."""
+    async def ledger_sums(self, pool_id: str, before_ms: int | None = None,
+                          excluding: list[str] | None = None) -> dict[str, int]:
+        """Units per ledger kind (signed, as the pool sees them), of the moves before ``before_ms`` other
+        than the entries ``excluding`` names."""
         q = (select(pool_ledger.c.kind, func.sum(pool_ledger.c.units)).where(pool_ledger.c.pool_id == pool_id)
              .group_by(pool_ledger.c.kind))
+        if before_ms is not None:
+            q = q.where(pool_ledger.c.at_ms < before_ms)
+        if excluding:
+            q = q.where(pool_ledger.c.entry_id.not_in(excluding))
         async with self.engine.connect() as conn:
             return {str(k): int(v or 0) for k, v in await conn.execute(q)}
 

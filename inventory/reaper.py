@@ -138,7 +138,8 @@ class Reaper:
             try:
                 await flush_journal(self.inventory.pools, sql, pool_id)
             except Exception as exc:  # SQL briefly away: the journal stays in Redis for the next sweep
-                log.warning("reaper: pool %s ledger not written yet: %s", pool_id, exc)
+                log.warning("reaper: pool %s ledger not written yet: %s: %s", pool_id, type(exc).__name__,
+                            str(exc).splitlines()[0][:300] if str(exc) else "")
 
     async def retire(self, sale_id: str) -> RetireCode:
         """Archive and expire the sale if it has ended and is settled; drop it from the registries once

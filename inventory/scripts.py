@@ -27,7 +27,8 @@ __all__ = ["Inventory", "script_source"]
 
 _LUA = importlib.resources.files("inventory") / "lua"
 SCRIPT_NAMES = ("arm", "reserve", "confirm", "release", "reap", "audit", "close", "retire", "rebuild",
-                "pool_open", "pool_stock", "pool_allocate", "pool_topup", "pool_return", "pool_allocate_group")
+                "pool_open", "pool_stock", "pool_allocate", "pool_topup", "pool_return", "pool_allocate_group",
+                "pool_audit")
 
 
 def script_source(name: str) -> str:

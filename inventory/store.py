@@ -114,9 +114,10 @@ orders = Table(
 )
 # columns added after their table was first created: ``Store.open`` adds the missing ones
 # (ALTER TABLE ... ADD COLUMN, with the column's server default) to an existing database
+# (pools.sku_user_limit is added by inventory/pools.py, which defines that table)
 _ADDED_COLUMNS = ((sales, "members_only"), (sales, "pool_id"), (sales, "deposit"), (sales, "balance_from_ms"),
                   (sales, "balance_by_ms"), (sales, "deposit_rule"), (sales, "variant"), (products, "variants"),
-                  (orders, "channel"))
+                  (orders, "channel"), ("pools", "sku_user_limit"))  # a name: a table defined in another module
 
 
 class SaleConflict(Exception):
@@ -225,7 +226,10 @@ def _add_missing_columns(sync_conn: Any) -> None:
     from sqlalchemy.schema import CreateColumn
 
     have: dict[str, set[str]] = {}
-    for table, name in _ADDED_COLUMNS:
+    for ref, name in _ADDED_COLUMNS:
+        if isinstance(ref, str) and ref not in metadata.tables:  # its module is not loaded: nor is its table
+            continue
+        table = metadata.tables[ref] if isinstance(ref, str) else ref
         if table.name not in have:
             have[table.name] = {c["name"] for c in inspect(sync_conn).get_columns(table.name)}
         if name not in have[table.name]:

@@ -41,7 +41,8 @@ class ServerProc:
         proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "server.cli", command, *args,
                                                     cwd=str(ROOT),
                                                     env=full, stdout=asyncio.subprocess.PIPE,
-                                                    stderr=asyncio.subprocess.STDOUT)
+                                                    stderr=asyncio.subprocess.STDOUT,
+                                                    limit=2**24)  # a long log line never kills the drain
         return cls(proc)
 
     async def _drain(self) -> None:
@@ -77,7 +78,10 @@ class ServerProc:
             rc = await asyncio.wait_for(self.proc.wait(), timeout(wait))
         except TimeoutError:
             self.proc.kill()
-            rc = await self.proc.wait()
+            try:  # bounded: a wait that never returns must not hang the test run
+                rc = await asyncio.wait_for(self.proc.wait(), 10)
+            except TimeoutError:
+                rc = -9
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._task, 5)
         return rc

@@ -2,13 +2,14 @@
 -- KEYS[1] sale hash  KEYS[2] buyers hash  KEYS[3] holds hash  KEYS[4] deadlines zset
 -- Hold records (field hold_id, value JSON with short keys u q p s r t c pr x): inventory/holds.py
 -- KEYS[5] outbox stream (read by the settlement worker)
+-- KEYS[6] (a pool-backed sale only) the pool's per-SKU buyers hash: given back when a late hold expires here
 -- ARGV[1] hold_id  ARGV[2] payment_ref  ARGV[3] user_id ("" = any owner, for operators)
 -- Returns {code, order_id, status, fresh (1 = confirmed by this call)}; code CONFIRMED | ALREADY_CONFIRMED | EXPIRED | FORBIDDEN
 --   | DEPOSITED (a pre-sale's deposit: the hold is `deposit` now, or was already with this payment ref)
 --   | NOT_OPEN (a pre-sale's balance before its window opens: nothing changed)
 --   | NOT_FOUND | HOLD_LOST (no such hold, and the sale was rebuilt from SQL after Redis lost data:
 --   rebuild.lua's `rebuilt_at`) | INVALID. A hold past its pay-by is expired here (restocked) and loses the race.
-local sale, buyers, holds, deadlines, outbox = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local sale, buyers, holds, deadlines, outbox, sku_buyers = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local hid, ref, who = ARGV[1], ARGV[2], ARGV[3]
 if not (is_id(hid) and is_id(ref) and (who == '' or is_id(who))) then return {'INVALID', '', '', 0} end
 if not sale_exists(sale) then return {'NOT_FOUND', '', '', 0} end
@@ -44,6 +45,9 @@ if now >= h.p then
   redis.call('HINCRBY', sale, 'held', -h.q)
   redis.call('HINCRBY', sale, 'available', h.q)
   redis.call('HINCRBY', buyers, h.u, -h.q)
+  if sku_buyers and tonumber(redis.call('HGET', sale, 'sku_limit') or '0') > 0 then
+    redis.call('HINCRBY', sku_buyers, h.u, -h.q)
+  end
   return {'EXPIRED', '', h.s, 0}
 end
 if dep > 0 and h.s == 'held' then  -- the deposit: units stay held until the balance is paid or its window closes

@@ -27,7 +27,7 @@ if ARGV[12] then
   end
 end
 if not sale_exists(pool) or redis.call('HEXISTS', pool, 'pool') == 0 then return {'NOT_FOUND', 0, 0, 0, 0} end
-local p = redis.call('HMGET', pool, 'pool', 'available')
+local p = redis.call('HMGET', pool, 'pool', 'available', 'sku_limit')
 local pool_available = tonumber(p[2])
 local kind = redis.call('TYPE', sale).ok
 if kind ~= 'none' and kind ~= 'hash' then return {'INVALID', 0, 0, 0, pool_available} end
@@ -40,7 +40,8 @@ if pool_available < allocated then return {'POOL_SHORT', 0, 0, 0, pool_available
 local now = now_ms()
 redis.call('HSET', sale, 'id', sale_id, 'room', room, 'sku', sku, 'price', t[4], 'currency', currency,
            'allocated', allocated, 'available', allocated, 'held', 0, 'sold', 0, 'limit', t[7],
-           'starts_at', t[8], 'ends_at', t[9], 'hold_ttl', t[10], 'armed_at', now, 'pool', p[1], 'returned', 0)
+           'starts_at', t[8], 'ends_at', t[9], 'hold_ttl', t[10], 'armed_at', now, 'pool', p[1], 'returned', 0,
+           'sku_limit', p[3] or 0)
 if dep then
   redis.call('HSET', sale, 'dep', dep, 'bal_from', bal_from, 'bal_by', bal_by, 'dep_rule', rule)
 end

@@ -28,8 +28,8 @@ local existing = 0
 for i = 1, n do
   local x = v[i]
   if not sale_exists(x.pool) or redis.call('HEXISTS', x.pool, 'pool') == 0 then return {'NOT_FOUND', i, 0} end
-  local p = redis.call('HMGET', x.pool, 'pool', 'available')
-  x.pool_id, x.pool_available = p[1], tonumber(p[2])
+  local p = redis.call('HMGET', x.pool, 'pool', 'available', 'sku_limit')
+  x.pool_id, x.pool_available, x.sku_limit = p[1], tonumber(p[2]), p[3] or 0
   local kind = redis.call('TYPE', x.sale).ok
   if kind == 'hash' then
     local same = redis.call('HGET', x.sale, 'pool') == x.pool_id
@@ -50,7 +50,8 @@ for i = 1, n do
   local x, t = v[i], v[i].t
   redis.call('HSET', x.sale, 'id', x.sale_id, 'room', x.room, 'sku', t[3], 'price', t[4], 'currency', t[5],
              'allocated', x.allocated, 'available', x.allocated, 'held', 0, 'sold', 0, 'limit', t[7],
-             'starts_at', t[8], 'ends_at', t[9], 'hold_ttl', t[10], 'armed_at', now, 'pool', x.pool_id, 'returned', 0)
+             'starts_at', t[8], 'ends_at', t[9], 'hold_ttl', t[10], 'armed_at', now, 'pool', x.pool_id, 'returned', 0,
+             'sku_limit', x.sku_limit)
   redis.call('HINCRBY', x.pool, 'available', -x.allocated)
   redis.call('HINCRBY', x.pool, 'allocated', -x.allocated)
   redis.call('HINCRBY', x.pool, 'out', x.allocated)

@@ -3,6 +3,8 @@
 -- KEYS[3] holds hash (hold_id -> json)   KEYS[4] idempotency hash (user_id|request_id -> json)
 -- Hold records (field hold_id, value JSON with short keys u q p s r t c pr x): inventory/holds.py
 -- KEYS[5] deadlines zset (hold_id -> pay_by_ms)
+-- KEYS[6] (a pool-backed sale only) the pool's per-SKU buyers hash (user -> units of the SKU in every room
+-- and channel): with the sale's `sku_limit` > 0 a user's units there count against it too (LIMIT)
 -- ARGV[1] max qty per request  ARGV[2] channel ('' = the sale's room; else a channel id such as `web-shop`,
 -- recorded in each hold as `ch` and on its order), then per request 4 args: hold_id, request_id, user_id, qty
 -- Returns one {code, hold_id, pay_by_ms, available, user_units, replayed} per request, in order;
@@ -13,7 +15,7 @@
 -- Requests are decided one after another, exactly as if each were its own call; the reads are done
 -- up front with one HMGET per hash and the writes at the end with one multi-field command per key
 -- (a redis.call costs several microseconds; per request it was 7 of them, per batch it is now ~9).
-local sale, buyers, holds, idem, deadlines = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local sale, buyers, holds, idem, deadlines, sku_buyers = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local max_qty = parse_pos_int(ARGV[1], 1e9) or 1
 local channel = ARGV[2]
 local n = math.floor((#ARGV - 2) / 4)
@@ -30,7 +32,8 @@ local ch = channel == '' and '' or string.format(',"ch":"%s"', channel)
 -- every other key must be absent or of its type, so no write below can fail halfway
 local function kind_ok(k, want) return k == 'none' or k == want end
 if not (kind_ok(redis.call('TYPE', buyers).ok, 'hash') and kind_ok(redis.call('TYPE', holds).ok, 'hash')
-        and kind_ok(redis.call('TYPE', idem).ok, 'hash') and kind_ok(redis.call('TYPE', deadlines).ok, 'zset')) then
+        and kind_ok(redis.call('TYPE', idem).ok, 'hash') and kind_ok(redis.call('TYPE', deadlines).ok, 'zset')
+        and (not sku_buyers or kind_ok(redis.call('TYPE', sku_buyers).ok, 'hash'))) then
   for i = 1, n do out[i] = {'INVALID', '', 0, 0, 0, 0} end
   return out
 end
@@ -48,9 +51,10 @@ local function many(cmd, key, list)
   return replies
 end
 
-local cfg = redis.call('HMGET', sale, 'starts_at', 'ends_at', 'limit', 'hold_ttl', 'available')
+local cfg = redis.call('HMGET', sale, 'starts_at', 'ends_at', 'limit', 'hold_ttl', 'available', 'sku_limit')
 local starts, ends, limit, ttl = tonumber(cfg[1]), tonumber(cfg[2]), tonumber(cfg[3]), tonumber(cfg[4])
 local available = tonumber(cfg[5])
+local sku_limit = sku_buyers and tonumber(cfg[6] or '0') or 0  -- the pool's per-user limit per SKU (0: none)
 local now = now_ms()
 local open = now >= starts and now < ends
 
@@ -79,12 +83,16 @@ for i = 1, n do
   end
 end
 
-local prior, units_of, hid_taken = {}, {}, {}
+local prior, units_of, hid_taken, sku_units_of = {}, {}, {}, {}
 if #ikeys > 0 then
   local r = many('HMGET', idem, ikeys)
   for j = 1, #ikeys do if r[j] then prior[ikeys[j]] = r[j] end end
   r = many('HMGET', buyers, users)
   for j = 1, #users do units_of[users[j]] = tonumber(r[j] or '0') end
+  if sku_limit > 0 then
+    r = many('HMGET', sku_buyers, users)
+    for j = 1, #users do sku_units_of[users[j]] = tonumber(r[j] or '0') end
+  end
   if open then
     r = many('HMGET', holds, hids)
     for j = 1, #hids do if r[j] then hid_taken[hids[j]] = true end end
@@ -117,7 +125,8 @@ for i = 1, n do
     else
       local units = units_of[user]
       local rec
-      if units + qty > limit then  -- the per-user limit first: it is the answer whatever is left
+      if units + qty > limit or (sku_limit > 0 and sku_units_of[user] + qty > sku_limit) then
+        -- the per-user limits first (the sale's; the pool's per SKU): the answer whatever is left
         rec = {c = 'LIMIT', h = '', p = 0, u = user, q = qty}
       elseif available < qty then
         rec = {c = 'SOLD_OUT', h = '', p = 0, u = user, q = qty}
@@ -127,6 +136,7 @@ for i = 1, n do
         taken = taken + qty
         units = units + qty
         units_of[user] = units
+        if sku_limit > 0 then sku_units_of[user] = sku_units_of[user] + qty end
         touched[user] = true
         hid_taken[hid] = true
         w_holds[#w_holds + 1] = hid
@@ -152,6 +162,14 @@ if taken > 0 then
     w_buyers[#w_buyers + 1] = string.format('%d', units_of[user])
   end
   many('HSET', buyers, w_buyers)
+  if sku_limit > 0 then
+    local w_sku = {}
+    for user in pairs(touched) do
+      w_sku[#w_sku + 1] = user
+      w_sku[#w_sku + 1] = string.format('%d', sku_units_of[user])
+    end
+    many('HSET', sku_buyers, w_sku)
+  end
   many('HSET', holds, w_holds)
   many('ZADD', deadlines, w_deadlines)
   redis.call('HINCRBY', sale, 'available', -taken)

@@ -294,3 +294,74 @@ async def test_sku_history_and_lifecycle(env: Env, uid: str) -> None:
     assert (st, body["error"]["code"]) == (404, "NOT_FOUND")
     st, body = await env.api.call("GET", f"/api/skus/{sku}/history?bucket_s=5", env.merchant)
     assert (st, body["error"]["code"]) == (400, "INVALID")
+
+
+async def test_per_user_limit_per_sku_across_rooms_and_channels(env: Env, uid: str) -> None:
+    """A pool's sku_user_limit counts a buyer's units of the SKU in every room and channel together."""
+    sku = f"SKU-{uid}"
+    pool = (await env.api.ok("POST", "/api/pools", env.merchant,
+                             {"pool_id": f"pl{uid[:12]}", "sku": sku, "title": "Limited", "unit_price": PRICE,
+                              "units": 50, "per_user_limit": 5, "sku_user_limit": 2}, 201))
+    assert pool["sku_user_limit"] == 2
+    room_a, room_b = f"a{uid[:10]}", f"b{uid[:10]}"
+    await room_with(env, room_a, sku)
+    await room_with(env, room_b, sku)
+    sale_a = await launch(env, room_a, pool["pool_id"], 10, per_user_limit=5)
+    sale_b = await launch(env, room_b, pool["pool_id"], 10, per_user_limit=5)
+    token, _ = viewer(env.settings.secret, "Lim")
+
+    async def reserve(sale: dict[str, Any], rid: str) -> tuple[int, Any]:
+        async def go() -> Any:
+            st, body = await env.api.call("POST", f"/api/sales/{sale['sale_id']}/reserve", token,
+                                          {"qty": 1, "request_id": rid})
+            return (st, body) if not (st == 409 and body["error"]["code"] == "NOT_STARTED") else None
+        return tuple(await until("the sale open", go))  # type: ignore[return-value]
+
+    st, a1 = await reserve(sale_a, "a1")
+    assert st == 201
+    st, c1 = await env.api.call("POST", "/api/channels/web-shop/holds", token,
+                                {"pool": pool["pool_id"], "request_id": "c1"})
+    assert st == 201, c1
+    st, body = await reserve(sale_b, "b1")
+    assert (st, body["error"]["code"]) == (409, "LIMIT"), body  # 2 of this SKU already, across rooms + channel
+    st, body = await env.api.call("POST", "/api/channels/web-shop/holds", token,
+                                  {"pool": pool["pool_id"], "request_id": "c2"})
+    assert (st, body["error"]["code"]) == (409, "LIMIT"), body
+    await env.api.ok("DELETE", f"/api/holds/{a1['hold_id']}", token)  # one given back: room for one more
+    st, b2 = await reserve(sale_b, "b2")
+    assert st == 201, b2
+    report = await env.api.ok("GET", f"/api/pools/{pool['pool_id']}/audit", env.merchant)
+    assert report["ok"], report["problems"]
+
+
+async def test_audit_during_live_moves_reports_no_false_difference(env: Env, uid: str) -> None:
+    """Audits taken while top-ups, restocks and channel holds run concurrently (and the reaper copies the
+    journal to SQL) all balance: the audit compares one atomic snapshot of the pool and its sales."""
+    pool, sku = await open_pool(env, uid, units=2000)
+    room = f"r{uid[:10]}"
+    await room_with(env, room, sku)
+    sales = [await launch(env, room, pool, 10, sale_id=f"s{i}") for i in range(3)]
+    token, _ = viewer(env.settings.secret, "Aud")
+    stop = asyncio.Event()
+
+    async def mover(n: int) -> None:
+        i = 0
+        while not stop.is_set():
+            i += 1
+            sale = sales[i % len(sales)]
+            await env.api.call("POST", f"/api/rooms/{room}/sales/{sale['sale_id']}/topup", env.host,
+                               {"units": 1, "request_id": f"t{n}-{i}"})
+            await env.api.call("POST", f"/api/pools/{pool}/stock", env.merchant,
+                               {"units": 1, "request_id": f"r{n}-{i}", "reason": "load"})
+            if n == 0 and i % 5 == 0:
+                await env.api.call("POST", "/api/channels/web-shop/holds", token,
+                                   {"pool": pool, "request_id": f"c{i}"})
+
+    movers = [asyncio.create_task(mover(n)) for n in range(4)]
+    try:
+        for _ in range(40):
+            report = await env.api.ok("GET", f"/api/pools/{pool}/audit", env.merchant)
+            assert report["ok"], report["problems"]
+    finally:
+        stop.set()
+        await asyncio.gather(*movers)
