@@ -1,16 +1,19 @@
 """``make bench``: our server and the peers under the same client harness, one at a time; writes
 docs/BENCHMARKS.md.
 
-    python -m loadtest.bench            # full run (~15 min)
+    python -m loadtest.bench            # full run (~20 min)
     python -m loadtest.bench --quick    # smoke run (~3 min)
     python -m loadtest.bench --only fanout,engine --no-write
+    python -m loadtest.bench --only pool [--quick]     # pool-backed vs plain sale (writes only its section)
     python -m loadtest.bench --baseline da14cd6 [--only checkout,fanout] [--quick] [--no-write]
     make bench ARGS="--baseline da14cd6 --only checkout,fanout"   # make passes ARGS through
 
 Steps (``--only`` picks some): ``fanout`` (5,000 viewers x 10 events/s: livesale, Node ws, Node
 socket.io, aiohttp send_str, python-socketio), ``big`` (19,000 viewers on one gateway process; Node
 ws too), ``checkout`` (burst + 10,000 clicks/s + 20,000 clicks/s over WebSocket, zero-oversell check,
-engine commandstats), ``engine`` (redis-benchmark driving the reserve script). Servers are pinned to
+engine commandstats), ``engine`` (redis-benchmark driving the reserve script), ``pool`` (the checkout
+burst through a pool-backed sale and through a plain sale on one server, interleaved, 3 runs each; pool /
+plain of the median gateway CPU per click: loadtest/pool_ab.py). Servers are pinned to
 core 0 (taskset; the embedded/private Valkey too), client processes to core 1. Peer deps are
 installed by this command (``npm ci`` in loadtest/peers, pip python-socketio when missing).
 Raw results go to loadtest/results/ (git-ignored).
@@ -46,7 +49,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import checkout, engine, fanout, lean
+from . import checkout, engine, fanout, lean, pool_ab
 from .serverproc import (Livesale, Worktree, check_imports_from, checkout_label, ensure_peer_deps, peer,
                          setup_room, stop_all)
 
@@ -167,6 +170,41 @@ async def checkout_runs(q: bool, engine_cores: set[int] | None = None, suffix: s
     finally:
         vk.stop()
     return out
+
+
+NOTES = Path(__file__).resolve().parent / "bench_notes.md"
+
+
+def pool_notes(path: Path = NOTES) -> list[str]:
+    """The bullets of the notes file about this step (starting with "Pool A/B"): also printed in its section."""
+    if not path.exists():
+        return []
+    return [ln[2:].strip() for ln in path.read_text().splitlines() if ln.startswith("- Pool A/B")]
+
+
+async def pool_runs(q: bool, p: dict | None = None) -> dict:
+    """The ``pool`` step: one private Valkey and one gateway on core 0 (as the checkout burst row), one room
+    and one stock pool; the warm-up and the interleaved plain / pool-backed bursts (loadtest/pool_ab.py).
+    ``p``: the plan (default ``pool_ab.plan(q)``)."""
+    p = p or pool_ab.plan(q)
+    vk = engine.PrivateValkey(cores=SERVER_CORES).start()
+    try:
+        srv, tok = await _livesale_started({"REDIS_URL": vk.url})
+        try:
+            await pool_ab.open_pool(srv.url, srv.secret, units=2 * p["repeat"] * p["units"] + p["units"])
+            base = dict(url=srv.url, room="load", product="p-load", host_token=tok, secret=srv.secret,
+                        client_cores=CLIENT_CORES, server_pid=srv.pid())
+            out = await pool_ab.interleaved(base, p, run=lambda cfg: checkout.run(cfg, log=log, engine=vk), log=log)
+            out["audit"] = await pool_ab.pool_audit(srv.url, srv.secret)
+            out["notes"] = pool_notes()
+            if any("error" in x for rs in out["runs"].values() for x in rs):
+                log(f"[pool] server log tail:\n{srv.tail(1500)}")
+            return out
+        finally:
+            srv.stop()
+            srv.cleanup()
+    finally:
+        vk.stop()
 
 
 AB_REPEAT = 3  # --baseline: runs per server, interleaved baseline, this, baseline, this, ...
@@ -374,6 +412,7 @@ def write_doc(r: dict, argv: list[str]) -> None:
     a("```")
     a("make bench                                   # = python -m loadtest.bench  (--quick for a smoke run)")
     a("make bench ARGS=\"--baseline <sha>\"           # A/B vs that commit (temporary git worktree), 3 runs each")
+    a("make bench ARGS=\"--only pool\"                # checkout burst: pool-backed vs plain sale, interleaved, 3 runs each")
     a("python -m loadtest.fanout --target {livesale|ws|socketio|aiohttp|pysio} --url URL --conns N --rate 10 "
       "--seconds S [--room R --host-token T]")
     a("python -m loadtest.checkout --url URL --host-token T --buyers K --mode {burst|rate} [--rate 10000 --seconds 10]")
@@ -505,6 +544,14 @@ def write_doc(r: dict, argv: list[str]) -> None:
     if mem:
         L.extend(mem)
         a("")
+    if r.get("pool"):
+        ps = pool_ab.section(r["pool"], dict(m, checkout=r.get("checkout_label")),
+                             "python -m loadtest.bench" + (" " + " ".join(argv) if argv else ""))
+    else:  # not re-run: kept as it is
+        ps = pool_ab.old_section(DOC.read_text()) if DOC.exists() else []
+    if ps:
+        L.extend(ps)
+        a("")
     tg = r.get("targets")
     if tg:
         a("## Targets")
@@ -599,6 +646,9 @@ def targets(r: dict) -> list[dict]:
             add("(engine side) Lua time per click in the server's batches vs redis-benchmark's",
                 f"{min(eng_us):.2f} µs/click in EVAL (capacity ~{cap:,.0f}/s) vs {lua} µs/reservation in "
                 f"redis-benchmark batches", lua / min(eng_us) >= 0.7)
+    pt = pool_ab.target(r.get("pool") or {})
+    if pt:
+        add(pt[0], pt[1], pt[2], "see the pool-backed vs plain section (the runs, and each core's busy share)")
     rss = [x.get("rss_per_conn_kib") for x in (big, ours) if x.get("rss_per_conn_kib")]
     if rss:
         add("RSS per idle viewer connection <= 20 KiB", f"{rss[0]:.1f} KiB (from the largest run)", rss[0] <= 20)
@@ -607,11 +657,11 @@ def targets(r: dict) -> list[dict]:
 
 async def amain(a: argparse.Namespace) -> dict:
     q = a.quick
-    only = set(a.only.split(",")) if a.only else {"fanout", "big", "checkout", "engine"}
-    r: dict = {"machine": machine(), "quick": q}
+    only = set(a.only.split(",")) if a.only else set(STEPS)
+    r: dict = {"machine": machine(), "quick": q, "checkout_label": checkout_label()}
     if a.merge:  # re-measure some steps, keep the others from an earlier run's JSON
         prev = json.loads(Path(a.merge).read_text())
-        r.update({k: v for k, v in prev.items() if k in ("fanout", "big", "checkout", "engine", "baseline")})
+        r.update({k: v for k, v in prev.items() if k in ("fanout", "big", "checkout", "engine", "baseline", "pool")})
         r["merged_from"] = Path(a.merge).name
     if only & {"fanout", "big"}:
         ensure_peer_deps(log)
@@ -648,6 +698,10 @@ async def amain(a: argparse.Namespace) -> dict:
         log("checkout over WebSocket, the engine on the client core (the gateway alone on core 0)")
         r["checkout"].update(await checkout_runs(q, engine_cores=set(CLIENT_CORES), suffix="@e1",
                                                  only=("burst", "rate10k", "rate20k")))
+    if "pool" in only:
+        log("pool-backed vs plain sale: the checkout burst, interleaved on one server")
+        r["pool"] = await pool_runs(q)
+        log(f"pool / plain gateway CPU per click: {r['pool']['cpu_ratio']} -> {r['pool']['verdict']}")
     if "engine" in only:
         log("engine: redis-benchmark + reserve.lua")
         r["engine"] = await asyncio.get_running_loop().run_in_executor(
@@ -655,6 +709,9 @@ async def amain(a: argparse.Namespace) -> dict:
                                          single_calls=20_000 if q else 100_000, log=log))
     r["targets"] = targets(r)
     return r
+
+
+STEPS = ("fanout", "big", "checkout", "engine", "pool")
 
 
 def _interrupt(signum, frame) -> None:  # SIGTERM: unwind like Ctrl-C, so servers and the worktree are removed
@@ -688,12 +745,35 @@ def main_baseline(a: argparse.Namespace, argv: list[str]) -> int:
     return 0
 
 
+def main_pool(a: argparse.Namespace, argv: list[str]) -> int:
+    """``--only pool``: the pool-backed vs plain A/B alone; replaces only its section of docs/BENCHMARKS.md."""
+    r: dict = {"machine": machine(), "quick": a.quick, "checkout_label": checkout_label()}
+    try:
+        r["pool"] = asyncio.run(pool_runs(a.quick))
+    except KeyboardInterrupt:
+        log("interrupted: servers stopped, nothing written")
+        return 130
+    finally:
+        stop_all()
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"bench-pool-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.write_text(json.dumps(r, indent=2, default=str))
+    section = pool_ab.section(r["pool"], dict(r["machine"], checkout=r["checkout_label"]),
+                              "python -m loadtest.bench " + " ".join(argv))
+    print("\n".join(ln for ln in section if not ln.startswith("<!--")), flush=True)
+    log(f"raw results: {out}")
+    if not a.no_write:
+        DOC.write_text(pool_ab.splice(DOC.read_text() if DOC.exists() else "# Benchmarks\n", section))
+        log(f"wrote the pool section of {DOC}")
+    return 0 if r["pool"].get("cpu_ratio") is not None else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small counts and short runs (smoke test)")
-    ap.add_argument("--only", default="", help="comma list of: fanout,big,checkout,engine (none: just rewrite the doc "
-                                               "from --merge)")
+    ap.add_argument("--only", default="", help="comma list of: fanout,big,checkout,engine,pool (none: just rewrite "
+                                               "the doc from --merge; pool alone: rewrite only its section)")
     ap.add_argument("--no-write", action="store_true", help="do not rewrite docs/BENCHMARKS.md")
     ap.add_argument("--merge", default="", help="results JSON of an earlier run: keep its steps not re-run")
     ap.add_argument("--notes", default="", help="notes file for BENCHMARKS.md (default loadtest/bench_notes.md)")
@@ -716,8 +796,10 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     if a.baseline:
         return main_baseline(a, argv)
+    if a.only and not a.merge and set(a.only.split(",")) == {"pool"}:
+        return main_pool(a, argv)
     r = asyncio.run(amain(a))
-    notes = Path(a.notes) if a.notes else Path(__file__).resolve().parent / "bench_notes.md"
+    notes = Path(a.notes) if a.notes else NOTES
     if notes.exists():  # hand-written analysis, kept with the code (bullets starting with "- ")
         r["notes"] = [ln[2:].strip() for ln in notes.read_text().splitlines() if ln.startswith("- ")]
     RESULTS.mkdir(exist_ok=True)

@@ -4,6 +4,8 @@
     python -m loadtest.checkout --url http://127.0.0.1:8080 --host-token T --buyers 10000 --mode burst
     # rate-controlled: R clicks/s spread over the buyers for S seconds (big stock, high per-user limit)
     python -m loadtest.checkout --url ... --host-token T --buyers 5000 --mode rate --rate 10000 --seconds 10
+    # the same burst through a sale launched from an open stock pool (the room's product has its SKU)
+    python -m loadtest.checkout --url ... --host-token T --buyers 10000 --mode burst --pool pl-bench
     # the engine's own limit (redis-benchmark driving the same reserve script): python -m loadtest.engine
 
 Buyers get viewer tokens from ``POST /api/viewer-token`` (a server with LIVESALE_GUEST_TOKENS=1),
@@ -35,15 +37,24 @@ from . import lean
 from .fanout import Host
 
 
-def mint_viewer_token(secret: str, user: str, name: str, ttl_s: int = 3600) -> str:
+def mint_token(secret: str, sub: str, role: str, name: str, ttl_s: int = 3600) -> str:
     """HS256 JWT with the claims PROTOCOL.md lists (what the platform's auth service would mint)."""
     def b64(b: bytes) -> bytes:
         return base64.urlsafe_b64encode(b).rstrip(b"=")
     now = int(time.time())
     head = b64(orjson.dumps({"alg": "HS256", "typ": "JWT"}))
-    body = b64(orjson.dumps({"sub": user, "role": "viewer", "name": name, "iat": now, "exp": now + ttl_s}))
+    body = b64(orjson.dumps({"sub": sub, "role": role, "name": name, "iat": now, "exp": now + ttl_s}))
     sig = b64(hmac.new(secret.encode(), head + b"." + body, hashlib.sha256).digest())
     return (head + b"." + body + b"." + sig).decode()
+
+
+def mint_viewer_token(secret: str, user: str, name: str, ttl_s: int = 3600) -> str:
+    return mint_token(secret, user, "viewer", name, ttl_s)
+
+
+def mint_merchant_token(secret: str, merchant: str, ttl_s: int = 3600) -> str:
+    """A merchant's token (role ``merchant``: it owns the stock pools it opens)."""
+    return mint_token(secret, merchant, "merchant", merchant, ttl_s)
 
 
 class Buyer(lean.WSProto):
@@ -119,7 +130,8 @@ class State:
 
 async def _tokens(cfg: dict, idx: int, n: int) -> list[str]:
     if cfg.get("secret"):
-        return [mint_viewer_token(cfg["secret"], f"lt{idx}-{i}", f"buyer {idx}-{i}") for i in range(n)]
+        tag = cfg.get("user_tag", "")  # distinct buyers per run when several runs share one server
+        return [mint_viewer_token(cfg["secret"], f"lt{tag}{idx}-{i}", f"buyer {idx}-{i}") for i in range(n)]
     out: list[str] = [""] * n
     sem = asyncio.Semaphore(32)
 
@@ -228,7 +240,10 @@ async def _worker_main(idx: int, cfg: dict, pipe) -> None:
 
 
 async def launch_sale(url: str, room: str, host_token: str, product: str, units: int, limit: int,
-                      starts_in_s: float, duration_s: int = 120) -> str:
+                      starts_in_s: float, duration_s: int = 120, pool: str | None = None,
+                      hold_ttl_s: int | None = None) -> str:
+    """``launch_sale`` over the host's WebSocket; ``pool``: the units move out of that stock pool (the sale's
+    id is then ``<pool>--s<hex>``)."""
     u = urlsplit(url)
     h = await lean.connect(lambda: Host(room, host_token), u.hostname, u.port, "/ws")
     await asyncio.wait_for(h.joined, 10)
@@ -241,8 +256,13 @@ async def launch_sale(url: str, room: str, host_token: str, product: str, units:
         orig(p, now)
 
     h.on_text = on_text  # type: ignore[method-assign]
-    h.send(orjson.dumps({"type": "launch_sale", "rid": "launch", "product": product, "units": units,
-                         "limit": limit, "starts_in_s": starts_in_s, "duration_s": duration_s}))
+    msg = {"type": "launch_sale", "rid": "launch", "product": product, "units": units, "limit": limit,
+           "starts_in_s": starts_in_s, "duration_s": duration_s}
+    if pool:
+        msg["pool"] = pool
+    if hold_ttl_s:
+        msg["hold_ttl_s"] = hold_ttl_s
+    h.send(orjson.dumps(msg))
     reply = await asyncio.wait_for(got, 10)
     h.close()
     if reply.get("type") != "ok":
@@ -253,7 +273,9 @@ async def launch_sale(url: str, room: str, host_token: str, product: str, units:
 
 async def run(cfg: dict, log=print, engine=None) -> dict:
     """cfg: url, room, host_token, secret?, buyers, procs, mode (burst|rate), rate, seconds, units, limit,
-    product, client_cores, server_pid?. ``engine``: a PrivateValkey the server uses (commandstats)."""
+    product, client_cores, server_pid?, pool? (launch the sale from this stock pool), hold_ttl_s?, user_tag?
+    (a prefix that makes the buyers' user ids distinct from another run's). ``engine``: a PrivateValkey the
+    server uses (commandstats)."""
     procs = max(1, cfg.get("procs") or (cfg["buyers"] + 4999) // 5000)
     share = [cfg["buyers"] // procs + (1 if i < cfg["buyers"] % procs else 0) for i in range(procs)]
     ctx = mp.get_context("spawn")
@@ -262,12 +284,21 @@ async def run(cfg: dict, log=print, engine=None) -> dict:
         a, b = ctx.Pipe()
         p = ctx.Process(target=_worker, args=(i, dict(cfg, n=share[i]), b), daemon=True)
         p.start()
+        b.close()  # the worker has its own copy: one that dies gives EOFError below instead of a silent wait
         workers.append(p)
         pipes.append(a)
     loop = asyncio.get_running_loop()
 
+    def recv_within(pipe, timeout: float):
+        if not pipe.poll(timeout):  # the executor thread never outlives the timeout (a stuck worker)
+            raise TimeoutError(f"no answer from a buyer process in {timeout} s")
+        try:
+            return pipe.recv()
+        except EOFError:
+            raise RuntimeError("a buyer process exited without answering (its traceback is on stderr)") from None
+
     async def recv(pipe, timeout=300):
-        return await asyncio.wait_for(loop.run_in_executor(None, pipe.recv), timeout)
+        return await loop.run_in_executor(None, recv_within, pipe, timeout)
 
     mode = cfg["mode"]
     res: dict = {"mode": mode, "buyers": cfg["buyers"], "procs": procs}
@@ -291,15 +322,19 @@ async def run(cfg: dict, log=print, engine=None) -> dict:
             limit = cfg.get("limit") or 1_000_000
         res["units"] = units
         sale = await launch_sale(cfg["url"], cfg["room"], cfg["host_token"], cfg.get("product", "p-load"), units,
-                                 limit, starts_in_s=cfg.get("starts_in_s", 3), duration_s=cfg.get("duration_s", 300))
+                                 limit, starts_in_s=cfg.get("starts_in_s", 3), duration_s=cfg.get("duration_s", 300),
+                                 pool=cfg.get("pool"), hold_ttl_s=cfg.get("hold_ttl_s"))
         st, doc = await lean.http_json("GET", f"{cfg['url']}/api/sales/{sale}")
         starts_at = doc["starts_at"]
         res["sale"] = sale
+        if cfg.get("pool"):
+            res["pool"] = cfg["pool"]
         srv_pid = cfg.get("server_pid") or lean.listening_pid(urlsplit(cfg["url"]).port)
         tree = lean.tree_pids(srv_pid) if srv_pid else []
         cpu0 = {p: lean.proc_cpu_s(p) for p in tree}
         eng0 = engine.evalsha_stats() if engine else None
         ecpu0 = engine.cpu_s() if engine else 0.0
+        cores0, wall0 = lean.core_busy_s(), time.monotonic()
         cmd = {"cmd": mode, "sale": sale, "starts_at": starts_at, "rate": cfg.get("rate", 0) / procs,
                "seconds": cfg.get("seconds", 0), "delay_ms": 2 if mode == "burst" else 5}
         for p in pipes:
@@ -326,6 +361,10 @@ async def run(cfg: dict, log=print, engine=None) -> dict:
         cpu1 = {p: lean.proc_cpu_s(p) for p in tree if os.path.exists(f"/proc/{p}")}
         eng1 = engine.evalsha_stats() if engine else None
         ecpu1 = engine.cpu_s() if engine else 0.0
+        cores1, wall = lean.core_busy_s(), max(1e-9, time.monotonic() - wall0)
+        # every process on each core (other work on the machine shows up here), over the measured window
+        res["core_busy"] = {c: round((cores1.get(c, 0) - cores0.get(c, 0)) / wall, 2) for c in cores1}
+        res["window_s"] = round(wall, 2)
         stats = []
         for p in pipes:
             p.send("stats")
@@ -405,6 +444,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rate", type=float, default=10000)
     ap.add_argument("--seconds", type=float, default=5)
     ap.add_argument("--units", type=int, default=0)
+    ap.add_argument("--pool", default="", help="launch the sale from this open stock pool (its SKU and currency "
+                                               "must be the product's)")
     ap.add_argument("--client-cores", default="")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--json", default="")
@@ -415,7 +456,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--host-token or LIVESALE_HOST_TOKEN is needed (launch_sale)")
     cfg = dict(url=a.url, room=a.room, product=a.product, host_token=a.host_token, secret=a.secret,
                buyers=a.buyers, procs=a.procs, mode=a.mode, rate=a.rate, seconds=a.seconds, units=a.units,
-               client_cores=[int(c) for c in a.client_cores.split(",") if c])
+               client_cores=[int(c) for c in a.client_cores.split(",") if c], pool=a.pool or None)
     res = lean.run_and_report(run, cfg, a.json)
     return 1 if res.get("oversell") else 0
 
