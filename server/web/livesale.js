@@ -942,6 +942,79 @@ export class LiveSaleClient extends EventTarget {
     };
   }
 
+  /**
+   * Save a product of a show for later (`on`, the default: `PUT /api/me/saved/{room}/{product}`) or
+   * take it out again (`on = false`: `DELETE`), with the client's token and API base URL. No stock is
+   * taken: it is an interest signal (the host's dashboard counts it in `saved`). `room` defaults to the
+   * client's room. Resolves with `{room_id, product_id, saved: true, fresh}` (`fresh` false when it was
+   * saved before) or `{room_id, product_id, saved: false, removed}`. Rejects with a LiveSaleError:
+   * `UNAUTHORIZED` without a token, `HTTP_<status>` for an error answer (404: no such room or product;
+   * 409: too many saved products; the server's `{error}` in `.reply`), `TIMEOUT`, `NETWORK`, `STALE`
+   * when the token changed while it ran.
+   */
+  async saveProduct(productId, on = true, { room = this.roomId } = {}) {
+    if (!this.fetchImpl || !this.apiUrl) throw new LiveSaleError("UNAVAILABLE", "no fetch() or HTTP API URL");
+    const token = this.token;
+    if (!token) throw new LiveSaleError("UNAUTHORIZED", "saveProduct() needs a token");
+    if (!productId || !room) throw new LiveSaleError("INVALID", "saveProduct() needs a product id and a room");
+    const path = `/api/me/saved/${encodeURIComponent(room)}/${encodeURIComponent(productId)}`;
+    const { status, body } = await this._apiCall(on ? "PUT" : "DELETE", path, token);
+    if (token !== this.token) throw new LiveSaleError("STALE", "the token changed while the product was saved");
+    return on
+      ? { room_id: room, product_id: productId, saved: true, fresh: status === 201 }
+      : { room_id: room, product_id: productId, saved: false, removed: body?.removed === true };
+  }
+
+  /**
+   * The products you saved for later (`GET /api/me/saved`), newest first, as
+   * `[{room_id, product_id, product, saved_at}]` (`product`: the product's fields as the server sent
+   * them); only those of one room with `{room}` (e.g. `{room: client.roomId}`), else every room's.
+   * Same token, base URL and errors as saveProduct().
+   */
+  async savedProducts({ room = null } = {}) {
+    if (!this.fetchImpl || !this.apiUrl) throw new LiveSaleError("UNAVAILABLE", "no fetch() or HTTP API URL");
+    const token = this.token;
+    if (!token) throw new LiveSaleError("UNAUTHORIZED", "savedProducts() needs a token");
+    const { body } = await this._apiCall("GET", "/api/me/saved", token);
+    if (token !== this.token) throw new LiveSaleError("STALE", "the token changed while the saved products were read");
+    const out = [];
+    for (const item of Array.isArray(body?.saved) ? body.saved : []) {
+      if (!item || (room && item.room_id !== room)) continue;
+      const product = item.product && typeof item.product === "object" ? item.product : null;
+      const productId = product ? product.product_id : item.product ?? item.product_id;
+      if (productId === undefined || productId === null) continue;
+      out.push({ room_id: item.room_id, product_id: productId, product, saved_at: item.saved_at ?? null });
+    }
+    return out;
+  }
+
+  /** One HTTP API call with a bearer token: `{status, body}` (the parsed JSON answer), or a
+   *  LiveSaleError (`HTTP_<status>` with the server's answer in `.reply`, `TIMEOUT`, `NETWORK`). */
+  async _apiCall(method, path, token) {
+    const ctrl = typeof AbortController === "function" ? new AbortController() : null;
+    const timer = ctrl ? setTimeout(() => ctrl.abort(), this.requestTimeoutMs) : null;
+    let res;
+    try {
+      res = await this.fetchImpl(`${this.apiUrl}${path}`, {
+        method,
+        headers: { Authorization: `Bearer ${token}`, Accept: "application/json" },
+        cache: "no-store",
+        ...(ctrl ? { signal: ctrl.signal } : {}),
+      });
+      const body = await res.json().catch(() => null);
+      if (!res.ok) {
+        throw new LiveSaleError(`HTTP_${res.status}`, body?.error?.message || `${method} ${path} answered ${res.status}`, body);
+      }
+      return { status: res.status, body };
+    } catch (err) {
+      if (err instanceof LiveSaleError) throw err;
+      if (err?.name === "AbortError") throw new LiveSaleError("TIMEOUT", `no answer to ${method} ${path} within ${this.requestTimeoutMs} ms`);
+      throw new LiveSaleError("NETWORK", String(err?.message || err));
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
   /** A failed catch-up is never thrown at the page: it is retried with backoff while joined, and
    *  again after the next join. */
   _orderCatchUpFailed(err) {

@@ -184,7 +184,7 @@ function useIdentity(id) {
   const other = (identity?.user || null) !== (id?.user || null);
   identity = id;
   showIdentity();
-  if (other) resetMyOrders();
+  if (other) { resetMyOrders(); resetSaved(); }  // the new token's saved products load after its join
   if (client) {
     client.setToken(id ? id.token : null);
     restoreHolds();
@@ -336,7 +336,7 @@ async function main() {
     "order_confirmed", "order_refunded", "hold_expired"]) {
     client.addEventListener(type, () => refreshMyOrdersSoon());
   }
-  client.addEventListener("joined", () => { joinedOnce = true; roomWait = null; render(); });
+  client.addEventListener("joined", () => { joinedOnce = true; roomWait = null; loadSaved(); render(); });
   client.addEventListener("hold_expired", (e) => {
     // pay_by passed before a payment: the reservation is gone, say so (also while offline)
     const h = e.detail;
@@ -482,6 +482,7 @@ function wireUi() {
   byId("bag-close").addEventListener("click", () => setBagOpen(false));
   byId("bag-backdrop").addEventListener("click", () => setBagOpen(false));
   byId("bag-list").addEventListener("click", onBagClick);
+  $(".card-save").addEventListener("click", (ev) => onSaveTap(ev.currentTarget.dataset.productId));
   byId("my-orders-button").addEventListener("click", () => setOrdersOpen(!ordersOpen));
   byId("my-orders-close").addEventListener("click", () => setOrdersOpen(false));
   byId("my-orders-backdrop").addEventListener("click", () => setOrdersOpen(false));
@@ -1056,6 +1057,7 @@ function renderProduct(sale) {
   const featured = byId("featured-sale");
   setAttr(featured, "data-sale-id", sale?.sale_id ?? null);
   setAttr(featured, "data-product-id", product?.product_id ?? sale?.product_id ?? null);
+  renderSave($(".card-save"), product ? product.product_id ?? sale?.product_id : null, product?.title || product?.sku || "");
   if (!product) {
     renderVariants(null);
     renderBuy(bs, sale);
@@ -1378,8 +1380,9 @@ function bagRow(item) {
   const units = part("span", "bag-units", "bag-units");
   right.append(price, was, units);
   button.append(thumb, info, right);
-  li.append(button);
-  return { li, button, thumb, title, state, countdown, flag, price, was, units, variants };
+  const save = saveButton();
+  li.append(button, save);
+  return { li, button, thumb, title, state, countdown, flag, price, was, units, variants, save };
 }
 
 function renderBag(featured) {
@@ -1414,6 +1417,7 @@ function updateBagRow(row, item, featured) {
   const currency = sale?.currency || product?.currency || "EUR";
   const title = product?.title || sale?.title || product?.sku || "";
   setText(row.title, title);
+  renderSave(row.save, sale ? sale.product_id : product?.product_id, title);
   const thumbKey = JSON.stringify([product?.product_id || sale?.product_id || "", product?.image_url || "", title]);
   if (row.thumb.dataset.key !== thumbKey) {
     row.thumb.dataset.key = thumbKey;
@@ -1479,6 +1483,8 @@ function updateBagRow(row, item, featured) {
 }
 
 function onBagClick(ev) {
+  const save = ev.target.closest(".save-button");
+  if (save) { onSaveTap(save.dataset.productId); return; }  // saving never puts the row on the card
   const li = ev.target.closest(".bag-row");
   const id = li?.dataset.saleId;
   if (!id || li.querySelector(".bag-row-main")?.disabled) return;
@@ -1494,6 +1500,104 @@ function setBagOpen(open) {
   setAttr(byId("bag-button"), "aria-expanded", open ? "true" : "false");
   document.body.classList.toggle("bag-open", open);
   if (open) render();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Save for later (docs/CLIENT.md, "Save for later"): a bookmark toggle on the card and on each row of
+// the bag (data-testid save-<product_id>, aria-pressed). It takes no stock: an interest signal the
+// host's dashboard counts. The viewer's saved products of this room are read after the first join of
+// each identity (GET /api/me/saved, client.savedProducts()); a tap saves or removes one
+// (client.saveProduct(), PUT / DELETE /api/me/saved/{room}/{product}), and the button flips once the
+// server answered. Without a token (anonymous) a tap says that saving needs signing in, as Buy does.
+
+const SAVE_SIGNIN_TEXT = "Saving for later needs signing in: open this live from the shop's site, signed in.";
+const SAVE_ICON = '<svg viewBox="0 0 24 24" aria-hidden="true"><path d="M6.5 3.5h11v17L12 16.6l-5.5 3.9z"/></svg>';
+// user: whose they are; ids: saved product ids of this room; changed: taps answered while a read ran
+// (applied over its answer); busy: product ids with a save or removal in flight; gen: bumped per identity.
+const savedState = { user: null, ids: new Set(), loaded: false, loading: false, changed: new Map(), busy: new Set(), gen: 0 };
+
+function saveButton() {
+  const b = document.createElement("button");
+  b.type = "button";
+  b.className = "save-button bag-save";
+  b.setAttribute("aria-pressed", "false");
+  b.innerHTML = `${SAVE_ICON}<span class="save-label" aria-hidden="true">Save</span>`;
+  return b;
+}
+
+function isSaved(productId) {
+  return !!identity && savedState.user === identity.user && savedState.ids.has(productId);
+}
+
+/** Another identity (or none): what was read or tapped belonged to the previous one. */
+function resetSaved() {
+  Object.assign(savedState, { user: identity?.user ?? null, ids: new Set(), loaded: false, loading: false,
+    changed: new Map(), busy: new Set(), gen: savedState.gen + 1 });
+}
+
+/** Read my saved products of this room once per identity (after a join; a failed read is tried
+ *  again after the next join). */
+async function loadSaved() {
+  if (!client || !identity) return;
+  if (savedState.user !== identity.user) resetSaved();
+  if (savedState.loaded || savedState.loading) return;
+  const gen = savedState.gen;
+  savedState.loading = true;
+  savedState.changed.clear();
+  try {
+    const items = await client.savedProducts({ room: roomId });
+    if (gen !== savedState.gen) return;
+    const ids = new Set(items.map((i) => i.product_id));
+    for (const [id, on] of savedState.changed) { if (on) ids.add(id); else ids.delete(id); }
+    savedState.ids = ids;
+    savedState.loaded = true;
+  } catch { /* kept as it is; read again after the next join */ } finally {
+    if (gen === savedState.gen) { savedState.loading = false; savedState.changed.clear(); }
+    render();
+  }
+}
+
+async function onSaveTap(productId) {
+  if (!productId || !client) return;
+  if (!identity) { toast(SAVE_SIGNIN_TEXT, "error"); return; }
+  if (savedState.user !== identity.user) resetSaved();
+  if (savedState.busy.has(productId)) return;  // one change at a time per product
+  const on = !isSaved(productId);
+  const gen = savedState.gen;
+  savedState.busy.add(productId);
+  render();
+  try {
+    await client.saveProduct(productId, on, { room: roomId });
+    if (gen !== savedState.gen) return;
+    if (on) savedState.ids.add(productId); else savedState.ids.delete(productId);
+    if (savedState.loading) savedState.changed.set(productId, on);
+  } catch (err) {
+    if (gen !== savedState.gen || err.code === "STALE") return;
+    if (err.code === "HTTP_401") { onClientError({ detail: { code: "UNAUTHORIZED" } }); return; }
+    toast(err.code === "HTTP_404" ? "This product is no longer in the live."
+      : `Could not ${on ? "save" : "remove"} it: ${err.message}`, "error");
+  } finally {
+    if (gen === savedState.gen) savedState.busy.delete(productId);
+    render();
+  }
+}
+
+/** A save toggle for a product (null: hidden): its test id, pressed state, label and hint. */
+function renderSave(btn, productId, title) {
+  if (!btn) return;
+  show(btn, !!productId);
+  if (!productId) return;
+  setAttr(btn, "data-testid", `save-${productId}`);
+  setAttr(btn, "data-product-id", productId);
+  const on = isSaved(productId);
+  const busy = !!identity && savedState.busy.has(productId);
+  setAttr(btn, "aria-pressed", on ? "true" : "false");
+  setAttr(btn, "aria-busy", busy ? "true" : null);
+  setAttr(btn, "data-state", !identity ? "signin" : busy ? "saving" : on ? "saved" : "unsaved");
+  setAttr(btn, "aria-label", `Save for later${title ? `: ${title}` : ""}`);
+  setAttr(btn, "title", !identity ? "Sign in to save for later"
+    : on ? "Saved for later (nothing is reserved): tap to remove" : "Save for later (reserves nothing)");
+  setText(btn.querySelector(".save-label"), on ? "Saved" : "Save");
 }
 
 // ---------------------------------------------------------------------------------------------
