@@ -16,7 +16,6 @@ operator to look at and repair with ``livesale reconcile --repair``.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import secrets
 from typing import Any
@@ -26,7 +25,7 @@ from inventory.reconcile import RebuildResult, Reconciler, SaleDrift
 
 from . import events as ev
 from .service import Commerce
-from .tasks import OwnedTasks
+from .tasks import Every
 from .wire import product_wire, room_wire
 
 __all__ = ["Recovery", "ReconcileLoop"]
@@ -95,16 +94,13 @@ class ReconcileLoop:
         self.interval_s = interval_s
         self.last: list[SaleDrift] = []
         self._token = secrets.token_hex(8)
-        self._tasks = OwnedTasks(log, "reconcile")
-        self._stop = asyncio.Event()
+        self._loop = Every(interval_s, self._round, log, "reconcile")
 
     def start(self) -> None:
-        if self.interval_s > 0:
-            self._tasks.spawn(self._run())
+        self._loop.start()
 
     async def aclose(self) -> None:
-        self._stop.set()
-        await self._tasks.drain(5.0)
+        await self._loop.aclose()
 
     async def once(self) -> list[SaleDrift]:
         drifts = await self.recovery.check()
@@ -126,16 +122,6 @@ class ReconcileLoop:
         hold_ms = max(100, int(self.interval_s * 900))
         return bool(await self.redis.set(RECONCILE_LOCK, self._token, nx=True, px=hold_ms))
 
-    async def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                async with asyncio.timeout(self.interval_s):
-                    await self._stop.wait()
-                return
-            except TimeoutError:
-                pass
-            try:
-                if await self._my_round():
-                    await self.once()
-            except Exception as exc:  # Redis or SQL unreachable: try again next round
-                log.warning("reconcile: round failed: %s: %s", type(exc).__name__, exc)
+    async def _round(self) -> None:
+        if await self._my_round():
+            await self.once()

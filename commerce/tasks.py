@@ -63,6 +63,11 @@ class Every:
         if self.interval_s > 0:
             self._tasks.spawn(self._run())
 
+    @property
+    def stopping(self) -> bool:
+        """``aclose`` was called: a long round may stop early."""
+        return self._stop.is_set()
+
     async def aclose(self) -> None:
         self._stop.set()
         await self._tasks.drain(5.0)

@@ -280,6 +280,11 @@ class Livesale(Proc):
                 "LIVESALE_PAYMENT_MODE": "instant", **code_env(self.root)}
         super().__init__("livesale", [sys.executable, "-m", "server.cli", "serve"], port, dict(base, **(env or {})),
                          cwd=self.root, cores=cores, ready_path="/api/time", log_dir=Path(self.data_dir))
+        # embedded defaults: a REDIS_URL / DATABASE_URL of the calling shell (a test run against the machine's
+        # services) is not inherited, only one passed in ``env``
+        for name in ("REDIS_URL", "DATABASE_URL"):
+            if name not in (env or {}):
+                self.env.pop(name, None)
 
     def running_from(self) -> str:
         """The listening process's cwd (``/proc/<pid>/cwd``): ``root`` when it runs the code we meant."""

@@ -1,16 +1,19 @@
 """A `livesale serve` (or other `livesale` command) subprocess for the tests that start real server
 processes (tests/e2e/test_multiprocess.py, test_demo.py, tests/integration/test_cli_defects.py,
-test_settlement.py). Not a test module."""
+test_settlement.py), and a burst of WebSocket viewers over several processes (``viewer_burst``). Not a
+test module."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import socket
 import sys
 from pathlib import Path
+from typing import Any
 
 from conftest import timeout
 
@@ -85,3 +88,45 @@ class ServerProc:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._task, 5)
         return rc
+
+
+VIEWER_BURST_PROC = ROOT / "tests" / "viewer_burst_proc.py"
+
+
+async def viewer_burst(base: str, room: str, sale: str, viewers: list[tuple[str, str]], procs: int,
+                       ready_s: float = 60.0) -> list[list[Any]]:
+    """``viewers`` ([token, kind]) spread over ``procs`` OS processes (tests/viewer_burst_proc.py), every
+    socket joined first (READY from each), then one ``buy`` each at GO: every [kind, code, hold,
+    units_left], in no particular order."""
+    shares = [viewers[i::procs] for i in range(procs)]
+    children = []
+    try:
+        for share in shares:
+            p = await asyncio.create_subprocess_exec(
+                sys.executable, str(VIEWER_BURST_PROC), cwd=str(ROOT), limit=2**24, stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            children.append(p)
+            assert p.stdin is not None
+            p.stdin.write((json.dumps({"base": base, "room": room, "sale": sale, "viewers": share}) + "\n").encode())
+            await p.stdin.drain()
+        for p in children:
+            assert p.stdout is not None and p.stderr is not None
+            line = await asyncio.wait_for(p.stdout.readline(), timeout(ready_s))
+            if line.strip() != b"READY":
+                err = await asyncio.wait_for(p.stderr.read(), timeout(10))
+                raise AssertionError(f"viewer process not ready: {line!r} {err.decode()[-2000:]}")
+        for p in children:
+            assert p.stdin is not None
+            p.stdin.write(b"GO\n")
+        await asyncio.gather(*(p.stdin.drain() for p in children if p.stdin is not None))
+        results: list[list[Any]] = []
+        for p in children:
+            out, err = await asyncio.wait_for(p.communicate(), timeout(ready_s))
+            assert p.returncode == 0, err.decode()[-4000:]
+            results += json.loads(out.decode().strip().splitlines()[-1])["results"]
+        return results
+    finally:
+        for p in children:
+            if p.returncode is None:
+                p.kill()
+                await p.wait()

@@ -11,11 +11,10 @@ crash gives nothing back twice.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 
-from ..tasks import OwnedTasks
+from ..tasks import Every
 from .service import Payments
 
 __all__ = ["RefundRetry"]
@@ -27,17 +26,15 @@ class RefundRetry:
     def __init__(self, payments: Payments, retry_after_s: float, interval_s: float | None = None) -> None:
         self.payments = payments
         self.retry_after_s = retry_after_s
-        self.interval_s = interval_s if interval_s is not None else max(0.2, min(30.0, retry_after_s / 2))
-        self._tasks = OwnedTasks(log, "refund retry")
-        self._stop = asyncio.Event()
+        interval = interval_s if interval_s is not None else max(0.2, min(30.0, retry_after_s / 2))
+        on = payments.provider is not None and retry_after_s > 0
+        self._loop = Every(interval if on else 0, self.once, log, "payments: refund retry")
 
     def start(self) -> None:
-        if self.payments.provider is not None and self.retry_after_s > 0:
-            self._tasks.spawn(self._run())
+        self._loop.start()
 
     async def aclose(self) -> None:
-        self._stop.set()
-        await self._tasks.drain(5.0)
+        await self._loop.aclose()
 
     async def once(self) -> tuple[int, int]:
         """One pass over the due refunds: (sent, still failing)."""
@@ -45,7 +42,7 @@ class RefundRetry:
         due = await sql.refunds_due(int((time.time() - self.retry_after_s) * 1000))
         sent = failed = 0
         for r in due:
-            if self._stop.is_set():
+            if self._loop.stopping:
                 break
             if not await sql.claim_refund(r):
                 continue
@@ -55,16 +52,3 @@ class RefundRetry:
             else:
                 failed += 1
         return sent, failed
-
-    async def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                async with asyncio.timeout(self.interval_s):
-                    await self._stop.wait()
-                return
-            except TimeoutError:
-                pass
-            try:
-                await self.once()
-            except Exception as exc:  # SQL unreachable: try again next round
-                log.warning("payments: refund retry round failed: %s: %s", type(exc).__name__, exc)

@@ -9,64 +9,21 @@ every unit (no oversell), and the sale's counters agree.
 
 from __future__ import annotations
 
-import asyncio
-import json
-import os
 import random
-import sys
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
 
 from commerce.identity import mint_viewer_token, verify_token
-from conftest import timeout
 from gateway_helpers import Api, host_token, setup_room
-from proc_helpers import ServerProc, free_port
+from proc_helpers import ServerProc, free_port, viewer_burst
 from server.config import Settings
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180, method="thread")]
 
-ROOT = Path(__file__).resolve().parents[2]
-PROC = ROOT / "tests" / "viewer_burst_proc.py"
 UNITS, GUESTS, MEMBERS, PROCS = 15, 60, 40, 4
-
-
-async def burst(base: str, room: str, sale: str, viewers: list[tuple[str, str]]) -> list[list[Any]]:
-    shares = [viewers[i::PROCS] for i in range(PROCS)]
-    children = []
-    try:
-        for share in shares:
-            p = await asyncio.create_subprocess_exec(
-                sys.executable, str(PROC), cwd=str(ROOT), limit=2**22, stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-            children.append(p)
-            assert p.stdin is not None
-            p.stdin.write((json.dumps({"base": base, "room": room, "sale": sale, "viewers": share}) + "\n").encode())
-            await p.stdin.drain()
-        for p in children:
-            assert p.stdout is not None and p.stderr is not None
-            line = await asyncio.wait_for(p.stdout.readline(), timeout(60))
-            if line.strip() != b"READY":
-                err = await asyncio.wait_for(p.stderr.read(), timeout(10))
-                raise AssertionError(f"viewer process not ready: {line!r} {err.decode()[-2000:]}")
-        for p in children:
-            assert p.stdin is not None
-            p.stdin.write(b"GO\n")
-        await asyncio.gather(*(p.stdin.drain() for p in children if p.stdin is not None))
-        results: list[list[Any]] = []
-        for p in children:
-            out, err = await asyncio.wait_for(p.communicate(), timeout(60))
-            assert p.returncode == 0, err.decode()[-4000:]
-            results += json.loads(out.decode().strip().splitlines()[-1])["results"]
-        return results
-    finally:
-        for p in children:
-            if p.returncode is None:
-                p.kill()
-                await p.wait()
 
 
 async def test_guests_and_members_race_for_a_members_only_sale(settings: Settings, redis_url: str,
@@ -98,7 +55,7 @@ async def test_guests_and_members_race_for_a_members_only_sale(settings: Setting
             sale = await api.ok("POST", f"/api/rooms/{room}/sales", host,
                                 {"product_id": "p0", "units": UNITS, "per_user_limit": 1, "members_only": True,
                                  "starts_in_s": 0, "duration_s": 120}, 201)
-            results = await burst(base, room, sale["sale_id"], viewers)
+            results = await viewer_burst(base, room, sale["sale_id"], viewers, PROCS)
             assert len(results) == len(viewers)
             by_kind = Counter((kind, code) for kind, code, _, _ in results)
             assert by_kind[("guest", "MEMBERS_ONLY")] == GUESTS, by_kind          # no guest got anything else

@@ -7,8 +7,6 @@ expires, each deposit's rule is applied once, and the 100 units return to the po
 from __future__ import annotations
 
 import asyncio
-import json
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -22,50 +20,12 @@ from conftest import timeout
 from gateway_helpers import Api, host_token
 from inventory.presales import DepositStore
 from inventory.store import Store
-from proc_helpers import ServerProc, free_port
+from proc_helpers import ServerProc, free_port, viewer_burst
 from server.config import Settings
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300, method="thread")]
 
-ROOT = Path(__file__).resolve().parents[2]
-PROC = ROOT / "tests" / "viewer_burst_proc.py"
 UNITS, VIEWERS, PROCS, POOL_UNITS = 100, 2000, 8, 150
-
-
-async def burst(base: str, room: str, sale: str, viewers: list[tuple[str, str]]) -> list[list[Any]]:
-    """Every viewer joined first (READY from each process), then one `buy` each at GO."""
-    shares = [viewers[i::PROCS] for i in range(PROCS)]
-    children = []
-    try:
-        for share in shares:
-            p = await asyncio.create_subprocess_exec(
-                sys.executable, str(PROC), cwd=str(ROOT), limit=2**24, stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-            children.append(p)
-            assert p.stdin is not None
-            p.stdin.write((json.dumps({"base": base, "room": room, "sale": sale, "viewers": share}) + "\n").encode())
-            await p.stdin.drain()
-        for p in children:
-            assert p.stdout is not None and p.stderr is not None
-            line = await asyncio.wait_for(p.stdout.readline(), timeout(120))
-            if line.strip() != b"READY":
-                err = await asyncio.wait_for(p.stderr.read(), timeout(10))
-                raise AssertionError(f"viewer process not ready: {line!r} {err.decode()[-2000:]}")
-        for p in children:
-            assert p.stdin is not None
-            p.stdin.write(b"GO\n")
-        await asyncio.gather(*(p.stdin.drain() for p in children if p.stdin is not None))
-        results: list[list[Any]] = []
-        for p in children:
-            out, err = await asyncio.wait_for(p.communicate(), timeout(120))
-            assert p.returncode == 0, err.decode()[-4000:]
-            results += json.loads(out.decode().strip().splitlines()[-1])["results"]
-        return results
-    finally:
-        for p in children:
-            if p.returncode is None:
-                p.kill()
-                await p.wait()
 
 
 async def test_presale_burst_takes_at_most_its_units_and_unpaid_balances_return_once(
@@ -97,7 +57,8 @@ async def test_presale_burst_takes_at_most_its_units_and_unpaid_balances_return_
                                  "balance_window_s": window_s, "hold_ttl_s": 600}, 201)
             sale_id = sale["sale_id"]
             tokens = [mint_viewer_token(settings.secret, f"v{i}", user=f"{uid}-v{i}")[0] for i in range(VIEWERS)]
-            results = await burst(base, room, sale_id, [(t, str(i)) for i, t in enumerate(tokens)])
+            results = await viewer_burst(base, room, sale_id, [(t, str(i)) for i, t in enumerate(tokens)],
+                                         PROCS, ready_s=120)
             assert len(results) == VIEWERS
             codes = Counter(code for _, code, _, _ in results)
             assert codes == {"RESERVED": UNITS, "SOLD_OUT": VIEWERS - UNITS}, codes  # never more than the units

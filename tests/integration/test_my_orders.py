@@ -3,27 +3,14 @@ settling, expired, released) in every sale and channel, their settled and refund
 
 from __future__ import annotations
 
-import asyncio
 import secrets
-import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from commerce.identity import mint_merchant_token
-from conftest import timeout
+from goods_helpers import until
 from gateway_helpers import Api, host_token, viewer
 from server.app import create_app
 from server.config import Settings
-
-
-async def until(what: str, check: Callable[[], Awaitable[Any]], limit: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout(limit)
-    while True:
-        value = await check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.02)
 
 
 async def test_my_orders_lists_holds_orders_refunds_and_totals(aiohttp_client: Any, settings: Settings,

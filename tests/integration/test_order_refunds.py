@@ -8,12 +8,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import secrets
 import signal
 import sys
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +17,8 @@ import pytest
 
 from commerce.identity import mint_merchant_token
 from conftest import timeout
-from gateway_helpers import Api, host_token, viewer
-from server.app import create_app
+from goods_helpers import GoodsEnv, open_goods_env, until
+from gateway_helpers import host_token, viewer
 from server.appkeys import COMMERCE
 from server.config import Settings
 
@@ -32,35 +28,12 @@ ROOT = Path(__file__).resolve().parents[2]
 PRICE = 2999
 
 
-@dataclass
-class Env:
-    api: Api
-    client: Any
-    settings: Settings
-    merchant_id: str
-    merchant: str
-    host: str
-
-
 @pytest.fixture
-async def env(aiohttp_client: Any, settings: Settings) -> AsyncIterator[Env]:
-    s = settings.replace(tick_ms=50, settle_block_ms=100, reap_interval_ms=50)
-    client = await aiohttp_client(create_app(s))
-    mid = "m-" + secrets.token_hex(3)
-    yield Env(Api(client), client, s, mid, mint_merchant_token(s.secret, mid), host_token(s.secret))
+async def env(aiohttp_client: Any, settings: Settings) -> GoodsEnv:
+    return await open_goods_env(aiohttp_client, settings)
 
 
-async def until(what: str, check: Callable[[], Awaitable[Any]], limit: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout(limit)
-    while True:
-        value = await check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.02)
-
-
-async def settled_order(env: Env, uid: str, qty: int = 2) -> tuple[str, str, str, str]:
+async def settled_order(env: GoodsEnv, uid: str, qty: int = 2) -> tuple[str, str, str, str]:
     """A pool of 10, a room sale of 5 from it, one buyer's paid and settled order of ``qty``:
     (pool, room, order id, buyer token)."""
     pool = f"pl{uid[:12]}"
@@ -90,11 +63,11 @@ async def settled_order(env: Env, uid: str, qty: int = 2) -> tuple[str, str, str
     return pool, room, str(paid["order_id"]), token
 
 
-async def pool_view(env: Env, pool: str) -> dict[str, Any]:
+async def pool_view(env: GoodsEnv, pool: str) -> dict[str, Any]:
     return dict(await env.api.ok("GET", f"/api/pools/{pool}", env.merchant))
 
 
-async def test_refund_restocks_once_and_the_order_says_refunded(env: Env, uid: str) -> None:
+async def test_refund_restocks_once_and_the_order_says_refunded(env: GoodsEnv, uid: str) -> None:
     pool, room, order, token = await settled_order(env, uid)
     before = await pool_view(env, pool)
     assert before["available"] == 5 and before["restocked"] == 0
@@ -114,7 +87,7 @@ async def test_refund_restocks_once_and_the_order_says_refunded(env: Env, uid: s
     assert room
 
 
-async def test_damaged_goods_do_not_return_and_strangers_are_refused(env: Env, uid: str) -> None:
+async def test_damaged_goods_do_not_return_and_strangers_are_refused(env: GoodsEnv, uid: str) -> None:
     pool, room, order, token = await settled_order(env, uid)
     other_merchant = mint_merchant_token(env.settings.secret, "m-other")
     other_host = host_token(env.settings.secret, "h9", ("elsewhere",))
@@ -136,7 +109,7 @@ async def test_damaged_goods_do_not_return_and_strangers_are_refused(env: Env, u
 
 
 @pytest.mark.parametrize("kill_at", ["after_record", "after_restock", "after_money"])
-async def test_kill_9_at_each_step_then_recovery_restocks_exactly_once(env: Env, uid: str, kill_at: str,
+async def test_kill_9_at_each_step_then_recovery_restocks_exactly_once(env: GoodsEnv, uid: str, kill_at: str,
                                                                        redis_url: str, database_url: str) -> None:
     pool, _room, order, token = await settled_order(env, uid)
     cfg = {"redis_url": redis_url, "database_url": env.settings.database_url or database_url, "order_id": order,

@@ -6,18 +6,14 @@ channel, the ledger in SQL, the audit; bad input and foreign actors refused with
 from __future__ import annotations
 
 import asyncio
-import secrets
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
 from commerce.identity import mint_merchant_token
 from conftest import timeout
-from gateway_helpers import JSON, Api, WsClient, host_token, viewer
-from server.app import create_app
+from goods_helpers import GoodsEnv, open_goods_env, until
+from gateway_helpers import JSON, WsClient, host_token, viewer
 from server.appkeys import COMMERCE
 from server.config import Settings
 
@@ -26,34 +22,12 @@ pytestmark = pytest.mark.timeout(120, method="thread")
 PRICE = 4999
 
 
-@dataclass
-class Env:
-    api: Api
-    client: Any
-    settings: Settings
-    merchant: str
-    host: str
-
-
 @pytest.fixture
-async def env(aiohttp_client: Any, settings: Settings) -> AsyncIterator[Env]:
-    s = settings.replace(tick_ms=50, settle_block_ms=100, reap_interval_ms=50)
-    client = await aiohttp_client(create_app(s))
-    yield Env(Api(client), client, s, mint_merchant_token(s.secret, "m-" + secrets.token_hex(3)),
-              host_token(s.secret))
+async def env(aiohttp_client: Any, settings: Settings) -> GoodsEnv:
+    return await open_goods_env(aiohttp_client, settings)
 
 
-async def until(what: str, check: Callable[[], Awaitable[Any]], limit: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout(limit)
-    while True:
-        value = await check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.02)
-
-
-async def open_pool(env: Env, uid: str, units: int = 350) -> tuple[str, str]:
+async def open_pool(env: GoodsEnv, uid: str, units: int = 350) -> tuple[str, str]:
     sku = f"SKU-{uid}"
     pool = await env.api.ok("POST", "/api/pools", env.merchant,
                             {"pool_id": f"pl{uid[:12]}", "sku": sku, "title": "Aurora Earbuds", "unit_price": PRICE,
@@ -62,24 +36,24 @@ async def open_pool(env: Env, uid: str, units: int = 350) -> tuple[str, str]:
     return str(pool["pool_id"]), sku
 
 
-async def room_with(env: Env, room: str, sku: str) -> None:
+async def room_with(env: GoodsEnv, room: str, sku: str) -> None:
     await env.api.ok("POST", "/api/rooms", env.host, {"room_id": room, "title": f"Room {room}"}, 201)
     await env.api.ok("POST", f"/api/rooms/{room}/products", env.host,
                      {"product_id": "p0", "sku": sku, "title": "Aurora Earbuds", "unit_price": PRICE}, 201)
 
 
-async def launch(env: Env, room: str, pool: str, units: int, **kw: Any) -> dict[str, Any]:
+async def launch(env: GoodsEnv, room: str, pool: str, units: int, **kw: Any) -> dict[str, Any]:
     return dict(await env.api.ok("POST", f"/api/rooms/{room}/sales", env.host,
                                  {"product_id": "p0", "units": units, "pool": pool, "per_user_limit": 2, **kw}, 201))
 
 
-async def audit_ok(env: Env, pool: str) -> dict[str, Any]:
+async def audit_ok(env: GoodsEnv, pool: str) -> dict[str, Any]:
     report = await env.api.ok("GET", f"/api/pools/{pool}/audit", env.merchant)
     assert report["ok"], report["problems"]
     return dict(report)
 
 
-async def test_pool_shared_by_two_rooms_and_a_channel(env: Env, uid: str) -> None:
+async def test_pool_shared_by_two_rooms_and_a_channel(env: GoodsEnv, uid: str) -> None:
     pool, sku = await open_pool(env, uid)
     room_a, room_b = f"a{uid[:10]}", f"b{uid[:10]}"
     await room_with(env, room_a, sku)
@@ -166,7 +140,7 @@ async def test_pool_shared_by_two_rooms_and_a_channel(env: Env, uid: str) -> Non
     await ws.close()
 
 
-async def test_restock_and_adjust_once_per_request(env: Env, uid: str) -> None:
+async def test_restock_and_adjust_once_per_request(env: GoodsEnv, uid: str) -> None:
     pool, _sku = await open_pool(env, uid, units=10)
     out = await env.api.ok("POST", f"/api/pools/{pool}/stock", env.merchant,
                            {"units": 5, "request_id": "r-1", "reason": "truck 17"}, 201)
@@ -183,7 +157,7 @@ async def test_restock_and_adjust_once_per_request(env: Env, uid: str) -> None:
     await audit_ok(env, pool)
 
 
-async def test_bad_input_and_foreign_actors_change_nothing(env: Env, uid: str) -> None:
+async def test_bad_input_and_foreign_actors_change_nothing(env: GoodsEnv, uid: str) -> None:
     pool, sku = await open_pool(env, uid, units=20)
     room, other_room = f"r{uid[:10]}", f"o{uid[:10]}"
     await room_with(env, room, sku)
@@ -233,7 +207,7 @@ async def test_bad_input_and_foreign_actors_change_nothing(env: Env, uid: str) -
     await audit_ok(env, pool)
 
 
-async def test_livesale_audit_command(env: Env, uid: str) -> None:
+async def test_livesale_audit_command(env: GoodsEnv, uid: str) -> None:
     """`livesale audit` prints one OK line per pool (and exits 0), DRIFT with the problem (exit 1)
     after the pool's counters were tampered with in Redis."""
     from inventory import keys as K
@@ -253,7 +227,7 @@ async def test_livesale_audit_command(env: Env, uid: str) -> None:
         await redis.hincrby(K.pool_keys(pool).bucket.sale, "available", -1)
 
 
-async def test_sku_history_and_lifecycle(env: Env, uid: str) -> None:
+async def test_sku_history_and_lifecycle(env: GoodsEnv, uid: str) -> None:
     """GET /api/skus/{sku}/history: units sold per show and per channel over time, and the SKU's state."""
     pool, sku = await open_pool(env, uid, units=4)
     hist = await env.api.ok("GET", f"/api/skus/{sku}/history", env.merchant)
@@ -296,7 +270,7 @@ async def test_sku_history_and_lifecycle(env: Env, uid: str) -> None:
     assert (st, body["error"]["code"]) == (400, "INVALID")
 
 
-async def test_per_user_limit_per_sku_across_rooms_and_channels(env: Env, uid: str) -> None:
+async def test_per_user_limit_per_sku_across_rooms_and_channels(env: GoodsEnv, uid: str) -> None:
     """A pool's sku_user_limit counts a buyer's units of the SKU in every room and channel together."""
     sku = f"SKU-{uid}"
     pool = (await env.api.ok("POST", "/api/pools", env.merchant,
@@ -334,7 +308,7 @@ async def test_per_user_limit_per_sku_across_rooms_and_channels(env: Env, uid: s
     assert report["ok"], report["problems"]
 
 
-async def test_audit_during_live_moves_reports_no_false_difference(env: Env, uid: str) -> None:
+async def test_audit_during_live_moves_reports_no_false_difference(env: GoodsEnv, uid: str) -> None:
     """Audits taken while top-ups, restocks and channel holds run concurrently (and the reaper copies the
     journal to SQL) all balance: the audit compares one atomic snapshot of the pool and its sales."""
     pool, sku = await open_pool(env, uid, units=2000)

@@ -6,19 +6,14 @@ the pool once. Bad terms are refused with nothing written."""
 from __future__ import annotations
 
 import asyncio
-import secrets
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
-from commerce.identity import mint_merchant_token
 from conftest import timeout
-from gateway_helpers import JSON, Api, WsClient, host_token, viewer
+from goods_helpers import GoodsEnv, open_goods_env, until
+from gateway_helpers import JSON, WsClient, viewer
 from inventory.presales import DepositStore
-from server.app import create_app
 from server.appkeys import COMMERCE
 from server.config import Settings
 
@@ -27,33 +22,12 @@ pytestmark = pytest.mark.timeout(120, method="thread")
 PRICE, DEPOSIT = 5000, 500
 
 
-@dataclass
-class Env:
-    api: Api
-    client: Any
-    settings: Settings
-    merchant: str
-    host: str
-
-
 @pytest.fixture
-async def env(aiohttp_client: Any, settings: Settings) -> AsyncIterator[Env]:
-    s = settings.replace(tick_ms=50, settle_block_ms=100, reap_interval_ms=50)
-    client = await aiohttp_client(create_app(s))
-    yield Env(Api(client), client, s, mint_merchant_token(s.secret, "m-" + secrets.token_hex(3)), host_token(s.secret))
+async def env(aiohttp_client: Any, settings: Settings) -> GoodsEnv:
+    return await open_goods_env(aiohttp_client, settings)
 
 
-async def until(what: str, check: Callable[[], Awaitable[Any]], limit: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout(limit)
-    while True:
-        value = await check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.05)
-
-
-async def presale(env: Env, uid: str, rule: str, **terms: Any) -> tuple[str, str, dict[str, Any]]:
+async def presale(env: GoodsEnv, uid: str, rule: str, **terms: Any) -> tuple[str, str, dict[str, Any]]:
     pool, sku, room = f"pl{uid[:12]}", f"SKU-{uid}", f"r{uid[:12]}"
     await env.api.ok("POST", "/api/pools", env.merchant, {"pool_id": pool, "sku": sku, "title": "Phone X",
                                                           "unit_price": PRICE, "units": 10}, 201)
@@ -68,7 +42,7 @@ async def presale(env: Env, uid: str, rule: str, **terms: Any) -> tuple[str, str
     return pool, room, sale
 
 
-async def reserve(env: Env, sale: dict[str, Any], token: str) -> str:
+async def reserve(env: GoodsEnv, sale: dict[str, Any], token: str) -> str:
     async def go() -> Any:
         st, body = await env.api.call("POST", f"/api/sales/{sale['sale_id']}/reserve", token,
                                       {"qty": 1, "request_id": "r1"})
@@ -76,12 +50,12 @@ async def reserve(env: Env, sale: dict[str, Any], token: str) -> str:
     return str((await until("the pre-sale open", go))["hold_id"])
 
 
-async def pool_available(env: Env, pool: str) -> int:
+async def pool_available(env: GoodsEnv, pool: str) -> int:
     return int((await env.api.ok("GET", f"/api/pools/{pool}", env.merchant))["available"])
 
 
 @pytest.mark.parametrize("rule", ["refund", "keep"])
-async def test_deposit_balance_and_the_unpaid_balance_rule(env: Env, uid: str, rule: str) -> None:
+async def test_deposit_balance_and_the_unpaid_balance_rule(env: GoodsEnv, uid: str, rule: str) -> None:
     pool, room, sale = await presale(env, uid, rule)
     assert await pool_available(env, pool) == 7
     payer, _ = viewer(env.settings.secret, "Pat")
@@ -138,7 +112,7 @@ async def test_deposit_balance_and_the_unpaid_balance_rule(env: Env, uid: str, r
     await ws.close()
 
 
-async def test_bad_presale_terms_are_refused(env: Env, uid: str) -> None:
+async def test_bad_presale_terms_are_refused(env: GoodsEnv, uid: str) -> None:
     pool, sku, room = f"pl{uid[:12]}", f"SKU-{uid}", f"r{uid[:12]}"
     await env.api.ok("POST", "/api/pools", env.merchant, {"pool_id": pool, "sku": sku, "title": "T",
                                                           "unit_price": PRICE, "units": 10}, 201)

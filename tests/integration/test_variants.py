@@ -4,51 +4,24 @@ viewer buys a variant and a quantity; the per-user limit holds across the varian
 
 from __future__ import annotations
 
-import asyncio
-import secrets
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
-from commerce.identity import mint_merchant_token
 from conftest import timeout
-from gateway_helpers import JSON, Api, WsClient, host_token, viewer
-from server.app import create_app
+from goods_helpers import GoodsEnv, open_goods_env, until
+from gateway_helpers import JSON, WsClient, viewer
 from server.config import Settings
 
 PRICE = 2900
 
 
-@dataclass
-class Env:
-    api: Api
-    client: Any
-    settings: Settings
-    merchant: str
-    host: str
-
-
 @pytest.fixture
-async def env(aiohttp_client: Any, settings: Settings) -> AsyncIterator[Env]:
-    s = settings.replace(tick_ms=50, settle_block_ms=100, reap_interval_ms=50)
-    client = await aiohttp_client(create_app(s))
-    yield Env(Api(client), client, s, mint_merchant_token(s.secret, "m-" + secrets.token_hex(3)), host_token(s.secret))
+async def env(aiohttp_client: Any, settings: Settings) -> GoodsEnv:
+    return await open_goods_env(aiohttp_client, settings)
 
 
-async def until(what: str, check: Callable[[], Awaitable[Any]], limit: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout(limit)
-    while True:
-        value = await check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.02)
-
-
-async def tee(env: Env, uid: str, red: int = 5, blue: int = 3) -> tuple[str, str, str]:
+async def tee(env: GoodsEnv, uid: str, red: int = 5, blue: int = 3) -> tuple[str, str, str]:
     fam = f"tee{uid[1:9]}"
     red_pool, blue_pool = f"{fam}__red-m", f"{fam}__blue-l"
     for pool, units, sku in ((red_pool, red, f"TEE-{uid}-RM"), (blue_pool, blue, f"TEE-{uid}-BL")):
@@ -64,7 +37,7 @@ async def tee(env: Env, uid: str, red: int = 5, blue: int = 3) -> tuple[str, str
     return room, red_pool, blue_pool
 
 
-async def test_a_sale_of_variants_with_one_limit_across_them(env: Env, uid: str) -> None:
+async def test_a_sale_of_variants_with_one_limit_across_them(env: GoodsEnv, uid: str) -> None:
     room, red_pool, blue_pool = await tee(env, uid)
     out = await env.api.ok("POST", f"/api/rooms/{room}/sales", env.host, {
         "product_id": "tee", "units": 2, "per_user_limit": 3,
@@ -99,7 +72,7 @@ async def test_a_sale_of_variants_with_one_limit_across_them(env: Env, uid: str)
     await ws.close()
 
 
-async def test_variants_launch_all_or_nothing_and_bad_input(env: Env, uid: str) -> None:
+async def test_variants_launch_all_or_nothing_and_bad_input(env: GoodsEnv, uid: str) -> None:
     room, red_pool, blue_pool = await tee(env, uid, red=5, blue=1)
     st, body = await env.api.call("POST", f"/api/rooms/{room}/sales", env.host, {
         "product_id": "tee", "units": 2, "variants": [{"pool": red_pool}, {"pool": blue_pool}]})
