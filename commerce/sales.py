@@ -77,10 +77,7 @@ class Sales:
         if not armed.ok:
             error = Conflict if armed.code is ArmCode.CONFLICT else InvalidInput
             raise error(f"sale {sale_id} could not be armed: {armed.code.value}")
-        wire = sale_wire(rec, armed.available, sale_state_at(sale_wire(rec), now, armed.available))
-        await self.bus.publish(room_id, ev.sale_scheduled(wire), {f"sale:{sale_id}": wire},
-                               once=f"scheduled:{sale_id}")
-        return wire
+        return await self._announce(rec, armed.available, now)
 
     async def _launch_from_pool(self, room_id: str, req: CreateSale, product: ProductRecord, now: int, starts: int,
                                 ends: int) -> dict[str, Any]:
@@ -137,10 +134,7 @@ class Sales:
         else:
             rec = known
         self.members_only.note(rec)
-        wire = sale_wire(rec, available, sale_state_at(sale_wire(rec), now, available))
-        await self.bus.publish(room_id, ev.sale_scheduled(wire), {f"sale:{sale_id}": wire},
-                               once=f"scheduled:{sale_id}")
-        return wire
+        return await self._announce(rec, available, now)
 
     async def _launch_variants(self, room_id: str, req: CreateSale, product: ProductRecord, now: int, starts: int,
                                ends: int) -> dict[str, Any]:
@@ -207,11 +201,15 @@ class Sales:
             except SaleConflict:
                 raise Conflict(f"sale {spec.sale_id} exists with different terms") from None
             self.members_only.note(rec)
-            wire = sale_wire(rec, spec.allocated, sale_state_at(sale_wire(rec), now, spec.allocated))
-            await self.bus.publish(room_id, ev.sale_scheduled(wire), {f"sale:{spec.sale_id}": wire},
-                                   once=f"scheduled:{spec.sale_id}")
-            wires.append(wire)
+            wires.append(await self._announce(rec, spec.allocated, now))
         return {"group": variant_group(plan[0][1].sale_id), "sales": wires}
+
+    async def _announce(self, rec: SaleRecord, available: int, now: int) -> dict[str, Any]:
+        """A launched sale's wire form, published to its room once (``sale_scheduled``)."""
+        wire = sale_wire(rec, available, sale_state_at(sale_wire(rec), now, available))
+        await self.bus.publish(rec.room_id, ev.sale_scheduled(wire), {f"sale:{rec.sale_id}": wire},
+                               once=f"scheduled:{rec.sale_id}")
+        return wire
 
     @staticmethod
     def _presale_terms(req: CreateSale, price: int, now: int, starts: int) -> PresaleTerms | None:

@@ -32,8 +32,7 @@ local ch = channel == '' and '' or string.format(',"ch":"%s"', channel)
 -- every other key must be absent or of its type, so no write below can fail halfway
 local function kind_ok(k, want) return k == 'none' or k == want end
 if not (kind_ok(redis.call('TYPE', buyers).ok, 'hash') and kind_ok(redis.call('TYPE', holds).ok, 'hash')
-        and kind_ok(redis.call('TYPE', idem).ok, 'hash') and kind_ok(redis.call('TYPE', deadlines).ok, 'zset')
-        and (not sku_buyers or kind_ok(redis.call('TYPE', sku_buyers).ok, 'hash'))) then
+        and kind_ok(redis.call('TYPE', idem).ok, 'hash') and kind_ok(redis.call('TYPE', deadlines).ok, 'zset')) then
   for i = 1, n do out[i] = {'INVALID', '', 0, 0, 0, 0} end
   return out
 end
@@ -55,6 +54,10 @@ local cfg = redis.call('HMGET', sale, 'starts_at', 'ends_at', 'limit', 'hold_ttl
 local starts, ends, limit, ttl = tonumber(cfg[1]), tonumber(cfg[2]), tonumber(cfg[3]), tonumber(cfg[4])
 local available = tonumber(cfg[5])
 local sku_limit = sku_buyers and tonumber(cfg[6] or '0') or 0  -- the pool's per-user limit per SKU (0: none)
+if sku_limit > 0 and not kind_ok(redis.call('TYPE', sku_buyers).ok, 'hash') then  -- checked only when used
+  for i = 1, n do out[i] = {'INVALID', '', 0, 0, 0, 0} end
+  return out
+end
 local now = now_ms()
 local open = now >= starts and now < ends
 
