@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from functools import partial
 from typing import Any
 
@@ -79,6 +78,7 @@ class Checkout:
     async def aclose(self) -> None:
         await self.batcher.aclose()
         await self._tasks.drain(5.0)
+        await self.my_holds.aclose()
 
     # -- reserve ---------------------------------------------------------------------------------------
 
@@ -127,7 +127,7 @@ class Checkout:
                 if result.available == 0:  # this request took the last unit: exactly once per depletion
                     self._tasks.spawn(self.bus.publish(room_id, ev.sale_sold_out(sale_id)))
         if isinstance(result, ReserveResult) and result.ok and not result.replayed and result.hold_id:
-            self._tasks.spawn(self.my_holds.add(user, [(result.hold_id, int(time.time() * 1000))]))
+            self.my_holds.note(user, result.hold_id)
         done(result)
 
     async def buy(self, viewer: Identity, room_id: str | None, sale_id: str, qty: int,

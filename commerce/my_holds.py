@@ -11,7 +11,7 @@ so a crash in between loses only that hold's line in this view, never the hold.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import time
 from typing import Any
 
 from redis.asyncio import Redis
@@ -19,6 +19,8 @@ from redis.asyncio import Redis
 from inventory.domain import Hold, InvalidInput
 from inventory.keys import user_holds_key
 from inventory.scripts import Inventory
+
+from .tasks import OwnedTasks
 
 __all__ = ["MyHolds", "hold_line", "KEEP", "TTL_S"]
 
@@ -47,17 +49,35 @@ class MyHolds:
     def __init__(self, redis: Redis, inventory: Inventory) -> None:
         self.redis = redis
         self.inventory = inventory
+        self._pending: dict[str, dict[str, int]] = {}  # user -> {hold id: created ms}, not yet written
+        self._tasks = OwnedTasks(log, "buyers' hold index")
 
-    async def add(self, user_id: str, holds: Sequence[tuple[str, int]]) -> None:
-        """Index (hold id, created ms) pairs of one buyer."""
+    def note(self, user_id: str, hold_id: str) -> None:
+        """Index a new hold: gathered with every other reservation of this loop iteration (a reserve
+        batch answers hundreds at once) and written in one pipeline, off the buy path."""
+        if not self._pending:
+            self._tasks.spawn(self._flush())
+        self._pending.setdefault(user_id, {})[hold_id] = int(time.time() * 1000)
+
+    async def _flush(self) -> None:
+        pending, self._pending = self._pending, {}
+        await self.add_many(pending)
+
+    async def add_many(self, holds: dict[str, dict[str, int]]) -> None:
+        """Index {user: {hold id: created ms}} in one pipeline."""
         if not holds:
             return
-        key = user_holds_key(user_id)
         async with self.redis.pipeline(transaction=False) as p:
-            p.zadd(key, {hid: at for hid, at in holds})
-            p.zremrangebyrank(key, 0, -KEEP - 1)
-            p.expire(key, TTL_S)
+            for user_id, mapping in holds.items():
+                key = user_holds_key(user_id)
+                p.zadd(key, mapping)
+                p.zremrangebyrank(key, 0, -KEEP - 1)
+                p.expire(key, TTL_S)
             await p.execute()
+
+    async def aclose(self) -> None:
+        """Write what is gathered (bounded)."""
+        await self._tasks.drain(5.0)
 
     async def recent(self, user_id: str, limit: int = 50) -> list[Hold]:
         """The buyer's newest holds (newest first), as their sales hold them now (a retired sale's are gone)."""

@@ -15,7 +15,6 @@ transfer id built from the client's ``request_id``, so a retried request moves n
 from __future__ import annotations
 
 import secrets
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -77,13 +76,13 @@ class PoolAudit:
 
 
 class Pools:
-    def __init__(self, store: Store, inventory: Inventory, sales: Sales) -> None:
+    def __init__(self, store: Store, inventory: Inventory, sales: Sales, my_holds: MyHolds) -> None:
         self.store = store
         self.inventory = inventory
         self.sales = sales
         self.sql = PoolStore(store)
         self._known: set[str] = set()  # pool ids seen in SQL (channel holds skip the lookup then)
-        self.my_holds = MyHolds(inventory.redis, inventory)
+        self.my_holds = my_holds  # the buyers' index of holds, shared with checkout
 
     # -- the merchant's pools ----------------------------------------------------------------------------
 
@@ -216,7 +215,7 @@ class Pools:
                                                 [ReserveRequest(viewer.user, req.qty, req.request_id)],
                                                 channel=channel)
         if r.ok and not r.replayed and r.hold_id:
-            await self.my_holds.add(viewer.user, [(r.hold_id, int(time.time() * 1000))])
+            self.my_holds.note(viewer.user, r.hold_id)
         return r
 
     # -- audit ---------------------------------------------------------------------------------------------

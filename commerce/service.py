@@ -67,7 +67,8 @@ class Commerce:
         self.checkout = Checkout(store, inventory, bus, self.funnel, max_qty, self.members_only)
         self.chat = Chat(bus)
         self.payments = Payments(store, inventory, bus, self.funnel, payment_mode, payment_provider)
-        self.pools = Pools(store, inventory, self.sales)  # stock pools shared by rooms and channels
+        # stock pools shared by rooms and channels
+        self.pools = Pools(store, inventory, self.sales, self.checkout.my_holds)
         self.order_refunds = OrderRefunds(store, inventory, bus, self.payments)  # refunds of settled orders
         self.presales = Presales(store, bus, self.payments)  # deposits whose balance went unpaid
         self.saved = Saved(store, self.catalogue)  # products viewers saved for later
