@@ -72,7 +72,8 @@ class Checkout:
         self.funnel = funnel
         self.max_qty = max_qty
         self.batcher = ReserveBatcher(inventory)
-        self.my_holds = MyHolds(inventory.redis, inventory)  # the buyer's index of holds (GET /api/me/orders)
+        # the buyer's index of holds (GET /api/me/orders), kept as long as a room's keys
+        self.my_holds = MyHolds(inventory.redis, inventory, ttl_s=bus.retain_room_ms // 1000)
         self._tasks = OwnedTasks(log, "room publish")  # publishes started from the buy path
 
     async def aclose(self) -> None:

@@ -3,9 +3,10 @@ settled, let expire or released, and what was refunded, with totals.
 
 Holds live in their sale's Redis hash; to find a buyer's holds across every sale and channel, each
 reservation adds its hold id to the buyer's index (``inventory.keys.user_holds_key``: a sorted set
-by creation time, trimmed to the newest ``KEEP`` and expiring ``TTL_S`` after the buyer's last
-reservation). The index is written after the reservation (never on the failed clicks of a burst),
-so a crash in between loses only that hold's line in this view, never the hold.
+by creation time, trimmed to about the newest ``KEEP`` and expiring after the buyer's last reservation
+with the rooms' retention window, ``LIVESALE_RETAIN_ROOM_S``). The index is written after the
+reservation (never on the failed clicks of a burst), gathered per loop iteration, so a crash in
+between loses only that hold's line in this view, never the hold.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ log = logging.getLogger(__name__)
 
 KEEP = 200            # holds kept per buyer in the index (the newest)
 TRIM_EVERY = 16       # one index write in this many also trims it to KEEP
-TTL_S = 30 * 86400    # the index expires this long after the buyer's last reservation
+TTL_S = 7 * 86400     # default: the index expires this long after the buyer's last reservation
 
 # a hold's status as the buyer reads it: held -> reserved, confirmed -> paid (settled once in SQL)
 _STATUS = {"held": "reserved", "deposit": "deposit", "confirmed": "paid", "expired": "expired", "released": "released"}
@@ -47,9 +48,10 @@ def hold_line(h: Hold, unit_price: int | None, currency: str | None) -> dict[str
 
 
 class MyHolds:
-    def __init__(self, redis: Redis, inventory: Inventory) -> None:
+    def __init__(self, redis: Redis, inventory: Inventory, ttl_s: int = TTL_S) -> None:
         self.redis = redis
         self.inventory = inventory
+        self.ttl_s = ttl_s
         self._pending: dict[str, dict[str, int]] = {}  # user -> {hold id: created ms}, not yet written
         self._writes = 0
         self._tasks = OwnedTasks(log, "buyers' hold index")
@@ -75,7 +77,7 @@ class MyHolds:
             for user_id, mapping in holds.items():
                 key = user_holds_key(user_id)
                 p.zadd(key, mapping)
-                p.expire(key, TTL_S)
+                p.expire(key, self.ttl_s)
                 self._writes += 1
                 if self._writes % TRIM_EVERY == 0 or len(mapping) > 1:
                     p.zremrangebyrank(key, 0, -KEEP - 1)
