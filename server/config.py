@@ -199,7 +199,7 @@ class Settings:
     join_rate_per_addr: float = field(default=0.0, metadata=_env("LIVESALE_JOIN_RATE_PER_ADDR", _float(0, 100000), "`join`s per second per client address, per gateway process (burst of twice this, at least 1; 0: no limit); over it: `error RATE_LIMITED`."))
     trusted_proxies: str = field(default="", metadata=_env("LIVESALE_TRUSTED_PROXIES", _proxies, "Reverse proxies whose `X-Forwarded-For` is believed: the client address is the last hop that is not one of them. Empty: the TCP peer's address (the header is ignored)."))
     retain_ended_s: int = field(default=3600, metadata=_env("LIVESALE_RETAIN_ENDED_S", _int(1, 31_536_000), "Seconds the Redis keys of an ended, settled sale (and of an ended room) are kept before they expire; their SQL records and archive rows stay (docs/DATABASE.md, Retention)."))
-    retain_room_s: int = field(default=604800, metadata=_env("LIVESALE_RETAIN_ROOM_S", _int(1, 31_536_000), "Seconds a room's Redis keys (event log, state, comments, likes, viewers, funnel) live after its last activity; every event, comment, like, viewer report or funnel flush starts the window again."))
+    retain_room_s: int = field(default=604800, metadata=_env("LIVESALE_RETAIN_ROOM_S", _int(1, 31_536_000), "Seconds a room's Redis keys (event log, state, comments, likes, viewers, funnel) live after its last activity; every event, comment, like, viewer report or funnel flush starts the window again. A buyer's index of holds (`GET /api/me/orders`) lives this long after their last reservation."))
     shutdown_timeout_s: float = field(default=10.0, metadata=_env("LIVESALE_SHUTDOWN_TIMEOUT_S", _float(0.1, 600), "Graceful shutdown: time to drain before cancelling."))
 
     @classmethod
