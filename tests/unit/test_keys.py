@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from inventory import keys as K
-from loadtest import engine
+from loadtest import engine, memory
 
 
 def test_loadtest_copy_of_the_sale_layout_matches_the_key_module() -> None:
@@ -19,3 +19,7 @@ def test_keys_of_one_sale_and_one_room_share_a_hash_tag() -> None:
     assert {tag(k) for k in (room.channel, room.meta, room.log, room.state, room.once, room.comments, room.likes,
                              room.viewers, room.funnel)} == {"{room:r-1}"}
     assert K.sale_id_of_outbox(K.sale_keys("s-9").outbox) == "s-9"
+
+
+def test_memory_bench_copy_of_the_reconcile_lock_matches_the_key_module() -> None:
+    assert memory.RECONCILE_LOCK == K.RECONCILE_LOCK
