@@ -18,12 +18,16 @@ class Chat:
     def __init__(self, bus: RoomBus) -> None:
         self.bus = bus
 
-    async def comment(self, viewer: Identity, room_id: str, text: str, muted: bool = False) -> dict[str, Any]:
-        """``muted``: the gateway's view of the room says the host muted this viewer."""
+    async def comment(self, viewer: Identity, room_id: str, text: str, muted: bool = False,
+                      team: str | None = None) -> dict[str, Any]:
+        """``muted``: the gateway's view of the room says the host muted this viewer; ``team``: the
+        commenter's fan team (the comment carries it, the page shows its badge)."""
         if muted:
             raise Muted("the host muted you in this room")
-        c = {"id": "c-" + secrets.token_hex(5), "user": viewer.user, "name": viewer.name, "text": text,
-             "ts": int(time.time() * 1000)}
+        c: dict[str, Any] = {"id": "c-" + secrets.token_hex(5), "user": viewer.user, "name": viewer.name, "text": text,
+                             "ts": int(time.time() * 1000)}
+        if team:
+            c["team"] = team
         await self.bus.comment(room_id, c)
         return c
 

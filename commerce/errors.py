@@ -62,6 +62,19 @@ class ErrorCode(StrEnum):
     # stock pools (docs/PROTOCOL.md Stock pools)
     POOL_SHORT = "POOL_SHORT"              # the pool has fewer units available than the move asks for
     NOT_OPEN = "NOT_OPEN"                  # a pre-sale's balance before its window opens
+    # interaction (docs/PROTOCOL.md Interaction)
+    TEAM_LOCKED = "TEAM_LOCKED"            # already in another team and the host turned switching off
+    TEAM_COOLDOWN = "TEAM_COOLDOWN"        # switched teams too recently
+    ALREADY_VOTED = "ALREADY_VOTED"        # one vote per viewer per poll
+    CLOSED = "CLOSED"                      # the poll has closed
+    ALL_CLAIMED = "ALL_CLAIMED"            # the drop has no coupon left
+    ALREADY_CLAIMED = "ALREADY_CLAIMED"    # one coupon per viewer per drop
+    TEAM_ONLY = "TEAM_ONLY"                # the drop or draw is for another team's members
+    COUPON_NOT_APPLICABLE = "COUPON_NOT_APPLICABLE"  # not for this sale/product, under min spend, other currency
+    COUPON_USED = "COUPON_USED"            # redeemed, or locked to another payment
+    COUPON_EXPIRED = "COUPON_EXPIRED"
+    NOT_ELIGIBLE = "NOT_ELIGIBLE"          # a draw's entry rule is not met
+    ALREADY_ENTERED = "ALREADY_ENTERED"
 
 
 HTTP_STATUS: dict[ErrorCode, int] = {
@@ -77,6 +90,10 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.REPLAYED: 409, ErrorCode.AMOUNT_MISMATCH: 422, ErrorCode.CURRENCY_MISMATCH: 422,
     ErrorCode.GUESTS_OFF: 403, ErrorCode.MEMBERS_ONLY: 403, ErrorCode.HOLD_LOST: 410,
     ErrorCode.POOL_SHORT: 409, ErrorCode.NOT_OPEN: 409,
+    ErrorCode.TEAM_LOCKED: 409, ErrorCode.TEAM_COOLDOWN: 409, ErrorCode.ALREADY_VOTED: 409, ErrorCode.CLOSED: 409,
+    ErrorCode.ALL_CLAIMED: 409, ErrorCode.ALREADY_CLAIMED: 409, ErrorCode.TEAM_ONLY: 403,
+    ErrorCode.COUPON_NOT_APPLICABLE: 409, ErrorCode.COUPON_USED: 409, ErrorCode.COUPON_EXPIRED: 410,
+    ErrorCode.NOT_ELIGIBLE: 403, ErrorCode.ALREADY_ENTERED: 409,
 }
 
 

@@ -14,7 +14,8 @@ from typing import Any, Literal, TypedDict
 __all__ = [
     "EventType", "CloseReason", "room_status", "room_updated", "product_added", "product_pinned",
     "product_unpinned", "sale_scheduled", "sale_open", "sale_sold_out", "sale_closed", "announcement",
-    "comment_hidden", "user_muted", "SALE_EVENTS", "UNITS_EVENTS",
+    "comment_hidden", "user_muted", "SALE_EVENTS", "UNITS_EVENTS", "teams_set", "poll_opened", "poll_closed",
+    "coupon_drop", "coupon_drop_ended", "draw_opened", "draw_result", "draw_redrawn",
 ]
 
 
@@ -31,6 +32,15 @@ class EventType(StrEnum):
     ANNOUNCEMENT = "announcement"
     COMMENT_HIDDEN = "comment_hidden"
     USER_MUTED = "user_muted"
+    # interaction (docs/PROTOCOL.md Interaction)
+    TEAMS_SET = "teams_set"
+    POLL_OPENED = "poll_opened"
+    POLL_CLOSED = "poll_closed"
+    COUPON_DROP = "coupon_drop"
+    COUPON_DROP_ENDED = "coupon_drop_ended"
+    DRAW_OPENED = "draw_opened"
+    DRAW_RESULT = "draw_result"
+    DRAW_REDRAWN = "draw_redrawn"
 
 
 CloseReason = Literal["ended", "stopped", "live_ended"]
@@ -140,3 +150,67 @@ def comment_hidden(comment_id: str) -> CommentHidden:
 
 def user_muted(user: str) -> UserMuted:
     return {"type": "user_muted", "user": user}
+
+
+# -- interaction (docs/PROTOCOL.md Interaction) --------------------------------------------------------
+
+class TeamsSet(TypedDict):
+    type: Literal["teams_set"]
+    teams: list[dict[str, Any]]
+    allow_switch: bool
+    switch_cooldown_s: int
+
+
+class PollEvent(TypedDict):
+    type: Literal["poll_opened", "poll_closed"]
+    poll: dict[str, Any]
+
+
+class DropEvent(TypedDict):
+    type: Literal["coupon_drop", "coupon_drop_ended"]
+    drop: dict[str, Any]
+
+
+class DrawEvent(TypedDict):
+    type: Literal["draw_opened", "draw_result"]
+    draw: dict[str, Any]
+
+
+class DrawRedrawn(TypedDict):
+    type: Literal["draw_redrawn"]
+    draw: dict[str, Any]
+    round: int
+    replaced: list[str]
+    added: list[str]
+
+
+def teams_set(teams: list[dict[str, Any]], allow_switch: bool, switch_cooldown_s: int) -> TeamsSet:
+    return {"type": "teams_set", "teams": teams, "allow_switch": allow_switch, "switch_cooldown_s": switch_cooldown_s}
+
+
+def poll_opened(poll: dict[str, Any]) -> PollEvent:
+    return {"type": "poll_opened", "poll": poll}
+
+
+def poll_closed(poll: dict[str, Any]) -> PollEvent:
+    return {"type": "poll_closed", "poll": poll}
+
+
+def coupon_drop(drop: dict[str, Any]) -> DropEvent:
+    return {"type": "coupon_drop", "drop": drop}
+
+
+def coupon_drop_ended(drop: dict[str, Any]) -> DropEvent:
+    return {"type": "coupon_drop_ended", "drop": drop}
+
+
+def draw_opened(draw: dict[str, Any]) -> DrawEvent:
+    return {"type": "draw_opened", "draw": draw}
+
+
+def draw_result(draw: dict[str, Any]) -> DrawEvent:
+    return {"type": "draw_result", "draw": draw}
+
+
+def draw_redrawn(draw: dict[str, Any], round_no: int, replaced: list[str], added: list[str]) -> DrawRedrawn:
+    return {"type": "draw_redrawn", "draw": draw, "round": round_no, "replaced": replaced, "added": added}

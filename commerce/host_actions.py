@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .interaction_requests import ClosePoll, CreateDraw, DropCoupons, EndDrop, OpenPoll, SetTeams
 from .requests import Announce, CreateSale, Empty, EndSale, HideComment, LaunchSale, Mute, Pin, TopUp, TopUpSale
 from .validation import Schema
 
@@ -72,6 +73,32 @@ async def _mute(c: Commerce, room_id: str, m: Mute) -> None:
     await c.chat.mute(room_id, m.user)
 
 
+# -- interaction (docs/PROTOCOL.md Interaction) ----------------------------------------------------------
+
+async def _set_teams(c: Commerce, room_id: str, m: SetTeams) -> dict[str, Any]:
+    return await c.teams.set(room_id, m)
+
+
+async def _open_poll(c: Commerce, room_id: str, m: OpenPoll) -> dict[str, Any]:
+    return {"poll": await c.polls.open(room_id, m)}
+
+
+async def _close_poll(c: Commerce, room_id: str, m: ClosePoll) -> dict[str, Any]:
+    return {"poll": await c.polls.close(room_id, m.poll)}
+
+
+async def _drop_coupons(c: Commerce, room_id: str, m: DropCoupons) -> dict[str, Any]:
+    return {"drop": await c.coupons.drop(room_id, m)}
+
+
+async def _end_drop(c: Commerce, room_id: str, m: EndDrop) -> dict[str, Any]:
+    return {"drop": await c.coupons.end(room_id, m.drop)}
+
+
+async def _create_draw(c: Commerce, room_id: str, m: CreateDraw) -> dict[str, Any]:
+    return {"draw": await c.draws.create(room_id, m)}
+
+
 def _entry(name: str, cls: type, run: Run) -> tuple[str, HostAction]:
     return name, HostAction(Schema(cls, name), run)
 
@@ -87,4 +114,10 @@ HOST_ACTIONS: Mapping[str, HostAction] = dict([
     _entry("announce", Announce, _announce),
     _entry("hide_comment", HideComment, _hide_comment),
     _entry("mute", Mute, _mute),
+    _entry("set_teams", SetTeams, _set_teams),
+    _entry("open_poll", OpenPoll, _open_poll),
+    _entry("close_poll", ClosePoll, _close_poll),
+    _entry("drop_coupons", DropCoupons, _drop_coupons),
+    _entry("end_drop", EndDrop, _end_drop),
+    _entry("create_draw", CreateDraw, _create_draw),
 ])

@@ -16,7 +16,7 @@ __all__ = [
     "MAX_SALE_UNITS", "MAX_PRICE", "MAX_QTY_FIELD", "Buy", "Pay", "Release", "CheckoutHold", "Comment", "Like", "Empty",
     "Pin", "LaunchSale", "EndSale", "Announce", "HideComment", "Mute", "CreateRoom", "AddProduct",
     "CreateSale", "Reserve", "PayHold", "GuestToken", "TopUpSale", "CreatePool", "StockChange", "TopUp",
-    "ChannelReserve", "RefundOrder", "PoolId", "Channel", "CHANNEL_RULE",
+    "ChannelReserve", "RefundOrder", "PoolId", "Channel", "CHANNEL_RULE", "CouponRef", "CheckoutBody",
 ]
 
 MAX_SALE_UNITS = 1_000_000          # units one sale may allocate
@@ -131,9 +131,14 @@ class Buy:
     qty: Qty = 1
 
 
+CouponRef = Annotated[str, Match(re.compile(r"^(?!.*--)[A-Za-z0-9_-]{1,40}\Z"), "a drop id (1-40 characters of "
+                                                                              "[A-Za-z0-9_-])")]
+
+
 @dataclass(frozen=True, slots=True)
 class Pay:
     hold: Id
+    coupon: CouponRef | None = None  # a claimed coupon (its drop id) to apply (docs/PROTOCOL.md Coupon drops)
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +150,7 @@ class Release:
 class CheckoutHold:
     """`checkout`: pay a hold through the payment provider (docs/PROTOCOL.md Payments)."""
     hold: Id
+    coupon: CouponRef | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,6 +274,13 @@ class Reserve:
 @dataclass(frozen=True, slots=True)
 class PayHold:
     payment_ref: Id | None = None
+    coupon: CouponRef | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CheckoutBody:
+    """``POST /api/holds/{hold}/checkout``."""
+    coupon: CouponRef | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -58,6 +58,11 @@ class RoomBus:
         seq, _epoch = await self._publish(keys=k.for_publish, args=args)
         return int(seq)
 
+    async def state_field(self, room_id: str, field: str) -> Any:
+        """One field of the room's state hash, decoded (None when absent)."""
+        raw = await self.redis.hget(room_keys(room_id).state, field)
+        return orjson.loads(raw) if raw else None
+
     async def ambient(self, room_id: str, payload: dict[str, Any]) -> None:
         await self.redis.publish(room_keys(room_id).channel, b"A" + orjson.dumps(payload))
 

@@ -11,6 +11,11 @@ import orjson
 __all__ = ["RoomState", "sale_state_at", "COMMENTS_KEPT"]
 
 COMMENTS_KEPT = 50
+_KEPT = {"poll": "polls", "drop": "drops", "draw": "draws"}  # state-hash field "<kind>:<id>" -> attribute
+_OBJECT_EVENTS = {"poll_opened": ("poll", "poll_id"), "poll_closed": ("poll", "poll_id"),
+                  "coupon_drop": ("drop", "drop_id"), "coupon_drop_ended": ("drop", "drop_id"),
+                  "draw_opened": ("draw", "draw_id"), "draw_result": ("draw", "draw_id"),
+                  "draw_redrawn": ("draw", "draw_id")}
 
 
 def sale_state_at(sale: dict[str, Any], now_ms: int, units_left: int | None) -> str:
@@ -40,6 +45,12 @@ class RoomState:
     announcement: dict[str, Any] | None = None
     likes: int = 0
     viewers: int = 0
+    # interaction (docs/PROTOCOL.md Interaction): the objects of the latest sequenced events, by id
+    teams: dict[str, Any] | None = None
+    polls: dict[str, dict[str, Any]] = field(default_factory=dict)
+    drops: dict[str, dict[str, Any]] = field(default_factory=dict)
+    draws: dict[str, dict[str, Any]] = field(default_factory=dict)
+    live: dict[str, Any] = field(default_factory=dict)  # the latest live counts (ambient): teams, polls, drops
 
     @classmethod
     def load(cls, room_id: str, epoch: str, seq: int, state: dict[str, str], comments: list[str],
@@ -61,6 +72,10 @@ class RoomState:
                 rs.muted.add(ident)
             elif kind == "announcement":
                 rs.announcement = orjson.loads(raw)
+            elif kind == "teams":
+                rs.teams = orjson.loads(raw)
+            elif kind in _KEPT:
+                getattr(rs, _KEPT[kind])[ident] = orjson.loads(raw)
         for raw in reversed(comments):  # stored newest first
             rs.comments.append(orjson.loads(raw))
         return rs
@@ -102,6 +117,29 @@ class RoomState:
             self.muted.add(ev["user"])
         elif t == "announcement":
             self.announcement = {"text": ev["text"], "ts": ev["ts"]}
+        elif t == "teams_set":
+            self.teams = {k: ev[k] for k in ("teams", "allow_switch", "switch_cooldown_s")}
+        elif t in _OBJECT_EVENTS:
+            kind, ident_field = _OBJECT_EVENTS[t]
+            obj = ev[kind]
+            getattr(self, _KEPT[kind])[obj[ident_field]] = obj
+
+    def open_draws(self) -> list[dict[str, Any]]:
+        return [d for d in self.draws.values() if d.get("state") == "open"]
+
+    def interaction_view(self, now_ms: int) -> dict[str, Any]:
+        """The snapshot's interaction fields: teams, open polls (closed ones for 10 minutes), drops not
+        expired, draws (drawn ones for a day), with the live counts merged in."""
+        live = self.live
+        polls = [{**p, **live.get("polls", {}).get(pid, {})} if p.get("state") == "open" else p
+                 for pid, p in self.polls.items()
+                 if p.get("state") == "open" or now_ms < int(p.get("closed_at") or p["ends_at"]) + 600_000]
+        drops = [{**d, **live.get("drops", {}).get(did, {})} for did, d in self.drops.items()
+                 if now_ms < int(d["expires_at"])]
+        draws = [d for d in self.draws.values() if d.get("state") == "open"
+                 or now_ms < int(d.get("entry_until", 0)) + 86_400_000]
+        return {"teams": self.teams, "leaderboard": live.get("teams"), "polls": polls, "drops": drops,
+                "draws": draws}
 
     def add_comment(self, comment: dict[str, Any]) -> None:
         self.comments.append(comment)
@@ -133,4 +171,5 @@ class RoomState:
             "seq": self.seq,
             "server_time": now_ms,
             "you": you,
+            **self.interaction_view(now_ms),
         }

@@ -31,6 +31,12 @@ from .pools import Pools
 from .presales import Presales
 from .saved import Saved
 from .sales import Sales
+from .coupons import Coupons
+from .draws import Draws
+from .due import DueTimers
+from .live_counts import LiveCounts
+from .polls import Polls
+from .teams import Teams
 from .wire import order_event_wire
 
 __all__ = ["Commerce", "order_confirmed_message", "settled_notifier"]
@@ -73,6 +79,18 @@ class Commerce:
         self.presales = Presales(store, bus, self.payments)  # deposits whose balance went unpaid
         self.saved = Saved(store, self.catalogue)  # products viewers saved for later
         self.checkout.instant_pay = self.payments.instant
+        # interaction (docs/PROTOCOL.md Interaction): live counts on the ambient lane, deadlines in Redis
+        self.live = LiveCounts(bus)
+        self.due = DueTimers(inventory.redis, inventory)
+        self.teams = Teams(store, bus, inventory, self.live)
+        self.polls = Polls(store, bus, inventory, self.live, self.due)
+        self.coupons = Coupons(store, bus, inventory, self.live, self.due, self.teams)
+        self.draws = Draws(store, bus, inventory, self.live, self.due, self.teams, self.coupons, self.sales,
+                           self.checkout)
+        self.checkout.coupons = self.coupons
+        self.checkout.on_paid = self.teams.on_paid
+        self.payments.coupons = self.coupons
+        self.payments.on_paid = self.teams.on_paid
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -82,6 +100,7 @@ class Commerce:
     async def aclose(self) -> None:
         await self.checkout.aclose()  # answers the buys in flight, then the funnel counts them
         await self.funnel.aclose()
+        await self.live.aclose()
         await self.payments.aclose()
 
     # -- actions that span parts -----------------------------------------------------------------------
@@ -114,6 +133,21 @@ class Commerce:
 
     async def notify_settled(self, orders: Sequence[OrderRecord]) -> None:
         await settled_notifier(self.bus)(orders)
+
+    async def interaction_upkeep(self) -> None:
+        """A few times a second in every process: the deadlines that are due, and coupons whose
+        application to a hold a stopped process left half done."""
+        await self.due.run_due()
+        await self.coupons.recover()
+
+    async def presence(self, room_id: str, gateway_id: str, teams: dict[str, int], users: list[str],
+                       draws: list[str], now_ms: int) -> None:
+        """Who is in the room on one gateway (its ticker, every second): the team leaderboard's
+        ``present`` counts, and the entrants of open draws who are present (docs/PROTOCOL.md Interaction)."""
+        if teams or not draws:
+            await self.teams.report_present(room_id, gateway_id, teams, now_ms)
+        if draws and users:
+            await self.draws.seen(room_id, draws, users, now_ms)
 
     async def ping(self) -> None:
         await self.inventory.redis.ping()

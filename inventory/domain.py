@@ -201,6 +201,8 @@ class ConfirmResult:
     order_id: str | None
     status: str
     fresh: bool = False  # True only for the call that confirmed (replays return False)
+    discount: int | None = None  # a coupon's discount applied to the order (minor units), else None
+    total: int | None = None     # what the order costs after the discount (with a coupon)
 
 
 class ReleaseCode(str, Enum):

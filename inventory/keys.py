@@ -188,3 +188,70 @@ def room_keys(room_id: str) -> RoomKeys:
     return RoomKeys(room_id=room_id, channel=f"{tag}:ch", meta=f"{tag}:meta", log=f"{tag}:log",
                     state=f"{tag}:state", once=f"{tag}:once", comments=f"{tag}:comments",
                     likes=f"{tag}:likes", viewers=f"{tag}:viewers", funnel=f"{tag}:funnel")
+
+
+# -- interaction (docs/PROTOCOL.md Interaction): each drop, poll and draw in its own hash slot ------------
+
+INTERACTION_DUE = f"{PREFIX}:interaction:due"  # ZSET "<kind>:<id>" -> when it is due (ms): poll close, drop end,
+                                               # draw close, a draw's redraw; read by commerce/due.py, no script
+
+
+@dataclass(frozen=True, slots=True)
+class TeamKeys:
+    """A room's fan teams, in the room's slot: ``members`` hash user -> json {t: team, at: joined ms};
+    ``stats`` hash "<team>:<likes|orders|gmv:<currency>>" -> int; ``present`` hash gateway -> json."""
+    members: str
+    stats: str
+    present: str
+
+
+def team_keys(room_id: str) -> TeamKeys:
+    tag = f"{PREFIX}:room:{{room:{room_id}}}"
+    return TeamKeys(members=f"{tag}:team:members", stats=f"{tag}:team:stats", present=f"{tag}:team:present")
+
+
+@dataclass(frozen=True, slots=True)
+class PollKeys:
+    """A poll: ``meta`` hash (room, options, ends_at, state, ...); ``votes`` hash user -> option;
+    ``counts`` hash option -> votes."""
+    meta: str
+    votes: str
+    counts: str
+
+
+def poll_keys(poll_id: str) -> PollKeys:
+    tag = f"{PREFIX}:poll:{{poll:{poll_id}}}"
+    return PollKeys(meta=f"{tag}:meta", votes=f"{tag}:votes", counts=f"{tag}:counts")
+
+
+@dataclass(frozen=True, slots=True)
+class DropKeys:
+    """A coupon drop: ``meta`` hash (terms, count, claimed, redeemed, times, state); ``claims`` hash
+    user -> json coupon state; ``applying`` zset user -> when the coupon's lock to a hold lapses."""
+    meta: str
+    claims: str
+    applying: str
+
+
+def drop_keys(drop_id: str) -> DropKeys:
+    tag = f"{PREFIX}:drop:{{drop:{drop_id}}}"
+    return DropKeys(meta=f"{tag}:meta", claims=f"{tag}:claims", applying=f"{tag}:applying")
+
+
+def wallet_key(user_id: str) -> str:
+    """ZSET drop id -> claimed at (ms): the drops a viewer holds a coupon of (GET /api/me/coupons)."""
+    return f"{PREFIX}:wallet:{{user:{user_id}}}"
+
+
+@dataclass(frozen=True, slots=True)
+class DrawKeys:
+    """A lucky draw: ``meta`` hash (terms, commitment, secret seed until revealed, state, ...);
+    ``entrants`` hash user -> entry id; ``present`` zset user -> last seen in the room (ms)."""
+    meta: str
+    entrants: str
+    present: str
+
+
+def draw_keys(draw_id: str) -> DrawKeys:
+    tag = f"{PREFIX}:draw:{{draw:{draw_id}}}"
+    return DrawKeys(meta=f"{tag}:meta", entrants=f"{tag}:entrants", present=f"{tag}:present")

@@ -17,7 +17,7 @@ from commerce.errors import (
 )
 from commerce.host_actions import HOST_ACTIONS
 from commerce.identity import Identity, TokenError, mint_viewer_token
-from commerce.requests import AddProduct, CreateRoom, CreateSale, GuestToken, PayHold, Reserve
+from commerce.requests import AddProduct, CheckoutBody, CreateRoom, CreateSale, GuestToken, PayHold, Reserve
 from commerce.service import Commerce
 from commerce.validation import ID_RE, Schema
 from commerce.wire import hold_wire, order_wire
@@ -51,6 +51,7 @@ _HTTP_CODES = {404: ErrorCode.NOT_FOUND, 405: ErrorCode.METHOD_NOT_ALLOWED, 413:
 
 _CREATE_ROOM, _ADD_PRODUCT, _CREATE_SALE = Schema(CreateRoom), Schema(AddProduct), Schema(CreateSale)
 _RESERVE, _PAY, _GUEST = Schema(Reserve), Schema(PayHold), Schema(GuestToken)
+_CHECKOUT = Schema(CheckoutBody)
 
 
 def _error_response(code: str, message: str, status: int) -> web.Response:
@@ -220,8 +221,8 @@ async def room_action(request: web.Request) -> web.Response:
     action = HOST_ACTIONS.get(name)
     if action is None:
         raise NotFound(f"unknown action {name[:40]!r}")
-    await action.run(c, room_id, _parse(action.schema, await body(request)))
-    return json({"ok": True, "action": name})
+    extra = await action.run(c, room_id, _parse(action.schema, await body(request))) or {}
+    return json({"ok": True, "action": name, **extra})
 
 
 async def dashboard(request: web.Request) -> web.Response:
@@ -265,13 +266,15 @@ async def pay(request: web.Request) -> web.Response:
     checkout = _commerce(request).checkout
     hold = await checkout.own_hold(viewer, request.match_info["hold"])
     req = _parse(_PAY, await body(request))
-    c = await checkout.pay(viewer, hold.hold_id, req.payment_ref)
+    c = await checkout.pay(viewer, hold.hold_id, req.payment_ref, coupon=req.coupon)
     if c.code is ConfirmCode.DEPOSITED:  # a pre-sale's deposit: the unit stays held for the balance
         return json({"hold_id": hold.hold_id, "status": "deposit", "deposit_paid": True}, 201 if c.fresh else 200)
     if c.code is not ConfirmCode.CONFIRMED:
         raise _refused(c.code.value)
     reply: dict[str, Any] = {"order_id": c.order_id, "hold_id": hold.hold_id, "status": "confirmed",
                              "settled": False}
+    if c.discount is not None:  # a coupon applied (docs/PROTOCOL.md Coupon drops)
+        reply.update(coupon=req.coupon, discount=c.discount, total=c.total)
     if not c.fresh and c.order_id:  # a repeated pay: the order may be in SQL by now
         o = await checkout.settled_order(c.order_id)
         if o is not None:
@@ -281,7 +284,9 @@ async def pay(request: web.Request) -> web.Response:
 
 async def checkout(request: web.Request) -> web.Response:
     """Start paying a hold through the provider: what the client needs (redirect URL / client secret)."""
-    started = await _commerce(request).payments.checkout(viewer_of(request), request.match_info["hold"])
+    viewer = viewer_of(request)
+    req = _parse(_CHECKOUT, await body(request))
+    started = await _commerce(request).payments.checkout(viewer, request.match_info["hold"], coupon=req.coupon)
     return json(started, 201)
 
 

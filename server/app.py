@@ -34,7 +34,7 @@ from inventory.store import Store
 from stream_gateway.handler import Gateway, GatewayLimits
 from stream_gateway.hub import Hub
 
-from . import api, api_goods, pages
+from . import api, api_goods, api_interaction, pages
 from .appkeys import COMMERCE, CORE, GATEWAY, GUEST_RATE, HUB, PROXIES, SETTINGS
 from .appkeys import VERIFIER
 from .config import Settings
@@ -139,16 +139,20 @@ class Upkeep:
         # order refunds a stopped process left half done (commerce/order_refunds.py)
         self.order_refunds = Every(max(1.0, s.refund_retry_s / 4) if s.refund_retry_s else 0,
                                    core.commerce.order_refunds.recover, log, "order refund recovery")
+        # polls closing, coupon drops ending, draws drawing and redrawing, coupons left half applied
+        self.interaction = Every(0.25, core.commerce.interaction_upkeep, log, "interaction deadlines")
 
     def start(self) -> None:
         self.reconcile.start()
         self.refunds.start()
         self.order_refunds.start()
+        self.interaction.start()
 
     async def aclose(self) -> None:
         await self.reconcile.aclose()
         await self.refunds.aclose()
         await self.order_refunds.aclose()
+        await self.interaction.aclose()
 
 
 def token_verifier(s: Settings) -> TokenVerifier:
@@ -176,7 +180,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     hub = Hub(core.raw, core.bus, core.inventory, tick_ms=s.tick_ms, replay_keep=s.replay_buffer,
               soft_limit=s.ws_soft_limit, heartbeat_s=s.heartbeat_s, sample_threshold=s.sample_threshold,
               ambient_rate=s.ambient_rate,
-              on_open=commerce.sales.fire_open, on_close=commerce.sales.fire_close)
+              on_open=commerce.sales.fire_open, on_close=commerce.sales.fire_close, on_presence=commerce.presence)
     await hub.start()
     gateway = Gateway(hub, commerce, app[VERIFIER],
                       GatewayLimits(max_msg=s.ws_max_msg, buy_rate=s.buy_rate, comment_rate=s.comment_rate,
@@ -234,6 +238,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/ws", _ws)
     api.setup(app)
     api_goods.setup(app)
+    api_interaction.setup(app)
     pages.setup(app)
     return app
 

@@ -41,7 +41,7 @@ class TokenBucket:
 class Conn:
     __slots__ = ("ws", "transport", "binary", "identity", "room_id", "last_seen", "dead", "session",
                  "buys", "comments", "flood_window", "flood_count", "hard_limit", "skipped", "inflight",
-                 "_settled", "addr")
+                 "_settled", "addr", "_acts", "team", "joined_ms")
 
     def __init__(self, ws: web.WebSocketResponse, transport: asyncio.Transport, binary: bool,
                  buy_rate: float, comment_rate: float, hard_limit: int) -> None:
@@ -55,6 +55,9 @@ class Conn:
         self.session = secrets.token_hex(4)
         self.buys = TokenBucket(buy_rate, max(2.0, buy_rate * 2))
         self.comments = TokenBucket(comment_rate, 3.0)
+        self._acts: TokenBucket | None = None  # made on the first interaction request (`acts`)
+        self.team: str | None = None  # the viewer's fan team in the joined room (comments carry it)
+        self.joined_ms = 0  # when this connection joined its room (server clock): a draw's watch time
         self.flood_window = 0
         self.flood_count = 0
         self.hard_limit = hard_limit
@@ -62,6 +65,13 @@ class Conn:
         self.inflight = 0  # requests accepted and not answered yet (buys in a reserve batch)
         self._settled: asyncio.Future[None] | None = None
         self.addr = ""  # the client's address (commerce.addresses), for the per-address limits
+
+    @property
+    def acts(self) -> TokenBucket:
+        """The bucket of join_team, vote, claim_coupon and enter_draw: 5 per second, burst 5."""
+        if self._acts is None:
+            self._acts = TokenBucket(5.0, 5.0)
+        return self._acts
 
     def answered(self) -> None:
         """One accepted request got its answer."""

@@ -64,11 +64,12 @@ class TickPlan(NamedTuple):
 
 def tick_message(state: RoomState, dirty: set[str], comments: Sequence[dict[str, Any]],
                  bought: Sequence[dict[str, Any]], *, room_size: int, sample_threshold: int,
-                 now_ms: int) -> TickPlan:
+                 now_ms: int, live: Mapping[str, Any] | None = None) -> TickPlan:
     """What this room's tick carries now: the counters marked ``dirty``, the visible comments and the
     "just bought" items since the last tick (sampled when the room has more than ``sample_threshold``
-    local viewers). Reads its arguments only; the caller resets them."""
-    if not (dirty or comments or bought):
+    local viewers) and the interaction ``live`` counts that changed (teams, polls, drops, draws). Reads
+    its arguments only; the caller resets them."""
+    if not (dirty or comments or bought or live):
         return TickPlan(None, False)
     msg: dict[str, Any] = {"type": "tick", "ts": now_ms}
     if VIEWERS in dirty:
@@ -87,6 +88,8 @@ def tick_message(state: RoomState, dirty: set[str], comments: Sequence[dict[str,
                 msg["sampled"] = True
     if bought:
         msg["bought"] = bought[-limit:]
+    if live:
+        msg.update(live)
     keep_polling = UNITS in dirty and any(
         sale_state_at(state.sales[s], now_ms, None) == "open" for s in open_sales)
     return TickPlan(msg if len(msg) > 2 else None, keep_polling)

@@ -107,6 +107,13 @@ class RoomFeed:
             room.bought.append(amb["b"])
             del room.bought[:-MAX_TICK_ITEMS]
             room.dirty.add(UNITS)
+        elif k == "x":  # interaction live counts (commerce/live_counts.py): merged per kind and id
+            for kind, value in amb["x"].items():
+                if isinstance(value, dict):
+                    st.live.setdefault(kind, {}).update(value)
+                    room.live.setdefault(kind, {}).update(value)
+                else:
+                    st.live[kind] = room.live[kind] = value
 
     def resume_or_snapshot(self, conn: Conn, room: LocalRoom, resume: tuple[str, int] | None) -> bool:
         """Send what a joining connection needs, synchronously (no event can slip in between)."""

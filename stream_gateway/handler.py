@@ -15,7 +15,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from commerce.addresses import AddressCount, AddressRate, Network, client_address
-from commerce.errors import Forbidden, NotFound, NotJoined, RateLimited, Unauthorized, as_error
+from commerce.errors import Forbidden, NotFound, NotJoined, RateLimited, Refused, Unauthorized, as_error
 from commerce.host_actions import HOST_ACTIONS
 from commerce.identity import ANONYMOUS, TokenError, TokenVerifier
 from commerce.service import Commerce
@@ -201,6 +201,12 @@ class Gateway:
             raise NotFound(f"no room {join.room}")
         if conn.dead:
             return
+        conn.joined_ms = self.hub.now_ms()
+        conn.team = None
+        if room.state.teams and identity.user:  # a fan team member's comments carry the badge
+            conn.team = await self.commerce.teams.team_of(room.room_id, identity.user)
+        if conn.dead:
+            return
         self.hub.add(conn, room)
         self.hub.resume_or_snapshot(conn, room, join.resume)
 
@@ -220,11 +226,18 @@ class Gateway:
         if not self.commerce.payments.instant:  # a provider takes the payments: `checkout`
             conn.send(_pay_refusal(m, "PAYMENT_REQUIRED", ""))
             return
-        c = await self.commerce.checkout.pay(conn.identity, m.body.hold)
-        conn.send(msg.pay_result(m.rid or "", c.code.value, m.body.hold, c.order_id))
+        try:
+            c = await self.commerce.checkout.pay(conn.identity, m.body.hold, coupon=m.body.coupon)
+        except Refused as e:  # a coupon refused (docs/PROTOCOL.md Coupon drops): nothing was paid
+            conn.send({**msg.pay_result(m.rid or "", e.code.value, m.body.hold), "message": e.message})
+            return
+        out: dict[str, Any] = dict(msg.pay_result(m.rid or "", c.code.value, m.body.hold, c.order_id))
+        if c.discount is not None:  # a coupon applied
+            out.update(discount=c.discount, total=c.total, coupon=m.body.coupon)
+        conn.send(out)
 
     async def _checkout(self, conn: Conn, m: Inbound) -> None:
-        started = await self.commerce.payments.checkout(conn.identity, m.body.hold)
+        started = await self.commerce.payments.checkout(conn.identity, m.body.hold, coupon=m.body.coupon)
         conn.send(msg.payment_started(m.rid or "", started))
 
     async def _release(self, conn: Conn, m: Inbound) -> None:
@@ -235,10 +248,41 @@ class Gateway:
         room_id = conn.room_id or ""
         room = self.hub.rooms.get(room_id)
         muted = room is not None and conn.identity.user in room.state.muted
-        await self.commerce.chat.comment(conn.identity, room_id, m.body.text, muted=muted)
+        await self.commerce.chat.comment(conn.identity, room_id, m.body.text, muted=muted, team=conn.team)
+        if room is not None:  # a draw's keyword in a comment enters the draw (docs/PROTOCOL.md Lucky draws)
+            text = m.body.text.casefold()
+            hits = [d["draw_id"] for d in room.state.open_draws()
+                    if (d.get("rule") or {}).get("keyword") and d["rule"]["keyword"].casefold() in text]
+            if hits:
+                await self.commerce.draws.on_comment(conn.identity, room_id, hits, self.hub.now_ms() - conn.joined_ms)
 
     async def _like(self, conn: Conn, m: Inbound) -> None:
         await self.commerce.chat.like(conn.room_id or "", m.body.n)
+        if conn.team:
+            await self.commerce.teams.on_like(conn.room_id or "", conn.team, m.body.n)
+
+    # -- interaction (docs/PROTOCOL.md Interaction) --------------------------------------------------
+
+    async def _join_team(self, conn: Conn, m: Inbound) -> None:
+        room_id = conn.room_id or ""
+        joined = await self.commerce.teams.join(conn.identity, room_id, m.body.team)
+        room = self.hub.rooms.get(room_id)
+        for c in (room.by_user.get(conn.identity.user, ()) if room is not None else (conn,)):
+            c.team = joined["team"]
+        conn.send({"type": "team_joined", **({"rid": m.rid} if m.rid else {}), **joined})
+
+    async def _vote(self, conn: Conn, m: Inbound) -> None:
+        out = await self.commerce.polls.vote(conn.identity, conn.room_id, m.body.poll, m.body.option)
+        conn.send({"type": "vote_result", "rid": m.rid, **out})
+
+    async def _claim_coupon(self, conn: Conn, m: Inbound) -> None:
+        out = await self.commerce.coupons.claim(conn.identity, conn.room_id, m.body.drop, m.rid or "")
+        conn.send({"type": "claim_result", "rid": m.rid, **out})
+
+    async def _enter_draw(self, conn: Conn, m: Inbound) -> None:
+        out = await self.commerce.draws.enter(conn.identity, conn.room_id or "", m.body.draw,
+                                              self.hub.now_ms() - conn.joined_ms)
+        conn.send({"type": "entry_result", "rid": m.rid, **out})
 
     # -- hosts -------------------------------------------------------------------------------------
 
@@ -256,6 +300,13 @@ def _buy_refusal(m: Inbound, code: str, why: str) -> dict[str, Any]:
 
 def _pay_refusal(m: Inbound, code: str, why: str) -> dict[str, Any]:
     return dict(msg.pay_result(m.rid or "", code, m.body.hold))
+
+
+def _refusal(reply: str, key: str) -> Refuse:
+    """The typed reply of an interaction request that was refused before it ran (rate limit)."""
+    def refuse(m: Inbound, code: str, why: str) -> dict[str, Any]:
+        return {"type": reply, "rid": m.rid, "code": code, key: getattr(m.body, key)}
+    return refuse
 
 
 def _release_refusal(m: Inbound, code: str, why: str) -> dict[str, Any]:
@@ -291,5 +342,9 @@ ROUTES: dict[str, Route] = {
     "checkout": Route(Gateway._checkout, viewer=True, bucket="buys"),
     "comment": Route(Gateway._comment, viewer=True, bucket="comments"),
     "like": Route(Gateway._like, viewer=True),
+    "join_team": Route(Gateway._join_team, viewer=True, bucket="acts"),
+    "vote": Route(Gateway._vote, viewer=True, bucket="acts", refuse=_refusal("vote_result", "poll")),
+    "claim_coupon": Route(Gateway._claim_coupon, viewer=True, bucket="acts", refuse=_refusal("claim_result", "drop")),
+    "enter_draw": Route(Gateway._enter_draw, viewer=True, bucket="acts", refuse=_refusal("entry_result", "draw")),
     **{name: Route(Gateway._host_action, host=True) for name in HOST_ACTIONS},
 }

@@ -16,6 +16,7 @@ import orjson
 
 from commerce.errors import BadJson, BadMessage, CommerceError, ErrorCode
 from commerce.host_actions import HOST_ACTIONS
+from commerce.interaction_requests import ClaimCoupon, EnterDraw, JoinTeam, Vote
 from commerce.requests import Buy, CheckoutHold, Comment, Like, Pay, Release
 from commerce.validation import ID_RE, ID_RULE, Check, Number, Schema, Slug
 
@@ -67,9 +68,11 @@ SCHEMAS: dict[str, Schema[Any]] = {
     "buy": Schema(Buy, "buy"), "pay": Schema(Pay, "pay"), "release": Schema(Release, "release"),
     "comment": Schema(Comment, "comment"), "like": Schema(Like, "like"),
     "checkout": Schema(CheckoutHold, "checkout"),
+    "join_team": Schema(JoinTeam, "join_team"), "vote": Schema(Vote, "vote"),
+    "claim_coupon": Schema(ClaimCoupon, "claim_coupon"), "enter_draw": Schema(EnterDraw, "enter_draw"),
     **{name: action.schema for name, action in HOST_ACTIONS.items()},
 }
-RID_REQUIRED = frozenset({"buy", "pay", "release", "checkout"})
+RID_REQUIRED = frozenset({"buy", "pay", "release", "checkout", "vote", "claim_coupon", "enter_draw"})
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,6 +34,7 @@ class LocalRoom:
         self.comments: list[dict[str, Any]] = []
         self.bought: list[dict[str, Any]] = []
         self.dirty: set[str] = set()
+        self.live: dict[str, Any] = {}  # interaction live counts since the last tick (teams, polls, drops, draws)
         self.empty_since: float | None = None
 
     @property

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 import orjson
@@ -20,7 +20,11 @@ from .lifecycle import LoopPart
 from .messages import encode_msgpack
 from .rooms import LocalRoom, RoomRegistry
 
-__all__ = ["Ticker", "UnitsSource"]
+__all__ = ["Ticker", "UnitsSource", "PresenceHook"]
+
+# (room id, gateway id, members connected per fan team, viewer ids connected, open draw ids, now ms):
+# who is in the room on this gateway, every second, for rooms with teams or an open draw
+PresenceHook = Callable[[str, str, dict[str, int], list[str], list[str], int], Awaitable[None]]
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +42,9 @@ class Ticker(LoopPart):
 
     def __init__(self, registry: RoomRegistry, bus: RoomBus, units: UnitsSource, now_ms: Callable[[], int], *,
                  gateway_id: str, tick_ms: int, ambient_rate: int, sample_threshold: int, soft_limit: int,
-                 stats: dict[str, int]) -> None:
+                 stats: dict[str, int], on_presence: PresenceHook | None = None) -> None:
         super().__init__()
+        self._on_presence = on_presence
         self._registry = registry
         self._bus = bus
         self._units = units
@@ -87,6 +92,7 @@ class Ticker(LoopPart):
                 room.comments.clear()
                 room.bought.clear()
                 room.dirty.clear()
+                room.live.clear()
 
     async def _report_viewers(self, now: int) -> None:
         for room in list(self._registry.rooms.values()):
@@ -94,6 +100,19 @@ class Ticker(LoopPart):
             if total != room.state.viewers:
                 room.state.viewers = total
                 room.dirty.add(VIEWERS)
+            st = room.state
+            if self._on_presence is not None and room.ready.is_set() and (st.teams or st.draws):
+                draws = [d["draw_id"] for d in st.open_draws()]
+                if st.teams or draws:
+                    teams: dict[str, int] = {}
+                    for c in room.conns():
+                        if c.team:
+                            teams[c.team] = teams.get(c.team, 0) + 1
+                    users = list(room.by_user) if draws else []
+                    try:
+                        await self._on_presence(room.room_id, self._gateway_id, teams, users, draws, now)
+                    except Exception as exc:
+                        log.warning("presence of room %s failed: %s", room.room_id, exc)
 
     async def _poll_units(self, now: int) -> None:
         wanted = [(room, sid) for room in self._registry.rooms.values()
@@ -110,12 +129,13 @@ class Ticker(LoopPart):
 
     def _tick(self, room: LocalRoom, now: int) -> None:
         dirty = room.dirty
-        if not (dirty or room.comments or room.bought):
+        if not (dirty or room.comments or room.bought or room.live):
             return
         msg, keep_polling = tick_message(room.state, dirty, room.comments, room.bought, room_size=room.size,
-                                         sample_threshold=self._sample_threshold, now_ms=now)
+                                         sample_threshold=self._sample_threshold, now_ms=now, live=room.live)
         room.comments = []
         room.bought = []
+        room.live = {}
         dirty.clear()
         if keep_polling:
             dirty.add(UNITS)

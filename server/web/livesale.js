@@ -115,6 +115,14 @@ export const EventType = Object.freeze({
   ANNOUNCEMENT: "announcement",
   COMMENT_HIDDEN: "comment_hidden",
   USER_MUTED: "user_muted",
+  TEAMS_SET: "teams_set",
+  POLL_OPENED: "poll_opened",
+  POLL_CLOSED: "poll_closed",
+  COUPON_DROP: "coupon_drop",
+  COUPON_DROP_ENDED: "coupon_drop_ended",
+  DRAW_OPENED: "draw_opened",
+  DRAW_RESULT: "draw_result",
+  DRAW_REDRAWN: "draw_redrawn",
 });
 
 // Replies and personal messages never carry `seq`; every room event does (including types added

@@ -82,7 +82,12 @@ def test_join_null_token_and_resume_mean_none() -> None:
 def test_every_host_action_parses() -> None:
     fields = {"pin": {"product": "p0"}, "launch_sale": {"product": "p0", "units": 5}, "end_sale": {"sale": "s1"},
               "announce": {"text": " hi "}, "hide_comment": {"comment": "c-1"}, "mute": {"user": "v-1"},
-              "topup_sale": {"sale": "pl-1--s1", "units": 5, "request_id": "t-1"}}
+              "topup_sale": {"sale": "pl-1--s1", "units": 5, "request_id": "t-1"},
+              "set_teams": {"teams": [{"team_id": "a", "name": "A", "colour": "#ff0000", "badge": "A"},
+                                      {"team_id": "b", "name": "B", "colour": "#0000ff", "badge": "B"}]},
+              "open_poll": {"question": "Which?", "options": ["x", "y"]}, "close_poll": {"poll": "p-1"},
+              "drop_coupons": {"count": 100, "kind": "amount", "value": 500}, "end_drop": {"drop": "d-1"},
+              "create_draw": {"title": "Lucky bag", "winners": 3, "entry_s": 60, "prize": {"pool": "pl-1"}}}
     for name in HOST_ACTIONS:
         m = parse({"type": name, **fields.get(name, {})})
         assert m.type == name
