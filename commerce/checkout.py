@@ -7,6 +7,7 @@ the funnel, and tells the room what happened (sold out, "just bought").
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from functools import partial
 from typing import Any
@@ -140,13 +141,21 @@ class Checkout:
     # -- pay and release -------------------------------------------------------------------------------
 
     instant_pay = True  # LIVESALE_PAYMENT_MODE=instant; otherwise `pay` is refused (Commerce sets it)
+    coupons: Any = None  # commerce.coupons.Coupons (Commerce sets it): coupons applied at pay
+    on_paid: Any = None  # (room, user, total, currency): the fan team leaderboard (commerce.teams)
 
-    async def pay(self, viewer: Identity, hold_id: str, payment_ref: str | None = None) -> ConfirmResult:
+    async def pay(self, viewer: Identity, hold_id: str, payment_ref: str | None = None,
+                  coupon: str | None = None) -> ConfirmResult:
         """Demo payment: it succeeds at once and confirms the hold (idempotent per hold). Only in the
-        instant payment mode; with a provider it raises PAYMENT_REQUIRED (pay through `checkout`)."""
-        if not self.instant_pay:
+        instant payment mode; with a provider it raises PAYMENT_REQUIRED (pay through `checkout`),
+        except for a hold with nothing to pay (a draw's prize at price 0). ``coupon``: a claimed
+        coupon, locked to the hold, then the hold is confirmed with its discount, then the coupon is
+        redeemed (docs/PROTOCOL.md Coupon drops; refusals raise COUPON_*)."""
+        if not self.instant_pay and not await self._free_hold(hold_id):
             raise Refused(ErrorCode.PAYMENT_REQUIRED, "this server takes payments through its provider: "
                                                       "send checkout")
+        if coupon is not None:
+            return await self._pay_with_coupon(viewer, hold_id, payment_ref, coupon)
         ref = payment_ref
         if ref is None:  # a pre-sale's balance is a second payment: its own reference
             try:
@@ -155,15 +164,55 @@ class Checkout:
                 held = None
             ref = ("demo-balance-" if held is not None and held.status == "deposit" else "demo-") + hold_id
         result = await self.inventory.confirm(hold_id, ref, viewer.user)
-        if result.code is ConfirmCode.CONFIRMED and result.fresh:  # announce once, not on replays
+        await self._announce(viewer, hold_id, result)
+        return result
+
+    async def _free_hold(self, hold_id: str) -> bool:
+        """A held hold with nothing to pay (a draw's prize: a sale at price 0)."""
+        try:
+            hold = await self.inventory.get_hold(hold_id)
+        except InventoryInvalidInput:
+            return False
+        counters = await self.inventory.counters(hold.sale_id) if hold is not None else None
+        return counters is not None and counters.unit_price == 0
+
+    async def _pay_with_coupon(self, viewer: Identity, hold_id: str, payment_ref: str | None,
+                               coupon: str) -> ConfirmResult:
+        hold = await owned_hold(self.inventory, viewer, hold_id)
+        if hold.status == "confirmed":  # a retry: the answer of the pay that confirmed it
+            result = await self.inventory.confirm(hold_id, payment_ref or "demo-" + hold_id, viewer.user)
+            return await self._with_discount(result, hold) if hold.coupon == coupon else result
+        sale = await self.store.get_sale(hold.sale_id)
+        discount = await self.coupons.lock_for(viewer, hold, coupon, sale)  # step 1 (refusals raise)
+        try:
+            result = await self.inventory.confirm(hold_id, payment_ref or "demo-" + hold_id, viewer.user,
+                                                  discount, coupon)  # step 2
+        finally:
+            await self.coupons.finish(viewer.user, coupon, hold_id)  # step 3, from the hold's record
+        await self._announce(viewer, hold_id, result)
+        confirmed = await self.inventory.get_hold(hold_id)
+        if confirmed is not None and confirmed.coupon == coupon and result.code is ConfirmCode.CONFIRMED:
+            return await self._with_discount(result, confirmed)
+        return result
+
+    async def _with_discount(self, result: ConfirmResult, hold: Hold) -> ConfirmResult:
+        counters = await self.inventory.counters(hold.sale_id)
+        total = counters.unit_price * hold.qty - hold.discount if counters is not None else None
+        return dataclasses.replace(result, discount=hold.discount, total=total)
+
+    async def _announce(self, viewer: Identity, hold_id: str, result: ConfirmResult) -> None:
+        """Once per confirmed hold (not on replays): the funnel's paid, the team board, "just bought"."""
+        if result.code is ConfirmCode.CONFIRMED and result.fresh:
             hold = await self.inventory.get_hold(hold_id)
             counters = await self.inventory.counters(hold.sale_id) if hold else None
             if hold and counters and hold.confirmed_ms and not hold.channel:  # a channel's sale has no room
                 room = counters.room_id
                 self.funnel.count(room, "paid")
+                if self.on_paid is not None:
+                    await self.on_paid(room, viewer.user, counters.unit_price * hold.qty - hold.discount,
+                                       counters.currency)
                 await self.bus.ambient(room, {"k": "b", "b": {"name": mask_name(viewer.name), "sale_id": hold.sale_id,
                                                                "qty": hold.qty, "ts": hold.confirmed_ms}})
-        return result
 
     async def release(self, viewer: Identity, hold_id: str) -> ReleaseResult:
         result = await self.inventory.release(hold_id, viewer.user)

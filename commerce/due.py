@@ -40,7 +40,7 @@ class DueTimers:
         due = await self.redis.zrangebyscore(INTERACTION_DUE, "-inf", now, start=0, num=limit)
         done = 0
         for raw in due:
-            member = raw.decode() if isinstance(raw, bytes) else raw
+            member = raw.decode() if isinstance(raw, bytes) else str(raw)
             kind, _, ident = member.partition(":")
             handler = self._handlers.get(kind)
             if handler is None:

@@ -76,7 +76,7 @@ async def _mute(c: Commerce, room_id: str, m: Mute) -> None:
 # -- interaction (docs/PROTOCOL.md Interaction) ----------------------------------------------------------
 
 async def _set_teams(c: Commerce, room_id: str, m: SetTeams) -> dict[str, Any]:
-    return await c.teams.set(room_id, m)
+    return await c.teams.define(room_id, m)
 
 
 async def _open_poll(c: Commerce, room_id: str, m: OpenPoll) -> dict[str, Any]:

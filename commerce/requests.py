@@ -131,7 +131,7 @@ class Buy:
     qty: Qty = 1
 
 
-CouponRef = Annotated[str, Match(re.compile(r"^(?!.*--)[A-Za-z0-9_-]{1,40}\Z"), "a drop id (1-40 characters of "
+CouponRef = Annotated[str, Match(re.compile(r"^(?!.*--)[A-Za-z0-9_-]{1,64}\Z"), "a drop id (1-64 characters of "
                                                                               "[A-Za-z0-9_-])")]
 
 

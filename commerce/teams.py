@@ -33,7 +33,8 @@ def _text(v: Any) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
 
 
-def leaderboard_rows(teams: list[dict[str, Any]], stats: dict[str, int], present: dict[str, int]) -> list[dict[str, Any]]:
+def leaderboard_rows(teams: list[dict[str, Any]], stats: dict[str, int],
+                     present: dict[str, int]) -> list[dict[str, Any]]:
     """The leaderboard from the stats hash ("<team>:members|likes|orders|gmv:<cur>") and the present
     counts: one row per defined team, by GMV of the first currency seen, then likes. Pure."""
     rows = []
@@ -71,7 +72,7 @@ class Teams:
         out: dict[str, Any] | None = await self.bus.state_field(room_id, "teams")
         return out
 
-    async def set(self, room_id: str, req: SetTeams) -> dict[str, Any]:
+    async def define(self, room_id: str, req: SetTeams) -> dict[str, Any]:
         teams = [{"team_id": t.team_id, "name": t.name, "colour": t.colour, "badge": t.badge} for t in req.teams]
         old = await self.definition(room_id)
         if old is not None:
@@ -103,13 +104,15 @@ class Teams:
                   int(definition["switch_cooldown_s"]) * 1000, self.bus.retain_room_ms])
         code = _text(code)
         if code == "TEAM_LOCKED":
-            raise Refused(ErrorCode.TEAM_LOCKED, f"you are in team {_text(team)} and this room does not allow switching")
+            raise Refused(ErrorCode.TEAM_LOCKED,
+                          f"you are in team {_text(team)} and this room does not allow switching")
         if code == "TEAM_COOLDOWN":
             raise Refused(ErrorCode.TEAM_COOLDOWN, f"you joined team {_text(team)} recently: switch from "
                                                    f"{int(switch_at)} (server time, ms)")
         if _text(prev) != team_id:
             self.live.mark(room_id, "teams")
-        return {"team": team_id, "joined_at": int(joined_at), "switch_at": None if int(switch_at) < 0 else int(switch_at)}
+        return {"team": team_id, "joined_at": int(joined_at),
+                "switch_at": None if int(switch_at) < 0 else int(switch_at)}
 
     async def team_of(self, room_id: str, user: str) -> str | None:
         if not user:

@@ -61,11 +61,18 @@ def order_wire(o: OrderRecord) -> dict[str, Any]:
             "user_id": o.user_id, "qty": o.qty, "unit_price": o.unit_price, "total": o.total,
             "currency": o.currency, "payment_ref": o.payment_ref, "reserved_at": o.reserved_at_ms,
             "confirmed_at": o.confirmed_at_ms, "settled_at": o.settled_at_ms, "status": "settled",
-            "channel": o.channel or o.room_id}
+            "channel": o.channel or o.room_id, **_coupon_fields(o)}
+
+
+def _coupon_fields(o: OrderRecord) -> dict[str, Any]:
+    """An order paid with a coupon: its list total, discount and coupon (``total`` is what was paid)."""
+    if not o.coupon:
+        return {}
+    return {"list_total": o.unit_price * o.qty, "discount": o.discount, "coupon": o.coupon}
 
 
 def order_event_wire(o: OrderRecord) -> dict[str, Any]:
     """The order inside ``order_confirmed`` (WebSocket)."""
     return {"order_id": o.order_id, "sale_id": o.sale_id, "sku": o.sku, "qty": o.qty, "unit_price": o.unit_price,
             "total": o.total, "currency": o.currency, "confirmed_at": o.confirmed_at_ms,
-            "settled_at": o.settled_at_ms}
+            "settled_at": o.settled_at_ms, **_coupon_fields(o)}

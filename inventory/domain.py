@@ -257,6 +257,8 @@ class Hold:
     confirmed_ms: int | None
     channel: str = ""     # a pool's channel hold: the channel (web-shop, store:17); '' = the sale's room
     deposit_ref: str = ""  # a pre-sale hold whose deposit was paid: that payment's reference
+    coupon: str = ""       # a confirmed hold paid with a coupon: its drop id
+    discount: int = 0      # and that coupon's discount (minor units)
 
     @classmethod
     def from_record(cls, hold_id: str, sale_id: str, rec: dict[str, Any]) -> Hold:
@@ -265,7 +267,8 @@ class Hold:
                    pay_by_ms=int(rec[H.PAY_BY]), created_ms=int(rec[H.CREATED]), request_id=rec[H.REQUEST],
                    payment_ref=rec.get(H.PAYMENT_REF),
                    confirmed_ms=int(rec[H.CONFIRMED]) if H.CONFIRMED in rec else None,
-                   channel=rec.get(H.CHANNEL, ""), deposit_ref=rec.get(H.DEPOSIT_REF, ""))
+                   channel=rec.get(H.CHANNEL, ""), deposit_ref=rec.get(H.DEPOSIT_REF, ""),
+                   coupon=rec.get(H.COUPON, ""), discount=int(rec.get(H.DISCOUNT, 0)))
 
 
 @dataclass(frozen=True, slots=True)

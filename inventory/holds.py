@@ -22,6 +22,8 @@ Every script header points here; ``Hold.from_record`` is the only Python reader.
 | `ch` | string | reserve         | a pool's channel hold only: the channel id (its order's channel) |
 | `dr` | string | confirm         | a pre-sale hold's deposit payment reference (status `deposit`)  |
 | `d`  | int    | confirm         | when the deposit was paid, ms (`p` is then the balance deadline) |
+| `cp` | string | confirm         | a coupon applied at pay: its drop id (commerce/coupons.py)      |
+| `dc` | int    | confirm         | that coupon's discount, minor units (the order's total is less) |
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from __future__ import annotations
 from typing import Final
 
 __all__ = ["USER", "QTY", "PAY_BY", "STATUS", "REQUEST", "CREATED", "CONFIRMED", "PAYMENT_REF", "ENDED", "CHANNEL",
-           "DEPOSIT_REF", "DEPOSITED",
+           "DEPOSIT_REF", "DEPOSITED", "COUPON", "DISCOUNT",
            "STATUSES"]
 
 USER: Final = "u"
@@ -44,4 +46,6 @@ ENDED: Final = "x"
 CHANNEL: Final = "ch"
 DEPOSIT_REF: Final = "dr"
 DEPOSITED: Final = "d"
+COUPON: Final = "cp"
+DISCOUNT: Final = "dc"
 STATUSES: Final = ("held", "deposit", "confirmed", "released", "expired")

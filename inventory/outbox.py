@@ -53,9 +53,14 @@ def parse_entry(stream: str, entry_id: str, fields: Mapping[Any, Any], settled_a
     price = _uint("unit_price", f.get("unit_price", ""), 0, MAX_PRICE)
     if qty * price > _MAX_TOTAL:
         raise ValueError("total out of range")
+    discount = _uint("discount", f.get("discount") or "0", 0, qty * price)  # a coupon's, at most the list total
+    coupon = f.get("coupon", "")
+    if coupon and not SLUG_RE.match(coupon):
+        raise ValueError("coupon is malformed")
     return OrderRecord(
         order_id=f["order_id"], sale_id=f["sale_id"], room_id=f["room_id"], sku=f["sku"], user_id=f["user_id"],
-        qty=qty, unit_price=price, total=qty * price, currency=f["currency"], payment_ref=f["payment_ref"],
+        qty=qty, unit_price=price, total=qty * price - discount, currency=f["currency"], payment_ref=f["payment_ref"],
+        discount=discount, coupon=coupon,
         reserved_at_ms=_uint("reserved_at", f.get("reserved_at", ""), 0, 10**14),
         confirmed_at_ms=_uint("confirmed_at", f.get("confirmed_at", ""), 0, 10**14),
         settled_at_ms=settled_at_ms, stream_id=entry_id, channel=channel,

@@ -46,6 +46,9 @@ payments = Table(
     Column("created_at_ms", BigInteger, nullable=False),
     Column("paid_at_ms", BigInteger, nullable=False, default=0),
     Column("updated_at_ms", BigInteger, nullable=False),
+    # a coupon locked to the hold at checkout (docs/PROTOCOL.md Coupon drops): `amount` is net of `discount`
+    Column("coupon", String(64), nullable=False, default="", server_default=""),
+    Column("discount", BigInteger, nullable=False, default=0, server_default="0"),
     Index("ix_payments_hold", "hold_id"),
 )
 
@@ -94,6 +97,8 @@ class PaymentRecord:
     created_at_ms: int
     paid_at_ms: int
     updated_at_ms: int
+    coupon: str = ""    # a coupon applied at checkout (its drop id), '' = none
+    discount: int = 0   # its discount: `amount` is what remains to pay
 
 
 @dataclass(frozen=True, slots=True)

@@ -140,7 +140,9 @@ class Inventory:
                                      int(pay_by) or None, int(available), int(units), replayed == 1))
         return out
 
-    async def confirm(self, hold_id: str, payment_ref: str, user_id: str = "") -> ConfirmResult:
+    async def confirm(self, hold_id: str, payment_ref: str, user_id: str = "", discount: int = 0,
+                      coupon: str = "") -> ConfirmResult:
+        """Confirm a paid hold; ``discount`` / ``coupon``: a coupon locked to this hold (confirm.lua)."""
         try:
             sale_id = sale_of_hold(hold_id)
         except InvalidInput:
@@ -149,7 +151,8 @@ class Inventory:
             return ConfirmResult(ConfirmCode.INVALID, None, "", False)
         k = K.sale_keys(sale_id)
         code, order_id, status, fresh = await self._scripts["confirm"](keys=k.for_confirm,
-                                                                        args=[hold_id, payment_ref, user_id])
+                                                                        args=[hold_id, payment_ref, user_id,
+                                                                              discount, coupon])
         return ConfirmResult(ConfirmCode(_s(code)), _s(order_id) or None, _s(status), bool(int(fresh)))
 
     async def release(self, hold_id: str, user_id: str = "") -> ReleaseResult:

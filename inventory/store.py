@@ -108,6 +108,9 @@ orders = Table(
     # the room or channel that sold it: the room id for a room's sale, the channel id (web-shop,
     # store:17) for a pool's channel hold (room_id is then '')
     Column("channel", String(64), nullable=False, default="", server_default=""),
+    # a coupon applied at pay (docs/PROTOCOL.md Coupon drops): `total` = qty x unit_price - discount
+    Column("discount", BigInteger, nullable=False, default=0, server_default="0"),
+    Column("coupon", String(64), nullable=False, default="", server_default=""),
     Index("ix_orders_room_confirmed", "room_id", "confirmed_at_ms"),
     Index("ix_orders_sale", "sale_id"),
     Index("ix_orders_user_settled", "user_id", "settled_at_ms"),
@@ -117,7 +120,8 @@ orders = Table(
 # (pools.sku_user_limit is added by inventory/pools.py, which defines that table)
 _ADDED_COLUMNS = ((sales, "members_only"), (sales, "pool_id"), (sales, "deposit"), (sales, "balance_from_ms"),
                   (sales, "balance_by_ms"), (sales, "deposit_rule"), (sales, "variant"), (products, "variants"),
-                  (orders, "channel"), ("pools", "sku_user_limit"))  # a name: a table defined in another module
+                  (orders, "channel"), ("pools", "sku_user_limit"), (orders, "discount"), (orders, "coupon"),
+                  ("payments", "coupon"), ("payments", "discount"))  # a name: a table defined in another module
 
 
 class SaleConflict(Exception):
@@ -197,6 +201,8 @@ class OrderRecord:
     settled_at_ms: int
     stream_id: str
     channel: str = ""  # the room id, or the channel id of a pool's channel hold
+    discount: int = 0  # a coupon's discount (minor units): total = qty x unit_price - discount
+    coupon: str = ""   # the coupon's drop id, '' = none
 
 
 def async_url(url: str) -> str:

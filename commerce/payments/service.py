@@ -99,6 +99,8 @@ class Payments:
         self.funnel = funnel
         self.mode = mode
         self.provider = provider
+        self.coupons: Any = None  # commerce.coupons.Coupons (Commerce sets it): coupons applied at checkout
+        self.on_paid: Any = None  # (room, user, total, currency): the fan team leaderboard (commerce.teams)
 
     @property
     def instant(self) -> bool:
@@ -110,8 +112,10 @@ class Payments:
 
     # -- checkout ----------------------------------------------------------------------------------
 
-    async def checkout(self, viewer: Identity, hold_id: str) -> dict[str, Any]:
-        """Start (or return the started) provider payment for the viewer's hold."""
+    async def checkout(self, viewer: Identity, hold_id: str, coupon: str | None = None) -> dict[str, Any]:
+        """Start (or return the started) provider payment for the viewer's hold; ``coupon``: a claimed
+        coupon locked to the hold now, its discount taken off the amount (docs/PROTOCOL.md Coupon drops).
+        Nothing left to pay (a draw's prize, a 100% coupon): the hold is confirmed at once, no provider."""
         provider = self.provider
         if provider is None:
             raise Refused(ErrorCode.NO_PROVIDER, "payments are instant on this server: send pay")
@@ -127,11 +131,21 @@ class Payments:
             raise Refused(ErrorCode.NOT_OPEN, "the balance of this pre-sale can be paid once its window opens")
         for p in await self.sql.for_hold(hold_id):
             if p.status in ("started", "paid") and p.provider == provider.name:
+                if p.coupon != (coupon or ""):
+                    raise Refused(ErrorCode.CONFLICT, "a payment for this hold was started "
+                                  + (f"with coupon {p.coupon}" if p.coupon else "without a coupon")
+                                  + ": complete it (the same checkout again returns it)")
                 return payment_wire(p)  # the same payment again (a retry, a second tab)
         counters = await self.inventory.counters(sale_id)
         if counters is None:
             raise NotFound(f"no sale {sale_id}")
         amount = amount_due(counters.unit_price, sale.deposit if sale is not None else 0, hold)
+        discount = 0
+        if coupon is not None:
+            discount = await self.coupons.lock_for(viewer, hold, coupon, sale)
+            amount -= discount
+        if amount == 0 and hold.status == "held":
+            return await self._free(viewer, hold_id, counters.currency, discount, coupon)
         intent = PaymentIntent(hold_id, sale_id, viewer.user, amount, counters.currency,
                                f"{hold.qty} x {counters.sku} (sale {sale_id})")
         try:
@@ -145,10 +159,28 @@ class Payments:
             room_id=counters.room_id, user_id=viewer.user, buyer_name=viewer.name[:64], amount=amount,
             currency=counters.currency, status="started", redirect_url=started.redirect_url,
             client_secret=started.client_secret, event_id="", order_id="", created_at_ms=now, paid_at_ms=0,
-            updated_at_ms=now)
+            updated_at_ms=now, coupon=coupon or "", discount=discount)
         await self.sql.add(record)
         log.info("payments: started %s for hold %s (%d %s)", record.payment_id, hold_id, amount, record.currency)
         return payment_wire(record)
+
+    async def _free(self, viewer: Identity, hold_id: str, currency: str, discount: int,
+                    coupon: str | None) -> dict[str, Any]:
+        """A hold with nothing to pay is confirmed without the provider (payment id ``free-<hold>``)."""
+        ref = "free-" + hold_id
+        result = await self.inventory.confirm(hold_id, ref, viewer.user, discount, coupon or "")
+        if coupon:
+            await self.coupons.finish(viewer.user, coupon, hold_id)
+        if result.code is not ConfirmCode.CONFIRMED:
+            raise Refused(ErrorCode(result.code.value) if result.code.value in ErrorCode.__members__
+                          else ErrorCode.EXPIRED, "the hold could not be confirmed")
+        if result.fresh:
+            hold = await self.inventory.get_hold(hold_id)
+            counters = await self.inventory.counters(hold.sale_id) if hold else None
+            if hold is not None and counters is not None and not hold.channel:
+                self.funnel.count(counters.room_id, "paid")
+        return {"hold": hold_id, "payment_id": ref, "amount": 0, "currency": currency, "provider": "none",
+                "status": "confirmed", "order_id": result.order_id or hold_id}
 
     # -- webhooks ----------------------------------------------------------------------------------
 
@@ -207,7 +239,7 @@ class Payments:
         hold = await self.inventory.get_hold(p.hold_id)
         counters = await self.inventory.counters(p.sale_id) if hold is not None else None
         if hold is not None and counters is not None and hold.status != "deposit" and not hold.deposit_ref:
-            amount, currency = counters.unit_price * hold.qty, counters.currency
+            amount, currency = counters.unit_price * hold.qty - p.discount, counters.currency
         # a pre-sale hold is paid twice (deposit, balance): each payment's amount is the one its
         # checkout computed for its step
         if event.currency != currency:
@@ -222,7 +254,9 @@ class Payments:
 
     async def _resolve(self, p: PaymentRecord) -> WebhookOutcome:
         """A ``paid`` payment: confirm its hold (the order goes to settlement), or refund it."""
-        result = await self.inventory.confirm(p.hold_id, p.payment_id, p.user_id)
+        result = await self.inventory.confirm(p.hold_id, p.payment_id, p.user_id, p.discount, p.coupon)
+        if p.coupon:  # redeemed when the hold was confirmed with it, else the buyer has it back
+            await self.coupons.finish(p.user_id, p.coupon, p.hold_id)
         if result.code is ConfirmCode.DEPOSITED:  # a pre-sale's deposit: the unit stays held for the balance
             await self.sql.mark_deposit(p.payment_id)
             log.info("payments: %s paid the deposit of hold %s", p.payment_id, p.hold_id)
@@ -268,6 +302,8 @@ class Payments:
         if hold is None or not hold.confirmed_ms or hold.channel:  # a channel's sale has no room to tell
             return
         self.funnel.count(p.room_id, "paid")
+        if self.on_paid is not None:
+            await self.on_paid(p.room_id, p.user_id, p.amount, p.currency)
         await self.bus.ambient(p.room_id, {"k": "b", "b": {"name": mask_name(p.buyer_name or p.user_id),
                                                            "sale_id": hold.sale_id, "qty": hold.qty,
                                                            "ts": hold.confirmed_ms}})

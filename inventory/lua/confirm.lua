@@ -4,6 +4,9 @@
 -- KEYS[5] outbox stream (read by the settlement worker)
 -- KEYS[6] (a pool-backed sale only) the pool's per-SKU buyers hash: given back when a late hold expires here
 -- ARGV[1] hold_id  ARGV[2] payment_ref  ARGV[3] user_id ("" = any owner, for operators)
+-- ARGV[4] (optional) a coupon's discount in minor units (at most price x qty; the caller locked the coupon to
+-- this hold first: commerce/coupons.py)  ARGV[5] the coupon's drop id; both recorded on the hold (`dc`, `cp`)
+-- and on its order. Refused (INVALID) on a pre-sale.
 -- Returns {code, order_id, status, fresh (1 = confirmed by this call)}; code CONFIRMED | ALREADY_CONFIRMED | EXPIRED | FORBIDDEN
 --   | DEPOSITED (a pre-sale's deposit: the hold is `deposit` now, or was already with this payment ref)
 --   | NOT_OPEN (a pre-sale's balance before its window opens: nothing changed)
@@ -11,7 +14,11 @@
 --   rebuild.lua's `rebuilt_at`) | INVALID. A hold past its pay-by is expired here (restocked) and loses the race.
 local sale, buyers, holds, deadlines, outbox, sku_buyers = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local hid, ref, who = ARGV[1], ARGV[2], ARGV[3]
+local discount, coupon = tonumber(ARGV[4] or '0') or -1, ARGV[5] or ''
 if not (is_id(hid) and is_id(ref) and (who == '' or is_id(who))) then return {'INVALID', '', '', 0} end
+if discount < 0 or discount ~= math.floor(discount) or (discount > 0 and not is_id(coupon)) then
+  return {'INVALID', '', '', 0}
+end
 if not sale_exists(sale) then return {'NOT_FOUND', '', '', 0} end
 local raw = redis.call('HGET', holds, hid)
 if not raw then
@@ -59,15 +66,21 @@ if dep > 0 and h.s == 'held' then  -- the deposit: units stay held until the bal
   redis.call('ZADD', deadlines, h.p, hid)
   return {'DEPOSITED', hid, h.s, 1}
 end
+local cfg = redis.call('HMGET', sale, 'id', 'room', 'sku', 'price', 'currency')
+if coupon ~= '' and (dep > 0 or discount > tonumber(cfg[4]) * h.q) then return {'INVALID', '', h.s, 0} end
 h.s = 'confirmed'
 h.pr = ref
 h.c = now
+if coupon ~= '' then
+  h.cp = coupon
+  h.dc = discount
+end
 redis.call('HSET', holds, hid, cjson.encode(h))
 redis.call('HINCRBY', sale, 'held', -h.q)
 redis.call('HINCRBY', sale, 'sold', h.q)
-local cfg = redis.call('HMGET', sale, 'id', 'room', 'sku', 'price', 'currency')
 -- a channel hold's order is of its channel (room_id = channel = the channel id); a room's, of its room
 redis.call('XADD', outbox, '*', 'v', '1', 'order_id', hid, 'sale_id', cfg[1], 'room_id', h.ch and '' or cfg[2],
            'sku', cfg[3], 'user_id', h.u, 'qty', h.q, 'unit_price', cfg[4], 'currency', cfg[5],
-           'payment_ref', ref, 'reserved_at', h.t, 'confirmed_at', now, 'channel', h.ch or cfg[2])
+           'payment_ref', ref, 'reserved_at', h.t, 'confirmed_at', now, 'channel', h.ch or cfg[2],
+           'discount', h.dc or 0, 'coupon', h.cp or '')
 return {'CONFIRMED', hid, h.s, 1}
