@@ -130,3 +130,69 @@ async def viewer_burst(base: str, room: str, sale: str, viewers: list[tuple[str,
             if p.returncode is None:
                 p.kill()
                 await p.wait()
+
+
+ACT_BURST_PROC = ROOT / "tests" / "act_burst_proc.py"
+
+
+class ActBurst:
+    """Viewers spread over OS processes (tests/act_burst_proc.py), every socket joined to ``room``; at
+    ``go`` each sends its interaction messages (claim_coupon, vote, enter_draw...) one after another and
+    ``go`` returns every [kind, [answer, ...]]. With ``hold`` the sockets stay in the room after
+    answering (present at a draw) until ``aclose``."""
+
+    def __init__(self, children: list[asyncio.subprocess.Process]) -> None:
+        self.children = children
+
+    @classmethod
+    async def start(cls, base: str, room: str, viewers: list[tuple[str, str, list[dict[str, Any]]]], procs: int,
+                    hold: bool = False, ready_s: float = 120.0) -> ActBurst:
+        burst = cls([])
+        try:
+            for i in range(procs):
+                share = viewers[i::procs]
+                p = await asyncio.create_subprocess_exec(
+                    sys.executable, str(ACT_BURST_PROC), cwd=str(ROOT), limit=2**26, stdin=asyncio.subprocess.PIPE,
+                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+                burst.children.append(p)
+                assert p.stdin is not None
+                p.stdin.write((json.dumps({"base": base, "room": room, "viewers": share, "hold": hold}) + "\n").encode())
+                await p.stdin.drain()
+            for p in burst.children:
+                assert p.stdout is not None and p.stderr is not None
+                line = await asyncio.wait_for(p.stdout.readline(), timeout(ready_s))
+                if line.strip() != b"READY":
+                    err = await asyncio.wait_for(p.stderr.read(), timeout(10))
+                    raise AssertionError(f"viewer process not ready: {line!r} {err.decode()[-2000:]}")
+        except BaseException:
+            await burst.aclose()
+            raise
+        return burst
+
+    async def go(self, wait_s: float = 120.0) -> list[list[Any]]:
+        for p in self.children:
+            assert p.stdin is not None
+            p.stdin.write(b"GO\n")
+        await asyncio.gather(*(p.stdin.drain() for p in self.children if p.stdin is not None))
+        results: list[list[Any]] = []
+        for p in self.children:
+            assert p.stdout is not None
+            line = await asyncio.wait_for(p.stdout.readline(), timeout(wait_s))
+            if not line:
+                err = await p.stderr.read() if p.stderr is not None else b""
+                raise AssertionError(f"viewer process failed: {err.decode()[-4000:]}")
+            results += json.loads(line.decode())["results"]
+        return results
+
+    async def aclose(self) -> None:
+        for p in self.children:
+            if p.returncode is None and p.stdin is not None:
+                with contextlib.suppress(Exception):
+                    p.stdin.write(b"CLOSE\n")
+                    await p.stdin.drain()
+        for p in self.children:
+            try:
+                await asyncio.wait_for(p.wait(), 15)
+            except TimeoutError:
+                p.kill()
+                await p.wait()
