@@ -128,7 +128,7 @@ async def fanout_one(target: str, conns: int, rate: float, seconds: float, root:
     return res
 
 
-CHECKOUT_RUNS = ("burst", "rate6k", "rate10k", "rate20k")
+CHECKOUT_RUNS = ("burst", "claim", "rate6k", "rate10k", "rate20k")
 
 
 async def checkout_runs(q: bool, engine_cores: set[int] | None = None, suffix: str = "",
@@ -145,6 +145,8 @@ async def checkout_runs(q: bool, engine_cores: set[int] | None = None, suffix: s
             base = dict(url=srv.url, room="load", product="p-load", host_token=tok, secret=srv.secret,
                         client_cores=CLIENT_CORES, server_pid=srv.pid())
             runs = [("burst", dict(mode="burst", buyers=1000 if q else 15000)),
+                    # the same buyers tap "claim" on a coupon drop of a tenth as many coupons (docs/PROTOCOL.md)
+                    ("claim", dict(mode="claim", buyers=1000 if q else 15000)),
                     ("rate6k", dict(mode="rate", buyers=1000 if q else 3000, rate=1000 if q else 6000,
                                     seconds=3 if q else 8)),
                     ("rate10k", dict(mode="rate", buyers=1000 if q else 5000, rate=2000 if q else 10000,
@@ -415,7 +417,7 @@ def write_doc(r: dict, argv: list[str]) -> None:
     a("make bench ARGS=\"--only pool\"                # checkout burst: pool-backed vs plain sale, interleaved, 3 runs each")
     a("python -m loadtest.fanout --target {livesale|ws|socketio|aiohttp|pysio} --url URL --conns N --rate 10 "
       "--seconds S [--room R --host-token T]")
-    a("python -m loadtest.checkout --url URL --host-token T --buyers K --mode {burst|rate} [--rate 10000 --seconds 10]")
+    a("python -m loadtest.checkout --url URL --host-token T --buyers K --mode {burst|rate|claim} [--rate 10000 --seconds 10]")
     a("python -m loadtest.engine --batch 100 --calls 5000 --clients 4")
     a("make loadtest USERS=200 SECONDS_=30          # locust scenario + invariant checks")
     a("```")
@@ -489,7 +491,11 @@ def write_doc(r: dict, argv: list[str]) -> None:
           "Valkey (`REDIS_URL`) so the engine's INFO commandstats can be read. Oversell check afterwards over "
           "`GET /api/sales/{id}`. Rows without a suffix: the Valkey shares core 0 with the gateway (as the "
           "embedded default would); rows marked `@e1`: the Valkey runs on core 1 with the load clients, so the "
-          "gateway process has core 0 to itself (as with Redis on its own machine).")
+          "gateway process has core 0 to itself (as with Redis on its own machine). Row `claim`: the same "
+          "burst on a coupon drop (`drop_coupons` of a tenth as many coupons; every buyer sends `claim_coupon` at "
+          "its start; latency = `claim_coupon` written → `claim_result` read; clicks/s = claims answered per "
+          "second; oversell = more claimed than the drop's count; the consistency column checks CLAIMED = "
+          "the drop's `claimed`).")
         a("")
         a("| run | buyers | clicks | results | codes | clicks/s sustained | p50 ms | p99 ms | max ms | "
           "oversell | RESERVED = held+sold | clicks per EVAL | engine µs/click | gateway CPU µs/click |")

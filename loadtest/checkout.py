@@ -83,9 +83,15 @@ class Buyer(lean.WSProto):
         self.sent[self.k] = now
         self.send(b'{"type":"buy","rid":"%s%d","sale":"%s","qty":1}' % (self.pre, self.k, sale))
 
+    def claim(self, drop: bytes, now: float) -> None:
+        """A tap on a coupon drop's claim button (the ``claim`` mode)."""
+        self.k += 1
+        self.sent[self.k] = now
+        self.send(b'{"type":"claim_coupon","rid":"%s%d","drop":"%s"}' % (self.pre, self.k, drop))
+
     def on_text(self, p: bytes, now: float) -> None:
         st = self.st
-        if b'"buy_result"' in p:
+        if b'"buy_result"' in p or b'"claim_result"' in p:
             i = p.find(b'"rid":"') + 7
             j = p.find(b'"', i)
             t = self.sent.pop(int(p[p.rfind(b".", i, j) + 1:j]), None)
@@ -203,7 +209,10 @@ async def _worker_main(idx: int, cfg: dict, pipe) -> None:
             if cmd["cmd"] == "burst":
                 st.first_click = lean.now_ms()
                 for c in conns:
-                    c.click(sale, lean.now_ms())
+                    if cmd.get("what") == "claim":
+                        c.claim(sale, lean.now_ms())
+                    else:
+                        c.click(sale, lean.now_ms())
                 st.clicks += len(conns)
                 st.last_click = lean.now_ms()
             else:
@@ -271,8 +280,18 @@ async def launch_sale(url: str, room: str, host_token: str, product: str, units:
     return sale["sale_id"] if isinstance(sale, dict) else sale
 
 
+async def drop_coupons(url: str, room: str, host_token: str, count: int, starts_in_s: int) -> tuple[str, int]:
+    """A coupon drop of ``count`` coupons opening in ``starts_in_s`` (the ``claim`` mode): its id and start (ms)."""
+    st, doc = await lean.http_json("POST", f"{url}/api/rooms/{room}/actions/drop_coupons",
+                                   {"count": count, "kind": "amount", "value": 500, "starts_in_s": starts_in_s,
+                                    "claim_s": 600}, token=host_token)
+    if st != 200:
+        raise RuntimeError(f"drop_coupons refused: {st} {doc}")
+    return doc["drop"]["drop_id"], int(doc["drop"]["starts_at"])
+
+
 async def run(cfg: dict, log=print, engine=None) -> dict:
-    """cfg: url, room, host_token, secret?, buyers, procs, mode (burst|rate), rate, seconds, units, limit,
+    """cfg: url, room, host_token, secret?, buyers, procs, mode (burst|rate|claim), rate, seconds, units, limit,
     product, client_cores, server_pid?, pool? (launch the sale from this stock pool), hold_ttl_s?, user_tag?
     (a prefix that makes the buyers' user ids distinct from another run's). ``engine``: a PrivateValkey the
     server uses (commandstats)."""
@@ -314,18 +333,23 @@ async def run(cfg: dict, log=print, engine=None) -> dict:
             + (f"; errors {errs[:3]}" if errs else ""))
         if errs and not res["joined"]:
             raise RuntimeError(f"buyers could not join: {errs[:3]}")
-        if mode == "burst":
+        if mode in ("burst", "claim"):
             units = cfg.get("units") or max(1, res["joined"] // 10)
             limit = 1
         else:
             units = cfg.get("units") or int(cfg["rate"] * cfg["seconds"] * 1.1) + 10
             limit = cfg.get("limit") or 1_000_000
         res["units"] = units
-        sale = await launch_sale(cfg["url"], cfg["room"], cfg["host_token"], cfg.get("product", "p-load"), units,
-                                 limit, starts_in_s=cfg.get("starts_in_s", 3), duration_s=cfg.get("duration_s", 300),
-                                 pool=cfg.get("pool"), hold_ttl_s=cfg.get("hold_ttl_s"))
-        st, doc = await lean.http_json("GET", f"{cfg['url']}/api/sales/{sale}")
-        starts_at = doc["starts_at"]
+        if mode == "claim":  # a coupon drop of `units` coupons instead of a sale: every buyer taps claim at its start
+            sale, starts_at = await drop_coupons(cfg["url"], cfg["room"], cfg["host_token"], units,
+                                                 int(cfg.get("starts_in_s", 3)))
+        else:
+            sale = await launch_sale(cfg["url"], cfg["room"], cfg["host_token"], cfg.get("product", "p-load"), units,
+                                     limit, starts_in_s=cfg.get("starts_in_s", 3),
+                                     duration_s=cfg.get("duration_s", 300), pool=cfg.get("pool"),
+                                     hold_ttl_s=cfg.get("hold_ttl_s"))
+            st, doc = await lean.http_json("GET", f"{cfg['url']}/api/sales/{sale}")
+            starts_at = doc["starts_at"]
         res["sale"] = sale
         if cfg.get("pool"):
             res["pool"] = cfg["pool"]
@@ -335,8 +359,9 @@ async def run(cfg: dict, log=print, engine=None) -> dict:
         eng0 = engine.evalsha_stats() if engine else None
         ecpu0 = engine.cpu_s() if engine else 0.0
         cores0, wall0 = lean.core_busy_s(), time.monotonic()
-        cmd = {"cmd": mode, "sale": sale, "starts_at": starts_at, "rate": cfg.get("rate", 0) / procs,
-               "seconds": cfg.get("seconds", 0), "delay_ms": 2 if mode == "burst" else 5}
+        cmd = {"cmd": "burst" if mode == "claim" else mode, "sale": sale, "starts_at": starts_at,
+               "rate": cfg.get("rate", 0) / procs, "seconds": cfg.get("seconds", 0),
+               "delay_ms": 5 if mode == "rate" else 2, "what": "claim" if mode == "claim" else "buy"}
         for p in pipes:
             p.send(cmd)
         for p in pipes:
@@ -401,6 +426,15 @@ async def run(cfg: dict, log=print, engine=None) -> dict:
                              "clicks_per_eval": round(results / max(1, calls), 1),
                              "engine_usec_per_click": round(usec / max(1, results), 2),
                              "engine_cpu_s": round(ecpu1 - ecpu0, 2)}
+        if mode == "claim":  # never more claimed than the drop's coupons, and every CLAIMED is counted
+            st, doc = await lean.http_json("GET", f"{cfg['url']}/api/drops/{sale}")
+            claimed = codes.get("CLAIMED", 0)
+            res["drop_after"] = {k: doc.get(k) for k in ("count", "claimed", "left", "state")}
+            res["oversell"] = not (doc.get("claimed", 0) <= doc.get("count", 0) and claimed <= doc.get("count", 0))
+            res["consistent"] = doc.get("claimed") == claimed
+            log(f"[checkout/claim] {results}/{clicks} results {codes}, {res['clicks_per_s']:,} claims/s answered, "
+                f"p50={res['p50_ms']} p99={res['p99_ms']} max={res['max_ms']} ms; drop {res['drop_after']}")
+            return res
         # oversell check over HTTP
         st, doc = await lean.http_json("GET", f"{cfg['url']}/api/sales/{sale}")
         alloc, left = doc.get("allocated"), doc.get("units_left")
@@ -440,7 +474,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="mint viewer tokens locally (else POST /api/viewer-token: needs LIVESALE_GUEST_TOKENS=1)")
     ap.add_argument("--buyers", type=int, default=2000)
     ap.add_argument("--procs", type=int, default=0)
-    ap.add_argument("--mode", choices=["burst", "rate"], default="burst")
+    ap.add_argument("--mode", choices=["burst", "rate", "claim"], default="burst")
     ap.add_argument("--rate", type=float, default=10000)
     ap.add_argument("--seconds", type=float, default=5)
     ap.add_argument("--units", type=int, default=0)
