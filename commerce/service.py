@@ -25,6 +25,7 @@ from .funnel import Funnel
 from .payments.provider import PaymentMode, PaymentProvider
 from .payments.service import Payments
 from .room_bus import RoomBus
+from .room_state import RoomState
 from .sale_terms import MembersOnly
 from .order_refunds import OrderRefunds
 from .pools import Pools
@@ -139,6 +140,19 @@ class Commerce:
         application to a hold a stopped process left half done."""
         await self.due.run_due()
         await self.coupons.recover()
+
+    async def room_loaded(self, room_id: str, state: RoomState) -> None:
+        """A gateway (re)loaded the room: publish the live counts of its open polls and drops and its team
+        board, so its snapshots and ticks show them now, not only after the next vote or claim."""
+        now = int(time.time() * 1000)
+        for poll_id, poll in state.polls.items():
+            if poll.get("state") == "open":
+                self.live.mark(room_id, "polls", poll_id)
+        for drop_id, drop in state.drops.items():
+            if now < int(drop.get("expires_at", 0)):
+                self.live.mark(room_id, "drops", drop_id)
+        if state.teams:
+            self.live.mark(room_id, "teams")
 
     async def presence(self, room_id: str, gateway_id: str, teams: dict[str, int], users: list[str],
                        draws: list[str], now_ms: int) -> None:

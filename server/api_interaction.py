@@ -9,6 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from commerce.errors import ErrorCode, Refused
+from commerce.identity import ANONYMOUS
 from commerce.interaction_requests import ClaimBody, KeyId, VoteBody
 from commerce.validation import Schema
 
@@ -43,7 +44,9 @@ async def join_team(request: web.Request) -> web.Response:
 
 
 async def get_poll(request: web.Request) -> web.Response:
-    return json(await _commerce(request).polls.get(_id(request, "poll"), identity(request)))
+    """Anyone may read a poll; with a viewer token the answer says how that viewer voted (``you``)."""
+    who = identity(request) if "Authorization" in request.headers else ANONYMOUS
+    return json(await _commerce(request).polls.get(_id(request, "poll"), who))
 
 
 async def vote(request: web.Request) -> web.Response:

@@ -25,10 +25,13 @@ import logging
 import os
 import secrets
 import socket
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from redis.asyncio import Redis
 
 from commerce.room_bus import RoomBus
+from commerce.room_state import RoomState
 
 from .clock import RedisClock
 from .connection import CLOSE_GOING_AWAY, Conn
@@ -45,13 +48,17 @@ __all__ = ["Hub", "LocalRoom"]
 
 log = logging.getLogger(__name__)
 
+# (room id, its state as just loaded): ask for the room's interaction live counts (commerce.Commerce.room_loaded)
+LoadedHook = Callable[[str, RoomState], Coroutine[Any, Any, None]]
+
 GOODBYE_TIMEOUT_S = 1.0
 
 
 class Hub(Lifecycle):
     def __init__(self, redis: Redis, bus: RoomBus, units: UnitsSource, *, tick_ms: int, replay_keep: int,
                  soft_limit: int, heartbeat_s: float, sample_threshold: int, ambient_rate: int = 20000,
-                 on_open: SaleHook, on_close: SaleHook, on_presence: PresenceHook | None = None) -> None:
+                 on_open: SaleHook, on_close: SaleHook, on_presence: PresenceHook | None = None,
+                 on_loaded: LoadedHook | None = None) -> None:
         self.gateway_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self.stats = {"events": 0, "ticks": 0, "slow_closed": 0, "skipped": 0, "resyncs": 0}
         self._replay_keep = replay_keep
@@ -64,7 +71,8 @@ class Hub(Lifecycle):
         self.feed = RoomFeed(self.registry, self.now_ms, self.stats, on_gap=self._on_gap,
                              on_sales_changed=self.timers.schedule)
         self.reader = RoomReader(redis, bus, self.registry, self.feed, self.timers, replay_keep=replay_keep,
-                                 stats=self.stats)
+                                 stats=self.stats,
+                                 on_loaded=(lambda room: on_loaded(room.room_id, room.state)) if on_loaded else None)
         self.ticker = Ticker(self.registry, bus, units, self.now_ms, gateway_id=self.gateway_id, tick_ms=tick_ms,
                              ambient_rate=ambient_rate, sample_threshold=sample_threshold, soft_limit=soft_limit,
                              stats=self.stats, on_presence=on_presence)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from redis.asyncio import Redis
 
@@ -29,8 +31,10 @@ class RoomReader(LoopPart):
     name = "room reader"
 
     def __init__(self, redis: Redis, bus: RoomBus, registry: RoomRegistry, feed: RoomFeed, timers: SaleTimers,
-                 *, replay_keep: int, stats: dict[str, int]) -> None:
+                 *, replay_keep: int, stats: dict[str, int],
+                 on_loaded: Callable[[LocalRoom], Coroutine[Any, Any, None]] | None = None) -> None:
         super().__init__()
+        self._on_loaded = on_loaded  # the room's interaction live counts, fresh for this gateway
         self._bus = bus
         self._registry = registry
         self._feed = feed
@@ -72,6 +76,8 @@ class RoomReader(LoopPart):
             self._feed.on_event(room, payload)
         self._timers.schedule(room)
         room.dirty.add(UNITS)
+        if self._on_loaded is not None:
+            self._tasks.spawn(self._on_loaded(room))
 
     def resync(self, room: LocalRoom) -> None:
         """Reload the room in the background and send everyone in it a fresh snapshot."""

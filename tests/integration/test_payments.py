@@ -452,3 +452,48 @@ async def test_a_refund_the_provider_refused_is_sent_again(sandbox_env: Env, inv
     counters = await inventory.counters(sale_id)
     assert counters is not None and counters.sold == 0 and counters.available == 1, counters
     await ws.close()
+
+
+# -- coupons through the provider (issue "Interaction", item 3) -------------------------------------------
+
+async def test_checkout_with_a_coupon_charges_the_discounted_total(sandbox_env: Env, inventory: Inventory,
+                                                                   store: Store, uid: str) -> None:
+    """The provider is asked for the total after the coupon; the webhook's amount is checked against it
+    (the list price is refused); the order records list total, discount and total; the coupon is
+    redeemed once. A coupon that leaves nothing to pay confirms at once, without the provider."""
+    env = sandbox_env
+    sale_id = await launch(env, uid, units=3)
+    ws, token = await buyer(env, uid, "Cy")
+    drop = (await env.api.ok("POST", f"/api/rooms/{uid}/actions/drop_coupons", env.host,
+                             {"drop_id": f"d{uid[:10]}", "count": 5, "kind": "amount", "value": 700}))["drop"]
+    claimed = await ws.request({"type": "claim_coupon", "drop": drop["drop_id"]}, timeout(10))
+    assert claimed["type"] == "claim_result" and claimed["code"] == "CLAIMED", claimed
+    hold_id = await reserve(ws, sale_id)
+    started = await ws.request({"type": "checkout", "hold": hold_id, "coupon": drop["drop_id"]}, timeout(10))
+    assert started["type"] == "payment_started" and started["amount"] == PRICE - 700, started
+    plain = await ws.request({"type": "checkout", "hold": hold_id}, timeout(10))
+    assert plain["type"] == "error" and plain["code"] == "CONFLICT", plain  # started with the coupon
+    st, body = await send_webhook(env, event_body(started["payment_id"], PRICE))
+    assert st == 422 and body["error"]["code"] == "AMOUNT_MISMATCH", body  # the list price is not the amount
+    async with aiohttp.ClientSession() as s:
+        async with s.post(started["redirect_url"], data={"action": "pay"},
+                          headers={"Accept": "application/json"}) as r:
+            paid = await r.json()
+    assert orjson.loads(paid["webhook"]["answer"])["outcome"] == "confirmed", paid
+    confirmed = await ws.wait(lambda m: m.get("type") == "order_confirmed", timeout(15))
+    o = confirmed["order"]
+    assert (o["total"], o["discount"], o["list_total"], o["coupon"]) == (PRICE - 700, 700, PRICE, drop["drop_id"])
+    assert (await env.api.ok("GET", f"/api/drops/{drop['drop_id']}", None))["redeemed"] == 1
+    wallet = (await env.api.ok("GET", "/api/me/coupons", token))["coupons"]
+    assert wallet[0]["state"] == "redeemed" and wallet[0]["order_id"] == hold_id
+
+    full = (await env.api.ok("POST", f"/api/rooms/{uid}/actions/drop_coupons", env.host,
+                             {"count": 5, "kind": "percent", "value": 100}))["drop"]
+    await env.api.ok("POST", f"/api/drops/{full['drop_id']}/claim", token, {"request_id": "c"}, 201)
+    second = await reserve(ws, sale_id)
+    free = await ws.request({"type": "checkout", "hold": second, "coupon": full["drop_id"]}, timeout(10))
+    assert free["type"] == "payment_started" and free["amount"] == 0 and free["provider"] == "none", free
+    assert free["status"] == "confirmed" and free["order_id"] == second
+    hold = await inventory.get_hold(second)
+    assert hold is not None and hold.status == "confirmed" and hold.discount == PRICE
+    await ws.close()
