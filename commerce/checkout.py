@@ -16,6 +16,7 @@ from inventory.domain import (
     ConfirmCode, ConfirmResult, Hold, ReleaseCode, InvalidInput as InventoryInvalidInput, ReleaseResult, ReserveCode,
     ReserveRequest, ReserveResult, sale_of_hold,
 )
+from inventory.draws import PRIZE_SALE_MARK
 from inventory.keys import POOL_BUCKET_SUFFIX
 from inventory.order_refunds import user_totals
 from inventory.scripts import Inventory
@@ -90,7 +91,8 @@ class Checkout:
         if not 1 <= qty <= self.max_qty:
             done(ReserveResult(ReserveCode.INVALID, None, None, 0, 0))
             return
-        if sale_id.endswith(POOL_BUCKET_SUFFIX):  # a pool's own stock: only through a channel (commerce/pools.py)
+        # a pool's own stock: only through a channel (commerce/pools.py); a draw's prize: only its winners
+        if sale_id.endswith(POOL_BUCKET_SUFFIX) or PRIZE_SALE_MARK in sale_id:
             done(ReserveResult(ReserveCode.NOT_FOUND, None, None, 0, 0))
             return
         members_only: bool | None = False
@@ -205,6 +207,8 @@ class Checkout:
         if result.code is ConfirmCode.CONFIRMED and result.fresh:
             hold = await self.inventory.get_hold(hold_id)
             counters = await self.inventory.counters(hold.sale_id) if hold else None
+            if hold and PRIZE_SALE_MARK in hold.sale_id:  # a draw's prize: not a purchase (no ticker, funnel, GMV)
+                return
             if hold and counters and hold.confirmed_ms and not hold.channel:  # a channel's sale has no room
                 room = counters.room_id
                 self.funnel.count(room, "paid")

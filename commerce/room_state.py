@@ -136,8 +136,9 @@ class RoomState:
                  if p.get("state") == "open" or now_ms < int(p.get("closed_at") or p["ends_at"]) + 600_000]
         drops = [{**d, **live.get("drops", {}).get(did, {})} for did, d in self.drops.items()
                  if now_ms < int(d["expires_at"])]
-        draws = [d for d in self.draws.values() if d.get("state") == "open"
-                 or now_ms < int(d.get("entry_until", 0)) + 86_400_000]
+        draws = [{**d, **live.get("draws", {}).get(d["draw_id"], {})} if d.get("state") == "open" else d
+                 for d in self.draws.values()
+                 if d.get("state") == "open" or now_ms < int(d.get("entry_until", 0)) + 86_400_000]
         return {"teams": self.teams, "leaderboard": live.get("teams"), "polls": polls, "drops": drops,
                 "draws": draws}
 

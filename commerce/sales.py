@@ -13,6 +13,7 @@ from typing import Any
 
 from inventory import archive
 from inventory.domain import ArmCode, PresaleTerms, SaleSpec
+from inventory.draws import PRIZE_SALE_MARK
 from inventory.keys import GROUP_PREFIX, POOL_SEP, slot_family, variant_group
 from inventory.pools import PoolStore
 from inventory.scripts import Inventory
@@ -42,7 +43,9 @@ class Sales:
         self.catalogue = catalogue
         self.default_hold_ttl_s = default_hold_ttl_s
 
-    async def launch(self, room_id: str, req: CreateSale) -> dict[str, Any]:
+    async def launch(self, room_id: str, req: CreateSale, announce: bool = True) -> dict[str, Any]:
+        """``announce`` False: a lucky draw's prize sale from a pool (commerce/draws.py), never told to
+        the room (no ``sale_scheduled``; left out of the room's sales, its live end and restock news)."""
         await self.catalogue.room(room_id)
         product = await self.catalogue.product(room_id, req.product_id)
         now = await self.inventory.now_ms()
@@ -51,7 +54,7 @@ class Sales:
         if req.variants is not None:
             return await self._launch_variants(room_id, req, product, now, starts, ends)
         if req.pool is not None:
-            return await self._launch_from_pool(room_id, req, product, now, starts, ends)
+            return await self._launch_from_pool(room_id, req, product, now, starts, ends, announce)
         if req.deposit is not None:
             raise InvalidInput("a pre-sale takes its units from a stock pool: set pool")
         if req.sale_id is not None and POOL_SEP in req.sale_id:
@@ -80,7 +83,7 @@ class Sales:
         return await self._announce(rec, armed.available, now)
 
     async def _launch_from_pool(self, room_id: str, req: CreateSale, product: ProductRecord, now: int, starts: int,
-                                ends: int) -> dict[str, Any]:
+                                ends: int, announce: bool = True) -> dict[str, Any]:
         """A sale whose units move out of a stock pool, atomically with its arming (``pool_allocate.lua``):
         Redis first, so a pool short of units refuses the launch with nothing written anywhere; then
         the SQL row (a crash in between leaves a sale SQL does not know, whose units go back to the pool
@@ -94,6 +97,8 @@ class Sales:
                                f"pool {pool.pool_id} holds {pool.sku} in {pool.currency}")
         if req.sale_id is not None and req.sale_id.startswith(GROUP_PREFIX):
             raise InvalidInput(f"sale_id must not start with {GROUP_PREFIX!r} (it names a sale of variants)")
+        if announce and req.sale_id is not None and f"{POOL_SEP}{req.sale_id}".startswith(PRIZE_SALE_MARK):
+            raise InvalidInput("sale_id must not start with 'd-' (it names a lucky draw's prize)")
         sale_id = f"{pool.pool_id}{POOL_SEP}{req.sale_id or 's' + secrets.token_hex(5)}"
         if len(sale_id) > 64:
             raise InvalidInput(f"pool id and sale_id together must be at most 62 characters: {sale_id!r}")
@@ -134,6 +139,8 @@ class Sales:
         else:
             rec = known
         self.members_only.note(rec)
+        if not announce:
+            return sale_wire(rec, available, sale_state_at(sale_wire(rec), now, available))
         return await self._announce(rec, available, now)
 
     async def _launch_variants(self, room_id: str, req: CreateSale, product: ProductRecord, now: int, starts: int,
@@ -256,7 +263,8 @@ class Sales:
         return rec.room_id
 
     async def of_room(self, room_id: str) -> list[dict[str, Any]]:
-        return [(await self.get(s.sale_id))[1] for s in await self.store.list_sales(room_id)]
+        return [(await self.get(s.sale_id))[1] for s in await self.store.list_sales(room_id)
+                if PRIZE_SALE_MARK not in s.sale_id]
 
     async def fire_open(self, room_id: str, sale: dict[str, Any]) -> None:
         """At the open instant (the first gateway to get there publishes; the rest are deduplicated)."""
@@ -290,6 +298,8 @@ class Sales:
         ``live_ended``. Sales that had already ended keep their own close."""
         now = await self.inventory.now_ms()
         for rec in await self.store.list_sales(room_id):
+            if PRIZE_SALE_MARK in rec.sale_id:  # a draw's prize: its winners pay after the live; the draw ends it
+                continue
             counters = await self.inventory.counters(rec.sale_id)
             if counters is None or counters.ends_at_ms <= now:
                 continue
@@ -303,6 +313,8 @@ class Sales:
 
     async def restocked(self, room_id: str, sale_id: str, available: int) -> None:
         """Expired holds brought a sold-out sale back: tell the room it is open again."""
+        if PRIZE_SALE_MARK in sale_id:  # a draw's prize sale is not the room's to buy
+            return
         try:
             _, wire = await self.get(sale_id)
         except NotFound:

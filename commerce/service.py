@@ -151,6 +151,8 @@ class Commerce:
         for drop_id, drop in state.drops.items():
             if now < int(drop.get("expires_at", 0)):
                 self.live.mark(room_id, "drops", drop_id)
+        for draw in state.open_draws():
+            self.live.mark(room_id, "draws", draw["draw_id"])
         if state.teams:
             self.live.mark(room_id, "teams")
 

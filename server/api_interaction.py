@@ -11,6 +11,7 @@ from aiohttp import web
 from commerce.errors import ErrorCode, Refused
 from commerce.identity import ANONYMOUS
 from commerce.interaction_requests import ClaimBody, KeyId, VoteBody
+from commerce.requests import CouponRef
 from commerce.validation import Schema
 
 from .api import _commerce, _parse, body, identity, json, viewer_of
@@ -78,9 +79,10 @@ async def draw_entrants(request: web.Request) -> web.Response:
 
 
 def _id(request: web.Request, name: str) -> str:
-    """A team, poll, drop or draw id from the path: INVALID unless 1-40 characters of [A-Za-z0-9_-]."""
+    """A team, poll, drop or draw id from the path: INVALID unless 1-40 characters of [A-Za-z0-9_-] (a drop:
+    1-64, a draw's coupon prize being ``<draw>-prize``)."""
     value = request.match_info[name]
-    rule = KeyId.__metadata__[0]  # type: ignore[attr-defined]
+    rule = (CouponRef if name == "drop" else KeyId).__metadata__[0]  # type: ignore[attr-defined]
     if not rule.pattern.match(value):
         raise Refused(ErrorCode.INVALID, f"{name} must be {rule.expect}")
     return value

@@ -1,4 +1,4 @@
-"""Command line: ``livesale serve | settle | reconcile | audit | demo | token``."""
+"""Command line: ``livesale serve | settle | reconcile | audit | demo | token | verify-draw``."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+
+import verify_draw
 
 from .config import Settings, SettingsError
 
@@ -142,7 +144,10 @@ async def run_server(settings: Settings, *, reuse_port: bool = False,
             _tune_gc()
             host, port = runner.addresses[0][:2]
             url = f"http://{host}:{port}"
-            print(f"livesale listening on {url}", flush=True)
+            # one write of the whole line: with several workers on one pipe (and PYTHONUNBUFFERED), print's
+            # separate write of the newline let two workers' lines run together
+            sys.stdout.write(f"livesale listening on {url}\n")
+            sys.stdout.flush()
             if ready is not None:
                 result = ready(url)
                 if asyncio.iscoroutine(result):
@@ -434,6 +439,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ttl", type=int, default=7 * 86400,
                    help=f"lifetime in seconds, 1 to {TOKEN_TTL_MAX_S} (default: 7 days)")
     p.set_defaults(fn=cmd_token)
+    p = sub.add_parser("verify-draw", help="check a lucky draw's winners from its published entrant list alone "
+                                           "(docs/DRAWS.md); exit 1 unless everything agrees")
+    verify_draw.add_arguments(p)
+    p.set_defaults(fn=verify_draw.run)
     args = parser.parse_args(argv)
     try:
         return int(args.fn(args))

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from inventory.domain import ConfirmCode, Hold
+from inventory.draws import PRIZE_SALE_MARK
 from inventory.payments import PaymentRecord, PaymentStore
 from inventory.scripts import Inventory
 from inventory.store import Store
@@ -177,8 +178,8 @@ class Payments:
         if result.fresh:
             hold = await self.inventory.get_hold(hold_id)
             counters = await self.inventory.counters(hold.sale_id) if hold else None
-            if hold is not None and counters is not None and not hold.channel:
-                self.funnel.count(counters.room_id, "paid")
+            if hold is not None and counters is not None and not hold.channel and PRIZE_SALE_MARK not in hold.sale_id:
+                self.funnel.count(counters.room_id, "paid")  # a draw's prize is not a purchase
         return {"hold": hold_id, "payment_id": ref, "amount": 0, "currency": currency, "provider": "none",
                 "status": "confirmed", "order_id": result.order_id or hold_id}
 
