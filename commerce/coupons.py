@@ -35,6 +35,7 @@ from . import events as ev
 from .due import DueTimers
 from .errors import Conflict, ErrorCode, NotFound, Refused
 from .identity import Identity
+from .interaction_part import InteractionPart
 from .interaction_requests import CouponTerms, DropCoupons
 from .live_counts import LiveCounts
 from .lua_scripts import script
@@ -125,15 +126,10 @@ def coupon_wire(drop_id: str, meta: dict[str, str], claim: dict[str, Any], now_m
     return out
 
 
-class Coupons:
+class Coupons(InteractionPart):
     def __init__(self, store: Store, bus: RoomBus, inventory: Inventory, live: LiveCounts, due: DueTimers,
                  teams: Teams) -> None:
-        self.store = store
-        self.bus = bus
-        self.inventory = inventory
-        self.redis = inventory.redis
-        self.live = live
-        self.due = due
+        super().__init__(store, bus, inventory, live, due)
         self.teams = teams
         self._create = script(self.redis, "coupon_drop")
         self._claim = script(self.redis, "coupon_claim")

@@ -44,6 +44,7 @@ from . import events as ev
 from .due import DueTimers
 from .errors import Conflict, ErrorCode, NotFound, Refused
 from .identity import Identity
+from .interaction_part import InteractionPart
 from .interaction_requests import CreateDraw, DrawPrize, DrawRule
 from .live_counts import LiveCounts
 from .lua_scripts import script
@@ -122,16 +123,11 @@ class Terms:
         return out
 
 
-class Draws:
+class Draws(InteractionPart):
     def __init__(self, store: Store, bus: RoomBus, inventory: Inventory, live: LiveCounts, due: DueTimers,
                  teams: Teams, coupons: Coupons, sales: Sales, checkout: Checkout) -> None:
-        self.store = store
+        super().__init__(store, bus, inventory, live, due)
         self.sql = DrawStore(store)
-        self.bus = bus
-        self.inventory = inventory
-        self.redis = inventory.redis
-        self.live = live
-        self.due = due
         self.teams = teams
         self.coupons = coupons
         self.sales = sales

@@ -27,6 +27,7 @@ from . import events as ev
 from .due import DueTimers
 from .errors import Conflict, NotFound
 from .identity import Identity
+from .interaction_part import InteractionPart
 from .interaction_requests import OpenPoll
 from .live_counts import LiveCounts
 from .lua_scripts import script
@@ -72,14 +73,9 @@ def _from_record(rec: PollRecord) -> dict[str, Any]:
                      rec.ends_at_ms, "closed", rec.closed_at_ms, orjson.loads(rec.counts))
 
 
-class Polls:
+class Polls(InteractionPart):
     def __init__(self, store: Store, bus: RoomBus, inventory: Inventory, live: LiveCounts, due: DueTimers) -> None:
-        self.store = store
-        self.bus = bus
-        self.inventory = inventory
-        self.redis = inventory.redis
-        self.live = live
-        self.due = due
+        super().__init__(store, bus, inventory, live, due)
         self.sql = PollStore(store)
         self._open = script(self.redis, "poll_open")
         self._vote = script(self.redis, "poll_vote")

@@ -83,7 +83,7 @@ class Commerce:
         # interaction (docs/PROTOCOL.md Interaction): live counts on the ambient lane, deadlines in Redis
         self.live = LiveCounts(bus)
         self.due = DueTimers(inventory.redis, inventory)
-        self.teams = Teams(store, bus, inventory, self.live)
+        self.teams = Teams(store, bus, inventory, self.live, self.due)
         self.polls = Polls(store, bus, inventory, self.live, self.due)
         self.coupons = Coupons(store, bus, inventory, self.live, self.due, self.teams)
         self.draws = Draws(store, bus, inventory, self.live, self.due, self.teams, self.coupons, self.sales,

@@ -18,7 +18,9 @@ from inventory.store import Store
 
 from . import events as ev
 from .errors import Conflict, ErrorCode, NotFound, Refused
+from .due import DueTimers
 from .identity import Identity
+from .interaction_part import InteractionPart
 from .interaction_requests import SetTeams
 from .live_counts import LiveCounts
 from .lua_scripts import script
@@ -56,12 +58,9 @@ def leaderboard_rows(teams: list[dict[str, Any]], stats: dict[str, int],
     return rows
 
 
-class Teams:
-    def __init__(self, store: Store, bus: RoomBus, inventory: Inventory, live: LiveCounts) -> None:
-        self.store = store
-        self.bus = bus
-        self.redis = inventory.redis
-        self.live = live
+class Teams(InteractionPart):
+    def __init__(self, store: Store, bus: RoomBus, inventory: Inventory, live: LiveCounts, due: DueTimers) -> None:
+        super().__init__(store, bus, inventory, live, due)
         self._join = script(self.redis, "team_join")
         live.register("teams", self._live_rows)
 
