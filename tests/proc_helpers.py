@@ -1,6 +1,7 @@
 """A `livesale serve` (or other `livesale` command) subprocess for the tests that start real server
 processes (tests/e2e/test_multiprocess.py, test_demo.py, tests/integration/test_cli_defects.py,
-test_settlement.py), and a burst of WebSocket viewers over several processes (``viewer_burst``). Not a
+test_settlement.py), a burst of buyers over several processes (``viewer_burst``) and of interaction messages
+(``ActBurst``: claims, votes, draw entries). Not a
 test module."""
 
 from __future__ import annotations
@@ -134,36 +135,47 @@ async def viewer_burst(base: str, room: str, sale: str, viewers: list[tuple[str,
 
 ACT_BURST_PROC = ROOT / "tests" / "act_burst_proc.py"
 
+Act = tuple[str, str, list[dict[str, Any]]]               # (token, kind, messages): a viewer on the burst's base
+ActOn = tuple[str, str, list[dict[str, Any]], str]        # (token, kind, messages, base): on a gateway of its own
+
 
 class ActBurst:
-    """Viewers spread over OS processes (tests/act_burst_proc.py), every socket joined to ``room``; at
-    ``go`` each sends its interaction messages (claim_coupon, vote, enter_draw...) one after another and
-    ``go`` returns every [kind, [answer, ...]]. With ``hold`` the sockets stay in the room after
-    answering (present at a draw) until ``aclose``."""
+    """Viewers (``Act``: on ``base``; ``ActOn``: on a gateway of their own) spread over ``procs`` OS
+    processes (tests/act_burst_proc.py), every socket joined to ``room`` first: process k connects from its
+    own source address (``sources[k]``, by default 127.0.0.{2+k}; None: the system's choice) with at most
+    ``concurrency`` joins under way at once. At ``go`` each viewer sends its interaction messages
+    (claim_coupon, vote, enter_draw...) one after another, and ``go`` returns every [kind, [answer, ...]] in
+    the order of ``viewers``: one answer per message, {"type": "NO_ANSWER"} when none came within
+    ``answer_s``, {"type": "CLOSED_SOCKET"} when the socket closed first. With ``hold`` the sockets stay in
+    the room after answering (present at a draw) until ``aclose``."""
 
-    def __init__(self, children: list[asyncio.subprocess.Process]) -> None:
-        self.children = children
+    def __init__(self, hold: bool) -> None:
+        self.hold = hold
+        self.children: list[asyncio.subprocess.Process] = []
+        self._stderr: list[asyncio.Task[bytes]] = []  # each child's stderr, read as it comes (never a full pipe)
 
     @classmethod
-    async def start(cls, base: str, room: str, viewers: list[tuple[str, str, list[dict[str, Any]]]], procs: int,
-                    hold: bool = False, ready_s: float = 120.0) -> ActBurst:
-        burst = cls([])
+    async def start(cls, base: str, room: str, viewers: list[Act] | list[ActOn], procs: int, *, hold: bool = False,
+                    sources: list[str | None] | None = None, concurrency: int = 100, answer_s: float = 60.0,
+                    ready_s: float = 120.0) -> ActBurst:
+        srcs = sources if sources is not None else [f"127.0.0.{2 + k}" for k in range(procs)]
+        assert len(srcs) == procs, (srcs, procs)
+        burst = cls(hold)
         try:
-            for i in range(procs):
-                share = viewers[i::procs]
+            for k in range(procs):
+                cfg = {"room": room, "src": srcs[k], "timeout": timeout(answer_s), "concurrency": concurrency,
+                       "hold": hold, "viewers": [[v[3] if len(v) > 3 else base, v[0], v[1], v[2]]
+                                                 for v in viewers[k::procs]]}
                 p = await asyncio.create_subprocess_exec(
                     sys.executable, str(ACT_BURST_PROC), cwd=str(ROOT), limit=2**26, stdin=asyncio.subprocess.PIPE,
                     stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
                 burst.children.append(p)
-                assert p.stdin is not None
-                p.stdin.write((json.dumps({"base": base, "room": room, "viewers": share, "hold": hold}) + "\n").encode())
+                assert p.stdin is not None and p.stderr is not None
+                burst._stderr.append(asyncio.create_task(p.stderr.read()))
+                p.stdin.write((json.dumps(cfg) + "\n").encode())
                 await p.stdin.drain()
-            for p in burst.children:
-                assert p.stdout is not None and p.stderr is not None
-                line = await asyncio.wait_for(p.stdout.readline(), timeout(ready_s))
-                if line.strip() != b"READY":
-                    err = await asyncio.wait_for(p.stderr.read(), timeout(10))
-                    raise AssertionError(f"viewer process not ready: {line!r} {err.decode()[-2000:]}")
+            for k in range(procs):
+                await burst._expect(k, b"READY", ready_s)
         except BaseException:
             await burst.aclose()
             raise
@@ -174,25 +186,58 @@ class ActBurst:
             assert p.stdin is not None
             p.stdin.write(b"GO\n")
         await asyncio.gather(*(p.stdin.drain() for p in self.children if p.stdin is not None))
-        results: list[list[Any]] = []
-        for p in self.children:
-            assert p.stdout is not None
-            line = await asyncio.wait_for(p.stdout.readline(), timeout(wait_s))
-            if not line:
-                err = await p.stderr.read() if p.stderr is not None else b""
-                raise AssertionError(f"viewer process failed: {err.decode()[-4000:]}")
-            results += json.loads(line.decode())["results"]
+        shares: list[list[list[Any]]] = [json.loads(await self._expect(k, b'{"results"', wait_s))["results"]
+                                         for k in range(len(self.children))]
+        results: list[Any] = [None] * sum(map(len, shares))
+        for k, share in enumerate(shares):  # process k had viewers[k::procs]
+            results[k::len(shares)] = share
         return results
 
+    async def _expect(self, k: int, start: bytes, wait_s: float) -> bytes:
+        """Child ``k``'s next stdout line, which must begin with ``start``; else an AssertionError with the
+        child's stderr."""
+        out = self.children[k].stdout
+        assert out is not None
+        try:
+            line = (await asyncio.wait_for(out.readline(), timeout(wait_s))).strip()
+        except TimeoutError:
+            line = b"(nothing in time)"
+        if not line.startswith(start):
+            raise AssertionError(f"viewer process {k}: {start.decode()} expected, got {line[:300]!r}\n"
+                                 + await self._stderr_tail(k))
+        return line
+
+    async def _stderr_tail(self, k: int) -> str:
+        """What child ``k`` wrote to stderr (stopped first, if it still runs)."""
+        p = self.children[k]
+        if p.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                p.kill()
+        try:
+            err = await asyncio.wait_for(asyncio.shield(self._stderr[k]), timeout(10))
+        except TimeoutError:
+            err = b"(stderr not closed in time)"
+        return err.decode(errors="replace")[-4000:]
+
     async def aclose(self) -> None:
+        """CLOSE to held sockets and EOF to every child (one still waiting for GO stops too), then wait."""
         for p in self.children:
             if p.returncode is None and p.stdin is not None:
                 with contextlib.suppress(Exception):
-                    p.stdin.write(b"CLOSE\n")
-                    await p.stdin.drain()
-        for p in self.children:
+                    if self.hold:
+                        p.stdin.write(b"CLOSE\n")
+                        await p.stdin.drain()
+                    p.stdin.close()
+
+        async def end(p: asyncio.subprocess.Process) -> None:
             try:
-                await asyncio.wait_for(p.wait(), 15)
+                await asyncio.wait_for(p.wait(), timeout(30))
             except TimeoutError:
-                p.kill()
+                with contextlib.suppress(ProcessLookupError):
+                    p.kill()
                 await p.wait()
+
+        await asyncio.gather(*(end(p) for p in self.children))
+        for t in self._stderr:
+            t.cancel()
+        await asyncio.gather(*self._stderr, return_exceptions=True)

@@ -1,11 +1,11 @@
 """A poll under a real multi-process burst (issue "#10 Interaction", done when: 5,000 viewers vote at once).
 
 Two `livesale serve` processes (gateways) on one Redis/Valkey and one SQL database; 5,000 viewers of one
-room, half on each gateway, held by several OS processes of tests/vote_burst_proc.py, each from its own
-127.0.0.x address, every socket joined first. At GO every viewer votes once; every 10th then votes
-again (another option) and must be told ALREADY_VOTED with the option that counted; 100 viewers also
-have a second socket on the other gateway that votes at the same moment, and exactly one of their two
-sockets is counted. Then: every vote counted once (the counts add up to 5,000 and each option's count is
+room, half on each gateway, held by several OS processes of tests/act_burst_proc.py (proc_helpers.ActBurst),
+each from its own 127.0.0.x address, every socket joined first. At GO every viewer votes once; every
+10th then votes again (another option) and must be told ALREADY_VOTED with the option that counted; 100
+viewers also have a second socket on the other gateway that votes at the same moment, and exactly one of
+their two sockets is counted. Then: every vote counted once (the counts add up to 5,000 and each option's count is
 what the viewers sent), the Redis votes hash holds one entry per viewer, the live counts reached the
 ticks of both gateways, and the host's close gives the final result 5,000 in `poll_closed`, in SQL and
 in `GET /api/polls/{poll}`.
@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -32,13 +31,10 @@ from gateway_helpers import JSON, Api, WsClient, host_token
 from inventory.keys import poll_keys
 from inventory.polls import PollStore
 from inventory.store import Store
-from proc_helpers import ServerProc, free_port
+from proc_helpers import ActBurst, ActOn, ServerProc, free_port
 from server.config import Settings
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300, method="thread")]
-
-ROOT = Path(__file__).resolve().parents[2]
-PROC = ROOT / "tests" / "vote_burst_proc.py"
 
 VIEWERS = 5000     # distinct users, one vote each
 OPTIONS = ["Red", "Blue", "Green", "Black"]
@@ -54,47 +50,12 @@ def server_env(settings: Settings, redis_url: str, database_url: str, data_dir: 
             "LIVESALE_TICK_MS": "500"}  # fewer ambient frames to 2,500 sockets a gateway on a small machine
 
 
-async def run_burst(configs: list[dict[str, Any]]) -> tuple[list[list[list[Any]]], float, float]:
-    """One child per config; all READY, then GO. (each child's results, seconds to READY, seconds from GO
-    to the last answer)."""
-    children: list[asyncio.subprocess.Process] = []
-    t0 = time.monotonic()
-    try:
-        for cfg in configs:
-            p = await asyncio.create_subprocess_exec(
-                sys.executable, str(PROC), cwd=str(ROOT), limit=2**24, stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-            children.append(p)
-            assert p.stdin is not None
-            p.stdin.write((json.dumps(cfg) + "\n").encode())
-            await p.stdin.drain()
-        for p in children:
-            assert p.stdout is not None and p.stderr is not None
-            try:
-                line = await asyncio.wait_for(p.stdout.readline(), timeout(120))
-            except TimeoutError:
-                line = b"(nothing in time)"
-            if line.strip() != b"READY":
-                p.kill()
-                err = await asyncio.wait_for(p.stderr.read(), timeout(10))
-                raise AssertionError(f"vote process not ready: {line!r} {err.decode()[-3000:]}")
-        ready_s = time.monotonic() - t0
-        t1 = time.monotonic()
-        for p in children:
-            assert p.stdin is not None
-            p.stdin.write(b"GO\n")
-        await asyncio.gather(*(p.stdin.drain() for p in children if p.stdin is not None))
-        results = []
-        for p in children:
-            out, err = await asyncio.wait_for(p.communicate(), timeout(90))
-            assert p.returncode == 0, err.decode()[-4000:]
-            results.append(json.loads(out.decode().strip().splitlines()[-1])["results"])
-        return results, ready_s, time.monotonic() - t1
-    finally:
-        for p in children:
-            if p.returncode is None:
-                p.kill()
-                await p.wait()
+def outcome(answer: dict[str, Any]) -> tuple[str | None, int | None]:
+    """(code, option counted) of a ``vote_result``; anything else (NO_ANSWER, CLOSED_SOCKET, an error) as
+    ("type[:code]", None), so that the code assertions name it."""
+    if answer["type"] == "vote_result":
+        return answer.get("code"), answer.get("option")
+    return ":".join(str(answer[k]) for k in ("type", "code") if k in answer), None
 
 
 async def test_five_thousand_viewers_vote_once_each(settings: Settings, redis_url: str, database_url: str,
@@ -107,6 +68,7 @@ async def test_five_thousand_viewers_vote_once_each(settings: Settings, redis_ur
                                     timeout=aiohttp.ClientTimeout(total=timeout(60)))  # no call hangs the test
     redis = Redis.from_url(redis_url, decode_responses=True)
     observers: list[WsClient] = []
+    burst: ActBurst | None = None
     timings: dict[str, float] = {}
     try:
         (l1,), (l2,) = await asyncio.gather(gw1.wait_lines("livesale listening on"),
@@ -140,18 +102,28 @@ async def test_five_thousand_viewers_vote_once_each(settings: Settings, redis_ur
         sockets += [(u, i % 2, sent[u], again.get(u)) for i, u in enumerate(users)]
         sockets += [(u, 1 - users.index(u) % 2, second[u], None) for u in doubled]
         rnd.shuffle(sockets)
-        shares = [sockets[k::PROCS] for k in range(PROCS)]
-        configs = [{"src": f"127.0.0.{k + 2}", "timeout": timeout(45), "concurrency": 100, "room": room, "poll": pid,
-                    "viewers": [[bases[gw], tokens[u], opt, again_opt] for u, gw, opt, again_opt in share]}
-                   for k, share in enumerate(shares)]
+
+        def votes_of(opt: int, again_opt: int | None) -> list[dict[str, Any]]:
+            return [{"type": "vote", "poll": pid, "option": o} for o in (opt, again_opt) if o is not None]
+
+        viewers: list[ActOn] = [(tokens[u], u, votes_of(opt, again_opt), bases[gw])
+                                for u, gw, opt, again_opt in sockets]
         timings["setup"] = time.monotonic() - started
-        results, timings["connect+join"], timings["burst"] = await run_burst(configs)
+        t0 = time.monotonic()
+        burst = await ActBurst.start(bases[0], room, viewers, PROCS, concurrency=100, answer_s=45, ready_s=120)
+        timings["connect+join"] = time.monotonic() - t0
+        t1 = time.monotonic()
+        results = await burst.go(wait_s=90)
+        timings["burst"] = time.monotonic() - t1
+        await burst.aclose()  # the voters leave before the checks, as they would after voting
+        burst = None
 
         # -- every answer
         answers: list[tuple[str, int, list[Any]]] = []  # (user, option sent, [code, option, code2, option2])
-        for share, rows in zip(shares, results, strict=True):
-            assert len(rows) == len(share)
-            answers += [(u, opt, row) for (u, _gw, opt, _a), row in zip(share, rows, strict=True)]
+        assert len(results) == len(sockets)
+        for (u, _gw, opt, again_opt), (kind, ans) in zip(sockets, results, strict=True):
+            assert kind == u and len(ans) == (1 if again_opt is None else 2), (u, ans)
+            answers.append((u, opt, [*outcome(ans[0]), *(outcome(ans[1]) if len(ans) > 1 else (None, None))]))
         codes = Counter(row[0] for _, _, row in answers)
         assert codes == {"VOTED": VIEWERS, "ALREADY_VOTED": DOUBLES}, codes
         counted: dict[str, int] = {}
@@ -207,6 +179,8 @@ async def test_five_thousand_viewers_vote_once_each(settings: Settings, redis_ur
         timings["total"] = time.monotonic() - started
         print(f"\nvote burst: {summary}; " + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))
     finally:
+        if burst is not None:
+            await burst.aclose()
         for ws in observers:
             await ws.close()
         await session.close()
