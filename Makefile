@@ -20,14 +20,15 @@ demo: $(STAMP)
 serve: $(STAMP)
 	$(VENV)/bin/livesale serve
 
-# Same lookup as tests/browser_helpers.py: chromium or chromium-browser on PATH, else /usr/bin/chromium.
+# Same lookup as tests/browser_helpers.py: chromium or chromium-browser on PATH, else /usr/bin/chromium
+# (with Debian's colour emoji font: fan teams' badges are emoji).
 # Not root: try passwordless sudo (sudo -n never prompts) before giving up.
 browser:
 	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
 	  test -x /usr/bin/chromium || \
 	  { echo "installing Debian's chromium for the browser tests"; \
 	    if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO="sudo -n"; fi; \
-	    ($$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	    ($$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-noto-color-emoji >/dev/null) \
 	    || echo "chromium not installed (needs root or passwordless sudo): browser tests will be skipped" \
 	            "(a failure under LIVESALE_REQUIRE_BROWSER=1)"; }
 

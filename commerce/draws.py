@@ -156,24 +156,25 @@ class Draws(InteractionPart):
             return await self.get(draw_id)
         now = await self.inventory.now_ms()
         until = now + req.entry_s * 1000
-        sale_id = ""
+        sale_id, named = "", {}
         if req.prize.pool is not None:
-            sale_id = await self._prize_sale(room_id, draw_id, req, until)
+            sale_id, pool = await self._prize_sale(room_id, draw_id, req, until)
+            named = {"title": pool.title, "sku": pool.sku}  # what the prize is, for the viewers' card
         else:
             assert req.prize.coupon is not None
             await self.coupons.prize_drop(room_id, f"{draw_id}-prize", req.prize.coupon, count=req.winners)
         try:
-            return await self._open(room_id, draw_id, req, now, until, sale_id)
+            return await self._open(room_id, draw_id, req, now, until, sale_id, named)
         except BaseException:
             if sale_id:  # the draw did not open: the prize's units go back to the pool now
                 await self._end_prize_sale(sale_id)
             raise
 
     async def _open(self, room_id: str, draw_id: str, req: CreateDraw, now: int, until: int,
-                    sale_id: str) -> dict[str, Any]:
+                    sale_id: str, named: dict[str, str]) -> dict[str, Any]:
         seed, mask = proof.new_seed(), proof.new_mask_key()
         terms: dict[str, Any] = {
-            "draw_id": draw_id, "room_id": room_id, "title": req.title, "prize": prize_wire(req.prize),
+            "draw_id": draw_id, "room_id": room_id, "title": req.title, "prize": {**prize_wire(req.prize), **named},
             "winners": req.winners, "rule": rule_wire(req.rule), "opened_at": now, "entry_until": until,
             "pay_within_s": req.pay_within_s, "commitment": proof.commitment(seed)}
         stored = await self.sql.add(DrawRecord(
@@ -210,7 +211,7 @@ class Draws(InteractionPart):
             raise Conflict(f"draw {draw_id} belongs to another room")
         return True
 
-    async def _prize_sale(self, room_id: str, draw_id: str, req: CreateDraw, until: int) -> str:
+    async def _prize_sale(self, room_id: str, draw_id: str, req: CreateDraw, until: int) -> tuple[str, PoolRecord]:
         """The prize's units move out of the pool now, into a hidden sale that opens when entries close
         (POOL_SHORT when the pool has fewer than winners x units available)."""
         assert req.prize.pool is not None
@@ -231,7 +232,7 @@ class Draws(InteractionPart):
                 raise Refused(ErrorCode.POOL_SHORT, f"the prize needs {req.winners} x {req.prize.units} = {units} "
                                                     f"units: {e.message}") from None
             raise
-        return str(wire["sale_id"])
+        return str(wire["sale_id"]), pool
 
     async def _prize_product(self, room_id: str, pool: PoolRecord) -> str:
         """The room's product of the pool's SKU; without one, a product row for the prize (not announced)."""

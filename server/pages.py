@@ -1,5 +1,5 @@
-"""Static web pages: the viewers' page, the hosts' control panel, the merchants' stock-pool page and the
-JS client module."""
+"""Static web pages: the viewers' page, the hosts' control panel, the merchants' stock-pool page, the
+lucky-draw check and the JS client module."""
 
 from __future__ import annotations
 
@@ -28,5 +28,6 @@ def setup(app: web.Application) -> None:
     app.router.add_get("/host/{room}", _page("host.html"))
     app.router.add_get("/host", _page("host.html"))
     app.router.add_get("/merchant", _page("merchant.html"))
+    app.router.add_get("/verify/{draw}", _page("verify.html"))
     WEB_DIR.mkdir(exist_ok=True)
     app.router.add_static("/static/", WEB_DIR, show_index=False, append_version=False)

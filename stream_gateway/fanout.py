@@ -140,7 +140,7 @@ class RoomFeed:
 
 
 def _you(conn: Conn) -> dict[str, Any]:
-    return {"user": conn.identity.user, "name": conn.identity.name, "role": conn.identity.role}
+    return {"user": conn.identity.user, "name": conn.identity.name, "role": conn.identity.role, "team": conn.team}
 
 
 def _encode_event(payload: bytes, binary: bool) -> bytes:

@@ -223,9 +223,6 @@ class Gateway:
                                           partial(_answer_buy, conn, m))
 
     async def _pay(self, conn: Conn, m: Inbound) -> None:
-        if not self.commerce.payments.instant:  # a provider takes the payments: `checkout`
-            conn.send(_pay_refusal(m, "PAYMENT_REQUIRED", ""))
-            return
         try:
             c = await self.commerce.checkout.pay(conn.identity, m.body.hold, coupon=m.body.coupon)
         except Refused as e:  # a coupon refused (docs/PROTOCOL.md Coupon drops): nothing was paid

@@ -13,6 +13,7 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -146,26 +147,32 @@ class ActBurst:
     ``concurrency`` joins under way at once. At ``go`` each viewer sends its interaction messages
     (claim_coupon, vote, enter_draw...) one after another, and ``go`` returns every [kind, [answer, ...]] in
     the order of ``viewers``: one answer per message, {"type": "NO_ANSWER"} when none came within
-    ``answer_s``, {"type": "CLOSED_SOCKET"} when the socket closed first. With ``hold`` the sockets stay in
-    the room after answering (present at a draw) until ``aclose``."""
+    ``answer_s``, {"type": "CLOSED_SOCKET"} when the socket closed first. ``go(fill=...)`` gives values known
+    only at GO: a message field whose value is the string "{name}" is sent as ``fill[name]`` (e.g. the id of
+    a draw opened after the joins: {"type": "enter_draw", "draw": "{draw}"}, ``fill={"draw": draw_id}``).
+    With ``hold`` the sockets stay in the room after answering (present at a draw) until ``release`` or
+    ``aclose``; each collects the messages pushed to it whose type is in ``collect`` (e.g. draw_result,
+    draw_won), which ``release`` returns."""
 
     def __init__(self, hold: bool) -> None:
         self.hold = hold
+        self._released = False
         self.children: list[asyncio.subprocess.Process] = []
         self._stderr: list[asyncio.Task[bytes]] = []  # each child's stderr, read as it comes (never a full pipe)
 
     @classmethod
     async def start(cls, base: str, room: str, viewers: list[Act] | list[ActOn], procs: int, *, hold: bool = False,
                     sources: list[str | None] | None = None, concurrency: int = 100, answer_s: float = 60.0,
-                    ready_s: float = 120.0) -> ActBurst:
+                    ready_s: float = 120.0, collect: Collection[str] = ()) -> ActBurst:
         srcs = sources if sources is not None else [f"127.0.0.{2 + k}" for k in range(procs)]
         assert len(srcs) == procs, (srcs, procs)
+        assert hold or not collect, "collect needs hold: the messages are returned by release"
         burst = cls(hold)
         try:
             for k in range(procs):
                 cfg = {"room": room, "src": srcs[k], "timeout": timeout(answer_s), "concurrency": concurrency,
-                       "hold": hold, "viewers": [[v[3] if len(v) > 3 else base, v[0], v[1], v[2]]
-                                                 for v in viewers[k::procs]]}
+                       "hold": hold, "collect": sorted(collect),
+                       "viewers": [[v[3] if len(v) > 3 else base, v[0], v[1], v[2]] for v in viewers[k::procs]]}
                 p = await asyncio.create_subprocess_exec(
                     sys.executable, str(ACT_BURST_PROC), cwd=str(ROOT), limit=2**26, stdin=asyncio.subprocess.PIPE,
                     stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
@@ -181,17 +188,38 @@ class ActBurst:
             raise
         return burst
 
-    async def go(self, wait_s: float = 120.0) -> list[list[Any]]:
-        for p in self.children:
+    async def go(self, wait_s: float = 120.0, fill: dict[str, Any] | None = None) -> list[list[Any]]:
+        """Every [kind, [answer, ...]], in the order of the viewers; ``fill``: the placeholders' values."""
+        line = b"GO " + json.dumps(fill).encode() if fill else b"GO"
+        return await self._exchange([line] * len(self.children), b'{"results"', "results", wait_s)
+
+    async def release(self, until: Sequence[Collection[str]] | None = None,
+                      wait_s: float = 60.0) -> list[list[dict[str, Any]]]:
+        """End the hold: first wait (at most ``wait_s``) until viewer i has collected a message of each type
+        in ``until[i]`` (``until``: in the order of the viewers; None: no wait), then close the sockets and
+        return what each collected, in the order of the viewers (a list that ends with {"type":
+        "CLOSED_SOCKET"}: that socket closed before the release). Whether the wait was met is for the caller
+        to check."""
+        assert self.hold and not self._released
+        self._released = True
+        procs = len(self.children)
+        lines = [b"RELEASE " + json.dumps({"until": None if until is None else [sorted(t) for t in until[k::procs]],
+                                           "wait": timeout(wait_s)}).encode() for k in range(procs)]
+        return await self._exchange(lines, b'{"collected"', "collected", wait_s + 30)
+
+    async def _exchange(self, lines: list[bytes], start: bytes, key: str, wait_s: float) -> list[Any]:
+        """Child k gets ``lines[k]``; then the ``key`` lists of the children's answer lines (beginning with
+        ``start``), back in the order of the viewers."""
+        for p, line in zip(self.children, lines, strict=True):
             assert p.stdin is not None
-            p.stdin.write(b"GO\n")
+            p.stdin.write(line + b"\n")
         await asyncio.gather(*(p.stdin.drain() for p in self.children if p.stdin is not None))
-        shares: list[list[list[Any]]] = [json.loads(await self._expect(k, b'{"results"', wait_s))["results"]
-                                         for k in range(len(self.children))]
-        results: list[Any] = [None] * sum(map(len, shares))
+        shares: list[list[Any]] = [json.loads(await self._expect(k, start, wait_s))[key]
+                                   for k in range(len(self.children))]
+        out: list[Any] = [None] * sum(map(len, shares))
         for k, share in enumerate(shares):  # process k had viewers[k::procs]
-            results[k::len(shares)] = share
-        return results
+            out[k::len(shares)] = share
+        return out
 
     async def _expect(self, k: int, start: bytes, wait_s: float) -> bytes:
         """Child ``k``'s next stdout line, which must begin with ``start``; else an AssertionError with the
@@ -220,11 +248,12 @@ class ActBurst:
         return err.decode(errors="replace")[-4000:]
 
     async def aclose(self) -> None:
-        """CLOSE to held sockets and EOF to every child (one still waiting for GO stops too), then wait."""
+        """CLOSE to held sockets (unless released) and EOF to every child (one still waiting for GO stops
+        too), then wait."""
         for p in self.children:
             if p.returncode is None and p.stdin is not None:
                 with contextlib.suppress(Exception):
-                    if self.hold:
+                    if self.hold and not self._released:
                         p.stdin.write(b"CLOSE\n")
                         await p.stdin.drain()
                     p.stdin.close()

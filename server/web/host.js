@@ -1,6 +1,7 @@
 // The host control panel (/host/<room_id>): go live, pin products, launch flash sales,
-// a live dashboard (HTTP poll + WS ticks), comment moderation and announcements, and the stock
-// pools behind the room's sales (launch from a pool, top up, end and return the unsold units).
+// a live dashboard (HTTP poll + WS ticks), comment moderation and announcements, the stock
+// pools behind the room's sales (launch from a pool, top up, end and return the unsold units), and
+// the live extras: fan teams and their leaderboard, polls, coupon drops and lucky draws.
 import { LiveSaleClient, formatMoney, tokenClaims } from "/static/livesale.js";
 
 const byId = (id, root = document) => root.querySelector(`[data-testid="${id}"]`);
@@ -346,6 +347,7 @@ function render() {
   renderPools(sales);
   renderComments();
   renderOrders();
+  renderExtras();
   drawChart();
 }
 
@@ -1032,6 +1034,385 @@ function wire() {
   setInterval(() => { if (client) render(); }, 1000);
 }
 
+// ---------------------------------------------------------------------------------------------
+// live extras (docs/PROTOCOL.md Interaction): fan teams, polls, coupon drops, lucky draws. The forms send
+// the host actions over the WebSocket (set_teams, open_poll, close_poll, drop_coupons, end_drop,
+// create_draw); the lists show the room's objects from livesale.js (client.teams, leaderboard, polls,
+// drops, draws), their counts live from the ticks.
+
+const TEAM_COLOURS = ["#ff3d71", "#3d8bff", "#2bd49b", "#ffc247", "#b26bff", "#ff8a3d"];
+const TEAM_BADGES = ["🔥", "🌊", "🍀", "⭐", "💜", "🦊"];
+const hostItemEls = new Map();  // "poll:<id>" | "drop:<id>" | "draw:<id>" -> {root, update}
+let teamRowsFilled = false;
+let teamOptionsKey = "";
+
+function slug(text, used) {
+  const base = String(text || "").toLowerCase().normalize("NFKD").replace(/[^a-z0-9]+/g, "-").replace(/^-+|-+$/g, "")
+    .replace(/-{2,}/g, "-").slice(0, 30) || "team";
+  let id = base;
+  for (let i = 2; used.has(id); i++) id = `${base}-${i}`;
+  used.add(id);
+  return id;
+}
+
+function teamRow(t = {}, i = 0) {
+  const row = el("div", { class: "team-row", "data-testid": "team-row", "data-team-id": t.team_id || "" },
+    el("input", { class: "team-row-badge", "data-testid": "team-badge-input", maxlength: "8", value: t.badge || TEAM_BADGES[i % TEAM_BADGES.length],
+                  "aria-label": "Badge", required: true }),
+    el("input", { class: "team-row-name", "data-testid": "team-name-input", maxlength: "40", value: t.name || "",
+                  placeholder: `Team ${i + 1}`, "aria-label": "Team name", required: true }),
+    el("input", { class: "team-row-colour", "data-testid": "team-colour-input", type: "color",
+                  value: t.colour || TEAM_COLOURS[i % TEAM_COLOURS.length], "aria-label": "Colour" }),
+    el("button", { class: "btn btn-small", type: "button", "data-testid": "team-remove", "aria-label": "Remove this team",
+                   onclick: (ev) => { ev.currentTarget.closest(".team-row").remove(); } }, "✕"));
+  return row;
+}
+
+/** The editor's rows: the room's teams (once known), else two empty ones. */
+function fillTeamRows(force = false) {
+  if (teamRowsFilled && !force) return;
+  const teams = client?.teams?.teams || [];
+  if (!teams.length && !force && !client?.joined) return;
+  teamRowsFilled = true;
+  const rows = teams.length ? teams.map((t, i) => teamRow(t, i)) : [teamRow({}, 0), teamRow({}, 1)];
+  byId("team-rows").replaceChildren(...rows);
+  if (client?.teams) {
+    byId("teams-allow-switch").checked = client.teams.allow_switch !== false;
+    byId("teams-cooldown").value = String(client.teams.switch_cooldown_s ?? 600);
+  }
+}
+
+function readTeamRows() {
+  const used = new Set();
+  const rows = Array.from(byId("team-rows").querySelectorAll(".team-row"));
+  for (const r of rows) if (r.dataset.teamId) used.add(r.dataset.teamId);
+  return rows.map((r) => ({
+    team_id: r.dataset.teamId || slug(r.querySelector(".team-row-name").value, used),
+    name: r.querySelector(".team-row-name").value.trim(),
+    colour: r.querySelector(".team-row-colour").value,
+    badge: r.querySelector(".team-row-badge").value.trim(),
+  }));
+}
+
+function teamName(id) {
+  const t = client?.teamOf(id);
+  return t ? `${t.badge} ${t.name}` : id;
+}
+
+function renderTeamBoard() {
+  const tbody = byId("team-board").querySelector("tbody");
+  const teams = client?.teams?.teams || [];
+  setText(byId("teams-count"), teams.length ? String(teams.length) : "");
+  const rows = client?.leaderboard?.length ? client.leaderboard
+    : teams.map((t) => ({ team_id: t.team_id, members: 0, present: 0, likes: 0, orders: 0, gmv: {} }));
+  const trs = rows.filter((r) => client.teamOf(r.team_id)).map((r, i) => {
+    const t = client.teamOf(r.team_id);
+    const gmv = Object.entries(r.gmv || {}).map(([c, v]) => formatMoney(v, c)).join(" + ") || "–";
+    return el("tr", { "data-testid": "team-board-row", "data-team-id": r.team_id },
+      el("td", { class: "team-board-rank" }, String(i + 1)),
+      el("td", {}, el("span", { class: "team-dot", style: `--team:${t.colour}` }), `${t.badge} ${t.name}`),
+      el("td", { class: "num", "data-testid": "team-board-members" }, fmtInt(r.members)),
+      el("td", { class: "num", "data-testid": "team-board-present" }, fmtInt(r.present)),
+      el("td", { class: "num" }, fmtInt(r.likes)),
+      el("td", { class: "num" }, fmtInt(r.orders)),
+      el("td", { class: "num" }, gmv));
+  });
+  if (!trs.length) trs.push(el("tr", { class: "empty" }, el("td", { colspan: "7" }, "No teams yet: define them below.")));
+  const key = JSON.stringify(rows) + JSON.stringify(teams);
+  if (tbody.dataset.key !== key) { tbody.dataset.key = key; tbody.replaceChildren(...trs); }
+  // the team choices of the drop and draw forms
+  const optsKey = teams.map((t) => `${t.team_id}:${t.badge}:${t.name}`).join("|");
+  if (optsKey !== teamOptionsKey) {
+    teamOptionsKey = optsKey;
+    for (const sel of [byId("drop-team"), byId("draw-team")]) {
+      const cur = sel.value;
+      sel.replaceChildren(el("option", { value: "" }, "Everyone"),
+        ...teams.map((t) => el("option", { value: t.team_id }, `${t.badge} ${t.name}`)));
+      if (teams.some((t) => t.team_id === cur)) sel.value = cur;
+    }
+  }
+}
+
+function couponText(c) {
+  return c.kind === "percent" ? `${c.value}% off` : `${formatMoney(c.value, c.currency || "EUR")} off`;
+}
+
+/** A keyed list of items (host-polls, host-drops, host-draws): built once per id, updated in place. */
+function syncItems(box, kind, objs, build, update) {
+  const nodes = objs.map((o) => {
+    const key = `${kind}:${o[`${kind}_id`]}`;
+    let item = hostItemEls.get(key);
+    if (!item) { item = build(o); hostItemEls.set(key, item); }
+    update(item, o);
+    return item.root;
+  });
+  if (!nodes.length) nodes.push(byId(`${kind}s-empty`) || el("p", { class: "pool-empty", "data-testid": `${kind}s-empty` },
+    { poll: "No polls yet.", drop: "No coupon drops yet.", draw: "No draws yet." }[kind]));
+  syncChildren(box, nodes);
+}
+
+function buildHostPoll(p) {
+  const e = { bars: [] };
+  e.state = el("span", { class: "state-tag", "data-testid": "host-poll-state" });
+  e.timer = el("span", { class: "host-item-timer", "data-testid": "host-poll-timer" });
+  e.total = el("span", { "data-testid": "host-poll-total" });
+  e.close = el("button", { class: "btn btn-small btn-danger", type: "button", "data-testid": "host-poll-close",
+    onclick: () => act(() => client.closePoll(p.poll_id), "Poll closed") }, "Close");
+  const rows = (p.options || []).map((label, i) => {
+    const b = { fill: el("div", { class: "host-bar-fill" }), n: el("span", { class: "host-bar-n", "data-testid": `host-poll-count-${i}` }, "0") };
+    e.bars.push(b);
+    return el("div", { class: "host-bar", "data-option": String(i) },
+      el("span", { class: "host-bar-label" }, label), el("div", { class: "host-bar-track" }, b.fill), b.n);
+  });
+  e.root = el("div", { class: "host-item", "data-testid": `host-poll-${p.poll_id}`, "data-poll-id": p.poll_id },
+    el("div", { class: "host-item-head" }, el("strong", { class: "host-item-title" }, p.question), e.state, e.timer),
+    ...rows,
+    el("div", { class: "host-item-foot" }, e.total, e.close));
+  return e;
+}
+
+function updateHostPoll(e, p) {
+  const now = client.serverNow();
+  const phase = client.pollPhase(p, now);
+  e.root.dataset.state = phase;
+  e.state.dataset.state = phase === "open" ? "open" : "closed";
+  setText(e.state, phase);
+  setText(e.timer, phase === "open" ? `ends in ${fmtSecs(p.ends_at - now)}` : "");
+  const counts = p.counts || [];
+  const total = typeof p.total === "number" ? p.total : counts.reduce((a, n) => a + num(n), 0);
+  const winners = phase === "closed" ? p.winners || [] : [];
+  e.bars.forEach((b, i) => {
+    const n = num(counts[i]);
+    b.fill.style.width = `${total ? (n / total) * 100 : 0}%`;
+    setText(b.n, fmtInt(n));
+    b.n.dataset.count = String(n);
+    b.fill.parentElement.parentElement.dataset.winner = winners.includes(i) ? "true" : "false";
+  });
+  setText(e.total, `${fmtInt(total)} ${total === 1 ? "vote" : "votes"}`);
+  e.total.dataset.total = String(total);
+  e.close.hidden = phase !== "open";
+}
+
+function buildHostDrop(d) {
+  const e = {};
+  const stat = (k, label) => { e[k] = el("span", { "data-testid": `host-drop-${k}` }, "0"); return el("span", { class: "host-stat" }, e[k], ` ${label}`); };
+  e.state = el("span", { class: "state-tag", "data-testid": "host-drop-state" });
+  e.timer = el("span", { class: "host-item-timer", "data-testid": "host-drop-timer" });
+  e.bar = el("div", { class: "host-bar-fill" });
+  e.end = el("button", { class: "btn btn-small btn-danger", type: "button", "data-testid": "host-drop-end",
+    onclick: () => act(() => client.endDrop(d.drop_id), "Drop ended") }, "End");
+  e.root = el("div", { class: "host-item", "data-testid": `host-drop-${d.drop_id}`, "data-drop-id": d.drop_id },
+    el("div", { class: "host-item-head" }, el("strong", { class: "host-item-title" }, couponText(d)), e.state, e.timer),
+    el("div", { class: "host-item-sub" }, [d.team ? `fans of ${teamName(d.team)}` : "everyone",
+      d.min_spend ? `from ${formatMoney(d.min_spend, d.currency || "EUR")}` : null,
+      (d.products || []).length ? `on ${d.products.join(", ")}` : null, d.drop_id].filter(Boolean).join(" · ")),
+    el("div", { class: "host-bar" }, el("div", { class: "host-bar-track" }, e.bar)),
+    el("div", { class: "host-item-foot" }, el("span", { class: "host-stats" }, stat("claimed", "claimed"), stat("redeemed", "redeemed"),
+      stat("left", "left")), e.end));
+  return e;
+}
+
+function updateHostDrop(e, d) {
+  const now = client.serverNow();
+  const phase = client.dropPhase(d, now);
+  e.root.dataset.state = phase;
+  e.state.dataset.state = phase === "claimed_out" ? "sold_out" : phase === "ended" ? "closed" : phase;
+  setText(e.state, phase.replace("_", " "));
+  setText(e.timer, phase === "scheduled" ? `opens in ${fmtSecs(d.starts_at - now)}` : phase === "open" ? `closes in ${fmtSecs(d.claim_until - now)}` : "");
+  const count = num(d.count);
+  const claimed = num(d.claimed);
+  const left = typeof d.left === "number" ? d.left : Math.max(0, count - claimed);
+  for (const [k, v] of [["claimed", claimed], ["redeemed", num(d.redeemed)], ["left", left]]) {
+    setText(e[k], fmtInt(v));
+    e[k].dataset.value = String(v);
+  }
+  e.bar.style.width = `${count ? Math.min(100, (claimed / count) * 100) : 0}%`;
+  e.end.hidden = !(phase === "open" || phase === "scheduled");
+}
+
+function buildHostDraw(w) {
+  const e = {};
+  e.state = el("span", { class: "state-tag", "data-testid": "host-draw-state" });
+  e.timer = el("span", { class: "host-item-timer", "data-testid": "host-draw-timer" });
+  e.entrants = el("span", { "data-testid": "host-draw-entrants" }, "0");
+  e.winners = el("span", { class: "host-draw-winners", "data-testid": "host-draw-winners" });
+  e.redraws = el("span", { class: "host-item-sub", "data-testid": "host-draw-redraws" });
+  e.verify = el("a", { class: "draw-link", "data-testid": "host-draw-verify", href: `/verify/${encodeURIComponent(w.draw_id)}`,
+                       target: "_blank", rel: "noopener" }, "Verify");
+  e.list = el("a", { class: "draw-link", "data-testid": "host-draw-entrants-link", target: "_blank", rel: "noopener",
+                     href: `/api/draws/${encodeURIComponent(w.draw_id)}/entrants` }, "Entrants (JSON)");
+  const units = w.prize?.units || 1;
+  const prize = w.prize?.coupon ? `a ${couponText(w.prize.coupon)} coupon`
+    : `${units} ${units === 1 ? "unit" : "units"} of pool ${w.prize?.pool || "?"}`;
+  const r = w.rule || {};
+  const rule = [r.keyword ? `comment “${r.keyword}”` : null, r.team ? `fans of ${teamName(r.team)}` : null,
+    r.watched_s ? `watched ${fmtSecs(r.watched_s * 1000)}` : null, r.bought ? "bought here" : null, "present at the draw"].filter(Boolean).join(" · ");
+  e.root = el("div", { class: "host-item", "data-testid": `host-draw-${w.draw_id}`, "data-draw-id": w.draw_id },
+    el("div", { class: "host-item-head" }, el("strong", { class: "host-item-title" }, w.title), e.state, e.timer),
+    el("div", { class: "host-item-sub" }, `${w.winners} ${w.winners === 1 ? "winner" : "winners"}, each ${prize} · ${rule}`),
+    el("div", { class: "host-item-sub mono", title: "SHA-256 of the secret seed, published before the entries" },
+      `commitment ${String(w.commitment || "").slice(0, 16)}…`),
+    el("div", { class: "host-item-foot" }, el("span", { class: "host-stats" }, el("span", { class: "host-stat" }, e.entrants, " entered")),
+      e.winners),
+    e.redraws,
+    el("div", { class: "host-item-foot" }, e.verify, e.list));
+  return e;
+}
+
+function updateHostDraw(e, w) {
+  const now = client.serverNow();
+  const phase = client.drawPhase(w, now);
+  e.root.dataset.state = phase;
+  e.state.dataset.state = phase === "drawn" ? "closed" : phase === "open" ? "open" : "scheduled";
+  setText(e.state, phase);
+  setText(e.timer, phase === "open" ? `entries close in ${fmtSecs(w.entry_until - now)}` : phase === "closing" ? "drawing…" : "");
+  setText(e.entrants, fmtInt(w.entrants ?? 0));
+  e.entrants.dataset.value = String(num(w.entrants));
+  const ids = w.winner_ids || [];
+  setText(e.winners, phase === "drawn" ? (ids.length ? `winners: ${ids.join(", ")}` : "no entrants: no winner") : "");
+  const rounds = w.redraws || [];
+  setText(e.redraws, rounds.length ? rounds.map((r) => `redraw ${r.round}: ${(r.replaced || []).join(", ")} → ${(r.added || []).join(", ") || "nobody left"}`).join(" · ") : "");
+  e.redraws.hidden = !rounds.length;
+  e.verify.hidden = phase !== "drawn";
+  e.list.hidden = phase !== "drawn";
+}
+
+let drawPoolKey = "";
+let dropProductKey = "";
+function renderExtraForms() {
+  // the draw form's pools: every pool this host may use (GET /api/pools)
+  const pools = poolList || [];
+  const key = pools.map((p) => `${p.pool_id}:${p.available}`).join("|");
+  if (key !== drawPoolKey) {
+    drawPoolKey = key;
+    const sel = byId("draw-pool");
+    const cur = sel.value;
+    sel.replaceChildren(...(pools.length ? pools.map((p) => el("option", { value: p.pool_id }, `${p.title || p.pool_id} · ${fmtInt(p.available)} available`))
+      : [el("option", { value: "" }, "No stock pools: pick a coupon prize")]));
+    if (pools.some((p) => p.pool_id === cur)) sel.value = cur;
+  }
+  const products = allProducts();
+  const pkey = products.map((p) => p.product_id).join("|");
+  if (pkey !== dropProductKey) {
+    dropProductKey = pkey;
+    const sel = byId("drop-product");
+    const cur = sel.value;
+    sel.replaceChildren(el("option", { value: "" }, "Every deal of this live"),
+      ...products.map((p) => el("option", { value: p.product_id }, p.title || p.sku)));
+    if (products.some((p) => p.product_id === cur)) sel.value = cur;
+  }
+  const percent = byId("drop-kind").value === "percent";
+  setText(byId("drop-value-label"), percent ? "Value (%)" : `Value (${byId("drop-currency").value || "EUR"})`);
+  const coupon = byId("draw-prize-kind").value === "coupon";
+  for (const label of byId("draw-form").querySelectorAll("[data-prize]")) label.hidden = (label.dataset.prize === "coupon") !== coupon;
+}
+
+function renderExtras() {
+  if (!client) return;
+  fillTeamRows();
+  renderTeamBoard();
+  renderExtraForms();
+  const polls = client.pollsList();
+  setText(byId("polls-count"), polls.length ? String(polls.length) : "");
+  syncItems(byId("host-polls"), "poll", polls.slice(0, 8), buildHostPoll, updateHostPoll);
+  const drops = Array.from(client.drops.values()).sort((a, b) => num(b.starts_at) - num(a.starts_at));
+  setText(byId("drops-count"), drops.length ? String(drops.length) : "");
+  syncItems(byId("host-drops"), "drop", drops.slice(0, 8), buildHostDrop, updateHostDrop);
+  const draws = Array.from(client.draws.values()).sort((a, b) => num(b.opened_at) - num(a.opened_at));
+  setText(byId("draws-count"), draws.length ? String(draws.length) : "");
+  syncItems(byId("host-draws"), "draw", draws.slice(0, 8), buildHostDraw, updateHostDraw);
+}
+
+/** Minor units from a form's amount in a currency's major units ("5" EUR -> 500). */
+function minor(value, currency) {
+  return Math.round(parseFloat(value) * 10 ** minorDigits(currency || "EUR"));
+}
+
+function wireExtras() {
+  byId("team-add").addEventListener("click", () => {
+    const rows = byId("team-rows");
+    if (rows.children.length >= 30) return;
+    rows.append(teamRow({}, rows.children.length));
+  });
+  byId("teams-editor").addEventListener("toggle", () => fillTeamRows());
+  byId("teams-form").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const teams = readTeamRows();
+    const res = await act(() => client.setTeams(teams, {
+      allow_switch: byId("teams-allow-switch").checked,
+      switch_cooldown_s: parseInt(byId("teams-cooldown").value, 10) || 0,
+    }), `${teams.length} teams saved`, byId("teams-error"));
+    if (res) {
+      setText(byId("teams-result"), `Saved ${teams.length} teams`);
+      // the rows keep the ids they were saved with (a later save edits the same teams)
+      byId("team-rows").querySelectorAll(".team-row").forEach((r, i) => { if (teams[i]) r.dataset.teamId = teams[i].team_id; });
+    }
+  });
+
+  byId("poll-form").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const options = byId("poll-options-input").value.split("\n").map((o) => o.trim()).filter(Boolean);
+    const res = await act(() => client.openPoll({
+      question: byId("poll-question-input").value.trim(), options,
+      duration_s: parseInt(byId("poll-duration").value, 10),
+    }), "Poll opened", byId("poll-error"));
+    if (res) {
+      setText(byId("poll-result"), `Opened ${res.poll?.poll_id || ""}`);
+      byId("poll-question-input").value = "";
+      byId("poll-options-input").value = "";
+    }
+  });
+
+  byId("drop-kind").addEventListener("change", renderExtraForms);
+  byId("drop-form").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const kind = byId("drop-kind").value;
+    const currency = (byId("drop-currency").value || "EUR").toUpperCase();
+    const opts = {
+      kind, count: parseInt(byId("drop-count").value, 10), currency,
+      value: kind === "percent" ? parseInt(byId("drop-value-input").value, 10) : minor(byId("drop-value-input").value, currency),
+      claim_s: parseInt(byId("drop-claim-s").value, 10),
+      starts_in_s: parseInt(byId("drop-starts-in").value, 10) || 0,
+      valid_s: parseInt(byId("drop-valid-s").value, 10),
+    };
+    const min = byId("drop-min-spend").value.trim();
+    if (min) opts.min_spend = minor(min, currency);
+    if (byId("drop-team").value) opts.team = byId("drop-team").value;
+    if (byId("drop-product").value) opts.products = [byId("drop-product").value];
+    const res = await act(() => client.dropCoupons(opts), "Coupons dropped", byId("drop-error"));
+    if (res) setText(byId("drop-result"), `Dropped ${res.drop?.drop_id || ""}`);
+  });
+
+  byId("draw-prize-kind").addEventListener("change", renderExtraForms);
+  byId("draw-form").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const f = new FormData(ev.target);
+    let prize;
+    if (f.get("prize_kind") === "coupon") {
+      const kind = String(f.get("coupon_kind"));
+      const value = String(f.get("coupon_value"));
+      prize = { coupon: { kind, value: kind === "percent" ? parseInt(value, 10) : minor(value, "EUR") } };
+    } else {
+      if (!f.get("pool")) { showError(byId("draw-error"), { code: "INVALID", message: "pick a stock pool, or a coupon prize" }); return; }
+      prize = { pool: String(f.get("pool")), units: parseInt(String(f.get("units")), 10) || 1 };
+    }
+    const rule = {};
+    const kw = String(f.get("keyword") || "").trim();
+    if (kw) rule.keyword = kw;
+    if (f.get("team")) rule.team = String(f.get("team"));
+    const watched = parseInt(String(f.get("watched_s") || "0"), 10);
+    if (watched > 0) rule.watched_s = watched;
+    if (f.get("bought")) rule.bought = true;
+    const res = await act(() => client.createDraw({
+      title: String(f.get("title")).trim(), winners: parseInt(String(f.get("winners")), 10),
+      entry_s: parseInt(String(f.get("entry_s")), 10), prize, rule,
+      pay_within_s: parseInt(String(f.get("pay_within_s")), 10),
+    }), "Draw started", byId("draw-error"));
+    if (res) setText(byId("draw-result"), `Started ${res.draw?.draw_id || ""}`);
+  });
+}
+
 wire();
+wireExtras();
 const initial = readToken();
 if (initial) signIn(initial); else showSignin();

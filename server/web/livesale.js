@@ -129,14 +129,19 @@ export const EventType = Object.freeze({
 // after this client was written, which are still counted so that no false gap is seen).
 const UNSEQUENCED = new Set(["snapshot", "resumed", "hello", "clock", "pong", "tick", "ok", "error",
   "buy_result", "pay_result", "release_result", "order_confirmed", "payment_started", "payment_refunded",
-  "order_refunded", "deposit_expired"]);
+  "order_refunded", "deposit_expired", "team_joined", "vote_result", "claim_result", "entry_result", "draw_won"]);
 // Names of the client's own events. A server message of the same type is not dispatched under
 // that name (it would mean two different things): raw `clock` replies are clock-sync samples, and a
 // server `error` is dispatched once, as the client's `error` event. Every message is still in `message`.
 const LOCAL_EVENTS = new Set(["state", "change", "message", "clock", "error", "joined"]);
 // Requests that are idempotent by rid on the server: re-sent after a reconnect.
-const IDEMPOTENT = new Set(["buy", "pay", "release", "checkout"]);  // checkout: the same payment per hold
-const REPLY_OF = { buy: "buy_result", pay: "pay_result", release: "release_result", checkout: "payment_started" };
+// The interaction requests answer the same when repeated: join_team (the same team), vote
+// (ALREADY_VOTED with the vote that counted), claim_coupon (the same rid: the same answer),
+// enter_draw (ALREADY_ENTERED).
+const IDEMPOTENT = new Set(["buy", "pay", "release", "checkout",  // checkout: the same payment per hold
+  "join_team", "vote", "claim_coupon", "enter_draw"]);
+const REPLY_OF = { buy: "buy_result", pay: "pay_result", release: "release_result", checkout: "payment_started",
+  join_team: "team_joined", vote: "vote_result", claim_coupon: "claim_result", enter_draw: "entry_result" };
 
 /**
  * A live room connection. Extends EventTarget; every event is a CustomEvent whose `detail` is
@@ -209,6 +214,7 @@ export class LiveSaleClient extends EventTarget {
     this.orders = [];
     /** The order catch-up after each join: {state: idle|running|ok|failed, at?, error?, attempt, recovered}. */
     this.ordersSync = { state: "idle", attempt: 0, recovered: 0 };
+    this._resetPersonalInteraction();
     this._ordersFloor = null;    // server time of the first join: the catch-up's start when no order is held
     this._ordersSeen = null;     // newest settled_at the catch-up saw (orders of other rooms included)
     this._ordersRun = null;      // the catch-up in flight (a Promise)
@@ -252,7 +258,26 @@ export class LiveSaleClient extends EventTarget {
     this.likes = 0;
     this.epoch = null;
     this.seq = null;
-    this.you = null;         // {user, name, role}
+    this.you = null;         // {user, name, role, team?}
+    // interaction (docs/PROTOCOL.md Interaction): the room's objects, live counts merged from ticks
+    this.teams = null;       // {teams: [{team_id, name, colour, badge}], allow_switch, switch_cooldown_s} or null
+    this.leaderboard = [];   // [{team_id, members, present, likes, orders, gmv}], the server's order
+    this.polls = new Map();  // poll_id -> Poll (counts and total from ticks)
+    this.drops = new Map();  // drop_id -> Drop (claimed, redeemed, left from ticks)
+    this.draws = new Map();  // draw_id -> Draw (entrants from ticks; redraws from draw_redrawn)
+  }
+
+  /** Your own interaction state: kept across snapshots and reconnects, cleared when the token's
+   *  user changes (setToken). */
+  _resetPersonalInteraction() {
+    this.myTeam = null;          // your fan team's id in this room (snapshot you.team, team_joined)
+    this.teamSwitchAt = null;    // when a switch is allowed (server ms; null: no switching / unknown)
+    this.myVotes = new Map();    // poll_id -> the option that counted
+    this.myClaims = new Map();   // drop_id -> {code, coupon?, left?, at}: your latest claim answer
+    this.myEntries = new Map();  // draw_id -> {code, entry_id?, message?, at}: your latest entry answer
+    this.wins = new Map();       // draw_id -> draw_won {draw_id, entry_id, prize, hold?, coupon?, pay_by}
+    this.coupons = new Map();    // drop_id -> Coupon: your wallet (claim answers, draw_won, myCoupons())
+    this.couponsSync = { state: "idle" };
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -304,7 +329,9 @@ export class LiveSaleClient extends EventTarget {
 
   /** Replace the token (e.g. after a refresh) and re-join with it. */
   setToken(token) {
+    const before = tokenClaims(this.token || "")?.sub ?? null;
     this.token = token || null;
+    if ((tokenClaims(this.token || "")?.sub ?? null) !== before) this._resetPersonalInteraction();
     if (this.state === "closed" && this.fatal) { this.start(); return; }
     if (this._ws && this._ws.readyState === 1) this._sendJoin();
   }
@@ -655,6 +682,50 @@ export class LiveSaleClient extends EventTarget {
       case "release_result": this._onReleaseResult(msg); break;
       case "order_confirmed": this._onOrderConfirmed(msg); break;
       case "order_refunded": this._onOrderRefunded(msg); break;
+      case "payment_started":
+        // nothing left to pay (a draw's prize at price 0, a coupon of 100%): confirmed without a provider
+        if (msg.status === "confirmed" && msg.hold) {
+          const h = this.holds.get(msg.hold);
+          this.holds.set(msg.hold, { ...(h || { hold: msg.hold }), status: "confirmed", order: msg.order_id || msg.hold });
+        }
+        break;
+      case EventType.TEAMS_SET:
+        this.teams = { teams: msg.teams || [], allow_switch: msg.allow_switch, switch_cooldown_s: msg.switch_cooldown_s };
+        break;
+      case EventType.POLL_OPENED:
+      case EventType.POLL_CLOSED:
+        if (msg.poll?.poll_id) this._upsert(this.polls, "poll_id", msg.poll);
+        break;
+      case EventType.COUPON_DROP:
+      case EventType.COUPON_DROP_ENDED:
+        if (msg.drop?.drop_id) this._upsert(this.drops, "drop_id", msg.drop);
+        break;
+      case EventType.DRAW_OPENED:
+      case EventType.DRAW_RESULT:
+        if (msg.draw?.draw_id) this._upsert(this.draws, "draw_id", msg.draw);
+        break;
+      case EventType.DRAW_REDRAWN:
+        if (msg.draw?.draw_id) {
+          const prev = this.draws.get(msg.draw.draw_id);
+          const rounds = (msg.draw.redraws || prev?.redraws || []).slice();
+          if (!rounds.some((r) => r.round === msg.round)) rounds.push({ round: msg.round, replaced: msg.replaced, added: msg.added });
+          this._upsert(this.draws, "draw_id", { ...msg.draw, redraws: rounds });
+        }
+        break;
+      case "team_joined":
+        if (msg.team) { this.myTeam = msg.team; this.teamSwitchAt = msg.switch_at ?? null; }
+        break;
+      case "vote_result": this._onVoteResult(msg); break;
+      case "claim_result": this._onClaimResult(msg); break;
+      case "entry_result":
+        if (msg.draw && msg.code !== "RATE_LIMITED") {
+          const prev = this.myEntries.get(msg.draw);
+          // ALREADY_ENTERED after an ENTERED keeps the entry id the first answer gave
+          this.myEntries.set(msg.draw, { ...(prev?.entry_id ? { entry_id: prev.entry_id } : {}), code: msg.code,
+            ...(msg.entry_id ? { entry_id: msg.entry_id } : {}), message: msg.message, at: Date.now() });
+        }
+        break;
+      case "draw_won": this._onDrawWon(msg); break;
       case "ok": break;
       case "error": this._onError(msg); break;
       default: break; // unknown types are ignored (forward compatibility)
@@ -690,6 +761,7 @@ export class LiveSaleClient extends EventTarget {
     this.seq = msg.seq ?? null;
     this.you = msg.you || null;
     if (msg.announcement && msg.announcement.text) this.announcements.push({ ...msg.announcement });
+    this._applyInteractionSnapshot(msg);
     this._afterJoin(msg);
   }
 
@@ -739,6 +811,69 @@ export class LiveSaleClient extends EventTarget {
       this.bought.push(...msg.bought);
       if (this.bought.length > 30) this.bought.splice(0, this.bought.length - 30);
     }
+    // interaction live counts (ambient lane): the leaderboard, and counts per poll, drop and draw
+    if (Array.isArray(msg.teams)) this.leaderboard = msg.teams.slice();
+    for (const [field, map] of [["polls", this.polls], ["drops", this.drops], ["draws", this.draws]]) {
+      const counts = msg[field];
+      if (!counts || typeof counts !== "object") continue;
+      for (const [id, c] of Object.entries(counts)) {
+        const cur = map.get(id);
+        if (cur && c && typeof c === "object") map.set(id, { ...cur, ...c });
+      }
+    }
+  }
+
+  _applyInteractionSnapshot(msg) {
+    const you = msg.you || {};
+    if ("team" in you) this.myTeam = you.team ?? null;
+    this.teams = msg.teams && typeof msg.teams === "object" ? msg.teams : null;
+    this.leaderboard = Array.isArray(msg.leaderboard) ? msg.leaderboard.slice() : [];
+    for (const [field, map, key] of [["polls", this.polls, "poll_id"], ["drops", this.drops, "drop_id"],
+      ["draws", this.draws, "draw_id"]]) {
+      for (const o of Array.isArray(msg[field]) ? msg[field] : []) if (o && o[key]) map.set(o[key], { ...o });
+    }
+  }
+
+  _upsert(map, key, obj) {
+    map.set(obj[key], { ...(map.get(obj[key]) || {}), ...obj });
+  }
+
+  _onVoteResult(msg) {
+    const poll = msg.poll;
+    if (!poll) return;
+    if ((msg.code === "VOTED" || msg.code === "ALREADY_VOTED") && typeof msg.option === "number") this.myVotes.set(poll, msg.option);
+    const cur = this.polls.get(poll);
+    if (cur && Array.isArray(msg.counts)) this.polls.set(poll, { ...cur, counts: msg.counts, total: msg.total ?? cur.total });
+    if (cur && msg.code === "CLOSED" && cur.state === "open") this.polls.set(poll, { ...this.polls.get(poll), state: "closed" });
+  }
+
+  _onClaimResult(msg) {
+    const drop = msg.drop;
+    if (!drop || msg.code === "RATE_LIMITED") return;
+    this.myClaims.set(drop, { code: msg.code, coupon: msg.coupon || null, left: msg.left, at: Date.now() });
+    if (msg.coupon && typeof msg.coupon === "object") this._putCoupon(msg.coupon);
+    const cur = this.drops.get(drop);
+    if (cur && typeof msg.left === "number") this.drops.set(drop, { ...cur, left: msg.left });
+  }
+
+  _putCoupon(c) {
+    if (!c?.drop_id) return;
+    this.coupons.set(c.drop_id, { ...(this.coupons.get(c.drop_id) || {}), ...c });
+  }
+
+  /** You won a draw: the prize is a hold at price 0 (pay it before pay_by) or a coupon in your wallet. */
+  _onDrawWon(msg) {
+    if (!msg.draw_id) return;
+    this.wins.set(msg.draw_id, { ...msg });
+    const entry = this.myEntries.get(msg.draw_id);
+    if (msg.entry_id && !entry?.entry_id) this.myEntries.set(msg.draw_id, { ...(entry || {}), code: entry?.code || "ENTERED", entry_id: msg.entry_id });
+    const holdId = typeof msg.hold === "object" && msg.hold ? msg.hold.hold_id ?? msg.hold.hold : msg.hold;
+    if (holdId && !this.holds.has(holdId)) {
+      const h = typeof msg.hold === "object" && msg.hold ? msg.hold : {};
+      this.holds.set(holdId, { hold: holdId, sale: h.sale_id ?? msg.sale_id ?? null, qty: h.qty ?? msg.prize?.units ?? 1,
+        pay_by: msg.pay_by ?? h.pay_by, status: "held", prize: true, draw: msg.draw_id, amount: 0 });
+    }
+    if (msg.coupon && typeof msg.coupon === "object") this._putCoupon(msg.coupon);
   }
 
   _upsertProduct(p) {
@@ -996,7 +1131,7 @@ export class LiveSaleClient extends EventTarget {
     return out;
   }
 
-  /** One HTTP API call with a bearer token: `{status, body}` (the parsed JSON answer), or a
+  /** One HTTP API call with a bearer token (none when `token` is null): `{status, body}` (the parsed JSON answer), or a
    *  LiveSaleError (`HTTP_<status>` with the server's answer in `.reply`, `TIMEOUT`, `NETWORK`). */
   async _apiCall(method, path, token) {
     const ctrl = typeof AbortController === "function" ? new AbortController() : null;
@@ -1005,7 +1140,7 @@ export class LiveSaleClient extends EventTarget {
     try {
       res = await this.fetchImpl(`${this.apiUrl}${path}`, {
         method,
-        headers: { Authorization: `Bearer ${token}`, Accept: "application/json" },
+        headers: { ...(token ? { Authorization: `Bearer ${token}` } : {}), Accept: "application/json" },
         cache: "no-store",
         ...(ctrl ? { signal: ctrl.signal } : {}),
       });
@@ -1138,9 +1273,11 @@ export class LiveSaleClient extends EventTarget {
     return this.request("buy", { sale: saleId, qty, ...(rid ? { rid } : {}) });
   }
 
-  /** Pay a hold (demo payment). Resolves with the pay_result (`.code` CONFIRMED, EXPIRED, ...). */
-  pay(hold) {
-    return this.request("pay", { hold: typeof hold === "object" ? hold.hold : hold });
+  /** Pay a hold (demo payment). Resolves with the pay_result (`.code` CONFIRMED, EXPIRED, ...).
+   *  `{coupon}`: a drop id of a coupon in your wallet; the pay_result then carries `discount`, `total`
+   *  and `coupon`, or a refusal code (COUPON_NOT_APPLICABLE, COUPON_USED, COUPON_EXPIRED, NOT_FOUND). */
+  pay(hold, { coupon } = {}) {
+    return this.request("pay", { hold: typeof hold === "object" ? hold.hold : hold, ...(coupon ? { coupon } : {}) });
   }
 
   /** The server's payment mode (hello.limits.payments): "instant" (pay with pay()) or a provider's
@@ -1153,8 +1290,8 @@ export class LiveSaleClient extends EventTarget {
    *  ({payment_id, amount, currency, redirect_url?, client_secret?}): open redirect_url (or use the
    *  client secret); the hold becomes confirmed when the provider's webhook arrives (order_confirmed).
    *  Rejects with a LiveSaleError (`.code` NO_PROVIDER, EXPIRED, ALREADY_CONFIRMED, ...). */
-  checkout(hold) {
-    return this.request("checkout", { hold: typeof hold === "object" ? hold.hold : hold });
+  checkout(hold, { coupon } = {}) {
+    return this.request("checkout", { hold: typeof hold === "object" ? hold.hold : hold, ...(coupon ? { coupon } : {}) });
   }
 
   /** Give a hold back before its pay-by time. Resolves with the release_result. */
@@ -1174,6 +1311,76 @@ export class LiveSaleClient extends EventTarget {
   /** Add `n` likes (1-50). The aggregated count arrives in ticks. */
   like(n = 1) {
     this._send({ type: "like", n: Math.max(1, Math.min(50, Math.floor(n))) });
+  }
+
+  // interaction (docs/PROTOCOL.md Interaction) ---------------------------------------------------
+
+  /** Join a fan team of this room. Resolves with team_joined ({team, joined_at, switch_at}); rejects
+   *  with a LiveSaleError: NOT_FOUND, TEAM_LOCKED (switching is off), TEAM_COOLDOWN (the message
+   *  says when), RATE_LIMITED. */
+  joinTeam(team) {
+    return this.request("join_team", { team });
+  }
+
+  /** Vote in a poll (`option`: 0-based). Resolves with vote_result: `.code` VOTED, ALREADY_VOTED
+   *  (`.option` is the vote that counted), CLOSED, NOT_FOUND, INVALID, RATE_LIMITED. */
+  vote(poll, option) {
+    return this.request("vote", { poll, option: Math.floor(Number(option)) });
+  }
+
+  /** Claim a coupon of a drop. Resolves with claim_result: `.code` CLAIMED (`.coupon` is yours, now
+   *  in `coupons`), ALREADY_CLAIMED (`.coupon`: the one you hold), ALL_CLAIMED, NOT_STARTED, ENDED,
+   *  TEAM_ONLY, NOT_FOUND, RATE_LIMITED; `.left`: how many are left. */
+  claimCoupon(drop, { rid } = {}) {
+    return this.request("claim_coupon", { drop, ...(rid ? { rid } : {}) });
+  }
+
+  /** Enter a lucky draw. Resolves with entry_result: `.code` ENTERED (`.entry_id`: your masked id in
+   *  the published entrant list), ALREADY_ENTERED, NOT_ELIGIBLE (`.message` says which rule),
+   *  ENDED, NOT_FOUND, RATE_LIMITED. */
+  enterDraw(draw) {
+    return this.request("enter_draw", { draw });
+  }
+
+  /** Your wallet (`GET /api/me/coupons`): `[Coupon]`, newest first; `coupons` is replaced by it
+   *  (then `change`). Same errors as myOrders(). */
+  async myCoupons() {
+    if (!this.fetchImpl || !this.apiUrl) throw new LiveSaleError("UNAVAILABLE", "no fetch() or HTTP API URL");
+    const token = this.token;
+    if (!token) throw new LiveSaleError("UNAUTHORIZED", "myCoupons() needs a token");
+    this.couponsSync = { ...this.couponsSync, state: "running" };
+    let body;
+    try {
+      ({ body } = await this._apiCall("GET", "/api/me/coupons", token));
+    } catch (err) {
+      this.couponsSync = { state: "failed", at: Date.now(), error: String(err?.message || err) };
+      throw err;
+    }
+    if (token !== this.token) throw new LiveSaleError("STALE", "the token changed while the coupons were read");
+    const list = (Array.isArray(body?.coupons) ? body.coupons : []).filter((c) => c && c.drop_id);
+    this.coupons = new Map(list.map((c) => [c.drop_id, { ...c }]));
+    this.couponsSync = { state: "ok", at: Date.now() };
+    this._changed("my_coupons");
+    return list;
+  }
+
+  /** A poll as the server has it (`GET /api/polls/{poll}`, also after it closed and Redis forgot it),
+   *  with `you` (your option or null) when the client has a token; your vote goes into `myVotes`. */
+  async pollResult(poll) {
+    const token = this.token;
+    const { body } = await this._apiCall("GET", `/api/polls/${encodeURIComponent(poll)}`, token);
+    if (body && typeof body.you === "number" && token === this.token) {
+      this.myVotes.set(poll, body.you);
+      this._changed("poll_result");
+    }
+    return body;
+  }
+
+  /** A draw's published entrant list (`GET /api/draws/{draw}/entrants`): `{draw_id, commitment,
+   *  list_hash, seed, k, entrants, winner_ids, redraws}`; check it with verifyDraw(). */
+  async drawEntrants(draw) {
+    const { body } = await this._apiCall("GET", `/api/draws/${encodeURIComponent(draw)}/entrants`, null);
+    return body;
   }
 
   // host actions (host token) ---------------------------------------------------------------------
@@ -1211,6 +1418,44 @@ export class LiveSaleClient extends EventTarget {
   }
 
   endSale(saleId) { return this.request("end_sale", { sale: saleId }); }
+
+  /** The room's fan teams: `teams` [{team_id, name, colour, badge}], `{allowSwitch, switchCooldownS}`
+   *  (or allow_switch, switch_cooldown_s). Resolves with `ok {teams}`. */
+  setTeams(teams, opts = {}) {
+    const f = { teams };
+    const allow = opts.allow_switch ?? opts.allowSwitch;
+    const cooldown = opts.switch_cooldown_s ?? opts.switchCooldownS;
+    if (allow !== undefined) f.allow_switch = !!allow;
+    if (cooldown !== undefined && cooldown !== null && cooldown !== "") f.switch_cooldown_s = Number(cooldown);
+    return this.request("set_teams", f);
+  }
+
+  /** Open a poll: {question, options, duration_s?, poll_id?}. Resolves with `ok {poll}`. */
+  openPoll(opts) {
+    return this.request("open_poll", _fields(opts, { question: [], options: [], duration_s: ["durationS"], poll_id: ["pollId"] }));
+  }
+
+  closePoll(poll) { return this.request("close_poll", { poll }); }
+
+  /** Drop coupons: {count, kind ("amount" | "percent"), value, currency?, min_spend?, sales?, products?,
+   *  team?, starts_in_s?, claim_s?, valid_s?, drop_id?} (camelCase works too). Resolves with `ok {drop}`. */
+  dropCoupons(opts) {
+    return this.request("drop_coupons", _fields(opts, {
+      count: [], kind: [], value: [], currency: [], min_spend: ["minSpend"], sales: [], products: [], team: [],
+      starts_in_s: ["startsInS"], claim_s: ["claimS"], valid_s: ["validS"], drop_id: ["dropId"],
+    }));
+  }
+
+  endDrop(drop) { return this.request("end_drop", { drop }); }
+
+  /** Create a lucky draw: {title, winners, entry_s, prize: {pool, units?} | {coupon: {kind, value, ...}},
+   *  rule?: {keyword?, team?, watched_s?, bought?}, pay_within_s?, draw_id?}. Resolves with `ok {draw}`
+   *  (`POOL_SHORT` when the pool lacks winners x units). */
+  createDraw(opts) {
+    return this.request("create_draw", _fields(opts, {
+      title: [], winners: [], entry_s: ["entryS"], prize: [], rule: [], pay_within_s: ["payWithinS"], draw_id: ["drawId"],
+    }));
+  }
   announce(text) { return this.request("announce", { text }); }
   hideComment(commentId) { return this.request("hide_comment", { comment: commentId }); }
   mute(user) { return this.request("mute", { user }); }
@@ -1252,6 +1497,193 @@ export class LiveSaleClient extends EventTarget {
   holdsOf(saleId) {
     return Array.from(this.holds.values()).filter((h) => h.sale === saleId).reverse();
   }
+
+  /** A team's definition ({team_id, name, colour, badge}) by id, or null. */
+  teamOf(teamId) {
+    return (this.teams?.teams || []).find((t) => t.team_id === teamId) || null;
+  }
+
+  /** The polls: open ones first (newest first), then closed ones (newest first). */
+  pollsList() {
+    const at = (p) => p.closed_at ?? p.ends_at ?? p.opened_at ?? 0;
+    return Array.from(this.polls.values()).sort((a, b) => ((a.state === "open" ? 0 : 1) - (b.state === "open" ? 0 : 1))
+      || at(b) - at(a));
+  }
+
+  /** A poll's phase now: open | closed (its ends_at passed: closed, even before poll_closed arrives). */
+  pollPhase(poll, now = this.serverNow()) {
+    if (!poll) return null;
+    if (poll.state !== "open") return "closed";
+    return poll.ends_at && now >= poll.ends_at ? "closed" : "open";
+  }
+
+  /** A drop's phase now: scheduled | open | claimed_out | ended. */
+  dropPhase(drop, now = this.serverNow()) {
+    if (!drop) return null;
+    if (drop.state === "ended") return "ended";
+    if (drop.state === "claimed_out" || (typeof drop.left === "number" && drop.left <= 0)) return "claimed_out";
+    if (drop.claim_until && now >= drop.claim_until) return "ended";
+    if (drop.starts_at && now < drop.starts_at) return "scheduled";
+    return "open";
+  }
+
+  /** A draw's phase now: open (entries taken) | closing (entries closed, the result is coming) | drawn. */
+  drawPhase(draw, now = this.serverNow()) {
+    if (!draw) return null;
+    if (draw.state === "drawn" || Array.isArray(draw.winner_ids)) return "drawn";
+    return draw.entry_until && now >= draw.entry_until ? "closing" : "open";
+  }
+
+  /**
+   * What a coupon of your wallet would take off a hold (the server decides; this says what to offer):
+   * `{ok, reason?, discount, listTotal, total, currency}`. `reason`: USED, EXPIRED, NOT_APPLICABLE
+   * (another sale or product, another currency, or a list total under `min_spend`).
+   */
+  couponQuote(coupon, hold, now = this.serverNow()) {
+    const h = typeof hold === "string" ? this.holds.get(hold) : hold;
+    const sale = h ? this.sales.get(h.sale) : null;
+    const qty = h?.qty || 1;
+    const listTotal = sale ? (sale.unit_price ?? 0) * qty : (h?.amount ?? 0);
+    const currency = sale?.currency || coupon?.currency || "EUR";
+    const out = { ok: false, discount: 0, listTotal, total: listTotal, currency };
+    if (!coupon || !h) return { ...out, reason: "NOT_FOUND" };
+    if (coupon.state === "redeemed" || coupon.state === "applying") return { ...out, reason: "USED" };
+    if (coupon.state === "expired" || (coupon.expires_at && now >= coupon.expires_at)) return { ...out, reason: "EXPIRED" };
+    if (!sale || h.prize || listTotal <= 0) return { ...out, reason: "NOT_APPLICABLE" };
+    const sales = coupon.sales || [];
+    const products = coupon.products || [];
+    if ((sales.length || products.length) && !sales.includes(sale.sale_id) && !products.includes(sale.product_id)) {
+      return { ...out, reason: "NOT_APPLICABLE" };
+    }
+    const room = coupon.room_id ?? this.drops.get(coupon.drop_id)?.room_id;
+    if (!sales.length && !products.length && room && room !== this.roomId) return { ...out, reason: "NOT_APPLICABLE" };
+    if (coupon.kind === "amount" && coupon.currency && coupon.currency !== currency) return { ...out, reason: "NOT_APPLICABLE" };
+    if (listTotal < (coupon.min_spend || 0)) return { ...out, reason: "NOT_APPLICABLE", minSpend: coupon.min_spend };
+    const discount = coupon.kind === "percent" ? Math.floor((listTotal * coupon.value) / 100) : Math.min(coupon.value, listTotal);
+    return { ok: true, discount, listTotal, total: listTotal - discount, currency };
+  }
+
+  /** The wallet's coupons that apply to a hold, the largest discount first: [{coupon, quote}]. */
+  couponsFor(hold, now = this.serverNow()) {
+    const out = [];
+    for (const c of this.coupons.values()) {
+      const quote = this.couponQuote(c, hold, now);
+      if (quote.ok) out.push({ coupon: c, quote });
+    }
+    return out.sort((a, b) => b.quote.discount - a.quote.discount || String(a.coupon.drop_id).localeCompare(String(b.coupon.drop_id)));
+  }
+}
+
+/** The wire fields of a host request from wire names or camelCase aliases; empty values left out. */
+function _fields(opts, spec) {
+  const f = {};
+  for (const [wire, aliases] of Object.entries(spec)) {
+    for (const n of [wire, ...aliases]) {
+      const v = opts?.[n];
+      if (v !== undefined && v !== null && v !== "") { f[wire] = v; break; }
+    }
+  }
+  return f;
+}
+
+// ---------------------------------------------------------------------------------------------
+// lucky draws: the check anyone can run (docs/DRAWS.md)
+
+function _hex(bytes) {
+  return Array.from(new Uint8Array(bytes), (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+function _fromHex(hex) {
+  const s = String(hex || "");
+  if (!/^(?:[0-9a-fA-F]{2})*$/.test(s)) throw new LiveSaleError("INVALID", "not a hex string");
+  const out = new Uint8Array(s.length / 2);
+  for (let i = 0; i < out.length; i++) out[i] = parseInt(s.slice(i * 2, i * 2 + 2), 16);
+  return out;
+}
+
+function _concat(...parts) {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) { out.set(p, at); at += p.length; }
+  return out;
+}
+
+async function _sha256(bytes) {
+  const subtle = globalThis.crypto?.subtle;
+  if (!subtle) throw new LiveSaleError("UNAVAILABLE", "no WebCrypto (crypto.subtle needs a secure context: https or localhost)");
+  return new Uint8Array(await subtle.digest("SHA-256", bytes));
+}
+
+/** Code-point order (Python's sorted() on str), not JavaScript's UTF-16 default. */
+function _byCodePoint(a, b) {
+  const x = Array.from(a);
+  const y = Array.from(b);
+  for (let i = 0; i < Math.min(x.length, y.length); i++) {
+    const d = x[i].codePointAt(0) - y[i].codePointAt(0);
+    if (d) return d;
+  }
+  return x.length - y.length;
+}
+
+/**
+ * Recompute a lucky draw from its published data (`GET /api/draws/{draw}/entrants`, or
+ * client.drawEntrants()) with WebCrypto, as docs/DRAWS.md describes:
+ * commitment = SHA-256(seed); list_hash = SHA-256(the sorted entry ids joined by "\n");
+ * rank(e) = SHA-256(seed || list_hash || utf8(e)); the winners are the first k by (rank, e); each
+ * redraw round replaces its unpaid winners by the next entrants in that order who have not won yet.
+ * Resolves with `{ok, checks: [{name, ok, detail}], ranking: [{entry_id, rank}], winners, rounds}`.
+ */
+export async function verifyDraw(data) {
+  const enc = new TextEncoder();
+  const checks = [];
+  const check = (name, ok, detail = "") => { checks.push({ name, ok: !!ok, detail }); return !!ok; };
+  if (!data || typeof data !== "object") throw new LiveSaleError("INVALID", "no draw data");
+  if (!data.seed) {
+    check("seed", false, "the seed is published when entries close: the draw has not been drawn yet");
+    return { ok: false, checks, ranking: [], winners: [], rounds: [] };
+  }
+  const seed = _fromHex(data.seed);
+  const commitment = _hex(await _sha256(seed));
+  check("commitment", commitment === String(data.commitment || "").toLowerCase(),
+    `SHA-256(seed) = ${commitment}; published before the entries: ${data.commitment}`);
+  const entrants = (Array.isArray(data.entrants) ? data.entrants : []).map(String);
+  const sorted = entrants.slice().sort(_byCodePoint);
+  check("sorted", sorted.every((e, i) => e === entrants[i]) && new Set(sorted).size === sorted.length,
+    `${entrants.length} entry ids, published sorted and distinct`);
+  const listHash = _hex(await _sha256(enc.encode(sorted.join("\n"))));
+  check("list_hash", listHash === String(data.list_hash || "").toLowerCase(),
+    `SHA-256(entry ids joined by "\\n") = ${listHash}; published: ${data.list_hash}`);
+  const prefix = _concat(seed, _fromHex(listHash));
+  const ranking = [];
+  for (const e of sorted) ranking.push({ entry_id: e, rank: _hex(await _sha256(_concat(prefix, enc.encode(e)))) });
+  ranking.sort((a, b) => (a.rank < b.rank ? -1 : a.rank > b.rank ? 1 : _byCodePoint(a.entry_id, b.entry_id)));
+  const k = Math.max(0, Math.floor(Number(data.k ?? data.winners ?? 0)));
+  const first = ranking.slice(0, k).map((r) => r.entry_id);
+  // redraws: each round's replaced winners give way to the next entrants in the ranking who never won
+  const won = new Set(first);
+  const current = new Set(first);
+  const rounds = [];
+  let roundsOk = true;
+  for (const r of (Array.isArray(data.redraws) ? data.redraws : []).slice().sort((a, b) => a.round - b.round)) {
+    const replaced = (r.replaced || []).map(String);
+    const expect = [];
+    for (const x of ranking) {
+      if (expect.length >= replaced.length) break;
+      if (!won.has(x.entry_id)) expect.push(x.entry_id);
+    }
+    const added = (r.added || []).map(String);
+    const ok = replaced.every((x) => current.has(x)) && expect.length === added.length && expect.every((x, i) => x === added[i]);
+    roundsOk = roundsOk && ok;
+    rounds.push({ round: r.round, replaced, added, expected: expect, ok });
+    for (const x of replaced) current.delete(x);
+    for (const x of added) { current.add(x); won.add(x); }
+  }
+  const published = (Array.isArray(data.winner_ids) ? data.winner_ids : []).map(String);
+  const same = (a, b) => a.length === b.length && a.every((x) => b.includes(x));
+  check("winners", same(published, first) || same(published, Array.from(current)),
+    `the first ${k} by rank: ${first.join(", ") || "none"}; published: ${published.join(", ") || "none"}`);
+  if (rounds.length) check("redraws", roundsOk, `${rounds.length} redraw round${rounds.length === 1 ? "" : "s"}, each with the next entrants who had not won`);
+  return { ok: checks.every((c) => c.ok), checks, ranking, winners: first, current: Array.from(current), rounds, commitment, list_hash: listHash };
 }
 
 /** Create a client and start it. Returns the client (an EventTarget); `await client.start()` waits for the join. */

@@ -1,5 +1,6 @@
 // The viewer page (/rooms/<room_id>): player, pinned product, flash sale countdown + buy (with the variant
-// and quantity pickers), the show's bag (every product and deal), chat, likes.
+// and quantity pickers), the show's bag (every product and deal), chat, likes, and the live extras: fan
+// teams, polls, coupon drops (a wallet, and a coupon picker when paying) and lucky draws.
 import { LiveSaleClient, formatMoney, tokenClaims } from "/static/livesale.js";
 
 const $ = (sel, root = document) => root.querySelector(sel);
@@ -188,6 +189,7 @@ function useIdentity(id) {
   if (client) {
     client.setToken(id ? id.token : null);
     restoreHolds();
+    if (other) resetExtras();  // client.setToken cleared the previous viewer's votes, claims and wins
   }
   render();
 }
@@ -336,7 +338,21 @@ async function main() {
     "order_confirmed", "order_refunded", "hold_expired"]) {
     client.addEventListener(type, () => refreshMyOrdersSoon());
   }
-  client.addEventListener("joined", () => { joinedOnce = true; roomWait = null; loadSaved(); render(); });
+  client.addEventListener("joined", () => { joinedOnce = true; roomWait = null; loadSaved(); afterJoinExtras(); render(); });
+  loadExtras();
+  client.addEventListener("entry_result", saveExtras);
+  client.addEventListener("team_joined", saveExtras);
+  client.addEventListener("draw_won", (e) => {
+    const w = e.detail;
+    saveExtras();
+    saveHolds();
+    const draw = client.draws.get(w.draw_id);
+    toast(`You won ${draw ? `“${draw.title}”` : "the lucky draw"}!${prizeHold(w) ? " Claim your prize on the draw's card." : " The coupon is in your wallet."}`, "ok");
+    if (w.coupon) refreshCouponsSoon(300);
+  });
+  // the wallet changes with my payments (a coupon is redeemed, or goes back when a payment fails)
+  client.addEventListener("order_confirmed", () => refreshCouponsSoon(300));
+  client.addEventListener("pay_result", (e) => { if (e.detail.coupon || e.detail.code?.startsWith("COUPON_")) refreshCouponsSoon(100); });
   client.addEventListener("hold_expired", (e) => {
     // pay_by passed before a payment: the reservation is gone, say so (also while offline)
     const h = e.detail;
@@ -413,6 +429,7 @@ async function onClientError(e) {
     return;
   }
   if (request === "join" && code === "NOT_FOUND") { render(); return; } // banner + waitForRoom
+  if (request === "join_team") return;  // shown on the team picker (onTeamTap)
   const text = {
     MUTED: "You have been muted in this room.",
     RATE_LIMITED: request === "comment" ? "Slow down: one comment per second." : "Too fast: try again in a moment.",
@@ -476,6 +493,12 @@ function wireUi() {
     const id = byId("new-deal-notice").dataset.saleId;
     if (id) dismissedDeals.add(id);
     if (id) for (const s of client.variantsOf(id)) dismissedDeals.add(s.sale_id);  // a sale of variants: all of it
+    render();
+  });
+  byId("extras").addEventListener("click", onExtrasClick);
+  byId("coupon-select").addEventListener("change", (ev) => {
+    const hold = ev.target.dataset.hold;
+    if (hold) couponChoice.set(hold, ev.target.value);
     render();
   });
   byId("bag-button").addEventListener("click", () => setBagOpen(!bagOpen));
@@ -632,13 +655,17 @@ async function payHold(hold) {
     return;
   }
   if (!hold || paying.has(hold.hold)) return;
-  if (client.paymentMode !== "instant") return payWithProvider(hold);
+  // with a provider: checkout (a prize at price 0 is confirmed at once, without the provider's page)
+  if (client.paymentMode !== "instant") return payWithProvider(hold, !!hold.prize);
+  const coupon = chosenCoupon(hold)?.coupon.drop_id;  // a coupon of the wallet (the card's picker)
   paying.add(hold.hold);
   render();
   try {
-    const res = await client.pay(hold.hold);
+    const res = await client.pay(hold.hold, { coupon });
     if (res.code === "EXPIRED") notes.set(hold.sale, { code: "EXPIRED", at: Date.now() }); // + hold_expired's toast
+    else if (COUPON_REFUSAL[res.code]) { toast(COUPON_REFUSAL[res.code], "error"); refreshCouponsSoon(0); }
     else if (res.code !== "CONFIRMED" && res.code !== "ALREADY_CONFIRMED") toast(`Payment failed (${res.code})`, "error");
+    else if (res.discount) toast(`Paid ${formatMoney(res.total, client.sales.get(hold.sale)?.currency || "EUR")} with your coupon (−${formatMoney(res.discount, client.sales.get(hold.sale)?.currency || "EUR")})`, "ok");
   } catch (err) {
     toast(`Payment failed: ${err.message}`, "error");
   } finally {
@@ -652,12 +679,18 @@ async function payHold(hold) {
 // hosted pay page in a new window (opened during the tap, so popup blockers let it through). The
 // hold becomes paid when the provider's webhook reaches the server: order_confirmed. Tapping Pay
 // again opens the same payment (the server returns it again while it is not paid or canceled).
-async function payWithProvider(hold) {
-  const win = window.open("", "_blank");
+async function payWithProvider(hold, free = false) {
+  const coupon = chosenCoupon(hold)?.coupon.drop_id;  // a coupon of the wallet: the provider asks for the total
+  const win = free ? null : window.open("", "_blank");
   paying.add(hold.hold);
   render();
   try {
-    const res = await client.checkout(hold.hold);
+    const res = await client.checkout(hold.hold, { coupon });
+    if (!res.redirect_url && res.amount === 0) {  // nothing to pay (a prize, a 100% coupon): confirmed at once
+      if (win) win.close();
+      toast(hold.prize ? "Prize claimed: it is yours." : "Paid in full with your coupon: confirmed.", "ok");
+      return;
+    }
     if (!res.redirect_url) throw new Error("the payment provider gave no page to pay on");
     if (win) win.location.href = res.redirect_url;
     else window.location.assign(res.redirect_url);  // no popup: pay here, the order catch-up finds it on return
@@ -665,6 +698,7 @@ async function payWithProvider(hold) {
   } catch (err) {
     if (win) win.close();
     if (err.code === "EXPIRED") notes.set(hold.sale, { code: "EXPIRED", at: Date.now() });
+    else if (COUPON_REFUSAL[err.code]) { toast(COUPON_REFUSAL[err.code], "error"); refreshCouponsSoon(0); }
     else if (err.code !== "ALREADY_CONFIRMED") toast(`Payment failed: ${err.message}`, "error");
   } finally {
     paying.delete(hold.hold);
@@ -956,6 +990,10 @@ function scheduleBoundary() {
     for (const t of [s.starts_at, s.ends_at]) if (t > now && t < next) next = t;
   }
   for (const h of client.holds.values()) if (h.status === "held" && h.pay_by > now && h.pay_by < next) next = h.pay_by;
+  // the extras' phases: a poll's end, a drop's open and close, a draw's entry deadline
+  for (const t of [...Array.from(client.polls.values(), (p) => p.ends_at),
+    ...Array.from(client.drops.values(), (d) => (d.starts_at > now ? d.starts_at : d.claim_until)),
+    ...Array.from(client.draws.values(), (w) => w.entry_until)]) if (t > now && t < next) next = t;
   if (next === Infinity || next - now > 60000 || next === boundaryAt) return;
   clearTimeout(boundaryTimer);
   boundaryAt = next;
@@ -987,6 +1025,7 @@ function render() {
   renderMyOrders();
   renderComments();
   renderTicker();
+  renderExtras();
 
   const ann = byId("announcement");
   const last = client.announcements.at(-1);
@@ -1220,9 +1259,10 @@ function renderBuy(bs, sale, product) {
   let statusText = "";
   let statusState = bs.state;
   const currency = sale?.currency || product?.currency || "EUR";
+  const chosen = renderCouponPicker(bs);
   if (bs.state === "reserved") {
     const h = bs.hold;
-    const total = formatMoney((sale?.unit_price ?? 0) * (h.qty || 1), currency);
+    const total = formatMoney(chosen ? chosen.quote.total : (sale?.unit_price ?? 0) * (h.qty || 1), currency);
     const busy = paying.has(h.hold);
     setText(pay, busy ? "Paying…" : `Pay ${total}`);
     pay.disabled = busy && !offline;
@@ -1243,7 +1283,9 @@ function renderBuy(bs, sale, product) {
   } else if (bs.state === "confirmed" || (bs.bought > 0 && sale)) {
     const settled = client.holdsOf(sale.sale_id).find((h) => h.status === "confirmed" && h.settled);
     const order = client.holdsOf(sale.sale_id).find((h) => h.status === "confirmed");
-    statusText = `Order confirmed ✓ ${shortId(order?.order || order?.hold)}${settled ? "" : ""}`;
+    const o = client.orders.find((x) => x.order_id === (order?.order || order?.hold));
+    const saved = o?.discount ? ` · coupon −${formatMoney(o.discount, o.currency || currency)}, paid ${formatMoney(o.total, o.currency || currency)}` : "";
+    statusText = `Order confirmed ✓ ${shortId(order?.order || order?.hold)}${settled ? "" : ""}${saved}`;
     statusState = "confirmed";
   } else if (bs.state === "sold-out") {
     statusText = notes.get(sale?.sale_id)?.code === "SOLD_OUT" ? "So close! Someone was faster: sold out." : "All units are taken.";
@@ -1673,6 +1715,7 @@ function setOrdersOpen(open) {
   myPollTimer = null;
   if (open) {
     refreshMyOrders();
+    refreshCouponsSoon(0);
     myPollTimer = setInterval(() => refreshMyOrdersSoon(0), MY_POLL_MS);
   } else {
     clearTimeout(myRefreshTimer);
@@ -1710,7 +1753,7 @@ function myOrdersModel() {
     const status = cur && (MY_HOLD_RANK[cur.status] ?? 0) > (MY_HOLD_RANK[local] ?? 0) ? cur.status : local;
     holds.set(h.hold, {
       ...(cur || {}), hold_id: h.hold, sale_id: h.sale ?? cur?.sale_id, qty, status, pay_by: h.pay_by ?? cur?.pay_by,
-      amount: cur?.amount ?? (sale ? sale.unit_price * qty : null), currency: cur?.currency ?? sale?.currency ?? "EUR",
+      amount: cur?.amount ?? h.amount ?? (sale ? sale.unit_price * qty : null), currency: cur?.currency ?? sale?.currency ?? "EUR",
       created_at: cur?.created_at ?? mySeenAt(h.hold),
     });
   }
@@ -1878,7 +1921,10 @@ function updateMyHoldRow(row, h, now, offline) {
   show(row.actions, reserved);
   if (reserved) {
     const busy = paying.has(h.hold_id);
-    setText(row.pay, busy ? "Paying…" : `Pay ${amount}`.trim());
+    const chosen = chosenCoupon(client.holds.get(h.hold_id) || { hold: h.hold_id, sale: h.sale_id, qty: h.qty });
+    const pay = chosen ? formatMoney(chosen.quote.total, chosen.quote.currency) : amount;
+    if (chosen) setText(row.when, `${when} · coupon −${formatMoney(chosen.quote.discount, chosen.quote.currency)}`);
+    setText(row.pay, busy ? "Paying…" : `Pay ${pay}`.trim());
     row.pay.disabled = busy && !offline;
     setAttr(row.pay, "aria-disabled", offline ? "true" : null);
     row.release.disabled = offline || busy;
@@ -1894,7 +1940,7 @@ function updateMyOrderRow(row, o) {
   setText(row.badge, MY_LABEL[o.status] || o.status);
   setText(row.amount, formatMoney(o.total ?? (o.unit_price ?? 0) * (o.qty || 1), o.currency || "EUR"));
   setText(row.qty, `${o.qty || 1} ×`);
-  setText(row.ref, `${shortId(o.order_id)}${myPlace(o)}`);
+  setText(row.ref, `${shortId(o.order_id)}${myPlace(o)}${o.discount ? ` · coupon −${formatMoney(o.discount, o.currency || "EUR")}` : ""}`);
   setText(row.when, o.status === "refunded"
     ? (o.refunded_at ? `money back ${myWhen(o.refunded_at)}` : "money back")
     : (o.settled_at ? myWhen(o.settled_at) : "confirmed"));
@@ -1982,7 +2028,8 @@ function renderMyOrders() {
   show(byId("my-holds-heading"), holdKeys.length > 0);
   show(byId("my-orders-heading"), orderKeys.length > 0);
   const loaded = !!m.reply || !!myData.error;
-  show(byId("my-orders-empty"), !!identity && loaded && !holdKeys.length && !orderKeys.length);
+  const coupons = renderWallet(m.now);
+  show(byId("my-orders-empty"), !!identity && loaded && !holdKeys.length && !orderKeys.length && !coupons);
   renderMyTotals(m.totals);
 }
 
@@ -2024,6 +2071,19 @@ function renderComments() {
     const text = document.createElement("span");
     text.className = "comment-text";
     text.textContent = c.text;
+    const team = c.team ? client.teamOf(c.team) : null;
+    if (team) {  // a fan team member: the team's badge before the name
+      const badge = document.createElement("span");
+      badge.className = "comment-badge";
+      badge.dataset.testid = "comment-badge";
+      badge.dataset.team = team.team_id;
+      badge.textContent = team.badge;
+      badge.title = `Team ${team.name}`;
+      badge.setAttribute("aria-label", `team ${team.name}`);
+      badge.style.setProperty("--team", team.colour);
+      li.dataset.team = team.team_id;
+      li.append(badge);
+    }
     li.append(name, text);
     list.appendChild(li);
     commentEls.set(c.id, li);
@@ -2052,6 +2112,784 @@ function renderTicker() {
     box.appendChild(el);
     tickerEls.set(k, el);
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Live extras (docs/CLIENT.md, "Fan teams, polls, coupon drops and lucky draws"): the fan teams (the
+// picker is also the live leaderboard), one card per poll, coupon drop and lucky draw, the wallet in
+// "My orders" and the coupon picker next to Pay. State comes from livesale.js (client.teams,
+// leaderboard, polls, drops, draws, myTeam, myVotes, myClaims, myEntries, wins, coupons), counts from
+// the ticks; every countdown runs on the server clock (client.serverNow()).
+
+const POLL_SHOWN_MS = 3 * 60000;   // a closed poll's result stays on its card this long
+const DROP_SHOWN_MS = 60000;       // an ended drop's card stays this long
+const DRAW_SHOWN_MS = 10 * 60000;  // a drawn draw's result stays this long (longer while I won a prize to pay)
+const EXTRAS_KEY = () => `livesale.extras.${roomId}.${identity?.user || "anon"}`;
+const extraEls = new Map();        // "poll:<id>" | "drop:<id>" | "draw:<id>" -> card elements
+const dismissed = new Set();       // card keys the viewer closed
+const voting = new Set();          // poll ids with a vote in flight
+const claiming = new Set();        // drop ids with a claim in flight
+const entering = new Set();        // draw ids with an entry in flight
+const couponChoice = new Map();    // hold id -> drop id of the coupon to pay with ("" : none)
+const teamEls = new Map();         // team id -> its picker button's parts
+let teamKey = "";
+let teamBusy = false;
+let teamNote = null;               // {code, text, kind, until?, shownUntil}: the last refusal (cooldown, locked)
+const TEAM_NOTE_MS = 6000;         // how long a refusal other than a cooldown stays on the team bar
+let extrasOrder = "";
+let pollsAsked = new Set();        // open polls whose `you` was read (GET /api/polls/{poll}) this session
+let couponsTimer = null;
+
+const CLAIM_TEXT = {
+  CLAIMED: "Yours! It is in your wallet: pick it when you pay.",
+  ALREADY_CLAIMED: "You have this coupon already: it is in your wallet.",
+  ALL_CLAIMED: "So close! Every coupon of this drop was claimed.",
+  NOT_STARTED: "Not open yet: claim when the countdown ends.",
+  ENDED: "Too late: this drop has ended.",
+  TEAM_ONLY: "This drop is for another team's fans.",
+  NOT_FOUND: "This drop is no longer available.",
+  RATE_LIMITED: "Too fast: try again in a moment.",
+};
+const ENTRY_TEXT = {
+  ENTERED: "You're in! Stay in the live until the draw.",
+  ALREADY_ENTERED: "You're in already. Stay in the live until the draw.",
+  NOT_ELIGIBLE: "Not eligible yet.",
+  ENDED: "Entries have closed.",
+  NOT_FOUND: "This draw is no longer available.",
+  RATE_LIMITED: "Too fast: try again in a moment.",
+};
+const COUPON_REFUSAL = {
+  COUPON_NOT_APPLICABLE: "This coupon does not apply to this purchase.",
+  COUPON_USED: "This coupon was used for another payment: pay without it or pick another one.",
+  COUPON_EXPIRED: "This coupon has expired.",
+};
+
+/** A coupon's (or a drop's) value in words: "€5.00 off", "20% off". */
+function couponValue(c) {
+  if (!c) return "";
+  return c.kind === "percent" ? `${c.value}% off` : `${formatMoney(c.value, c.currency || "EUR")} off`;
+}
+
+/** A coupon's (or a drop's) conditions: minimum spend, the products or sales it applies to. */
+function couponTerms(c) {
+  const parts = [];
+  if (c.min_spend) parts.push(`orders from ${formatMoney(c.min_spend, c.currency || "EUR")}`);
+  const products = (c.products || []).map((id) => client.products.find((p) => p.product_id === id)?.title || id);
+  const sales = (c.sales || []).map((id) => { const s = client.sales.get(id); return s ? saleTitle(s) : id; });
+  const on = [...products, ...sales];
+  parts.push(on.length ? `on ${on.join(", ")}` : "on every deal of this live");
+  return parts.join(" · ");
+}
+
+function teamLabel(teamId) {
+  const t = client?.teamOf(teamId);
+  return t ? `${t.badge} ${t.name}` : teamId;
+}
+
+function loadExtras() {
+  if (!client || !identity) return;
+  let saved = null;
+  try { saved = JSON.parse(localStorage.getItem(EXTRAS_KEY()) || "null"); } catch { saved = null; }
+  for (const [id, e] of Object.entries(saved?.entries || {})) if (!client.myEntries.has(id)) client.myEntries.set(id, e);
+  for (const [id, w] of Object.entries(saved?.wins || {})) if (!client.wins.has(id)) client.wins.set(id, w);
+  if (saved?.team && !client.myTeam) client.myTeam = saved.team;
+}
+
+function saveExtras() {
+  if (!client || !identity) return;
+  const keep = (m) => Object.fromEntries(Array.from(m.entries()).slice(-30));
+  try {
+    localStorage.setItem(EXTRAS_KEY(), JSON.stringify({ entries: keep(client.myEntries), wins: keep(client.wins),
+      team: client.myTeam }));
+  } catch { /* storage full or disabled */ }
+}
+
+/** Read my wallet (GET /api/me/coupons) soon, coalesced. */
+function refreshCouponsSoon(delay = 200) {
+  if (!client || !identity) return;
+  clearTimeout(couponsTimer);
+  couponsTimer = setTimeout(async () => {
+    try { await client.myCoupons(); } catch { /* kept; read again on the next occasion */ }
+    render();
+  }, delay);
+}
+
+/** After a join: my wallet, and which open polls I voted in before (a reload). */
+function afterJoinExtras() {
+  if (!identity) return;
+  refreshCouponsSoon(0);
+  for (const p of client.polls.values()) {
+    if (client.pollPhase(p) !== "open" || client.myVotes.has(p.poll_id) || pollsAsked.has(p.poll_id)) continue;
+    pollsAsked.add(p.poll_id);
+    client.pollResult(p.poll_id).then(render, () => pollsAsked.delete(p.poll_id));
+  }
+}
+
+function resetExtras() {
+  couponChoice.clear();
+  pollsAsked = new Set();
+  teamNote = null;
+  loadExtras();
+}
+
+// -- fan teams ---------------------------------------------------------------------------------
+
+async function onTeamTap(teamId) {
+  if (!client || teamBusy) return;
+  if (!identity) { toast("Joining a team needs signing in: open this live from the shop's site, signed in.", "error"); return; }
+  if (isOffline()) { toast(OFFLINE_TAP, "error"); return; }
+  if (client.myTeam === teamId) return;
+  teamBusy = true;
+  teamNote = null;
+  render();
+  try {
+    await client.joinTeam(teamId);
+    toast(`Welcome to team ${teamLabel(teamId)}!`, "ok");
+  } catch (err) {
+    const at = Number((String(err.message || "").match(/(\d{12,})/) || [])[1]) || null;
+    const text = {
+      TEAM_COOLDOWN: "You switched teams a moment ago",
+      TEAM_LOCKED: "Switching teams is off in this live: you stay with your team.",
+      NOT_FOUND: "That team is not in this live any more.",
+      RATE_LIMITED: "Too fast: try again in a moment.",
+    }[err.code] || `Could not join the team: ${err.message}`;
+    // a cooldown is shown with its countdown until it ends; another refusal for a few seconds
+    teamNote = { code: err.code, text, kind: "error", until: err.code === "TEAM_COOLDOWN" ? at : null,
+      shownUntil: err.code === "TEAM_COOLDOWN" ? Infinity : Date.now() + TEAM_NOTE_MS };
+    if (err.code === "TEAM_COOLDOWN" && at) client.teamSwitchAt = at;
+  } finally {
+    teamBusy = false;
+    render();
+  }
+}
+
+function teamStats(row, currencyHint) {
+  if (!row) return "";
+  const cur = Object.keys(row.gmv || {})[0] || currencyHint;
+  const gmv = cur ? row.gmv?.[cur] || 0 : 0;
+  const fans = `${row.members} ${row.members === 1 ? "fan" : "fans"}`;
+  return gmv ? `${fans} · ${formatMoney(gmv, cur)}` : `${fans} · ${compact(row.likes || 0)} ♥`;
+}
+
+function renderTeams(now) {
+  const bar = byId("team-bar");
+  const teams = client.teams?.teams || [];
+  show(bar, teams.length > 0);
+  if (!teams.length) return false;
+  const key = JSON.stringify(teams.map((t) => [t.team_id, t.name, t.colour, t.badge]));
+  const picker = byId("team-picker");
+  if (key !== teamKey) {
+    teamKey = key;
+    teamEls.clear();
+    picker.replaceChildren(...teams.map((t) => {
+      const button = document.createElement("button");
+      button.type = "button";
+      button.className = "team-option";
+      button.dataset.testid = `team-option-${t.team_id}`;
+      button.dataset.teamId = t.team_id;
+      button.setAttribute("role", "radio");
+      button.style.setProperty("--team", t.colour);
+      const badge = document.createElement("span");
+      badge.className = "team-badge";
+      badge.textContent = t.badge;
+      badge.setAttribute("aria-hidden", "true");
+      const info = document.createElement("span");
+      info.className = "team-info";
+      const name = document.createElement("span");
+      name.className = "team-name";
+      name.textContent = t.name;
+      const stats = document.createElement("span");
+      stats.className = "team-stats";
+      stats.dataset.testid = "team-stats";
+      info.append(name, stats);
+      const rank = document.createElement("span");
+      rank.className = "team-rank";
+      rank.dataset.testid = "team-rank";
+      button.append(badge, info, rank);
+      teamEls.set(t.team_id, { button, stats, rank, name: t.name, badge: t.badge });
+      return button;
+    }));
+  }
+  // The leaderboard (ticks): ranks in the server's order (GMV of the room's first currency, then likes).
+  const rows = new Map(client.leaderboard.map((r, i) => [r.team_id, { ...r, rank: i + 1 }]));
+  const currency = client.salesList()[0]?.currency || "EUR";
+  const mine = client.myTeam && client.teamOf(client.myTeam) ? client.myTeam : null;
+  for (const t of teams) {
+    const e = teamEls.get(t.team_id);
+    const row = rows.get(t.team_id);
+    const isMine = t.team_id === mine;
+    setAttr(e.button, "aria-checked", isMine ? "true" : "false");
+    setAttr(e.button, "data-mine", isMine ? "true" : null);
+    setAttr(e.button, "data-rank", row?.rank ?? null);
+    setAttr(e.button, "data-members", row?.members ?? null);
+    setText(e.rank, row ? `#${row.rank}` : "");
+    setText(e.stats, teamStats(row, currency));
+    setAttr(e.button, "aria-label", `${t.name}${row ? `, rank ${row.rank}, ${teamStats(row, currency)}` : ""}${isMine ? ", your team" : ""}`);
+    e.button.disabled = teamBusy;
+  }
+  setText(byId("my-team"), mine ? `You: ${teamLabel(mine)}` : identity ? "Pick your team" : "");
+  setAttr(byId("team-bar"), "data-mine", mine ? "true" : null);
+  const note = byId("team-note");
+  let text = "";
+  let kind = "";
+  if (teamNote && (!teamNote.until || teamNote.until > now) && teamNote.shownUntil > Date.now()) {
+    text = teamNote.until ? `${teamNote.text}: you can switch again in ${fmtClock(teamNote.until - now)}.` : teamNote.text;
+    kind = teamNote.kind;
+  } else if (mine && client.teams.allow_switch === false) {
+    text = "Teams are final in this live.";
+  } else if (mine && client.teamSwitchAt && client.teamSwitchAt > now) {
+    text = `Switch possible in ${fmtClock(client.teamSwitchAt - now)}`;
+  }
+  setText(note, text);
+  setAttr(note, "data-kind", kind || null);
+  setAttr(note, "data-code", kind ? teamNote.code : null);
+  return true;
+}
+
+// -- the cards ---------------------------------------------------------------------------------
+
+/** The cards to show, live ones first (newest first), then finished ones (newest first). */
+function extraItems(now) {
+  const items = [];
+  for (const p of client.polls.values()) {
+    const phase = client.pollPhase(p, now);
+    const end = p.closed_at ?? p.ends_at ?? now;
+    if (phase === "closed" && end < now - POLL_SHOWN_MS) continue;
+    items.push({ key: `poll:${p.poll_id}`, kind: "poll", obj: p, phase, live: phase === "open", at: p.opened_at ?? 0 });
+  }
+  for (const d of client.drops.values()) {
+    if (d.drop_id.endsWith("-prize") && client.draws.has(d.drop_id.slice(0, -6))) continue;  // a draw's coupon prize
+    const phase = client.dropPhase(d, now);
+    const live = phase === "open" || phase === "scheduled";
+    const end = d.ended_at ?? d.claim_until ?? now;
+    const mineRecent = (client.myClaims.get(d.drop_id)?.at ?? 0) > Date.now() - DROP_SHOWN_MS;
+    if (!live && end < now - DROP_SHOWN_MS && !mineRecent) continue;
+    items.push({ key: `drop:${d.drop_id}`, kind: "drop", obj: d, phase, live, at: d.starts_at ?? 0 });
+  }
+  for (const w of client.draws.values()) {
+    const phase = client.drawPhase(w, now);
+    const win = client.wins.get(w.draw_id);
+    const holdId = win ? prizeHold(win) : null;
+    const prizeDue = !!holdId && client.holds.get(holdId)?.status !== "confirmed" && (!win.pay_by || win.pay_by > now);
+    if (phase === "drawn" && (w.entry_until ?? now) < now - DRAW_SHOWN_MS && !prizeDue) continue;
+    items.push({ key: `draw:${w.draw_id}`, kind: "draw", obj: w, phase, live: phase !== "drawn" || prizeDue, at: w.opened_at ?? 0 });
+  }
+  return items.filter((i) => !dismissed.has(i.key))
+    .sort((a, b) => (a.live === b.live ? 0 : a.live ? -1 : 1) || b.at - a.at || a.key.localeCompare(b.key));
+}
+
+function part(tag, cls, testid, text) {
+  const el = document.createElement(tag);
+  if (cls) el.className = cls;
+  if (testid) el.dataset.testid = testid;
+  if (text) el.textContent = text;
+  return el;
+}
+
+function cardShell(item, kicker) {
+  const root = part("article", `extra-card ${item.kind}-card`, `${item.kind}-card-${item.obj[`${item.kind}_id`]}`);
+  root.dataset.kind = item.kind;
+  root.dataset.id = item.obj[`${item.kind}_id`];
+  const head = part("header", "extra-head");
+  const kick = part("span", "extra-kicker", null, kicker);
+  const timer = part("span", "extra-timer", `${item.kind}-timer`);
+  const close = part("button", "extra-close", `${item.kind}-dismiss`);
+  close.type = "button";
+  close.setAttribute("aria-label", "Close");
+  close.innerHTML = '<svg viewBox="0 0 24 24" aria-hidden="true"><path d="M6.4 5L12 10.6 17.6 5 19 6.4 13.4 12l5.6 5.6-1.4 1.4L12 13.4 6.4 19 5 17.6 10.6 12 5 6.4z"/></svg>';
+  close.dataset.action = "dismiss";
+  head.append(kick, timer, close);
+  root.append(head);
+  return { root, head, kick, timer, close };
+}
+
+function buildPollCard(item) {
+  const c = cardShell(item, "Poll");
+  c.root.setAttribute("aria-label", "Poll");
+  c.question = part("div", "poll-question", "poll-question");
+  c.options = part("div", "poll-options");
+  c.options.setAttribute("role", "group");
+  c.optionEls = (item.obj.options || []).map((label, i) => {
+    const b = part("button", "poll-option", `poll-option-${i}`);
+    b.type = "button";
+    b.dataset.action = "vote";
+    b.dataset.option = String(i);
+    const fill = part("span", "poll-fill", "poll-bar");
+    fill.setAttribute("aria-hidden", "true");
+    const text = part("span", "poll-label", null, label);
+    const pct = part("span", "poll-pct", "poll-pct");
+    b.append(fill, text, pct);
+    c.options.append(b);
+    return { b, fill, pct, label };
+  });
+  c.foot = part("div", "extra-status", "poll-status");
+  c.foot.setAttribute("aria-live", "polite");
+  c.root.append(c.question, c.options, c.foot);
+  return c;
+}
+
+function updatePollCard(c, item, now) {
+  const p = item.obj;
+  const closed = item.phase === "closed";
+  setAttr(c.root, "data-state", item.phase);
+  setText(c.question, p.question);
+  setAttr(c.options, "aria-label", p.question);
+  setText(c.timer, closed ? "Final result" : p.ends_at ? `Ends in ${fmtClock(p.ends_at - now)}` : "Open");
+  const counts = Array.isArray(p.counts) ? p.counts : [];
+  const total = typeof p.total === "number" ? p.total : counts.reduce((a, n) => a + (n || 0), 0);
+  const mine = client.myVotes.get(p.poll_id);
+  const winners = closed ? (Array.isArray(p.winners) ? p.winners : topOf(counts)) : [];
+  setAttr(c.root, "data-voted", mine === undefined ? null : String(mine));
+  c.optionEls.forEach((o, i) => {
+    const n = counts[i] || 0;
+    const pct = total ? Math.round((n / total) * 100) : 0;
+    o.fill.style.width = `${total ? (n / total) * 100 : 0}%`;
+    // the bars and numbers show once I voted or the poll closed (no herding before my vote)
+    const reveal = mine !== undefined || closed || !identity;
+    setText(o.pct, reveal ? `${pct}%` : "");
+    setAttr(o.b, "data-count", n);
+    setAttr(o.b, "data-reveal", reveal ? "true" : null);
+    setAttr(o.b, "aria-pressed", mine === i ? "true" : "false");
+    setAttr(o.b, "data-mine", mine === i ? "true" : null);
+    setAttr(o.b, "data-winner", winners.includes(i) ? "true" : null);
+    setAttr(o.b, "aria-label", `${o.label}${reveal ? `: ${n} ${n === 1 ? "vote" : "votes"}, ${pct}%` : ""}${mine === i ? ", your vote" : ""}`);
+    o.b.disabled = closed || mine !== undefined || voting.has(p.poll_id);
+  });
+  let status = `${total} ${total === 1 ? "vote" : "votes"}`;
+  if (closed && winners.length) status += ` · ${winners.length > 1 ? "tie: " : "winner: "}${winners.map((i) => p.options?.[i]).join(" & ")}`;
+  if (mine !== undefined) status += ` · you voted ${p.options?.[mine] ?? mine + 1}`;
+  else if (!closed && !identity) status += " · sign in to vote";
+  else if (!closed) status += " · tap to vote";
+  setText(c.foot, status);
+  setAttr(c.foot, "data-total", total);
+}
+
+function topOf(counts) {
+  const max = Math.max(0, ...counts.map((n) => n || 0));
+  return max > 0 ? counts.map((n, i) => (n === max ? i : -1)).filter((i) => i >= 0) : [];
+}
+
+function buildDropCard(item) {
+  const c = cardShell(item, "Coupons");
+  c.root.setAttribute("aria-label", "Coupon drop");
+  c.value = part("div", "drop-value", "drop-value");
+  c.terms = part("div", "drop-terms", "drop-terms");
+  c.meter = part("div", "drop-meter");
+  c.left = part("span", "drop-left", "drop-left");
+  const bar = part("div", "stock-bar");
+  c.fill = part("div", "stock-fill");
+  bar.append(c.fill);
+  c.meter.append(c.left, bar);
+  c.claim = part("button", "drop-claim", "drop-claim");
+  c.claim.type = "button";
+  c.claim.dataset.action = "claim";
+  c.status = part("div", "extra-status", "drop-result");
+  c.status.setAttribute("aria-live", "polite");
+  c.root.append(c.value, c.terms, c.meter, c.claim, c.status);
+  return c;
+}
+
+function updateDropCard(c, item, now) {
+  const d = item.obj;
+  const phase = item.phase;
+  const claim = client.myClaims.get(d.drop_id);
+  const coupon = client.coupons.get(d.drop_id);
+  const held = !!coupon || claim?.code === "CLAIMED" || claim?.code === "ALREADY_CLAIMED";
+  setAttr(c.root, "data-state", phase);
+  setAttr(c.root, "data-claim", claim?.code ?? null);
+  setAttr(c.root, "data-team", d.team ?? null);
+  if (d.team) setText(c.kick, `Coupons · team ${teamLabel(d.team)}`);
+  setText(c.value, couponValue(d));
+  setText(c.terms, `${couponTerms(d)}${d.valid_s || d.expires_at ? ` · use by ${new Date((d.expires_at ?? 0) - client.offset).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })}` : ""}`);
+  let timer = "";
+  if (phase === "scheduled") timer = `Starts in ${fmtClock(d.starts_at - now)}`;
+  else if (phase === "open") timer = d.claim_until ? `Ends in ${fmtClock(d.claim_until - now)}` : "Open";
+  else timer = phase === "claimed_out" ? "All claimed" : "Ended";
+  setText(c.timer, timer);
+  const count = d.count || 0;
+  const left = typeof d.left === "number" ? d.left : Math.max(0, count - (d.claimed || 0));
+  setText(c.left, `${left} of ${count} left`);
+  setAttr(c.left, "data-left", left);
+  c.fill.style.width = `${count ? Math.max(0, Math.min(100, (left / count) * 100)) : 0}%`;
+  const busy = claiming.has(d.drop_id);
+  let label = "Claim";
+  let state = "claim";
+  if (held) { label = coupon?.state === "redeemed" ? "Used ✓" : "In your wallet ✓"; state = "held"; }
+  else if (busy) { label = "Claiming…"; state = "pending"; }
+  else if (phase === "scheduled") { label = `Claim in ${fmtClock(d.starts_at - now)}`; state = "scheduled"; }
+  else if (phase === "claimed_out") { label = "All claimed"; state = "gone"; }
+  else if (phase === "ended") { label = "Ended"; state = "gone"; }
+  else if (claim?.code === "TEAM_ONLY") { label = `Team ${teamLabel(d.team)} only`; state = "team"; }
+  else if (!identity) { label = "Sign in to claim"; state = "signin"; }
+  setText(c.claim, label);
+  setAttr(c.claim, "data-state", state);
+  c.claim.disabled = state !== "claim" && state !== "held";  // "held": opens the wallet
+  setAttr(c.claim, "aria-label", state === "held" ? "In your wallet: open it" : `${label}: ${couponValue(d)}`);
+  let text = claim ? CLAIM_TEXT[claim.code] || claim.code : "";
+  if (claim?.code === "TEAM_ONLY" && d.team) text = `This drop is for team ${teamLabel(d.team)} fans only.`;
+  if (claim?.code === "NOT_STARTED" && phase === "scheduled") text = `Not open yet: it opens in ${fmtClock(d.starts_at - now)}.`;
+  if (claim?.code === "NOT_STARTED" && phase !== "scheduled") text = "";  // it has opened since: tap again
+  if (!claim && held) text = CLAIM_TEXT.ALREADY_CLAIMED;
+  if (!claim && !held && d.team && client.myTeam !== d.team && phase !== "ended") text = `For team ${teamLabel(d.team)} fans.`;
+  setText(c.status, text);
+  setAttr(c.status, "data-kind", claim && !held && claim.code !== "NOT_STARTED" ? "error" : held ? "ok" : null);
+}
+
+function prizeHold(win) {
+  if (!win?.hold) return null;
+  return typeof win.hold === "object" ? win.hold.hold_id ?? win.hold.hold : win.hold;
+}
+
+/** The prize in words: a coupon's value, or the units of a product (its title when the draw names it). */
+function prizeText(w) {
+  const pz = w.prize || {};
+  if (pz.coupon) return `a ${couponValue(pz.coupon)} coupon`;
+  const units = pz.units || 1;
+  const what = pz.title || client.products.find((p) => p.sku && pz.sku === p.sku)?.title;
+  return what ? `${units > 1 ? `${units} × ` : ""}${what}` : `${units} ${units === 1 ? "unit" : "units"}${w.winners > 1 ? " each" : ""}`;
+}
+
+function ruleText(w) {
+  const r = w.rule || {};
+  const parts = [];
+  if (r.keyword) parts.push(`comment “${r.keyword}”`);
+  if (r.team) parts.push(`team ${teamLabel(r.team)} fans`);
+  if (r.watched_s) parts.push(`watched ${fmtSpan(r.watched_s * 1000)}`);
+  if (r.bought) parts.push("bought in this live");
+  parts.push("be here at the draw");
+  return parts.join(" · ");
+}
+
+function buildDrawCard(item) {
+  const c = cardShell(item, "Lucky draw");
+  c.root.setAttribute("aria-label", "Lucky draw");
+  c.title = part("div", "draw-title", "draw-title");
+  c.prize = part("div", "draw-prize", "draw-prize");
+  c.rule = part("div", "draw-rule", "draw-rule");
+  c.count = part("div", "draw-count", "draw-entrants");
+  c.enter = part("button", "draw-enter", "draw-enter");
+  c.enter.type = "button";
+  c.enter.dataset.action = "enter";
+  c.result = part("div", "draw-result", "draw-result");
+  c.winners = part("ol", "draw-winners", "draw-winners");
+  c.result.append(part("span", "draw-result-label", null, "Winners"), c.winners);
+  c.won = part("div", "draw-won", "draw-won");
+  c.wonText = part("span", "draw-won-text", "draw-won-text");
+  c.pay = part("button", "draw-pay", "draw-pay");
+  c.pay.type = "button";
+  c.pay.dataset.action = "pay-prize";
+  c.won.append(c.wonText, c.pay);
+  c.status = part("div", "extra-status", "draw-status");
+  c.status.setAttribute("aria-live", "polite");
+  const proof = part("div", "draw-proof");
+  c.commit = part("span", "draw-commit", "draw-commitment");
+  c.verify = part("a", "draw-link", "draw-verify", "Verify");
+  c.verify.target = "_blank";
+  c.verify.rel = "noopener";
+  c.list = part("a", "draw-link", "draw-entrants-link", "Entrants");
+  c.list.target = "_blank";
+  c.list.rel = "noopener";
+  proof.append(c.commit, c.verify, c.list);
+  c.root.append(c.title, c.prize, c.rule, c.count, c.enter, c.result, c.won, c.status, proof);
+  return c;
+}
+
+function updateDrawCard(c, item, now) {
+  const w = item.obj;
+  const phase = item.phase;
+  const entry = client.myEntries.get(w.draw_id);
+  const win = client.wins.get(w.draw_id);
+  const entered = entry?.code === "ENTERED" || entry?.code === "ALREADY_ENTERED" || !!win;
+  setAttr(c.root, "data-state", phase);
+  setAttr(c.root, "data-entry", entry?.code ?? null);
+  setAttr(c.root, "data-won", win ? "true" : null);
+  setText(c.title, w.title);
+  setText(c.prize, `Prize: ${prizeText(w)} · ${w.winners} ${w.winners === 1 ? "winner" : "winners"}`);
+  setText(c.rule, `To enter: ${ruleText(w)}`);
+  setText(c.timer, phase === "open" ? `Entries close in ${fmtClock(w.entry_until - now)}` : phase === "closing" ? "Drawing…" : "Drawn");
+  const n = typeof w.entrants === "number" ? w.entrants : null;
+  setText(c.count, n === null ? "" : `${n} ${n === 1 ? "entry" : "entries"}`);
+  setAttr(c.count, "data-count", n);
+  // Enter (or, with a keyword, post the keyword as a comment: that enters)
+  const kw = w.rule?.keyword;
+  const busy = entering.has(w.draw_id);
+  show(c.enter, phase === "open");
+  let label = kw ? `Comment “${kw}” to enter` : "Enter the draw";
+  let state = "enter";
+  if (entered) { label = "You're in ✓"; state = "entered"; }
+  else if (busy) { label = "Entering…"; state = "pending"; }
+  else if (!identity) { label = "Sign in to enter"; state = "signin"; }
+  setText(c.enter, label);
+  setAttr(c.enter, "data-state", state);
+  c.enter.disabled = state !== "enter";
+  // the result: the winners' masked ids, mine marked
+  const drawn = phase === "drawn";
+  show(c.result, drawn);
+  const ids = drawn ? (w.winner_ids || []) : [];
+  const key = ids.join("|") + `#${entry?.entry_id || ""}`;
+  if (c.winners.dataset.key !== key) {
+    c.winners.dataset.key = key;
+    c.winners.replaceChildren(...ids.map((id) => {
+      const li = part("li", "draw-winner", "draw-winner", id);
+      if (entry?.entry_id && id === entry.entry_id) { li.dataset.mine = "true"; li.title = "you"; }
+      return li;
+    }));
+  }
+  setAttr(c.winners, "aria-label", drawn ? `Winners: ${ids.join(", ")}` : null);
+  // I won: a pool prize is a hold at price 0 to pay before pay_by; a coupon prize is in the wallet
+  const holdId = win ? prizeHold(win) : null;
+  const hold = holdId ? client.holds.get(holdId) : null;
+  const paid = hold?.status === "confirmed" || win?.paid;
+  show(c.won, !!win);
+  if (win) {
+    const due = win.pay_by ? win.pay_by - now : null;
+    if (holdId) {
+      setText(c.wonText, paid ? "You won: your prize is claimed ✓" : due !== null && due <= 0
+        ? "You won, but the prize was not claimed in time."
+        : `You won! Claim your prize${due !== null ? ` within ${fmtClock(due)}` : ""}.`);
+      show(c.pay, !paid && (due === null || due > 0));
+      const payingNow = paying.has(holdId);
+      setText(c.pay, payingNow ? "Claiming…" : `Claim · Pay ${formatMoney(0, client.salesList()[0]?.currency || "EUR")}`);
+      c.pay.disabled = payingNow;
+      setAttr(c.pay, "data-hold", holdId);
+    } else {
+      setText(c.wonText, `You won ${prizeText(w)}: it is in your wallet.`);  // "a €10.00 off coupon"
+      show(c.pay, false);
+    }
+  }
+  let status = "";
+  let kind = null;
+  if (entry && !win) {
+    status = entry.code === "NOT_ELIGIBLE" && entry.message ? `Not eligible: ${entry.message}` : ENTRY_TEXT[entry.code] || entry.code;
+    if (entry.entry_id && (entry.code === "ENTERED" || entry.code === "ALREADY_ENTERED")) status += ` Your entry: ${entry.entry_id}.`;
+    kind = entry.code === "ENTERED" || entry.code === "ALREADY_ENTERED" ? "ok" : "error";
+    if (drawn && entered) { status = entry.entry_id && ids.includes(entry.entry_id) ? "You won!" : `Not this time. Your entry: ${entry.entry_id || "—"}.`; kind = null; }
+  }
+  setText(c.status, status);
+  setAttr(c.status, "data-kind", kind);
+  const commit = String(w.commitment || "");
+  setText(c.commit, commit ? `Commitment ${commit.slice(0, 10)}…` : "");
+  setAttr(c.commit, "title", commit ? `SHA-256 of the secret seed, published before the entries: ${commit}` : null);
+  show(c.verify, drawn);
+  show(c.list, drawn);
+  setAttr(c.verify, "href", `/verify/${encodeURIComponent(w.draw_id)}`);
+  setAttr(c.list, "href", `/api/draws/${encodeURIComponent(w.draw_id)}/entrants`);
+}
+
+const CARD = {
+  poll: [buildPollCard, updatePollCard],
+  drop: [buildDropCard, updateDropCard],
+  draw: [buildDrawCard, updateDrawCard],
+};
+
+function renderExtras() {
+  const now = client.serverNow();
+  const teams = renderTeams(now);
+  const items = extraItems(now);
+  const box = byId("extra-cards");
+  const keys = new Set(items.map((i) => i.key));
+  for (const [k, c] of extraEls) if (!keys.has(k)) { c.root.remove(); extraEls.delete(k); }
+  for (const item of items) {
+    let c = extraEls.get(item.key);
+    const [build, update] = CARD[item.kind];
+    if (!c) { c = build(item); extraEls.set(item.key, c); }
+    update(c, item, now);
+  }
+  const order = items.map((i) => i.key).join("|");
+  if (order !== extrasOrder) {
+    extrasOrder = order;
+    for (const item of items) box.appendChild(extraEls.get(item.key).root);
+  }
+  setAttr(box, "data-count", items.length);
+  show(box, items.length > 0);
+  const on = teams || items.length > 0;
+  show(byId("extras"), on);
+  document.body.classList.toggle("has-extras", on);
+}
+
+function onExtrasClick(ev) {
+  const team = ev.target.closest(".team-option");
+  if (team) { if (!team.disabled) onTeamTap(team.dataset.teamId); return; }
+  const btn = ev.target.closest("button[data-action]");
+  const card = ev.target.closest(".extra-card");
+  if (!btn || !card || btn.disabled) return;
+  const id = card.dataset.id;
+  const action = btn.dataset.action;
+  if (action === "dismiss") { dismissed.add(`${card.dataset.kind}:${id}`); render(); return; }
+  if (action === "vote") onVote(id, Number(btn.dataset.option));
+  else if (action === "claim") onClaim(id);
+  else if (action === "enter") onEnter(id);
+  else if (action === "pay-prize") onPayPrize(id);
+}
+
+async function onVote(pollId, option) {
+  if (!identity) { toast("Voting needs signing in: open this live from the shop's site, signed in.", "error"); return; }
+  if (isOffline()) { toast(OFFLINE_TAP, "error"); return; }
+  if (voting.has(pollId)) return;
+  voting.add(pollId);
+  render();
+  try {
+    const res = await client.vote(pollId, option);
+    const text = { ALREADY_VOTED: "You voted in this poll already.", CLOSED: "This poll has closed.",
+      NOT_FOUND: "This poll is no longer open.", INVALID: "That option is not in the poll.",
+      RATE_LIMITED: "Too fast: try again in a moment." }[res.code];
+    if (text) toast(text, res.code === "ALREADY_VOTED" ? "info" : "error");
+  } catch (err) {
+    toast(err.code === "TIMEOUT" ? "No answer from the server, try again." : `Could not vote: ${err.message}`, "error");
+  } finally {
+    voting.delete(pollId);
+    render();
+  }
+}
+
+async function onClaim(dropId) {
+  if (client.coupons.has(dropId) || ["CLAIMED", "ALREADY_CLAIMED"].includes(client.myClaims.get(dropId)?.code)) {
+    setOrdersOpen(true);  // it is mine: show the wallet
+    return;
+  }
+  if (!identity) { toast("Claiming needs signing in: open this live from the shop's site, signed in.", "error"); return; }
+  if (isOffline()) { toast(OFFLINE_TAP, "error"); return; }
+  if (claiming.has(dropId)) return;
+  claiming.add(dropId);
+  render();
+  try {
+    const res = await client.claimCoupon(dropId);
+    if (res.code === "CLAIMED") toast(`${couponValue(res.coupon || client.drops.get(dropId))} coupon claimed: it is in your wallet.`, "ok");
+    if (res.code === "CLAIMED" || res.code === "ALREADY_CLAIMED") refreshCouponsSoon(100);
+  } catch (err) {
+    toast(err.code === "TIMEOUT" ? "No answer from the server, try again." : `Could not claim: ${err.message}`, "error");
+  } finally {
+    claiming.delete(dropId);
+    render();
+  }
+}
+
+async function onEnter(drawId) {
+  if (!identity) { toast("Entering needs signing in: open this live from the shop's site, signed in.", "error"); return; }
+  if (isOffline()) { toast(OFFLINE_TAP, "error"); return; }
+  const w = client.draws.get(drawId);
+  if (!w || entering.has(drawId)) return;
+  entering.add(drawId);
+  render();
+  try {
+    // A keyword draw is entered by a comment that contains the keyword: post it, then ask for the entry.
+    if (w.rule?.keyword) {
+      client.comment(w.rule.keyword);
+      chatStick = true;
+      await new Promise((r) => setTimeout(r, 600));
+    }
+    await client.enterDraw(drawId);
+    saveExtras();
+  } catch (err) {
+    toast(err.code === "TIMEOUT" ? "No answer from the server, try again." : `Could not enter: ${err.message}`, "error");
+  } finally {
+    entering.delete(drawId);
+    render();
+  }
+}
+
+/** A pool prize: the hold at price 0 that the win made, paid like any reservation (no provider:
+ *  the amount is 0). */
+async function onPayPrize(drawId) {
+  const win = client.wins.get(drawId);
+  const holdId = win ? prizeHold(win) : null;
+  if (!holdId) return;
+  const h = client.holds.get(holdId) || { hold: holdId, sale: null, qty: 1, pay_by: win.pay_by, status: "held", prize: true };
+  if (!client.holds.has(holdId)) client.holds.set(holdId, h);
+  await payHold(h);
+}
+
+// -- the wallet and the coupon picker ------------------------------------------------------------
+
+/** The coupon a payment of this hold uses: the viewer's pick, else the largest discount ({coupon, quote}). */
+function chosenCoupon(hold) {
+  if (!client || !hold || hold.prize) return null;
+  const options = client.couponsFor(hold);
+  const pick = couponChoice.get(hold.hold);
+  if (pick === "") return null;
+  return options.find((o) => o.coupon.drop_id === pick) || options[0] || null;
+}
+
+let pickerKey = "";
+function renderCouponPicker(bs) {
+  const box = byId("coupon-picker");
+  const hold = bs.state === "reserved" ? bs.hold : null;
+  const options = hold ? client.couponsFor(hold) : [];
+  show(box, options.length > 0);
+  if (!options.length) return null;
+  const select = byId("coupon-select");
+  const key = hold.hold + "|" + options.map((o) => `${o.coupon.drop_id}:${o.quote.discount}`).join(",");
+  if (key !== pickerKey) {
+    pickerKey = key;
+    const none = new Option("No coupon", "");
+    select.replaceChildren(none, ...options.map((o) => new Option(o.coupon.kind === "percent"
+      ? `${couponValue(o.coupon)} (−${formatMoney(o.quote.discount, o.quote.currency)})` : couponValue(o.coupon), o.coupon.drop_id)));
+  }
+  const chosen = chosenCoupon(hold);
+  const value = chosen ? chosen.coupon.drop_id : "";
+  if (select.value !== value) select.value = value;
+  select.dataset.hold = hold.hold;
+  select.disabled = paying.has(hold.hold);
+  const summary = byId("pay-summary");
+  if (chosen) {
+    const q = chosen.quote;
+    setText(summary, `${formatMoney(q.listTotal, q.currency)} − ${formatMoney(q.discount, q.currency)} = ${formatMoney(q.total, q.currency)}`);
+  } else {
+    setText(summary, `${options.length} ${options.length === 1 ? "coupon applies" : "coupons apply"}`);
+  }
+  setAttr(summary, "data-discount", chosen ? chosen.quote.discount : 0);
+  setAttr(summary, "data-total", chosen ? chosen.quote.total : null);
+  return chosen;
+}
+
+const TICKET_ICON = '<svg viewBox="0 0 24 24"><path d="M3 6h18v4a2 2 0 000 4v4H3v-4a2 2 0 000-4V6zm6 2v2h2V8H9zm0 4v2h2v-2H9zm0 4v2h2v-2H9z"/></svg>';
+const WALLET_LABEL = { claimed: "Ready", applying: "In use", redeemed: "Used", expired: "Expired" };
+const walletRows = new Map();
+let walletOrder = "";
+
+function renderWallet(now) {
+  const list = byId("wallet-list");
+  const coupons = identity ? Array.from(client.coupons.values()) : [];
+  const rank = (c) => (c.state === "claimed" && !(c.expires_at && c.expires_at <= now) ? 0 : 1);
+  coupons.sort((a, b) => rank(a) - rank(b) || (b.claimed_at ?? 0) - (a.claimed_at ?? 0));
+  show(byId("wallet-heading"), coupons.length > 0);
+  const keys = coupons.map((c) => c.drop_id);
+  for (const [k, row] of walletRows) if (!keys.includes(k)) { row.li.remove(); walletRows.delete(k); }
+  for (const c of coupons) {
+    let row = walletRows.get(c.drop_id);
+    if (!row) {
+      row = { li: part("li", "my-row wallet-row", `wallet-coupon-${c.drop_id}`) };
+      row.li.dataset.kind = "coupon";
+      row.icon = part("span", "wallet-icon");
+      row.icon.setAttribute("aria-hidden", "true");
+      row.icon.innerHTML = TICKET_ICON;
+      const info = part("span", "my-info");
+      row.title = part("span", "my-title", "wallet-value");
+      const meta = part("span", "my-meta");
+      row.badge = part("span", "my-badge", "wallet-state");
+      row.when = part("span", "my-when", "wallet-when");
+      meta.append(row.badge, row.when);
+      row.terms = part("span", "my-ref wallet-terms", "wallet-terms");
+      info.append(row.title, meta, row.terms);
+      row.li.append(row.icon, info);
+      walletRows.set(c.drop_id, row);
+    }
+    const expired = c.state === "expired" || (c.state === "claimed" && c.expires_at && c.expires_at <= now);
+    const state = expired ? "expired" : c.state;
+    setAttr(row.li, "data-status", state);
+    setAttr(row.badge, "data-status", state);
+    setText(row.badge, WALLET_LABEL[state] || state);
+    setText(row.title, couponValue(c));
+    setText(row.terms, couponTerms(c));
+    let when = "";
+    if (state === "claimed") when = c.expires_at ? `use within ${fmtClock(c.expires_at - now)}` : "use it when you pay";
+    else if (state === "redeemed") when = c.order_id ? `on order ${shortId(c.order_id)}` : "used";
+    else if (state === "applying") when = "being paid";
+    setText(row.when, when);
+  }
+  const order = keys.join("|");
+  if (order !== walletOrder) { walletOrder = order; for (const k of keys) list.appendChild(walletRows.get(k).li); }
+  return coupons.length;
 }
 
 main().catch((err) => {

@@ -2,7 +2,8 @@
 
 `livesale serve` with two gateway processes (LIVESALE_WORKERS=2: both run the draw's deadline, one
 holds the draw's lease at a time) and 2,000 viewers over four OS processes
-(tests/draw_burst_proc.py), every socket joined before the draw opens and connected until it is over.
+(tests/act_burst_proc.py, proc_helpers.ActBurst), every socket joined before the draw opens and held
+until it is over.
 The host opens a draw of 10 pool prizes; every viewer enters at once (ENTERED each, one entry id
 each); when entries close all 2,000 are present, so all 2,000 are in the list; ``draw_result`` reaches
 every socket, each of the 10 winners gets its ``draw_won`` with a hold, and ``livesale verify-draw``
@@ -26,13 +27,12 @@ import pytest
 from commerce.identity import mint_merchant_token, mint_viewer_token
 from conftest import timeout
 from gateway_helpers import Api, host_token
-from proc_helpers import ServerProc, free_port
+from proc_helpers import ActBurst, ServerProc, free_port
 from server.config import Settings
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240, method="thread")]
 
 ROOT = Path(__file__).resolve().parents[2]
-PROC = ROOT / "tests" / "draw_burst_proc.py"
 VIEWERS, PROCS, WINNERS, ENTRY_S = 2000, 4, 10, 12
 
 
@@ -59,7 +59,7 @@ async def test_two_thousand_entrants_and_a_draw_anyone_can_check(settings: Setti
            "REDIS_URL": redis_url, "DATABASE_URL": database_url, "LIVESALE_WORKERS": "2",
            "LIVESALE_PAYMENT_MODE": "instant", "LIVESALE_TICK_MS": "500"}
     server = await ServerProc.start(env)
-    children: list[asyncio.subprocess.Process] = []
+    burst: ActBurst | None = None
     try:
         await server.wait_lines("livesale listening on", 2)
         base = f"http://127.0.0.1:{port}"
@@ -74,25 +74,14 @@ async def test_two_thousand_entrants_and_a_draw_anyone_can_check(settings: Setti
             await api.ok("POST", "/api/pools", merchant, {"pool_id": pool, "sku": f"SKU-{uid}", "title": "Prize",
                                                          "unit_price": 999, "units": WINNERS}, 201)
             await api.ok("POST", f"/api/rooms/{room}/actions/go_live", host, {}, 200)
-            viewers = [mint_viewer_token(settings.secret, f"v{i}", user=f"{uid}-v{i}") for i in range(VIEWERS)]
+            users = [f"{uid}-v{i}" for i in range(VIEWERS)]
+            enter = {"type": "enter_draw", "draw": "{draw}"}  # the draw's id is filled in at GO
+            viewers = [(mint_viewer_token(settings.secret, f"v{i}", user=u)[0], u, [enter])
+                       for i, u in enumerate(users)]
 
-            # every viewer connected and joined (over four processes) before the draw opens
-            shares = [viewers[i::PROCS] for i in range(PROCS)]
-            for share in shares:
-                p = await asyncio.create_subprocess_exec(
-                    sys.executable, str(PROC), cwd=str(ROOT), limit=2**24, stdin=asyncio.subprocess.PIPE,
-                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-                children.append(p)
-                assert p.stdin is not None
-                p.stdin.write((json.dumps({"base": base, "room": room, "timeout": timeout(45), "concurrency": 100,
-                                           "viewers": [[tok, user] for tok, user in share]}) + "\n").encode())
-                await p.stdin.drain()
-            for p in children:
-                assert p.stdout is not None and p.stderr is not None
-                line = await asyncio.wait_for(p.stdout.readline(), timeout(90))
-                if line.strip() != b"READY":
-                    raise AssertionError(f"viewer process not ready: {line!r} "
-                                         f"{(await asyncio.wait_for(p.stderr.read(), 10)).decode()[-2000:]}")
+            # every viewer connected and joined (over four processes) before the draw opens, held until it is over
+            burst = await ActBurst.start(base, room, viewers, PROCS, hold=True, collect={"draw_result", "draw_won"},
+                                         answer_s=45, ready_s=90)
 
             async with session.ws_connect(base + "/ws", protocols=("livesale.v1.json",)) as ws:
                 await ws.send_json({"type": "join", "room": room, "token": host})
@@ -108,17 +97,12 @@ async def test_two_thousand_entrants_and_a_draw_anyone_can_check(settings: Setti
                                     "entry_s": ENTRY_S, "prize": {"pool": pool}})
                 ok = await wait_for("ok", 10)
                 draw = ok["draw"]
-                for p in children:
-                    assert p.stdin is not None
-                    p.stdin.write(f"GO {draw['draw_id']}\n".encode())
-                    await p.stdin.drain()
-                entered = 0
-                for p in children:
-                    assert p.stdout is not None
-                    line = (await asyncio.wait_for(p.stdout.readline(), timeout(60))).decode().split()
-                    assert line[0] == "ENTERED", line
-                    entered += int(line[1])
-                assert entered == VIEWERS
+                answers = await burst.go(wait_s=60, fill={"draw": draw["draw_id"]})  # one enter_draw each, at once
+                entries: dict[str, str] = {}  # user -> entry id
+                for (_tok, user, _msgs), (kind, (answer,)) in zip(viewers, answers, strict=True):
+                    assert kind == user and answer.get("type") == "entry_result", (user, answer)
+                    assert answer.get("code") == "ENTERED" and answer.get("entry_id"), (user, answer)
+                    entries[user] = answer["entry_id"]
                 result = (await wait_for("draw_result", ENTRY_S + 30))["draw"]
 
             assert result["entrants"] == VIEWERS and len(result["winner_ids"]) == WINNERS, result
@@ -127,28 +111,23 @@ async def test_two_thousand_entrants_and_a_draw_anyone_can_check(settings: Setti
             assert len(listed["entrants"]) == VIEWERS and listed["winner_ids"] == result["winner_ids"]
             assert hashlib.sha256(bytes.fromhex(listed["seed"])).hexdigest() == draw["commitment"]
             # every socket saw the result; each winner got its prize hold, nobody else did
-            for p in children:
-                assert p.stdin is not None
-                p.stdin.write(b"END " + json.dumps(listed["winner_ids"]).encode() + b"\n")
-                await p.stdin.drain()
-            entries: dict[str, str] = {}
-            won: dict[str, str] = {}
-            seen_result = 0
-            for p in children:
-                out, err = await asyncio.wait_for(p.communicate(), timeout(60))
-                assert p.returncode == 0, err.decode()[-4000:]
-                got = json.loads(out.decode().strip().splitlines()[-1])
-                seen_result += got["results"]
-                for user, code, entry_id in got["entries"]:
-                    assert code == "ENTERED" and entry_id, (user, code)
-                    entries[user] = entry_id
-                for user, entry_id, hold in got["won"]:
-                    assert entries[user] == entry_id and hold, (user, entry_id, hold)
-                    won[entry_id] = hold
-            assert seen_result == VIEWERS
+            winners = set(listed["winner_ids"])
+            collected = await burst.release([{"draw_result", "draw_won"} if entries[u] in winners else {"draw_result"}
+                                             for u in users], wait_s=60)
+            assert len(collected) == VIEWERS
+            won: dict[str, str] = {}  # entry id -> hold
+            for user, got in zip(users, collected, strict=True):
+                assert all(m["type"] != "CLOSED_SOCKET" for m in got), (user, got)  # connected until the end
+                results = [m["draw"] for m in got if m["type"] == "draw_result"]
+                assert results and all(r["draw_id"] == draw["draw_id"] and r["winner_ids"] == result["winner_ids"]
+                                       for r in results), (user, got)
+                for m in got:
+                    if m["type"] == "draw_won":
+                        assert m["entry_id"] == entries[user] and m["hold"], (user, m)
+                        won[m["entry_id"]] = m["hold"]
             assert sorted(entries.values()) == listed["entrants"]  # one entry id each, all of them listed
             assert len(set(entries.values())) == VIEWERS
-            assert set(won) == set(listed["winner_ids"]) and len(set(won.values())) == WINNERS
+            assert set(won) == winners and len(set(won.values())) == WINNERS
 
         # the published data, checked by the standalone checker in its own process
         doc = tmp_path / "entrants.json"
@@ -170,9 +149,7 @@ async def test_two_thousand_entrants_and_a_draw_anyone_can_check(settings: Setti
         rc, out = await run([*livesale(), "verify-draw", str(doc), "--list-hash", result["list_hash"]])
         assert rc == 1 and "NOT VERIFIED" in out, out  # a list fitted to its own hash fails the published one
     finally:
-        for p in children:
-            if p.returncode is None:
-                p.kill()
-                await p.wait()
+        if burst is not None:
+            await burst.aclose()
         await server.stop(30)
         assert time.monotonic() - started < 240

@@ -213,6 +213,9 @@ async def test_teams_join_switch_badge_and_leaderboard(env: GoodsEnv, uid: str) 
     assert snap["teams"]["teams"][0]["badge"] == "L" and snap["you"]["user"] == user
     joined = await ws.request({"type": "join_team", "team": "lakers"})
     assert joined["type"] == "team_joined" and joined["team"] == "lakers" and joined["switch_at"] > joined["joined_at"]
+    other = await WsClient.connect(env.client, "/ws", JSON)  # another socket of the same viewer
+    assert (await other.join(room, tok, timeout=timeout(10)))["you"]["team"] == "lakers"
+    await other.close()
     again = await ws.request({"type": "join_team", "team": "lakers"})
     assert again["joined_at"] == joined["joined_at"]  # the same team again: nothing changes
     cool = await ws.request({"type": "join_team", "team": "celtics"})

@@ -63,7 +63,7 @@ class Room:
         c = await self.ws(protocol)
         snap = await c.join(room or self.id, token)
         assert snap["type"] == "snapshot", snap
-        assert snap["you"] == {"user": user, "name": name, "role": "viewer"}
+        assert snap["you"] == {"user": user, "name": name, "role": "viewer", "team": None}
         return c, user
 
     async def host_ws(self, protocol: str | None = JSON) -> WsClient:
@@ -123,7 +123,7 @@ async def test_hello_snapshot_clock_ping(room: Room, redis: Any, protocol: str |
     assert isinstance(snap["epoch"], str) and snap["epoch"]
     assert isinstance(snap["seq"], int) and snap["seq"] >= 3  # room_updated + 2 product_added
     assert isinstance(snap["viewers"], int) and isinstance(snap["likes"], int)
-    assert snap["you"] == {"user": user, "name": "Ana", "role": "viewer"}
+    assert snap["you"] == {"user": user, "name": "Ana", "role": "viewer", "team": None}
 
     # clock: t0 echoed (floats too), t1 <= t2, both within a few ms of Redis TIME
     r0 = await redis_now_ms(redis)
@@ -144,7 +144,7 @@ async def test_hello_snapshot_clock_ping(room: Room, redis: Any, protocol: str |
     # anonymous watching works too
     anon = await room.ws(protocol)
     snap = await anon.join(room.id)
-    assert snap["type"] == "snapshot" and snap["you"] == {"user": "", "name": "", "role": "anonymous"}
+    assert snap["type"] == "snapshot" and snap["you"] == {"user": "", "name": "", "role": "anonymous", "team": None}
 
 
 async def test_replies_echo_rid(room: Room) -> None:

@@ -38,7 +38,7 @@ async def test_platform_signed_tokens_over_ws_and_http(aiohttp_client: Any, sett
     await api.ok("POST", "/api/rooms", host, {"room_id": uid, "title": "Platform room"}, 201)
 
     snap = await join(client, uid, ed.sign({"sub": "p-ana", "name": "Ana"}))
-    assert snap["type"] == "snapshot" and snap["you"] == {"user": "p-ana", "name": "Ana", "role": "viewer"}, snap
+    assert snap["type"] == "snapshot" and snap["you"] == {"user": "p-ana", "name": "Ana", "role": "viewer", "team": None}, snap
     assert await api.ok("GET", "/api/me/orders", ed.sign({"sub": "p-ana"}), status=200) is not None
 
     # HS256 with livesale's own secret still works next to the platform's keys
