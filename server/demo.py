@@ -1,9 +1,11 @@
 """`livesale demo`: the whole system on embedded defaults, with a seeded live room that looks alive.
 
-It runs the gateway + settlement in this process, seeds a room with products over the public HTTP
-API, launches a flash sale about every minute, and runs a few simulated viewers (over the public
-WebSocket protocol) who chat, like, buy and pay: through the sandbox payment provider it starts
-(``server/sandbox_pay.py``, on LIVESALE_SANDBOX_PORT or a free port), pressing Pay on its hosted page.
+It runs the gateway + settlement in this process, seeds a room with products and fan teams over the
+public HTTP API, launches a flash sale about every minute (with a poll or a coupon drop in between),
+and runs a few simulated viewers (over the public WebSocket protocol) who join a team, chat, like,
+vote, claim coupons, buy and pay: through the sandbox payment provider it starts
+(``server/sandbox_pay.py``, on LIVESALE_SANDBOX_PORT or a free port), pressing Pay on its hosted page,
+with a claimed coupon when they hold one.
 """
 
 from __future__ import annotations
@@ -40,6 +42,11 @@ PRODUCTS: list[dict[str, Any]] = [
      "description": "30 h battery, USB-C."},
 ]
 NAMES = ["Ana", "Bruno", "Chen", "Dara", "Emeka", "Fatima", "Gus", "Hana", "Ines", "Jae", "Kofi", "Lena"]
+TEAMS = [{"team_id": "ruby", "name": "Team Ruby", "colour": "#c0392b", "badge": "R"},
+         {"team_id": "jade", "name": "Team Jade", "colour": "#16a085", "badge": "J"},
+         {"team_id": "gold", "name": "Team Gold", "colour": "#d4ac0d", "badge": "G"}]
+POLLS = [("Which colour should we drop next?", ["Ruby", "Coral", "Nude", "Plum"]),
+         ("Sneakers or headphones next?", ["Sneakers", "Headphones"])]
 LINES = ["love this!", "is it vegan?", "how long does shipping take?", "just bought one 🎉", "more colours please",
          "that price 🔥", "ready for the drop", "does it come in blue?", "hi from Lisbon", "3, 2, 1..."]
 
@@ -88,12 +95,16 @@ async def _seed(base: str, token: str) -> None:
         for p in PRODUCTS:
             async with s.post(f"{base}/api/rooms/{ROOM}/products", json={**p, "currency": "EUR"}) as r:
                 r.raise_for_status()
+        async with s.post(f"{base}/api/rooms/{ROOM}/actions/set_teams", json={"teams": TEAMS,
+                                                                              "switch_cooldown_s": 120}) as r:
+            r.raise_for_status()
         async with s.post(f"{base}/api/rooms/{ROOM}/actions/go_live", json={}) as r:
             r.raise_for_status()
 
 
 async def _sales_loop(base: str, token: str, stop: asyncio.Event) -> None:
-    """Pin a product, announce, and drop a flash sale about every minute."""
+    """Pin a product, announce, and drop a flash sale about every minute; between two sales a poll or
+    a drop of a few coupons (5 EUR off, any sale of the room)."""
     h = {"Authorization": f"Bearer {token}"}
     n = 0
     async with aiohttp.ClientSession(headers=h) as s:
@@ -111,12 +122,26 @@ async def _sales_loop(base: str, token: str, stop: asyncio.Event) -> None:
             except aiohttp.ClientError as exc:
                 log.warning("demo sale loop: %s", exc)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 60)
+                await asyncio.wait_for(stop.wait(), 30)
+            try:
+                if n % 2:
+                    question, options = POLLS[(n // 2) % len(POLLS)]
+                    await s.post(f"{base}/api/rooms/{ROOM}/actions/open_poll",
+                                 json={"question": question, "options": options, "duration_s": 25})
+                else:
+                    await s.post(f"{base}/api/rooms/{ROOM}/actions/drop_coupons",
+                                 json={"count": 5, "kind": "amount", "value": 500, "claim_s": 25, "valid_s": 600})
+            except aiohttp.ClientError as exc:
+                log.warning("demo interaction loop: %s", exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 30)
 
 
 async def _viewer(base: str, name: str, stop: asyncio.Event) -> None:
-    """A simulated viewer: watches, chats, likes, and taps buy when a sale opens (pays most holds)."""
+    """A simulated viewer: joins a team, watches, chats, likes, votes, claims coupons, and taps buy when a
+    sale opens (pays most holds, with a claimed coupon when it holds one)."""
     rng = random.Random(name)
+    coupons: list[str] = []  # drop ids of the coupons this viewer claimed and has not used
     async with aiohttp.ClientSession() as s:
         async with s.post(f"{base}/api/viewer-token", json={"name": name}) as r:
             token = (await r.json())["token"]
@@ -130,14 +155,31 @@ async def _viewer(base: str, name: str, stop: asyncio.Event) -> None:
                             if msg.type != aiohttp.WSMsgType.TEXT:
                                 break
                             m = msg.json()
-                            if m.get("type") == "sale_open" and rng.random() < 0.8:
+                            kind = m.get("type")
+                            if kind == "snapshot" and m.get("teams") and not (m.get("you") or {}).get("team"):
+                                team = rng.choice(m["teams"]["teams"])["team_id"]
+                                await ws.send_json({"type": "join_team", "team": team})
+                            elif kind == "poll_opened" and rng.random() < 0.9:
+                                await asyncio.sleep(rng.uniform(0.5, 8))
+                                await ws.send_json({"type": "vote", "rid": f"v-{rng.getrandbits(40):x}",
+                                                    "poll": m["poll"]["poll_id"],
+                                                    "option": rng.randrange(len(m["poll"]["options"]))})
+                            elif kind == "coupon_drop" and rng.random() < 0.7:
+                                await asyncio.sleep(rng.uniform(0.05, 2))
+                                await ws.send_json({"type": "claim_coupon", "rid": f"c-{rng.getrandbits(40):x}",
+                                                    "drop": m["drop"]["drop_id"]})
+                            elif kind == "claim_result" and m.get("code") == "CLAIMED":
+                                coupons.append(m["drop"])
+                            elif m.get("type") == "sale_open" and rng.random() < 0.8:
                                 await asyncio.sleep(rng.uniform(0.05, 1.5))
                                 await ws.send_json({"type": "buy", "rid": f"{name}-{rng.getrandbits(40):x}",
                                                     "sale": m["sale"]["sale_id"], "qty": 1})
                             elif m.get("type") == "buy_result" and m.get("code") == "RESERVED" and rng.random() < 0.75:
                                 await asyncio.sleep(rng.uniform(1, 6))
-                                await ws.send_json({"type": "checkout", "rid": f"pay-{rng.getrandbits(40):x}",
-                                                    "hold": m["hold"]})
+                                pay = {"type": "checkout", "rid": f"pay-{rng.getrandbits(40):x}", "hold": m["hold"]}
+                                if coupons:
+                                    pay["coupon"] = coupons.pop(0)
+                                await ws.send_json(pay)
                             elif m.get("type") == "payment_started" and m.get("redirect_url"):
                                 await asyncio.sleep(rng.uniform(0.5, 3))  # reading the hosted page
                                 await _pay_on_page(s, m["redirect_url"], "pay" if rng.random() < 0.9 else "cancel")

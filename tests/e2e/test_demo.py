@@ -42,6 +42,11 @@ async def test_demo_runs_a_live_room_on_embedded_defaults(tmp_path: Path) -> Non
             watcher = await WsClient.connect(s, base + "/ws", JSON)
             snap = await watcher.join("demo", timeout=timeout(10))
             assert snap["type"] == "snapshot"
+            # fan teams are seeded; the simulated viewers join one: the leaderboard counts them
+            assert [t["team_id"] for t in snap["teams"]["teams"]] == ["ruby", "jade", "gold"]
+            if sum(r["members"] for r in snap["leaderboard"] or []) == 0:
+                await watcher.wait(lambda m: m.get("type") == "tick"
+                                   and sum(r["members"] for r in m.get("teams", [])) > 0, timeout(20))
             # the demo launches a flash sale at once, opening 15 s later; simulated viewers tap buy and pay
             if not snap["sales"]:
                 await watcher.wait(lambda m: m.get("type") == "sale_scheduled", timeout(20))
