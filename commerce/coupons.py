@@ -21,6 +21,8 @@ from __future__ import annotations
 import logging
 import secrets
 import time
+from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +34,7 @@ from inventory.scripts import Inventory
 from inventory.store import SaleRecord, Store
 
 from . import events as ev
+from .batcher import Batcher
 from .due import DueTimers
 from .errors import Conflict, ErrorCode, NotFound, Refused
 from .identity import Identity
@@ -40,6 +43,7 @@ from .interaction_requests import CouponTerms, DropCoupons
 from .live_counts import LiveCounts
 from .lua_scripts import script
 from .room_bus import RoomBus
+from .tasks import OwnedTasks
 from .teams import Teams
 
 __all__ = ["Coupons", "Terms", "discount_for", "APPLYING_REGISTRY"]
@@ -49,6 +53,9 @@ log = logging.getLogger(__name__)
 APPLYING_REGISTRY = f"{PREFIX}:coupons:applying"  # SET of drop ids with coupons locked to a hold (for recover)
 RECOVER_EVERY_S = 2.0
 WALLET_MAX = 200
+TERMS_KEPT = 1000  # drops whose fixed fields a process keeps
+_FIXED = ("room", "kind", "value", "currency", "min_spend", "sales", "products", "team", "count", "prize",
+          "starts_at", "claim_until", "expires_at")
 
 
 def _text(v: Any) -> str:
@@ -91,6 +98,15 @@ def discount_for(terms: Terms, sale: SaleRecord, qty: int) -> int:
     if terms.kind == "amount":
         return min(terms.value, list_total)
     return list_total * terms.value // 100
+
+
+async def _deliver(work: Awaitable[dict[str, Any]], done: Callable[[dict[str, Any] | BaseException], None]) -> None:
+    try:
+        out = await work
+    except Exception as exc:  # Redis unreachable: the viewer gets INTERNAL and may retry with the same rid
+        done(exc)
+        return
+    done(out)
 
 
 def drop_state(meta: dict[str, str], now_ms: int) -> str:
@@ -136,6 +152,9 @@ class Coupons(InteractionPart):
         self._lock = script(self.redis, "coupon_lock")
         self._finish = script(self.redis, "coupon_finish")
         self._recovered_at = 0.0
+        self._terms: dict[str, dict[str, str]] = {}  # drop id -> its fixed fields (``_terms_of``)
+        self._claims: Batcher[tuple[str, str, str], Any] = Batcher(self._claim_many, "coupon claim batch")
+        self._tasks = OwnedTasks(log, "coupon claim")  # the claims answered after a read or a wallet write
         live.register("drops", self._live)
         due.register("drop", self._claim_window_over)
 
@@ -154,6 +173,7 @@ class Coupons(InteractionPart):
                  "team": req.team or "", "count": req.count, "prize": "0"}
         meta = await self._create_drop(room_id, drop_id, terms, req.starts_in_s * 1000, req.claim_s * 1000,
                                        req.valid_s * 1000)
+        self._remember(drop_id, meta)  # this process's claims go straight into the batch
         now = await self.inventory.now_ms()
         wire = drop_wire(drop_id, meta, now)
         await self.bus.publish(room_id, ev.coupon_drop(wire), {f"drop:{drop_id}": wire})
@@ -211,35 +231,84 @@ class Coupons(InteractionPart):
     # -- viewers -----------------------------------------------------------------------------------
 
     async def claim(self, viewer: Identity, room_id: str | None, drop_id: str, request_id: str) -> dict[str, Any]:
-        """``claim_result``'s fields: {code, drop, left, coupon?}."""
-        meta = await self._meta(drop_id)
-        if meta is None or (room_id is not None and meta["room"] != room_id) or meta.get("prize") == "1":
+        """``claim_result``'s fields: {code, drop, left, coupon?}. Claims of one drop arriving together are
+        decided by one script call (``Batcher``), like the buys of a sale."""
+        terms = await self._terms_of(drop_id)
+        if terms is None or (room_id is not None and terms["room"] != room_id) or terms.get("prize") == "1":
             return {"code": "NOT_FOUND", "drop": drop_id, "left": 0}
         team = ""
-        if meta.get("team"):
-            team = await self.teams.team_of(meta["room"], viewer.user) or ""
-        return await self._take(viewer.user, drop_id, request_id or "r-" + secrets.token_hex(4), team, grant=False)
+        if terms.get("team"):
+            team = await self.teams.team_of(terms["room"], viewer.user) or ""
+        reply = await self._claims.call(drop_id, (viewer.user, request_id or "r-" + secrets.token_hex(4), team))
+        return await self._answer(viewer.user, drop_id, terms, reply)
 
-    async def _take(self, user: str, drop_id: str, request_id: str, team: str, grant: bool) -> dict[str, Any]:
+    def submit_claim(self, viewer: Identity, room_id: str | None, drop_id: str, request_id: str,
+                     done: Callable[[dict[str, Any] | BaseException], None]) -> None:
+        """``claim`` for the burst: a drop whose terms this process knows (and no team rule) goes straight
+        into the batch, and a losing claim is answered from the batch's result loop (no task of its own);
+        a winning one writes the viewer's wallet before ``done`` gets its answer."""
+        terms = self._terms.get(drop_id)
+        if terms is None or terms.get("team"):  # a read first (the terms, the viewer's team)
+            self._tasks.spawn(_deliver(self.claim(viewer, room_id, drop_id, request_id), done))
+            return
+        if (room_id is not None and terms["room"] != room_id) or terms.get("prize") == "1":
+            done({"code": "NOT_FOUND", "drop": drop_id, "left": 0})
+            return
+        self._claims.submit(drop_id, (viewer.user, request_id or "r-" + secrets.token_hex(4), ""),
+                            partial(self._decided, viewer.user, drop_id, terms, done))
+
+    def _decided(self, user: str, drop_id: str, terms: dict[str, str],
+                 done: Callable[[dict[str, Any] | BaseException], None], reply: Any) -> None:
+        if isinstance(reply, BaseException):
+            done(reply)
+        elif _text(reply[0]) in ("CLAIMED", "ALREADY_CLAIMED") or int(reply[3]):  # a coupon to show, an end to tell
+            self._tasks.spawn(_deliver(self._answer(user, drop_id, terms, reply), done))
+        else:
+            done({"code": _text(reply[0]), "drop": drop_id, "left": int(reply[2])})
+
+    async def _claim_many(self, drop_id: str, reqs: Sequence[tuple[str, str, str]], grant: bool = False) -> list[Any]:
         k = drop_keys(drop_id)
-        code, claimed_at, left, last = await self._claim(keys=[k.meta, k.claims],
-                                                         args=[user, request_id, team, "1" if grant else "0"])
-        code = _text(code)
-        out: dict[str, Any] = {"code": code, "drop": drop_id, "left": int(left)}
-        meta = await self._meta(drop_id)
-        if meta is None:
-            return out
-        if code in ("CLAIMED", "ALREADY_CLAIMED"):
+        args: list[Any] = ["1" if grant else "0"]
+        for user, rid, team in reqs:
+            args += (user, rid, team)
+        return list(await self._claim(keys=[k.meta, k.claims], args=args))
+
+    async def _answer(self, user: str, drop_id: str, terms: dict[str, str], reply: Any) -> dict[str, Any]:
+        code = _text(reply[0])
+        claimed_at, left, last, fresh = (int(v) for v in reply[1:5])
+        out: dict[str, Any] = {"code": code, "drop": drop_id, "left": left}
+        if fresh:  # just claimed: the coupon is as the script wrote it
+            out["coupon"] = coupon_wire(drop_id, terms, {"s": "c", "t": claimed_at}, claimed_at)
+            async with self.redis.pipeline(transaction=False) as p:
+                p.zadd(wallet_key(user), {drop_id: claimed_at})
+                p.pexpireat(wallet_key(user), int(terms["expires_at"]) + self.bus.retain_room_ms)
+                await p.execute()
+            self.live.mark(terms["room"], "drops", drop_id)
+        elif code in ("CLAIMED", "ALREADY_CLAIMED"):  # the one the viewer holds, in its state now
             claim = await self._claim_of(drop_id, user)
             if claim is not None:
-                out["coupon"] = coupon_wire(drop_id, meta, claim, await self.inventory.now_ms())
-            if code == "CLAIMED":
-                await self.redis.zadd(wallet_key(user), {drop_id: int(claimed_at)})
-                await self.redis.pexpireat(wallet_key(user), int(meta["expires_at"]) + self.bus.retain_room_ms)
-                self.live.mark(meta["room"], "drops", drop_id)
-        if int(last):
+                out["coupon"] = coupon_wire(drop_id, terms, claim, await self.inventory.now_ms())
+        if last:
             await self._announce_end(drop_id)
         return out
+
+    async def _terms_of(self, drop_id: str) -> dict[str, str] | None:
+        """A drop's fields that never change after it is dropped (its room, terms, team, times), read once
+        per process: a claim then costs one script call."""
+        terms = self._terms.get(drop_id)
+        if terms is None:
+            meta = await self._meta(drop_id)
+            if meta is None:
+                return None
+            terms = self._remember(drop_id, meta)
+        return terms
+
+    def _remember(self, drop_id: str, meta: dict[str, str]) -> dict[str, str]:
+        terms = {f: meta[f] for f in _FIXED if f in meta}
+        if len(self._terms) >= TERMS_KEPT:
+            self._terms.pop(next(iter(self._terms)))
+        self._terms[drop_id] = terms
+        return terms
 
     async def prize_drop(self, room_id: str, drop_id: str, terms: CouponTerms, count: int) -> dict[str, Any]:
         """A hidden drop whose coupons only ``grant`` hands out (a draw's coupon prize): no claim
@@ -254,7 +323,11 @@ class Coupons(InteractionPart):
 
     async def grant(self, drop_id: str, user: str) -> dict[str, Any]:
         """Give ``user`` a coupon of a prize drop (idempotent per user): the Coupon."""
-        out = await self._take(user, drop_id, f"grant-{drop_id}", "", grant=True)
+        terms = await self._terms_of(drop_id)
+        if terms is None:
+            raise NotFound(f"no drop {drop_id}")
+        (reply,) = await self._claim_many(drop_id, [(user, f"grant-{drop_id}", "")], grant=True)
+        out = await self._answer(user, drop_id, terms, reply)
         if "coupon" not in out:
             raise Refused(ErrorCode(out["code"]) if out["code"] in ErrorCode.__members__ else ErrorCode.CONFLICT,
                           f"the prize coupon could not be granted: {out['code']}")
@@ -357,6 +430,10 @@ class Coupons(InteractionPart):
                 log.info("coupons: %s of %s locked to %s recovered: %s", drop_id, user, claim["h"], code)
             if not await self.redis.zcard(k.applying):
                 await self.redis.srem(APPLYING_REGISTRY, drop_id)
+
+    async def aclose(self) -> None:
+        await self._claims.aclose()
+        await self._tasks.drain(5.0)
 
     # -- reading -------------------------------------------------------------------------------------
 

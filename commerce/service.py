@@ -101,6 +101,7 @@ class Commerce:
     async def aclose(self) -> None:
         await self.checkout.aclose()  # answers the buys in flight, then the funnel counts them
         await self.funnel.aclose()
+        await self.coupons.aclose()
         await self.live.aclose()
         await self.payments.aclose()
 

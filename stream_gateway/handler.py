@@ -272,9 +272,11 @@ class Gateway:
         out = await self.commerce.polls.vote(conn.identity, conn.room_id, m.body.poll, m.body.option)
         conn.send({"type": "vote_result", "rid": m.rid, **out})
 
-    async def _claim_coupon(self, conn: Conn, m: Inbound) -> None:
-        out = await self.commerce.coupons.claim(conn.identity, conn.room_id, m.body.drop, m.rid or "")
-        conn.send({"type": "claim_result", "rid": m.rid, **out})
+    def _claim_coupon(self, conn: Conn, m: Inbound) -> None:
+        """Like ``buy``: into the drop's claim batch, answered from its result loop."""
+        conn.inflight += 1
+        self.commerce.coupons.submit_claim(conn.identity, conn.room_id, m.body.drop, m.rid or "",
+                                           partial(_answer_claim, conn, m))
 
     async def _enter_draw(self, conn: Conn, m: Inbound) -> None:
         out = await self.commerce.draws.enter(conn.identity, conn.room_id or "", m.body.draw,
@@ -308,6 +310,19 @@ def _refusal(reply: str, key: str) -> Refuse:
 
 def _release_refusal(m: Inbound, code: str, why: str) -> dict[str, Any]:
     return dict(msg.release_result(m.rid or "", code, m.body.hold))
+
+
+def _answer_claim(conn: Conn, m: Inbound, out: dict[str, Any] | BaseException) -> None:
+    conn.answered()
+    if isinstance(out, BaseException):
+        err = as_error(out)
+        if err is None:
+            log.warning("claim %s failed: %s", m.rid, out)
+            conn.send(msg.error("INTERNAL", _RETRY, m.rid))
+        else:
+            conn.send(msg.error(err.code, err.message, m.rid))
+        return
+    conn.send({"type": "claim_result", "rid": m.rid, **out})
 
 
 def _answer_buy(conn: Conn, m: Inbound, r: ReserveResult | BaseException) -> None:
