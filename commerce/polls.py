@@ -1,19 +1,18 @@
-"""Polls (docs/PROTOCOL.md Interaction, Polls): the host opens a poll of 2-6 options for a while,
-viewers vote once each, the live counts go out on the ambient lane, and the final result is an event
-(``poll_closed``) and a row in SQL (``inventory/polls.py``).
-
-Every decision is one Lua script on the poll's keys (one hash slot, ``inventory.keys.poll_keys``)
-with Redis TIME as the clock: ``poll_open.lua`` takes the id once, ``poll_vote.lua`` counts a vote
-once per viewer and refuses it from ``ends_at`` on, ``poll_close.lua`` turns the poll from open to
+"""Polls (docs/PROTOCOL.md Interaction, Polls): the host opens a poll of 2-6 options for a while, viewers
+vote once each, the live counts go out on the ambient lane, and the final result is an event
+(``poll_closed``) and a row in SQL (``inventory/polls.py``). Every decision is one Lua script on the
+poll's keys (one hash slot, ``inventory.keys.poll_keys``) with Redis TIME as the clock:
+``poll_open.lua`` takes the id once, ``poll_vote.lua`` counts a vote once per viewer and refuses it from
+``ends_at`` on (the votes arriving together in one call), ``poll_close.lua`` turns the poll from open to
 closed once (the host's ``close_poll``, or its deadline in ``DueTimers`` in any process). Finishing a
 close (the SQL row, then ``poll_closed``) is idempotent: the row is insert-or-ignore and the event is
-published under a once-name, so the deadline, which stays due until a close was finished, also
-finishes one that a stopped process left half done, and publishes nothing twice."""
+published under a once-name, so the deadline, which stays due until a close was finished, also finishes
+one that a stopped process left half done, and publishes nothing twice."""
 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
@@ -24,6 +23,7 @@ from inventory.scripts import Inventory
 from inventory.store import Store
 
 from . import events as ev
+from .batcher import Batcher
 from .due import DueTimers
 from .errors import Conflict, NotFound
 from .identity import Identity
@@ -79,6 +79,8 @@ class Polls(InteractionPart):
         self.sql = PollStore(store)
         self._open = script(self.redis, "poll_open")
         self._vote = script(self.redis, "poll_vote")
+        # the votes of one poll (and one room) arriving together: one script call
+        self._votes: Batcher[tuple[str, int], dict[str, Any]] = Batcher(self._vote_many, "vote batch")
         self._close = script(self.redis, "poll_close")
         live.register("polls", self._live_counts)
         due.register(DUE_KIND, self._due)
@@ -159,20 +161,38 @@ class Polls(InteractionPart):
     async def vote(self, viewer: Identity, room_id: str | None, poll_id: str, option: int) -> dict[str, Any]:
         """``{code, poll, option?, counts?, total?}``: VOTED | ALREADY_VOTED (``option``: the vote that
         counted) | CLOSED | INVALID | NOT_FOUND (no such poll; over the WebSocket: not in ``room_id``)."""
+        return await self._votes.call(f"{poll_id}|{room_id or ''}", (viewer.user, option))
+
+    def submit_vote(self, viewer: Identity, room_id: str | None, poll_id: str, option: int,
+                    done: Callable[[dict[str, Any] | BaseException], None]) -> None:
+        """``vote`` for the burst: the votes of one poll arriving together are decided by one script call
+        (``Batcher``, like the buys of a sale) and answered from its result loop."""
+        self._votes.submit(f"{poll_id}|{room_id or ''}", (viewer.user, option), done)
+
+    async def _vote_many(self, key: str, votes: Sequence[tuple[str, int]]) -> list[dict[str, Any]]:
+        poll_id, _, room_id = key.partition("|")
         k = poll_keys(poll_id)
-        raw = await self._vote(keys=[k.meta, k.votes, k.counts], args=[viewer.user, option, room_id or ""])
-        code = _text(raw[0])
-        out: dict[str, Any] = {"code": code, "poll": poll_id}
-        if code == "NOT_FOUND":
-            return out
-        counts = [int(c) for c in raw[3:]]
-        if code in ("VOTED", "ALREADY_VOTED"):
-            out["option"] = int(raw[2])
-        out["counts"] = counts
-        out["total"] = sum(counts)
-        if code == "VOTED":
-            self.live.mark(_text(raw[1]), "polls", poll_id)
+        args: list[Any] = [room_id]
+        for user, option in votes:
+            args += (user, option)
+        raw = await self._vote(keys=[k.meta, k.votes, k.counts], args=args)
+        room, counts = _text(raw[0]), [int(c) for c in raw[1]]
+        out: list[dict[str, Any]] = []
+        for code_raw, option in raw[2:]:
+            code = _text(code_raw)
+            one: dict[str, Any] = {"code": code, "poll": poll_id}
+            if code != "NOT_FOUND":
+                if code in ("VOTED", "ALREADY_VOTED"):
+                    one["option"] = int(option)
+                one["counts"] = counts
+                one["total"] = sum(counts)
+            out.append(one)
+        if any(o["code"] == "VOTED" for o in out):
+            self.live.mark(room, "polls", poll_id)
         return out
+
+    async def aclose(self) -> None:
+        await self._votes.aclose()
 
     # -- reading -----------------------------------------------------------------------------------
 

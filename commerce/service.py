@@ -102,6 +102,7 @@ class Commerce:
         await self.checkout.aclose()  # answers the buys in flight, then the funnel counts them
         await self.funnel.aclose()
         await self.coupons.aclose()
+        await self.polls.aclose()
         await self.live.aclose()
         await self.payments.aclose()
 

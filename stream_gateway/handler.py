@@ -268,15 +268,17 @@ class Gateway:
             c.team = joined["team"]
         conn.send({"type": "team_joined", **({"rid": m.rid} if m.rid else {}), **joined})
 
-    async def _vote(self, conn: Conn, m: Inbound) -> None:
-        out = await self.commerce.polls.vote(conn.identity, conn.room_id, m.body.poll, m.body.option)
-        conn.send({"type": "vote_result", "rid": m.rid, **out})
+    def _vote(self, conn: Conn, m: Inbound) -> None:
+        """Like ``buy``: into the poll's vote batch, answered from its result loop."""
+        conn.inflight += 1
+        self.commerce.polls.submit_vote(conn.identity, conn.room_id, m.body.poll, m.body.option,
+                                        partial(_answer_act, conn, m, "vote_result"))
 
     def _claim_coupon(self, conn: Conn, m: Inbound) -> None:
         """Like ``buy``: into the drop's claim batch, answered from its result loop."""
         conn.inflight += 1
         self.commerce.coupons.submit_claim(conn.identity, conn.room_id, m.body.drop, m.rid or "",
-                                           partial(_answer_claim, conn, m))
+                                           partial(_answer_act, conn, m, "claim_result"))
 
     async def _enter_draw(self, conn: Conn, m: Inbound) -> None:
         out = await self.commerce.draws.enter(conn.identity, conn.room_id or "", m.body.draw,
@@ -312,17 +314,18 @@ def _release_refusal(m: Inbound, code: str, why: str) -> dict[str, Any]:
     return dict(msg.release_result(m.rid or "", code, m.body.hold))
 
 
-def _answer_claim(conn: Conn, m: Inbound, out: dict[str, Any] | BaseException) -> None:
+def _answer_act(conn: Conn, m: Inbound, reply: str, out: dict[str, Any] | BaseException) -> None:
+    """A vote's or a claim's outcome (``reply``: its typed answer), from its batch's result loop."""
     conn.answered()
     if isinstance(out, BaseException):
         err = as_error(out)
         if err is None:
-            log.warning("claim %s failed: %s", m.rid, out)
+            log.warning("%s %s failed: %s", m.type, m.rid, out)
             conn.send(msg.error("INTERNAL", _RETRY, m.rid))
         else:
             conn.send(msg.error(err.code, err.message, m.rid))
         return
-    conn.send({"type": "claim_result", "rid": m.rid, **out})
+    conn.send({"type": reply, "rid": m.rid, **out})
 
 
 def _answer_buy(conn: Conn, m: Inbound, r: ReserveResult | BaseException) -> None:
