@@ -104,6 +104,7 @@ class Commerce:
         await self.coupons.aclose()
         await self.polls.aclose()
         await self.live.aclose()
+        await self.teams.aclose()  # likes the last round did not write
         await self.payments.aclose()
 
     # -- actions that span parts -----------------------------------------------------------------------

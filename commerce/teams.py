@@ -61,6 +61,7 @@ def leaderboard_rows(teams: list[dict[str, Any]], stats: dict[str, int],
 class Teams(InteractionPart):
     def __init__(self, store: Store, bus: RoomBus, inventory: Inventory, live: LiveCounts, due: DueTimers) -> None:
         super().__init__(store, bus, inventory, live, due)
+        self._likes: dict[str, dict[str, int]] = {}  # room -> team -> likes not written yet (``on_like``)
         self._join = script(self.redis, "team_join")
         live.register("teams", self._live_rows)
 
@@ -121,8 +122,26 @@ class Teams(InteractionPart):
 
     # -- what the members do ---------------------------------------------------------------------------
 
-    async def on_like(self, room_id: str, team: str, n: int) -> None:
-        await self._bump(room_id, {f"{team}:likes": n})
+    def on_like(self, room_id: str, team: str, n: int) -> None:
+        """A member's likes: added up in this process and written with the next leaderboard read (every
+        ``LiveCounts`` round, at most every 0.3 s), not one Redis write per tap."""
+        per_room = self._likes.setdefault(room_id, {})
+        per_room[team] = per_room.get(team, 0) + n
+        self.live.mark(room_id, "teams")
+
+    async def _flush_likes(self, room_id: str) -> None:
+        pending = self._likes.pop(room_id, None)
+        if pending:
+            try:
+                await self._bump(room_id, {f"{team}:likes": n for team, n in pending.items()}, mark=False)
+            except Exception:  # Redis briefly unreachable: kept for the next round
+                for team, n in pending.items():
+                    self._likes.setdefault(room_id, {})[team] = self._likes.get(room_id, {}).get(team, 0) + n
+                raise
+
+    async def aclose(self) -> None:
+        for room_id in list(self._likes):
+            await self._flush_likes(room_id)
 
     async def on_paid(self, room_id: str, user: str, total: int, currency: str) -> None:
         """A purchase paid in the room (after discounts): counts for the buyer's team, if any."""
@@ -130,14 +149,15 @@ class Teams(InteractionPart):
         if team is not None:
             await self._bump(room_id, {f"{team}:orders": 1, f"{team}:gmv:{currency}": total})
 
-    async def _bump(self, room_id: str, incs: dict[str, int]) -> None:
+    async def _bump(self, room_id: str, incs: dict[str, int], mark: bool = True) -> None:
         k = team_keys(room_id)
         async with self.redis.pipeline(transaction=False) as p:
             for field, n in incs.items():
                 p.hincrby(k.stats, field, n)
             p.pexpire(k.stats, self.bus.retain_room_ms)
             await p.execute()
-        self.live.mark(room_id, "teams")
+        if mark:
+            self.live.mark(room_id, "teams")
 
     async def report_present(self, room_id: str, gateway_id: str, counts: dict[str, int], now_ms: int) -> None:
         """This gateway's connected members per team (every second, from the ticker)."""
@@ -173,6 +193,7 @@ class Teams(InteractionPart):
         return leaderboard_rows(definition["teams"], await self._stats(room_id), await self._present(room_id))
 
     async def _live_rows(self, room_id: str, _ids: set[str]) -> object:
+        await self._flush_likes(room_id)
         return await self.leaderboard(room_id)
 
     async def view(self, room_id: str) -> dict[str, Any]:

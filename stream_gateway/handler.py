@@ -256,7 +256,7 @@ class Gateway:
     async def _like(self, conn: Conn, m: Inbound) -> None:
         await self.commerce.chat.like(conn.room_id or "", m.body.n)
         if conn.team:
-            await self.commerce.teams.on_like(conn.room_id or "", conn.team, m.body.n)
+            self.commerce.teams.on_like(conn.room_id or "", conn.team, m.body.n)
 
     # -- interaction (docs/PROTOCOL.md Interaction) --------------------------------------------------
 
