@@ -3,8 +3,7 @@
 // pools behind the room's sales (launch from a pool, top up, end and return the unsold units), and
 // the live extras: fan teams and their leaderboard, polls, coupon drops and lucky draws.
 import { LiveSaleClient, formatMoney, tokenClaims } from "/static/livesale.js";
-
-const byId = (id, root = document) => root.querySelector(`[data-testid="${id}"]`);
+import { apiWith, byId, el, fmtInt, minorDigits, num, readToken, setText, toast } from "/static/ui.js";
 
 const roomId = (() => {
   const m = location.pathname.match(/\/host\/([^/?#]+)/);
@@ -34,26 +33,8 @@ const endReturns = new Map();   // sale_id -> units returned when this panel end
 // ---------------------------------------------------------------------------------------------
 // helpers
 
-function setText(el, text) {
-  text = text ?? "";
-  if (el && el.textContent !== text) el.textContent = text;
-}
-let toastTimer = null;
-function toast(text, kind = "info") {
-  const el = byId("toast");
-  el.textContent = text;
-  el.dataset.kind = kind;
-  el.hidden = false;
-  clearTimeout(toastTimer);
-  toastTimer = setTimeout(() => { el.hidden = true; }, 4000);
-}
-function num(v) {
-  const n = Number(v);
-  return Number.isFinite(n) ? n : 0;
-}
-function fmtInt(n) {
-  return new Intl.NumberFormat().format(Math.round(num(n)));
-}
+const api = apiWith(() => token);
+
 function fmtSecs(ms) {
   const s = Math.max(0, Math.round(ms / 1000));
   if (s < 60) return `${s}s`;
@@ -61,59 +42,15 @@ function fmtSecs(ms) {
   if (m < 60) return `${m}m ${String(s % 60).padStart(2, "0")}s`;
   return `${Math.floor(m / 60)}h ${String(m % 60).padStart(2, "0")}m`;
 }
-function minorDigits(currency) {
-  try {
-    return new Intl.NumberFormat("en", { style: "currency", currency }).resolvedOptions().maximumFractionDigits;
-  } catch {
-    return 2;
-  }
-}
 function hue(str) {
   let h = 0;
   for (const ch of String(str)) h = (h * 31 + ch.charCodeAt(0)) >>> 0;
   return h % 360;
 }
-function el(tag, props = {}, ...children) {
-  const e = document.createElement(tag);
-  for (const [k, v] of Object.entries(props)) {
-    if (k === "dataset") Object.assign(e.dataset, v);
-    else if (k === "style") e.style.cssText = v;
-    else if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
-    else if (v !== undefined && v !== null && v !== false) e.setAttribute(k, v === true ? "" : v);
-  }
-  for (const c of children) if (c !== null && c !== undefined) e.append(c);
-  return e;
-}
-async function api(method, path, body) {
-  const res = await fetch(path, {
-    method,
-    headers: { Authorization: `Bearer ${token}`, ...(body ? { "Content-Type": "application/json" } : {}) },
-    body: body ? JSON.stringify(body) : undefined,
-  });
-  let data = null;
-  try { data = await res.json(); } catch { data = null; }
-  if (!res.ok) {
-    const err = new Error(data?.error?.message || `${method} ${path}: HTTP ${res.status}`);
-    err.status = res.status;
-    err.code = data?.error?.code;
-    throw err;
-  }
-  return data;
-}
 
 // ---------------------------------------------------------------------------------------------
 // sign in
 
-function readToken() {
-  const m = location.hash.match(/[#&]token=([^&]+)/);
-  if (m) {
-    const t = decodeURIComponent(m[1]);
-    sessionStorage.setItem(TOKEN_KEY, t);
-    history.replaceState(null, "", location.pathname + location.search); // keep it out of history
-    return t;
-  }
-  return sessionStorage.getItem(TOKEN_KEY);
-}
 
 function checkTokenLocally(t) {
   const claims = tokenClaims(t);
@@ -1414,5 +1351,5 @@ function wireExtras() {
 
 wire();
 wireExtras();
-const initial = readToken();
+const initial = readToken(TOKEN_KEY);
 if (initial) signIn(initial); else showSignin();

@@ -2,8 +2,7 @@
 // second) across every room's sales and the channels, a form to open a pool, restock / adjust with a
 // reason, and the ledger of the selected pool. HTTP only (docs/CLIENT.md "The merchant page").
 import { formatMoney, tokenClaims } from "/static/livesale.js";
-
-const byId = (id, root = document) => root.querySelector(`[data-testid="${id}"]`);
+import { apiWith, byId, el, fmtInt, minorDigits, num, readToken, setText, toast } from "/static/ui.js";
 
 const TOKEN_KEY = "livesale.merchantToken";
 const POOL_KEY = "livesale.merchantPool";
@@ -23,35 +22,10 @@ let failures = 0;
 // ---------------------------------------------------------------------------------------------
 // helpers
 
-function setText(el, text) {
-  text = text ?? "";
-  if (el && el.textContent !== text) el.textContent = text;
-}
-let toastTimer = null;
-function toast(text, kind = "info") {
-  const el = byId("toast");
-  el.textContent = text;
-  el.dataset.kind = kind;
-  el.hidden = false;
-  clearTimeout(toastTimer);
-  toastTimer = setTimeout(() => { el.hidden = true; }, 4000);
-}
-function num(v) {
-  const n = Number(v);
-  return Number.isFinite(n) ? n : 0;
-}
-function fmtInt(n) {
-  return new Intl.NumberFormat().format(Math.round(num(n)));
-}
+const api = apiWith(() => token);
+
 function fmtSigned(n) {
   return `${num(n) > 0 ? "+" : num(n) < 0 ? "−" : ""}${fmtInt(Math.abs(num(n)))}`;
-}
-function minorDigits(currency) {
-  try {
-    return new Intl.NumberFormat("en", { style: "currency", currency }).resolvedOptions().maximumFractionDigits;
-  } catch {
-    return 2;
-  }
 }
 function fmtTime(ms) {
   if (!ms) return "";
@@ -62,40 +36,6 @@ function fmtTime(ms) {
 function newRequestId() {
   if (globalThis.crypto?.randomUUID) return crypto.randomUUID();   // secure contexts (https, localhost)
   return Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, "0")).join("");
-}
-function el(tag, props = {}, ...children) {
-  const e = document.createElement(tag);
-  for (const [k, v] of Object.entries(props)) {
-    if (k === "dataset") Object.assign(e.dataset, v);
-    else if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
-    else if (v !== undefined && v !== null && v !== false) e.setAttribute(k, v === true ? "" : v);
-  }
-  for (const c of children) if (c !== null && c !== undefined) e.append(c);
-  return e;
-}
-async function api(method, path, body) {
-  let res;
-  try {
-    res = await fetch(path, {
-      method,
-      headers: { Authorization: `Bearer ${token}`, ...(body ? { "Content-Type": "application/json" } : {}) },
-      body: body ? JSON.stringify(body) : undefined,
-    });
-  } catch (e) {
-    const err = new Error(`cannot reach the server (${e.message})`);
-    err.code = "OFFLINE";
-    err.status = 0;
-    throw err;
-  }
-  let data = null;
-  try { data = await res.json(); } catch { data = null; }
-  if (!res.ok) {
-    const err = new Error(data?.error?.message || `${method} ${path}: HTTP ${res.status}`);
-    err.status = res.status;
-    err.code = data?.error?.code || `HTTP_${res.status}`;
-    throw err;
-  }
-  return data;
 }
 function errText(err) {
   return `${err.code || "ERROR"}: ${err.message || ""}`;
@@ -151,16 +91,6 @@ function syncTable(tbody, items, { key, cols, attrs = () => ({}), onclick = null
 // ---------------------------------------------------------------------------------------------
 // sign in
 
-function readToken() {
-  const m = location.hash.match(/[#&]token=([^&]+)/);
-  if (m) {
-    const t = decodeURIComponent(m[1]);
-    sessionStorage.setItem(TOKEN_KEY, t);
-    history.replaceState(null, "", location.pathname + location.search); // keep it out of history
-    return t;
-  }
-  return sessionStorage.getItem(TOKEN_KEY);
-}
 
 function checkTokenLocally(t) {
   const claims = tokenClaims(t);
@@ -476,5 +406,5 @@ function wire() {
 }
 
 wire();
-const initial = readToken();
+const initial = readToken(TOKEN_KEY);
 if (initial) signIn(initial); else showSignin();
