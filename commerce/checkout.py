@@ -14,7 +14,7 @@ from typing import Any
 
 from inventory.domain import (
     ConfirmCode, ConfirmResult, Hold, ReleaseCode, InvalidInput as InventoryInvalidInput, ReleaseResult, ReserveCode,
-    ReserveRequest, ReserveResult, sale_of_hold,
+    ReserveRequest, ReserveResult, SaleCounters, sale_of_hold,
 )
 from inventory.draws import PRIZE_SALE_MARK
 from inventory.keys import POOL_BUCKET_SUFFIX
@@ -36,6 +36,12 @@ from .wire import mask_name
 __all__ = ["Checkout"]
 
 log = logging.getLogger(__name__)
+
+
+def _with_discount(result: ConfirmResult, hold: Hold, counters: SaleCounters | None) -> ConfirmResult:
+    """A confirm's answer with the coupon's discount and the total paid (``hold`` names the coupon)."""
+    total = counters.unit_price * hold.qty - hold.discount if counters is not None else None
+    return dataclasses.replace(result, discount=hold.discount, total=total)
 
 
 def _settle_future(fut: asyncio.Future[Any], outcome: Any) -> None:
@@ -166,7 +172,9 @@ class Checkout:
                 held = None
             ref = ("demo-balance-" if held is not None and held.status == "deposit" else "demo-") + hold_id
         result = await self.inventory.confirm(hold_id, ref, viewer.user)
-        await self._announce(viewer, hold_id, result)
+        if result.code is ConfirmCode.CONFIRMED and result.fresh:
+            hold = await self.inventory.get_hold(hold_id)
+            await self._announce(viewer, hold, await self.inventory.counters(hold.sale_id) if hold else None)
         return result
 
     async def _free_hold(self, hold_id: str) -> bool:
@@ -183,40 +191,37 @@ class Checkout:
         hold = await owned_hold(self.inventory, viewer, hold_id)
         if hold.status == "confirmed":  # a retry: the answer of the pay that confirmed it
             result = await self.inventory.confirm(hold_id, payment_ref or "demo-" + hold_id, viewer.user)
-            return await self._with_discount(result, hold) if hold.coupon == coupon else result
+            if hold.coupon != coupon:
+                return result
+            return _with_discount(result, hold, await self.inventory.counters(hold.sale_id))
         sale = await self.store.get_sale(hold.sale_id)
         discount = await self.coupons.lock_for(viewer, hold, coupon, sale)  # step 1 (refusals raise)
+        after: Hold | None = None
         try:
             result = await self.inventory.confirm(hold_id, payment_ref or "demo-" + hold_id, viewer.user,
                                                   discount, coupon)  # step 2
         finally:
-            await self.coupons.finish(viewer.user, coupon, hold_id)  # step 3, from the hold's record
-        await self._announce(viewer, hold_id, result)
-        confirmed = await self.inventory.get_hold(hold_id)
-        if confirmed is not None and confirmed.coupon == coupon and result.code is ConfirmCode.CONFIRMED:
-            return await self._with_discount(result, confirmed)
+            after = await self.inventory.get_hold(hold_id)
+            await self.coupons.finish(viewer.user, coupon, hold_id, hold=after)  # step 3, from the hold's record
+        counters = await self.inventory.counters(hold.sale_id)
+        if result.code is ConfirmCode.CONFIRMED and result.fresh:
+            await self._announce(viewer, after, counters)
+        if after is not None and after.coupon == coupon and result.code is ConfirmCode.CONFIRMED:
+            return _with_discount(result, after, counters)
         return result
 
-    async def _with_discount(self, result: ConfirmResult, hold: Hold) -> ConfirmResult:
-        counters = await self.inventory.counters(hold.sale_id)
-        total = counters.unit_price * hold.qty - hold.discount if counters is not None else None
-        return dataclasses.replace(result, discount=hold.discount, total=total)
-
-    async def _announce(self, viewer: Identity, hold_id: str, result: ConfirmResult) -> None:
-        """Once per confirmed hold (not on replays): the funnel's paid, the team board, "just bought"."""
-        if result.code is ConfirmCode.CONFIRMED and result.fresh:
-            hold = await self.inventory.get_hold(hold_id)
-            counters = await self.inventory.counters(hold.sale_id) if hold else None
-            if hold and PRIZE_SALE_MARK in hold.sale_id:  # a draw's prize: not a purchase (no ticker, funnel, GMV)
-                return
-            if hold and counters and hold.confirmed_ms and not hold.channel:  # a channel's sale has no room
-                room = counters.room_id
-                self.funnel.count(room, "paid")
-                if self.on_paid is not None:
-                    await self.on_paid(room, viewer.user, counters.unit_price * hold.qty - hold.discount,
-                                       counters.currency)
-                await self.bus.ambient(room, {"k": "b", "b": {"name": mask_name(viewer.name), "sale_id": hold.sale_id,
-                                                               "qty": hold.qty, "ts": hold.confirmed_ms}})
+    async def _announce(self, viewer: Identity, hold: Hold | None, counters: SaleCounters | None) -> None:
+        """Once per confirmed hold (the caller checks it was this call that confirmed it): the funnel's
+        paid, the team board, "just bought"."""
+        if hold is None or counters is None or PRIZE_SALE_MARK in hold.sale_id:  # a prize: not a purchase
+            return
+        if hold.confirmed_ms and not hold.channel:  # a channel's sale has no room
+            room = counters.room_id
+            self.funnel.count(room, "paid")
+            if self.on_paid is not None:
+                await self.on_paid(room, viewer.user, counters.unit_price * hold.qty - hold.discount, counters.currency)
+            await self.bus.ambient(room, {"k": "b", "b": {"name": mask_name(viewer.name), "sale_id": hold.sale_id,
+                                                           "qty": hold.qty, "ts": hold.confirmed_ms}})
 
     async def release(self, viewer: Identity, hold_id: str) -> ReleaseResult:
         result = await self.inventory.release(hold_id, viewer.user)

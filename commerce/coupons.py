@@ -381,11 +381,13 @@ class Coupons(InteractionPart):
             raise Refused(ErrorCode.COUPON_EXPIRED, "this coupon has expired")
         raise Refused(ErrorCode.NOT_FOUND, f"you have no coupon of drop {drop_id}")
 
-    async def finish(self, user: str, drop_id: str, hold_id: str, payable_ok: bool = False) -> None:
-        """Step 3, from the hold's record: redeemed when the hold was confirmed with this coupon, else
-        claimed again (``payable_ok``: a hold still payable keeps the lock, e.g. a provider payment
-        that has not arrived yet)."""
-        hold = await self.inventory.get_hold(hold_id)
+    async def finish(self, user: str, drop_id: str, hold_id: str, payable_ok: bool = False,
+                     hold: Hold | None = None) -> None:
+        """Step 3, from the hold's record (``hold``: as the caller just read it, else read here):
+        redeemed when the hold was confirmed with this coupon, else claimed again (``payable_ok``: a hold
+        still payable keeps the lock, e.g. a provider payment that has not arrived yet)."""
+        if hold is None:
+            hold = await self.inventory.get_hold(hold_id)
         await self._settle_lock(user, drop_id, hold_id, hold, payable_ok=payable_ok)
 
     async def _settle_lock(self, user: str, drop_id: str, hold_id: str, hold: Hold | None, payable_ok: bool) -> str:

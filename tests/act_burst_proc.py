@@ -103,8 +103,10 @@ class Viewer:
         self.changed.set()
 
 
-async def _join(session: aiohttp.ClientSession, sem: asyncio.Semaphore, base: str, room: str, token: str,
-                wait: float) -> aiohttp.ClientWebSocketResponse:
+async def join_room(session: aiohttp.ClientSession, sem: asyncio.Semaphore, base: str, room: str, token: str,
+                    wait: float) -> aiohttp.ClientWebSocketResponse:
+    """One viewer's socket, joined (its snapshot read); at most ``sem``'s count connect at once. Also used by
+    tests/pool_burst_proc.py."""
     async with sem:
         ws = await session.ws_connect(base + "/ws", protocols=(PROTOCOL,), heartbeat=None)
         await ws.send_json({"type": "join", "room": room, "token": token})
@@ -156,7 +158,7 @@ async def _main() -> None:
     connector = aiohttp.TCPConnector(limit=0, local_addr=(cfg["src"], 0) if cfg.get("src") else None)
     async with aiohttp.ClientSession(connector=connector) as session:
         sem = asyncio.Semaphore(int(cfg["concurrency"]))
-        sockets = await asyncio.gather(*(_join(session, sem, base, cfg["room"], token, wait)
+        sockets = await asyncio.gather(*(join_room(session, sem, base, cfg["room"], token, wait)
                                          for base, token, _kind, _msgs in viewers))
         joined = [Viewer(ws, collect, changed) for ws in sockets]
         print("READY", flush=True)

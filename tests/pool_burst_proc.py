@@ -26,20 +26,7 @@ from typing import Any
 
 import aiohttp
 
-PROTOCOL = "livesale.v1.json"
-
-
-async def _join(session: aiohttp.ClientSession, sem: asyncio.Semaphore, base: str, room: str, token: str,
-                wait: float) -> aiohttp.ClientWebSocketResponse:
-    async with sem:
-        ws = await session.ws_connect(base + "/ws", protocols=(PROTOCOL,), heartbeat=None)
-        await ws.send_json({"type": "join", "room": room, "token": token})
-        while True:
-            m = await asyncio.wait_for(ws.receive_json(), wait)
-            if m["type"] == "snapshot":
-                return ws
-            if m["type"] == "error":
-                raise SystemExit(f"join refused: {m}")
+from act_burst_proc import join_room  # this file runs as a script: tests/ is on sys.path
 
 
 async def _buy(ws: aiohttp.ClientWebSocketResponse, sale: str, rid: str, wait: float) -> list[Any]:
@@ -105,7 +92,7 @@ async def _main() -> None:
         sockets: list[aiohttp.ClientWebSocketResponse] = []
         if ws_cfg:
             sem = asyncio.Semaphore(int(cfg.get("concurrency", 100)))
-            sockets = list(await asyncio.gather(*(_join(session, sem, ws_cfg["base"], ws_cfg["room"], tok, wait)
+            sockets = list(await asyncio.gather(*(join_room(session, sem, ws_cfg["base"], ws_cfg["room"], tok, wait)
                                                   for tok, _rid, _wave in ws_cfg["viewers"])))
         if http_cfg:
             per_base = [0] * len(http_cfg["bases"])

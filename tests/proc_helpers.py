@@ -92,6 +92,18 @@ class ServerProc:
         return rc
 
 
+async def stop_all(*servers: ServerProc, wait: float = 30.0) -> list[Any]:
+    """Stop several server processes at once, bounded (``ServerProc.stop``'s last wait never returns once
+    its output reader has died): their exit codes, or ["did not stop", ...] after killing them."""
+    try:
+        return list(await asyncio.wait_for(asyncio.gather(*(s.stop(wait) for s in servers)), timeout(2 * wait)))
+    except TimeoutError:
+        for s in servers:
+            if s.proc.returncode is None:
+                s.proc.kill()
+        return ["did not stop", *(s.proc.returncode for s in servers)]
+
+
 VIEWER_BURST_PROC = ROOT / "tests" / "viewer_burst_proc.py"
 
 

@@ -3,7 +3,7 @@
 // pools behind the room's sales (launch from a pool, top up, end and return the unsold units), and
 // the live extras: fan teams and their leaderboard, polls, coupon drops and lucky draws.
 import { LiveSaleClient, formatMoney, tokenClaims } from "/static/livesale.js";
-import { apiWith, byId, el, fmtInt, minorDigits, num, readToken, setText, toast } from "/static/ui.js";
+import { apiWith, byId, el, fmtInt, hue, minorDigits, num, readToken, setText, toast } from "/static/ui.js";
 
 const roomId = (() => {
   const m = location.pathname.match(/\/host\/([^/?#]+)/);
@@ -42,15 +42,6 @@ function fmtSecs(ms) {
   if (m < 60) return `${m}m ${String(s % 60).padStart(2, "0")}s`;
   return `${Math.floor(m / 60)}h ${String(m % 60).padStart(2, "0")}m`;
 }
-function hue(str) {
-  let h = 0;
-  for (const ch of String(str)) h = (h * 31 + ch.charCodeAt(0)) >>> 0;
-  return h % 360;
-}
-
-// ---------------------------------------------------------------------------------------------
-// sign in
-
 
 function checkTokenLocally(t) {
   const claims = tokenClaims(t);

@@ -2,9 +2,9 @@
 // and quantity pickers), the show's bag (every product and deal), chat, likes, and the live extras: fan
 // teams, polls, coupon drops (a wallet, and a coupon picker when paying) and lucky draws.
 import { LiveSaleClient, formatMoney, tokenClaims } from "/static/livesale.js";
+import { byId, hue, setText, toast } from "/static/ui.js";
 
 const $ = (sel, root = document) => root.querySelector(sel);
-const byId = (id) => document.querySelector(`[data-testid="${id}"]`);
 
 const roomId = (() => {
   const m = location.pathname.match(/\/rooms\/([^/?#]+)/);
@@ -15,10 +15,6 @@ const roomId = (() => {
 // ---------------------------------------------------------------------------------------------
 // small DOM helpers
 
-function setText(el, text) {
-  text = text ?? "";
-  if (el && el.textContent !== text) el.textContent = text;
-}
 function setAttr(el, name, value) {
   if (!el) return;
   if (value === null || value === undefined || value === false) {
@@ -46,20 +42,6 @@ function fmtSpan(ms) {
   const m = Math.floor(total / 60);
   const s = total % 60;
   return s ? `${m} min ${s} s` : `${m} min`;
-}
-function hue(str) {
-  let h = 0;
-  for (const ch of String(str)) h = (h * 31 + ch.charCodeAt(0)) >>> 0;
-  return h % 360;
-}
-let toastTimer = null;
-function toast(text, kind = "info") {
-  const el = byId("toast");
-  el.textContent = text;
-  el.dataset.kind = kind;
-  el.hidden = false;
-  clearTimeout(toastTimer);
-  toastTimer = setTimeout(() => { el.hidden = true; }, 4000);
 }
 
 // ---------------------------------------------------------------------------------------------

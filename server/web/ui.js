@@ -1,4 +1,4 @@
-// Small DOM and HTTP helpers shared by the host panel (host.js) and the merchant page (merchant.js):
+// Small DOM and HTTP helpers shared by the pages (room.js, host.js, merchant.js, verify.js):
 // elements by test id, text that only changes when it differs, the toast, number formats, element
 // building, the JSON API with a bearer token (typed errors: .status, .code), the token handed over in
 // the URL's fragment.
@@ -27,6 +27,13 @@ export function num(v) {
 
 export function fmtInt(n) {
   return new Intl.NumberFormat().format(Math.round(num(n)));
+}
+
+/** A stable colour hue (0-359) for a name: avatars, badges. */
+export function hue(str) {
+  let h = 0;
+  for (const ch of String(str)) h = (h * 31 + ch.charCodeAt(0)) >>> 0;
+  return h % 360;
 }
 
 export function minorDigits(currency) {

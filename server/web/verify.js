@@ -3,8 +3,8 @@
 // (livesale.js verifyDraw(): the procedure of docs/DRAWS.md). Nothing is trusted from the server but
 // the published numbers themselves.
 import { verifyDraw } from "/static/livesale.js";
+import { byId, el } from "/static/ui.js";
 
-const byId = (id) => document.querySelector(`[data-testid="${id}"]`);
 const SHOWN = 200;  // ranking rows listed (every winner and redraw is among the first ones)
 const LABEL = {
   seed: "Seed published",
@@ -25,12 +25,6 @@ function drawFromUrl() {
   return new URLSearchParams(location.search).get("draw") || "";
 }
 
-function el(tag, props = {}, ...children) {
-  const e = document.createElement(tag);
-  for (const [k, v] of Object.entries(props)) if (v !== undefined && v !== null) e.setAttribute(k, v);
-  for (const c of children) if (c !== null && c !== undefined) e.append(c);
-  return e;
-}
 
 async function check(drawId) {
   const result = byId("verify-result");

@@ -37,7 +37,7 @@ from conftest import timeout
 from gateway_helpers import Api, host_token
 from inventory.keys import pool_bucket_id
 from inventory.store import Store, orders
-from proc_helpers import ServerProc, free_port
+from proc_helpers import ServerProc, free_port, stop_all
 from server.config import Settings
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300, method="thread")]
@@ -385,13 +385,7 @@ async def test_one_pool_two_rooms_two_gateways_and_a_channel_in_one_burst(
               + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))
     finally:
         await session.close()
-        try:  # bounded: ServerProc.stop's last wait never returns once its output reader has died
-            rcs: list[Any] = list(await asyncio.wait_for(asyncio.gather(gw1.stop(30), gw2.stop(30)), timeout(60)))
-        except TimeoutError:
-            for gw in (gw1, gw2):
-                if gw.proc.returncode is None:
-                    gw.proc.kill()
-            rcs = ["did not stop", gw1.proc.returncode, gw2.proc.returncode]
+        rcs = await stop_all(gw1, gw2)
     assert rcs == [0, 0], (rcs, [ln[:500] for ln in gw1.lines[-20:]], [ln[:500] for ln in gw2.lines[-20:]])
 
 

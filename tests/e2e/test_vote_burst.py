@@ -31,7 +31,7 @@ from gateway_helpers import JSON, Api, WsClient, host_token
 from inventory.keys import poll_keys
 from inventory.polls import PollStore
 from inventory.store import Store
-from proc_helpers import ActBurst, ActOn, ServerProc, free_port
+from proc_helpers import ActBurst, ActOn, ServerProc, free_port, stop_all
 from server.config import Settings
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300, method="thread")]
@@ -185,11 +185,5 @@ async def test_five_thousand_viewers_vote_once_each(settings: Settings, redis_ur
             await ws.close()
         await session.close()
         await redis.aclose()
-        try:  # bounded: ServerProc.stop's last wait never returns once its output reader has died
-            rcs: list[Any] = list(await asyncio.wait_for(asyncio.gather(gw1.stop(30), gw2.stop(30)), timeout(60)))
-        except TimeoutError:
-            for gw in (gw1, gw2):
-                if gw.proc.returncode is None:
-                    gw.proc.kill()
-            rcs = ["did not stop", gw1.proc.returncode, gw2.proc.returncode]
+        rcs = await stop_all(gw1, gw2)
     assert rcs == [0, 0], (rcs, [ln[:500] for ln in gw1.lines[-20:]], [ln[:500] for ln in gw2.lines[-20:]])
