@@ -29,6 +29,7 @@ from .funnel import Funnel
 from .identity import Identity
 from .my_holds import MyHolds
 from .room_bus import RoomBus
+from .signals import Signals, SignalKind
 from .sale_terms import MembersOnly
 from .tasks import OwnedTasks
 from .wire import mask_name
@@ -136,8 +137,17 @@ class Checkout:
                 self.funnel.count(room_id, "reserved")
                 if result.available == 0:  # this request took the last unit: exactly once per depletion
                     self._tasks.spawn(self.bus.publish(room_id, ev.sale_sold_out(sale_id)))
-        if isinstance(result, ReserveResult) and result.ok and not result.replayed and result.hold_id:
-            self.my_holds.note(user, result.hold_id)
+        if isinstance(result, ReserveResult) and not result.replayed:
+            if result.ok and result.hold_id:
+                self.my_holds.note(user, result.hold_id)
+            sig = self.signals
+            if sig is not None and sig.enabled:  # interest signals: tapped, held, came too late
+                sig.record(SignalKind.TAP, user, room_id or "", sale=sale_id)
+                if result.ok and result.hold_id:
+                    sig.record(SignalKind.HELD, user, room_id or "", sale=sale_id, ref=result.hold_id,
+                               value=result.at_ms or 0)
+                elif result.code is ReserveCode.SOLD_OUT:
+                    sig.record(SignalKind.SOLD_OUT, user, room_id or "", sale=sale_id)
         done(result)
 
     async def buy(self, viewer: Identity, room_id: str | None, sale_id: str, qty: int,
@@ -151,6 +161,11 @@ class Checkout:
     instant_pay = True  # LIVESALE_PAYMENT_MODE=instant; otherwise `pay` is refused (Commerce sets it)
     coupons: Any = None  # commerce.coupons.Coupons (Commerce sets it): coupons applied at pay
     on_paid: Any = None  # (room, user, total, currency): the fan team leaderboard (commerce.teams)
+    signals: Signals | None = None  # interest signals (commerce/signals.py; Commerce sets it)
+    attribution: Any = None  # async (user) -> the buyer's share-link attribution for confirm (commerce.growth)
+
+    async def _attribution(self, user: str) -> str:
+        return await self.attribution(user) if self.attribution is not None else ""
 
     async def pay(self, viewer: Identity, hold_id: str, payment_ref: str | None = None,
                   coupon: str | None = None) -> ConfirmResult:
@@ -171,7 +186,8 @@ class Checkout:
             except InventoryInvalidInput:
                 held = None
             ref = ("demo-balance-" if held is not None and held.status == "deposit" else "demo-") + hold_id
-        result = await self.inventory.confirm(hold_id, ref, viewer.user)
+        result = await self.inventory.confirm(hold_id, ref, viewer.user,
+                                              attribution=await self._attribution(viewer.user))
         if result.code is ConfirmCode.CONFIRMED and result.fresh:
             hold = await self.inventory.get_hold(hold_id)
             await self._announce(viewer, hold, await self.inventory.counters(hold.sale_id) if hold else None)
@@ -199,7 +215,7 @@ class Checkout:
         after: Hold | None = None
         try:
             result = await self.inventory.confirm(hold_id, payment_ref or "demo-" + hold_id, viewer.user,
-                                                  discount, coupon)  # step 2
+                                                  discount, coupon, await self._attribution(viewer.user))  # step 2
         finally:
             after = await self.inventory.get_hold(hold_id)
             await self.coupons.finish(viewer.user, coupon, hold_id, hold=after)  # step 3, from the hold's record
@@ -215,6 +231,9 @@ class Checkout:
         paid, the team board, "just bought"."""
         if hold is None or counters is None or PRIZE_SALE_MARK in hold.sale_id:  # a prize: not a purchase
             return
+        if self.signals is not None:
+            self.signals.record(SignalKind.PAID, viewer.user, counters.room_id if not hold.channel else "",
+                                sale=hold.sale_id, ref=hold.hold_id)
         if hold.confirmed_ms and not hold.channel:  # a channel's sale has no room
             room = counters.room_id
             self.funnel.count(room, "paid")
@@ -225,6 +244,8 @@ class Checkout:
 
     async def release(self, viewer: Identity, hold_id: str) -> ReleaseResult:
         result = await self.inventory.release(hold_id, viewer.user)
+        if result.code is ReleaseCode.RELEASED and self.signals is not None:
+            self.signals.record(SignalKind.RELEASED, viewer.user, sale=sale_of_hold(hold_id), ref=hold_id)
         if result.code is ReleaseCode.NOT_FOUND and await self.inventory.hold_lost(hold_id):
             return ReleaseResult(ReleaseCode.HOLD_LOST, "", result.available)
         return result

@@ -39,6 +39,7 @@ from .due import DueTimers
 from .errors import Conflict, ErrorCode, NotFound, Refused
 from .identity import Identity
 from .interaction_part import InteractionPart
+from .signals import SignalKind
 from .interaction_requests import CouponTerms, DropCoupons
 from .live_counts import LiveCounts
 from .lua_scripts import script
@@ -278,6 +279,8 @@ class Coupons(InteractionPart):
         claimed_at, left, last, fresh = (int(v) for v in reply[1:5])
         out: dict[str, Any] = {"code": code, "drop": drop_id, "left": left}
         if fresh:  # just claimed: the coupon is as the script wrote it
+            if self.signals is not None:
+                self.signals.record(SignalKind.COUPON_CLAIMED, user, terms.get("room", ""), ref=drop_id)
             out["coupon"] = coupon_wire(drop_id, terms, {"s": "c", "t": claimed_at}, claimed_at)
             async with self.redis.pipeline(transaction=False) as p:
                 p.zadd(wallet_key(user), {drop_id: claimed_at})
@@ -405,6 +408,9 @@ class Coupons(InteractionPart):
             meta = await self._meta(drop_id)
             if meta is not None:
                 self.live.mark(meta["room"], "drops", drop_id)
+                if code == "REDEEMED" and self.signals is not None and hold is not None:
+                    self.signals.record(SignalKind.COUPON_REDEEMED, user, meta["room"], sale=hold.sale_id,
+                                        ref=drop_id)
         return code
 
     async def recover(self) -> None:

@@ -6,6 +6,8 @@ from typing import TYPE_CHECKING, Any
 
 from inventory import archive
 
+from .funnel import REQUESTS, STEPS
+
 if TYPE_CHECKING:
     from .service import Commerce
 
@@ -19,7 +21,8 @@ async def dashboard(c: Commerce, room_id: str, now_ms: int, local: tuple[int, in
     orders, units, gmv = await store.room_totals(room_id)
     per_minute = await store.orders_per_minute(room_id, now_ms - 30 * 60_000)
     latest = await store.orders_for_room(room_id, 20)
-    funnel = await c.funnel.counts(room_id)
+    funnel = await c.funnel.counts(room_id)  # requests per step
+    uniques = await c.funnel.uniques(room_id)  # unique users per step (HyperLogLog estimates)
     if local is not None:
         viewers, likes = local
     else:
@@ -29,6 +32,8 @@ async def dashboard(c: Commerce, room_id: str, now_ms: int, local: tuple[int, in
         if final is not None:
             funnel = {"tapped": final.tapped, "reserved": final.reserved, "paid": final.paid}
             likes = max(likes, final.likes)
+    if uniques is None and room.status == "ended":  # expired: exact unique counts from SQL (show report)
+        uniques = await c.reports.funnel(room_id)
     saved = await c.saved.sql.counts_for_room(room_id)  # viewers who saved each product for later
     sales = []
     for wire in await c.sales.of_room(room_id):
@@ -39,8 +44,9 @@ async def dashboard(c: Commerce, room_id: str, now_ms: int, local: tuple[int, in
         "server_time": now_ms, "viewers": viewers, "likes": likes,
         "orders": orders, "units": units, "gmv": gmv,
         "orders_per_minute": [{"minute": m, "orders": n, "gmv": g} for m, n, g in per_minute],
-        "funnel": {"viewers": viewers, "tapped": funnel.get("tapped", 0), "reserved": funnel.get("reserved", 0),
-                   "paid": funnel.get("paid", 0)},
+        # unique viewers per step (docs/PROTOCOL.md: estimates within ~1%); `requests`: what was asked
+        "funnel": {step: (uniques or {}).get(step, 0) for step in STEPS},
+        "requests": {step: funnel.get(step, 0) for step in REQUESTS},
         "sales": sales, "saved": saved,
         "latest_orders": [{"order_id": o.order_id, "sale_id": o.sale_id, "user_id": o.user_id, "qty": o.qty,
                            "total": o.total, "currency": o.currency, "confirmed_at": o.confirmed_at_ms}

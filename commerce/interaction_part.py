@@ -4,6 +4,8 @@ lane and the deadlines kept in Redis (docs/ARCHITECTURE.md, Interaction)."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from inventory.scripts import Inventory
 from inventory.store import Store
 
@@ -14,6 +16,10 @@ from .room_bus import RoomBus
 __all__ = ["InteractionPart"]
 
 
+if TYPE_CHECKING:
+    from .signals import Signals
+
+
 class InteractionPart:
     def __init__(self, store: Store, bus: RoomBus, inventory: Inventory, live: LiveCounts, due: DueTimers) -> None:
         self.store = store
@@ -22,3 +28,4 @@ class InteractionPart:
         self.redis = inventory.redis
         self.live = live
         self.due = due
+        self.signals: Signals | None = None  # interest signals (commerce/signals.py; Commerce sets it)

@@ -28,6 +28,7 @@ from .due import DueTimers
 from .errors import Conflict, NotFound
 from .identity import Identity
 from .interaction_part import InteractionPart
+from .signals import SignalKind
 from .interaction_requests import OpenPoll
 from .live_counts import LiveCounts
 from .lua_scripts import script
@@ -189,6 +190,10 @@ class Polls(InteractionPart):
             out.append(one)
         if any(o["code"] == "VOTED" for o in out):
             self.live.mark(room, "polls", poll_id)
+            if self.signals is not None:
+                for (user, option), o in zip(votes, out, strict=True):
+                    if o["code"] == "VOTED":
+                        self.signals.record(SignalKind.VOTED, user, room, ref=poll_id, detail=str(option))
         return out
 
     async def aclose(self) -> None:

@@ -26,6 +26,7 @@ from inventory.pools import PoolCounters, PoolRecord, PoolStore, transfer_id
 from inventory.scripts import Inventory
 from inventory.store import SaleRecord, Store
 
+from .signals import SignalKind
 from .errors import Conflict, ErrorCode, Forbidden, InvalidInput, NotFound, Refused
 from .identity import Identity
 from .my_holds import MyHolds
@@ -83,6 +84,8 @@ class Pools:
         self.sql = PoolStore(store)
         self._known: set[str] = set()  # pool ids seen in SQL (channel holds skip the lookup then)
         self.my_holds = my_holds  # the buyers' index of holds, shared with checkout
+        self.channel_guard: Any = None  # async (channel, pool): a mini-shop's channel must sell the pool
+        self.signals: Any = None  # interest signals (commerce/signals.py; Commerce sets it)
 
     # -- the merchant's pools ----------------------------------------------------------------------------
 
@@ -211,11 +214,18 @@ class Pools:
         if req.pool not in self._known and await self.sql.get(req.pool) is None:  # pools are never deleted:
             return ReserveResult(ReserveCode.NOT_FOUND, None, None, 0, 0)         # one SQL read per pool
         self._known.add(req.pool)
-        [r] = await self.inventory.reserve_many(pool_bucket_id(req.pool),
-                                                [ReserveRequest(viewer.user, req.qty, req.request_id)],
+        if self.channel_guard is not None:
+            await self.channel_guard(channel, req.pool)
+        bucket = pool_bucket_id(req.pool)
+        [r] = await self.inventory.reserve_many(bucket, [ReserveRequest(viewer.user, req.qty, req.request_id)],
                                                 channel=channel)
         if r.ok and not r.replayed and r.hold_id:
             self.my_holds.note(viewer.user, r.hold_id)
+        if not r.replayed and self.signals is not None:
+            self.signals.record(SignalKind.TAP, viewer.user, sale=bucket, detail=channel[:64])
+            if r.ok and r.hold_id:
+                self.signals.record(SignalKind.HELD, viewer.user, sale=bucket, ref=r.hold_id, value=r.at_ms or 0,
+                                    detail=channel[:64])
         return r
 
     # -- audit ---------------------------------------------------------------------------------------------

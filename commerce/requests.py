@@ -13,7 +13,8 @@ from typing import Annotated
 from .validation import ID_RE, Check, Id, Match, Range, Slug, Text
 
 __all__ = [
-    "MAX_SALE_UNITS", "MAX_PRICE", "MAX_QTY_FIELD", "Buy", "Pay", "Release", "CheckoutHold", "Comment", "Like", "Empty",
+    "MAX_SALE_UNITS", "MAX_PRICE", "MAX_QTY_FIELD", "Buy", "Pay", "Release", "CheckoutHold", "Comment", "Like", "View",
+    "Empty",
     "Pin", "LaunchSale", "EndSale", "Announce", "HideComment", "Mute", "CreateRoom", "AddProduct",
     "CreateSale", "Reserve", "PayHold", "GuestToken", "TopUpSale", "CreatePool", "StockChange", "TopUp",
     "ChannelReserve", "RefundOrder", "PoolId", "Channel", "CHANNEL_RULE", "CouponRef", "CheckoutBody",
@@ -156,6 +157,12 @@ class CheckoutHold:
 @dataclass(frozen=True, slots=True)
 class Comment:
     text: Short
+
+
+@dataclass(frozen=True, slots=True)
+class View:
+    """``view``: the viewer opened a product's details (an interest signal, no reply)."""
+    product: Slug
 
 
 @dataclass(frozen=True, slots=True)

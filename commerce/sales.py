@@ -7,6 +7,7 @@ tell the room. Open and close are published once across gateways (deduplicated i
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 
 import orjson
 from typing import Any
@@ -33,6 +34,8 @@ __all__ = ["Sales"]
 
 
 class Sales:
+    on_opened: Callable[[str, str], None] | None = None  # (room, sale) at the open instant: reminders
+
     def __init__(self, store: Store, inventory: Inventory, bus: RoomBus, catalogue: Catalogue,
                  default_hold_ttl_s: int, members_only: MembersOnly | None = None) -> None:
         self.store = store
@@ -273,6 +276,8 @@ class Sales:
         wire = {**sale, "state": "open" if units else "sold_out", "units_left": units}
         await self.bus.publish(room_id, ev.sale_open(wire), {f"sale:{sale['sale_id']}": wire},
                                once=f"open:{sale['sale_id']}")
+        if self.on_opened is not None:
+            self.on_opened(room_id, sale["sale_id"])  # its reminders fire (commerce/reminders.py)
 
     async def fire_close(self, room_id: str, sale: dict[str, Any], reason: ev.CloseReason = "ended") -> None:
         wire = {**sale, "state": "closed"}

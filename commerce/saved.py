@@ -9,6 +9,7 @@ from typing import Any
 from inventory.saved import MAX_SAVED, SavedItem, SavedStore
 from inventory.store import Store
 
+from .signals import Signals, SignalKind
 from .catalogue import Catalogue
 from .errors import Conflict, Unauthorized
 from .identity import Identity
@@ -18,6 +19,8 @@ __all__ = ["Saved"]
 
 
 class Saved:
+    signals: Signals | None = None  # interest signals (Commerce sets it)
+
     def __init__(self, store: Store, catalogue: Catalogue) -> None:
         self.sql = SavedStore(store)
         self.catalogue = catalogue
@@ -30,6 +33,8 @@ class Saved:
             raise Conflict(f"at most {MAX_SAVED} saved products: remove some first")
         now = int(time.time() * 1000)
         fresh = await self.sql.save(SavedItem(viewer.user, room_id, product.product_id, now))
+        if fresh and self.signals is not None:
+            self.signals.record(SignalKind.SAVED, viewer.user, room_id, product=product.product_id)
         return fresh, {"room_id": room_id, "product": product_wire(product), "saved": True}
 
     async def unsave(self, viewer: Identity, room_id: str, product_id: str) -> bool:

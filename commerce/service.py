@@ -30,7 +30,14 @@ from .sale_terms import MembersOnly
 from .order_refunds import OrderRefunds
 from .pools import Pools
 from .presales import Presales
+from .reports import Reports
 from .saved import Saved
+from .reminders import Reengage
+from .shelf import Shelf
+from .audiences import Audiences
+from .offers import Offers
+from .growth import Growth
+from .signals import Signals
 from .sales import Sales
 from .coupons import Coupons
 from .draws import Draws
@@ -63,10 +70,17 @@ def settled_notifier(bus: RoomBus) -> Callable[[Sequence[OrderRecord]], Awaitabl
 class Commerce:
     def __init__(self, store: Store, inventory: Inventory, bus: RoomBus, *, default_hold_ttl_s: int,
                  max_qty: int, payment_mode: PaymentMode = PaymentMode.INSTANT,
-                 payment_provider: PaymentProvider | None = None) -> None:
+                 payment_provider: PaymentProvider | None = None, signals_on: bool = True,
+                 signal_flush_s: float = 0.2, growth: dict[str, Any] | None = None,
+                 personal_shelf: bool = True) -> None:
         self.store = store
         self.inventory = inventory
         self.bus = bus
+        # interest signals (commerce/signals.py): every part that sees a viewer act records into it
+        self.signals = Signals(inventory.redis, flush_s=signal_flush_s, enabled=signals_on)
+        # each viewer their own shelf (commerce/shelf.py): affinity scores kept from every recorded signal
+        self.shelf = Shelf(inventory.redis, store, enabled=personal_shelf, team_ttl_ms=bus.retain_room_ms)
+        self.signals.on_signal = self.shelf.on_signal
         self.funnel = Funnel(bus)
         self.catalogue = Catalogue(store, bus)
         self.members_only = MembersOnly(store)  # per-sale flag, shared by sales (launch) and checkout (buy)
@@ -79,6 +93,9 @@ class Commerce:
         self.order_refunds = OrderRefunds(store, inventory, bus, self.payments)  # refunds of settled orders
         self.presales = Presales(store, bus, self.payments)  # deposits whose balance went unpaid
         self.saved = Saved(store, self.catalogue)  # products viewers saved for later
+        self.audiences = Audiences(store)  # interest audiences: rules over signals (commerce/audiences.py)
+        self.offers = Offers(store, self.audiences)  # online-to-offline offers at stores' tills
+        self.reports = Reports(store)  # show reports for brands, from SQL only
         self.checkout.instant_pay = self.payments.instant
         # interaction (docs/PROTOCOL.md Interaction): live counts on the ambient lane, deadlines in Redis
         self.live = LiveCounts(bus)
@@ -92,11 +109,25 @@ class Commerce:
         self.checkout.on_paid = self.teams.on_paid
         self.payments.coupons = self.coupons
         self.payments.on_paid = self.teams.on_paid
+        self.checkout.signals = self.saved.signals = self.signals
+        # share-to-earn (commerce/growth.py): attribution read at every confirm, mini-shop channels checked
+        self.growth = Growth(store, inventory, self.catalogue, **(growth or {}))
+        self.checkout.attribution = self.payments.attribution = self.growth.attribution
+        self.pools.channel_guard = self.growth.check_channel
+        self.pools.signals = self.signals
+        for part in (self.teams, self.polls, self.coupons, self.draws):
+            part.signals = self.signals
+        # re-engagement (commerce/reminders.py): reminders, notices to audiences, webhooks to the platform
+        self.reengage = Reengage(store, bus, self.catalogue, self.sales, inventory.redis)
+        self.reengage.audiences = self.audiences
+        self.sales.on_opened = self.reengage.sale_opened
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
     def start(self) -> None:
         self.funnel.start()
+        self.signals.start()
+        self.shelf.start()
 
     async def aclose(self) -> None:
         await self.checkout.aclose()  # answers the buys in flight, then the funnel counts them
@@ -106,12 +137,16 @@ class Commerce:
         await self.live.aclose()
         await self.teams.aclose()  # likes the last round did not write
         await self.payments.aclose()
+        await self.signals.aclose()  # after every part that records
+        await self.shelf.aclose()
 
     # -- actions that span parts -----------------------------------------------------------------------
 
     async def set_live(self, room_id: str, live: bool) -> None:
         """go_live / end_live; ending the live also closes the room's open and scheduled sales."""
         await self.catalogue.set_status(room_id, "live" if live else "ended")
+        if live:
+            self.reengage.show_live(room_id)  # its show reminders fire (commerce/reminders.py)
         if not live:
             await self.sales.close_room(room_id)
             await self.archive_room(room_id)
@@ -119,7 +154,7 @@ class Commerce:
     async def archive_room(self, room_id: str) -> None:
         """Copy what only Redis knows of an ended room to SQL (``room_archive``) before its keys expire:
         at ``end_live`` and again when one of its sales retires (late payments still count)."""
-        await self.funnel.flush()
+        await self.funnel.flush(room_id)  # its unique-viewer keys get the ended window too
         snap = await self.bus.snapshot(room_id)
         if snap is None:
             return

@@ -21,6 +21,7 @@ from .errors import Conflict, ErrorCode, NotFound, Refused
 from .due import DueTimers
 from .identity import Identity
 from .interaction_part import InteractionPart
+from .signals import SignalKind
 from .interaction_requests import SetTeams
 from .live_counts import LiveCounts
 from .lua_scripts import script
@@ -111,6 +112,8 @@ class Teams(InteractionPart):
                                                    f"{int(switch_at)} (server time, ms)")
         if _text(prev) != team_id:
             self.live.mark(room_id, "teams")
+            if self.signals is not None:
+                self.signals.record(SignalKind.TEAM, viewer.user, room_id, ref=team_id)
         return {"team": team_id, "joined_at": int(joined_at),
                 "switch_at": None if int(switch_at) < 0 else int(switch_at)}
 

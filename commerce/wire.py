@@ -61,7 +61,8 @@ def order_wire(o: OrderRecord) -> dict[str, Any]:
             "user_id": o.user_id, "qty": o.qty, "unit_price": o.unit_price, "total": o.total,
             "currency": o.currency, "payment_ref": o.payment_ref, "reserved_at": o.reserved_at_ms,
             "confirmed_at": o.confirmed_at_ms, "settled_at": o.settled_at_ms, "status": "settled",
-            "channel": o.channel or o.room_id, **_coupon_fields(o)}
+            "channel": o.channel or o.room_id, "source": o.source, "sharer": o.sharer or None,
+            "ref_code": o.ref_code or None, **_coupon_fields(o)}
 
 
 def _coupon_fields(o: OrderRecord) -> dict[str, Any]:

@@ -24,6 +24,7 @@ Every script header points here; ``Hold.from_record`` is the only Python reader.
 | `d`  | int    | confirm         | when the deposit was paid, ms (`p` is then the balance deadline) |
 | `cp` | string | confirm         | a coupon applied at pay: its drop id (commerce/coupons.py)      |
 | `dc` | int    | confirm         | that coupon's discount, minor units (the order's total is less) |
+| `at` | string | confirm         | a share link's attribution: sharer and code (the order's sharer)  |
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ __all__ = [
     "PREFIX", "SaleKeys", "sale_keys", "sale_id_of_outbox", "RoomKeys", "room_keys",
     "OUTBOX_REGISTRY", "SALES_REGISTRY", "DEAD_LETTER", "SETTLE_GROUP", "RECONCILE_LOCK", "POOL_SEP", "pool_of_sale",
     "POOLS_REGISTRY", "PoolKeys", "pool_keys", "pool_bucket_id", "POOL_BUCKET_SUFFIX", "user_holds_key",
-    "FAMILY_SEP", "GROUP_PREFIX", "slot_family", "variant_group",
+    "FAMILY_SEP", "GROUP_PREFIX", "slot_family", "variant_group", "attribution_key", "share_rate_key",
 ]
 
 PREFIX = "ls"
@@ -255,3 +255,14 @@ class DrawKeys:
 def draw_keys(draw_id: str) -> DrawKeys:
     tag = f"{PREFIX}:draw:{{draw:{draw_id}}}"
     return DrawKeys(meta=f"{tag}:meta", entrants=f"{tag}:entrants", present=f"{tag}:present")
+
+
+def attribution_key(user_id: str) -> str:
+    """STRING ``<room>|<sharer>|<code>``: the share link a viewer arrived through (first touch), set with
+    NX and the attribution window as its TTL (commerce/growth.py)."""
+    return f"{PREFIX}:attr:{{user:{user_id}}}"
+
+
+def share_rate_key(user_id: str, minute: int) -> str:
+    """STRING counter: share links and shops a viewer created in one minute (expires after two)."""
+    return f"{PREFIX}:share-rate:{{user:{user_id}}}:{minute}"

@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import BigInteger, Boolean, Column, Index, Integer, String, Table, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from .growth import reverse_commission
 from .store import Store, metadata, orders
 
 __all__ = ["OrderRefund", "OrderRefundStore", "order_refunds"]
@@ -74,6 +75,8 @@ class OrderRefundStore:
             got = (await conn.execute(self._insert(order_refunds).values(dataclasses.asdict(r))
                                       .on_conflict_do_nothing(index_elements=[order_refunds.c.order_id])
                                       .returning(order_refunds.c.order_id))).first()
+            if got is not None:  # the order's share commission is reversed with the refund, in its transaction
+                await reverse_commission(conn, r.order_id, int(time.time() * 1000))
             row = (await conn.execute(select(order_refunds).where(order_refunds.c.order_id == r.order_id))).first()
         assert row is not None
         return got is not None, _rec(row)

@@ -5,7 +5,8 @@ Fields (all strings, ``XADD`` by confirm.lua): ``v`` ("1"), ``order_id`` (= the 
 ``room_id``, ``sku``, ``user_id``, ``qty``, ``unit_price`` (minor units), ``currency``, ``payment_ref``,
 ``reserved_at`` and ``confirmed_at`` (ms of Redis TIME), ``channel`` (the room id, or the channel id of
 a pool's channel hold, whose ``room_id`` is then ''; entries written before channels existed lack it:
-their channel is their room).
+their channel is their room), ``discount`` and ``coupon`` (a coupon applied at pay), ``ref_user`` and
+``ref_code`` (a share link's sharer and code the buyer was attributed to: docs/PROTOCOL.md Share-to-earn).
 """
 
 from __future__ import annotations
@@ -57,10 +58,13 @@ def parse_entry(stream: str, entry_id: str, fields: Mapping[Any, Any], settled_a
     coupon = f.get("coupon", "")
     if coupon and not SLUG_RE.match(coupon):
         raise ValueError("coupon is malformed")
+    sharer, ref_code = f.get("ref_user", ""), f.get("ref_code", "")  # a share link's attribution
+    if (sharer or ref_code) and not (ID_RE.match(sharer) and SLUG_RE.match(ref_code)):
+        raise ValueError("ref_user / ref_code are malformed")
     return OrderRecord(
         order_id=f["order_id"], sale_id=f["sale_id"], room_id=f["room_id"], sku=f["sku"], user_id=f["user_id"],
         qty=qty, unit_price=price, total=qty * price - discount, currency=f["currency"], payment_ref=f["payment_ref"],
-        discount=discount, coupon=coupon,
+        discount=discount, coupon=coupon, sharer=sharer, ref_code=ref_code, source="link" if sharer else "direct",
         reserved_at_ms=_uint("reserved_at", f.get("reserved_at", ""), 0, 10**14),
         confirmed_at_ms=_uint("confirmed_at", f.get("confirmed_at", ""), 0, 10**14),
         settled_at_ms=settled_at_ms, stream_id=entry_id, channel=channel,

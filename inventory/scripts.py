@@ -141,8 +141,9 @@ class Inventory:
         return out
 
     async def confirm(self, hold_id: str, payment_ref: str, user_id: str = "", discount: int = 0,
-                      coupon: str = "") -> ConfirmResult:
-        """Confirm a paid hold; ``discount`` / ``coupon``: a coupon locked to this hold (confirm.lua)."""
+                      coupon: str = "", attribution: str = "") -> ConfirmResult:
+        """Confirm a paid hold; ``discount`` / ``coupon``: a coupon locked to this hold; ``attribution``: the
+        buyer's share-link attribution, ``<room>|<sharer>|<code>`` (confirm.lua)."""
         try:
             sale_id = sale_of_hold(hold_id)
         except InvalidInput:
@@ -152,7 +153,7 @@ class Inventory:
         k = K.sale_keys(sale_id)
         code, order_id, status, fresh = await self._scripts["confirm"](keys=k.for_confirm,
                                                                         args=[hold_id, payment_ref, user_id,
-                                                                              discount, coupon])
+                                                                              discount, coupon, attribution])
         return ConfirmResult(ConfirmCode(_s(code)), _s(order_id) or None, _s(status), bool(int(fresh)))
 
     async def release(self, hold_id: str, user_id: str = "") -> ReleaseResult:

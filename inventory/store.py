@@ -111,6 +111,12 @@ orders = Table(
     # a coupon applied at pay (docs/PROTOCOL.md Coupon drops): `total` = qty x unit_price - discount
     Column("discount", BigInteger, nullable=False, default=0, server_default="0"),
     Column("coupon", String(64), nullable=False, default="", server_default=""),
+    # where the buyer came from (docs/PROTOCOL.md Share-to-earn): `direct`, `link` (a share link's
+    # attribution: `sharer` and `ref_code` the link), `shop` (a shopkeeper's mini-shop: `sharer` its owner,
+    # `ref_code` the shop), `channel` (another channel's hold)
+    Column("source", String(16), nullable=False, default="direct", server_default="direct"),
+    Column("sharer", String(128), nullable=False, default="", server_default=""),
+    Column("ref_code", String(64), nullable=False, default="", server_default=""),
     Index("ix_orders_room_confirmed", "room_id", "confirmed_at_ms"),
     Index("ix_orders_sale", "sale_id"),
     Index("ix_orders_user_settled", "user_id", "settled_at_ms"),
@@ -121,7 +127,8 @@ orders = Table(
 _ADDED_COLUMNS = ((sales, "members_only"), (sales, "pool_id"), (sales, "deposit"), (sales, "balance_from_ms"),
                   (sales, "balance_by_ms"), (sales, "deposit_rule"), (sales, "variant"), (products, "variants"),
                   (orders, "channel"), ("pools", "sku_user_limit"), (orders, "discount"), (orders, "coupon"),
-                  ("payments", "coupon"), ("payments", "discount"))  # a name: a table defined in another module
+                  ("payments", "coupon"), ("payments", "discount"), (orders, "source"), (orders, "sharer"),
+                  (orders, "ref_code"))  # a name: a table defined in another module
 
 
 class SaleConflict(Exception):
@@ -203,6 +210,9 @@ class OrderRecord:
     channel: str = ""  # the room id, or the channel id of a pool's channel hold
     discount: int = 0  # a coupon's discount (minor units): total = qty x unit_price - discount
     coupon: str = ""   # the coupon's drop id, '' = none
+    source: str = "direct"  # direct | link | shop | channel (docs/PROTOCOL.md Share-to-earn)
+    sharer: str = ""        # the sharer credited (a link's creator, a mini-shop's owner), '' = none
+    ref_code: str = ""      # the share link's code or the mini-shop's id
 
 
 def async_url(url: str) -> str:
@@ -257,6 +267,9 @@ class Store:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self._insert = sqlite.insert if engine.dialect.name == "sqlite" else postgresql.insert
+        # run inside the orders' transaction (inventory/growth.py CommissionHook): ``prepare(conn, records)``
+        # before the insert, ``inserted(conn, newly inserted records, insert)`` after it
+        self.order_hooks: list[Any] = []
 
     @classmethod
     async def open(cls, url: str, *, busy_timeout_ms: int = 5000, pool_size: int = 5) -> Store:
@@ -289,6 +302,9 @@ class Store:
     async def _create_all(self) -> None:
         from . import payments as _payments  # noqa: F401  # its tables join `metadata` (payments, refunds)
         from . import archive as _archive  # noqa: F401  # its tables join `metadata` (sale_archive, room_archive)
+        from . import signal_log as _signals  # noqa: F401  # the signals table
+        from . import growth as _growth  # noqa: F401  # share links, shops, commissions
+        from . import audiences as _audiences, offers as _offers  # noqa: F401  # audiences, offers
         for attempt in range(_STARTUP_ATTEMPTS):
             try:
                 async with self.engine.begin() as conn:
@@ -330,14 +346,22 @@ class Store:
             unique.setdefault(r.order_id, dataclasses.asdict(r))
         if not unique:
             return []
-        rows = list(unique.values())
         inserted: list[str] = []
         async with self.engine.begin() as conn:
+            recs = [OrderRecord(**row) for row in unique.values()]
+            for hook in self.order_hooks:
+                recs = await hook.prepare(conn, recs)
+            rows = [dataclasses.asdict(r) for r in recs]
             for i in range(0, len(rows), _CHUNK):
                 stmt = (self._insert(orders).values(rows[i:i + _CHUNK])
                         .on_conflict_do_nothing(index_elements=[orders.c.order_id])
                         .returning(orders.c.order_id))
                 inserted.extend((await conn.execute(stmt)).scalars().all())
+            if self.order_hooks and inserted:
+                fresh = set(inserted)
+                new = [r for r in recs if r.order_id in fresh]
+                for hook in self.order_hooks:
+                    await hook.inserted(conn, new, self._insert)
         return inserted
 
     async def get_order(self, order_id: str) -> OrderRecord | None:

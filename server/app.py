@@ -27,14 +27,22 @@ from commerce.recovery import ReconcileLoop
 from commerce.room_bus import RoomBus
 from commerce.service import Commerce
 from commerce.tasks import Every, OwnedTasks
+from inventory.growth import CommissionHook
 from inventory.reaper import Reaper
 from inventory.scripts import Inventory
 from inventory.settlement import SettlementWorker
+from inventory.signal_sink import SignalSink
 from inventory.store import Store
 from stream_gateway.handler import Gateway, GatewayLimits
 from stream_gateway.hub import Hub
+from stream_gateway.interest import WatchSignals
 
 from . import api, api_goods, api_interaction, pages
+from . import api_growth
+from . import api_reengage
+from . import api_shelf
+from . import api_reports
+from . import api_audiences
 from .appkeys import COMMERCE, CORE, GATEWAY, GUEST_RATE, HUB, PROXIES, SETTINGS
 from .appkeys import VERIFIER
 from .config import Settings
@@ -83,13 +91,18 @@ class Core:
         redis = redis_client(s.redis_url, s.redis_pool_size, decode=True)
         raw = redis_client(s.redis_url, s.redis_pool_size, decode=False)
         store = await Store.open(s.sqlalchemy_url)
+        store.order_hooks.append(CommissionHook(s.commission_bps))  # share commissions, in the orders' transaction
         inventory = Inventory(redis, max_qty=s.max_qty_per_request)
         await inventory.load()
         bus = RoomBus(raw, replay_keep=s.replay_buffer, retain_room_s=s.retain_room_s, retain_ended_s=s.retain_ended_s)
         await bus.load_script()
         mode, provider = payment_provider(s)
         commerce = Commerce(store, inventory, bus, default_hold_ttl_s=s.default_hold_ttl_s,
-                            max_qty=s.max_qty_per_request, payment_mode=mode, payment_provider=provider)
+                            max_qty=s.max_qty_per_request, payment_mode=mode, payment_provider=provider,
+                            signals_on=s.signals_on, signal_flush_s=s.signal_flush_ms / 1000,
+                            growth={"window_s": s.share_window_s, "default_bps": s.commission_bps,
+                                    "pending_s": s.commission_pending_s, "link_rate": s.share_link_rate},
+                            personal_shelf=s.personal_shelf)
         return cls(redis, raw, store, inventory, bus, commerce)
 
     async def aclose(self) -> None:
@@ -109,6 +122,11 @@ class Settlement:
                                        batch=s.settle_batch, block_ms=s.settle_block_ms,
                                        claim_idle_ms=s.settle_claim_idle_ms, max_deliveries=s.settle_max_deliveries,
                                        on_committed=core.commerce.notify_settled)
+        # interest signals: the stream -> the `signals` table (inventory/signal_sink.py)
+        self.signals = SignalSink(core.raw, core.store, consumer=f"{socket.gethostname()}-{os.getpid()}",
+                                  batch=s.signal_batch, block_ms=s.settle_block_ms,
+                                  claim_idle_ms=s.settle_claim_idle_ms,
+                                  retention_ms=s.signal_retention_days * 86_400_000)
         self.reaper = Reaper(core.redis, core.inventory, s.reap_interval_ms,
                              on_restock=core.commerce.sales.restocked, store=core.store,
                              retain_ms=s.retain_ended_s * 1000, on_retired=core.commerce.sale_retired,
@@ -118,10 +136,12 @@ class Settlement:
     def start(self) -> None:
         self._tasks.spawn(self.worker.run())
         self._tasks.spawn(self.reaper.run())
+        self._tasks.spawn(self.signals.run())
 
     async def aclose(self) -> None:
         """The reaper stops; the worker finishes the batch in hand (bounded), then both are cancelled."""
         self.reaper.stop()
+        self.signals.stop()
         await self.worker.stop(timeout=self.timeout)
         if await self._tasks.cancel(5.0):
             log.warning("settlement: a task did not stop")
@@ -141,18 +161,22 @@ class Upkeep:
                                    core.commerce.order_refunds.recover, log, "order refund recovery")
         # polls closing, coupon drops ending, draws drawing and redrawing, coupons left half applied
         self.interaction = Every(0.25, core.commerce.interaction_upkeep, log, "interaction deadlines")
+        # reminders no hook fired, and the signed webhook deliveries to the platform (commerce/reminders.py)
+        self.reengage = core.commerce.reengage.upkeep(s.webhook_url, s.webhook_signing_secret, s.webhook_attempts)
 
     def start(self) -> None:
         self.reconcile.start()
         self.refunds.start()
         self.order_refunds.start()
         self.interaction.start()
+        self.reengage.start()
 
     async def aclose(self) -> None:
         await self.reconcile.aclose()
         await self.refunds.aclose()
         await self.order_refunds.aclose()
         await self.interaction.aclose()
+        await self.reengage.aclose()
 
 
 def token_verifier(s: Settings) -> TokenVerifier:
@@ -177,18 +201,19 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     core = await Core.open(s)
     commerce = core.commerce
     commerce.start()
+    watch = WatchSignals(commerce.signals, s.signal_watch_s * 1000)  # join / leave / watched signals
     hub = Hub(core.raw, core.bus, core.inventory, tick_ms=s.tick_ms, replay_keep=s.replay_buffer,
               soft_limit=s.ws_soft_limit, heartbeat_s=s.heartbeat_s, sample_threshold=s.sample_threshold,
               ambient_rate=s.ambient_rate,
               on_open=commerce.sales.fire_open, on_close=commerce.sales.fire_close, on_presence=commerce.presence,
-              on_loaded=commerce.room_loaded)
+              on_loaded=commerce.room_loaded, on_second=watch.check)
     await hub.start()
     gateway = Gateway(hub, commerce, app[VERIFIER],
                       GatewayLimits(max_msg=s.ws_max_msg, buy_rate=s.buy_rate, comment_rate=s.comment_rate,
                                     tick_ms=s.tick_ms, soft_limit=s.ws_soft_limit, hard_limit=s.ws_hard_limit,
                                     guests=s.guest_tokens, conn_per_addr=s.conn_per_addr,
                                     join_rate_per_addr=s.join_rate_per_addr,
-                                    trusted_proxies=parse_proxies(s.trusted_proxies)))
+                                    trusted_proxies=parse_proxies(s.trusted_proxies)), watch)
     app[CORE], app[COMMERCE], app[HUB], app[GATEWAY] = core, commerce, hub, gateway
     upkeep = Upkeep(s, core)
     upkeep.start()
@@ -240,6 +265,11 @@ def create_app(settings: Settings) -> web.Application:
     api.setup(app)
     api_goods.setup(app)
     api_interaction.setup(app)
+    api_reengage.setup(app)
+    api_audiences.setup(app)
+    api_growth.setup(app)
+    api_shelf.setup(app)
+    api_reports.setup(app)
     pages.setup(app)
     return app
 

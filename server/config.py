@@ -200,6 +200,19 @@ class Settings:
     trusted_proxies: str = field(default="", metadata=_env("LIVESALE_TRUSTED_PROXIES", _proxies, "Reverse proxies whose `X-Forwarded-For` is believed: the client address is the last hop that is not one of them. Empty: the TCP peer's address (the header is ignored)."))
     retain_ended_s: int = field(default=3600, metadata=_env("LIVESALE_RETAIN_ENDED_S", _int(1, 31_536_000), "Seconds the Redis keys of an ended, settled sale (and of an ended room) are kept before they expire; their SQL records and archive rows stay (docs/DATABASE.md, Retention)."))
     retain_room_s: int = field(default=604800, metadata=_env("LIVESALE_RETAIN_ROOM_S", _int(1, 31_536_000), "Seconds a room's Redis keys (event log, state, comments, likes, viewers, funnel) live after its last activity; every event, comment, like, viewer report or funnel flush starts the window again. A buyer's index of holds (`GET /api/me/orders`) lives this long after their last reservation."))
+    share_window_s: int = field(default=604800, metadata=_env("LIVESALE_SHARE_WINDOW_S", _int(60, 31_536_000), "Share-to-earn attribution window: a viewer who joins through a share link is attributed to its sharer (first touch) for this many seconds; an order paid in that room within it earns the sharer a commission."))
+    commission_bps: int = field(default=500, metadata=_env("LIVESALE_COMMISSION_BPS", _int(0, 10000), "Default commission of a share link or a shopkeeper's mini-shop, in basis points of the paid total (500 = 5%), for products and pools without a rate of their own."))
+    commission_pending_s: int = field(default=1_209_600, metadata=_env("LIVESALE_COMMISSION_PENDING_S", _int(0, 31_536_000), "A commission is `pending` this many seconds after its order settles (the return window; a refund reverses it), then `confirmed` and payable."))
+    share_link_rate: float = field(default=20.0, metadata=_env("LIVESALE_SHARE_LINK_RATE", _float(0.1, 100000), "Share links and mini-shops a viewer may create per minute (burst of this many, at least 1); over it: 429 `RATE_LIMITED`."))
+    signal_watch_s: int = field(default=30, metadata=_env("LIVESALE_SIGNAL_WATCH_S", _int(1, 86400), "A viewer who watches a pinned product this many seconds records a `watched` interest signal."))
+    signal_flush_ms: int = field(default=200, metadata=_env("LIVESALE_SIGNAL_FLUSH_MS", _int(10, 60000), "How often a process appends the interest signals it recorded to the signal stream (one Redis call per flush)."))
+    signal_batch: int = field(default=200, metadata=_env("LIVESALE_SIGNAL_BATCH", _int(1, 10000), "Signal stream entries written per SQL transaction by the signal sink."))
+    signal_retention_days: int = field(default=90, metadata=_env("LIVESALE_SIGNAL_RETENTION_DAYS", _int(0, 3650), "Interest signals older than this are deleted from SQL (checked every 10 minutes by the signal sink); 0 keeps them."))
+    signals_on: bool = field(default=True, metadata=_env("LIVESALE_SIGNALS", _bool, "Record interest signals (audiences, the per-viewer shelf and show reports use them)."))
+    personal_shelf: bool = field(default=True, metadata=_env("LIVESALE_PERSONAL_SHELF", _bool, "Order each viewer's shelf (the show's products) by their own interest signals and team (docs/PROTOCOL.md, Each viewer their own shelf); off: every viewer sees the host's order."))
+    webhook_url: str = field(default="", metadata=_env("LIVESALE_WEBHOOK_URL", _url(("http", "https")), "The platform's endpoint for re-engagement deliveries (reminders and audience notices to viewers who are offline), signed with LIVESALE_WEBHOOK_SECRET. Empty: offline viewers are not reached."))
+    webhook_secret: str = field(default="", repr=False, metadata=_env("LIVESALE_WEBHOOK_SECRET", _str, "HMAC-SHA256 secret of the re-engagement deliveries. Empty: a random one kept in <data dir>/webhook.key (mode 0600), shown by `livesale webhook-secret`.", "empty, or at least 32 characters"))
+    webhook_attempts: int = field(default=8, metadata=_env("LIVESALE_WEBHOOK_ATTEMPTS", _int(1, 100), "Attempts per re-engagement delivery (the first and the retries, with exponential backoff from 1 s, capped at 5 minutes) before it is given up as `failed`."))
     shutdown_timeout_s: float = field(default=10.0, metadata=_env("LIVESALE_SHUTDOWN_TIMEOUT_S", _float(0.1, 600), "Graceful shutdown: time to drain before cancelling."))
 
     @classmethod
@@ -228,6 +241,8 @@ class Settings:
             # a sandbox started separately signs with its own secret: the gateway must be given the same one
             raise SettingsError("LIVESALE_SANDBOX_URL (a sandbox started separately) needs "
                                 "LIVESALE_PAYMENT_WEBHOOK_SECRET, the same as the sandbox's (at least 32 characters)")
+        if self.webhook_secret and len(self.webhook_secret) < 32:
+            raise SettingsError("LIVESALE_WEBHOOK_SECRET must be at least 32 characters")
         if self.settle_block_ms >= 5000:
             raise SettingsError("LIVESALE_SETTLE_BLOCK_MS must stay below the 5 s Redis socket timeout")
 
@@ -264,6 +279,12 @@ class Settings:
         if self.payment_webhook_secret:
             return self.payment_webhook_secret
         return self._kept_secret("payment-webhook.key")[0]
+
+    def webhook_signing_secret(self) -> str:
+        """LIVESALE_WEBHOOK_SECRET, or a random one persisted (0600) in the data directory (``webhook.key``)."""
+        if self.webhook_secret:
+            return self.webhook_secret
+        return self._kept_secret("webhook.key")[0]
 
     def _kept_secret(self, name: str) -> tuple[str, str]:
         """A random secret kept in ``<data dir>/<name>`` (mode 0600; the first process to write it wins)."""

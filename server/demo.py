@@ -64,8 +64,9 @@ async def run_demo(settings: Settings) -> None:
         base = url.replace("0.0.0.0", "127.0.0.1")
         await _seed(base, host_token)
         tasks.spawn(_sales_loop(base, host_token, stop))
+        link: asyncio.Future[str] = asyncio.get_running_loop().create_future()  # the first viewer's share code
         for i in range(settings.demo_viewers):
-            tasks.spawn(_viewer(base, NAMES[i % len(NAMES)], stop))
+            tasks.spawn(_viewer(base, NAMES[i % len(NAMES)], stop, link, sharer=i == 0, referred=i % 2 == 1))
         print("\n  livesale demo is running\n"
               f"  viewer page : {base}/rooms/{ROOM}\n"
               f"  host panel  : {base}/host/{ROOM}#token={host_token}\n"
@@ -137,18 +138,29 @@ async def _sales_loop(base: str, token: str, stop: asyncio.Event) -> None:
                 await asyncio.wait_for(stop.wait(), 30)
 
 
-async def _viewer(base: str, name: str, stop: asyncio.Event) -> None:
+async def _viewer(base: str, name: str, stop: asyncio.Event, link: asyncio.Future[str], *, sharer: bool = False,
+                  referred: bool = False) -> None:
     """A simulated viewer: joins a team, watches, chats, likes, votes, claims coupons, and taps buy when a
-    sale opens (pays most holds, with a claimed coupon when it holds one)."""
+    sale opens (pays most holds, with a claimed coupon when it holds one). The ``sharer`` creates a share
+    link of the room; ``referred`` viewers join through it, so the sharer earns commissions."""
     rng = random.Random(name)
     coupons: list[str] = []  # drop ids of the coupons this viewer claimed and has not used
     async with aiohttp.ClientSession() as s:
         async with s.post(f"{base}/api/viewer-token", json={"name": name}) as r:
             token = (await r.json())["token"]
+        ref = None
+        if sharer:
+            async with s.post(f"{base}/api/share-links", json={"room_id": ROOM},
+                              headers={"Authorization": f"Bearer {token}"}) as r:
+                if r.status == 201 and not link.done():
+                    link.set_result((await r.json())["code"])
+        elif referred:
+            with contextlib.suppress(TimeoutError):
+                ref = await asyncio.wait_for(asyncio.shield(link), 30)
         while not stop.is_set():
             try:
                 async with s.ws_connect(f"{base}/ws", protocols=("livesale.v1.json",), heartbeat=20) as ws:
-                    await ws.send_json({"type": "join", "room": ROOM, "token": token})
+                    await ws.send_json({"type": "join", "room": ROOM, "token": token, **({"ref": ref} if ref else {})})
                     chatter = asyncio.create_task(_chatter(ws, rng))  # this connection's; awaited below
                     try:
                         async for msg in ws:
@@ -208,3 +220,5 @@ async def _chatter(ws: aiohttp.ClientWebSocketResponse, rng: random.Random) -> N
         if rng.random() < 0.5:
             await ws.send_json({"type": "comment", "text": rng.choice(LINES)})
         await ws.send_json({"type": "like", "n": rng.randint(1, 5)})
+        if rng.random() < 0.3:  # opened a product's details: an interest signal
+            await ws.send_json({"type": "view", "product": rng.choice(PRODUCTS)["product_id"]})

@@ -25,9 +25,11 @@ def _page(name: str) -> Handler:
 def setup(app: web.Application) -> None:
     app.router.add_get("/", _page("index.html"))
     app.router.add_get("/rooms/{room}", _page("room.html"))
+    app.router.add_get("/rooms/{room}/report", _page("report.html"))
     app.router.add_get("/host/{room}", _page("host.html"))
     app.router.add_get("/host", _page("host.html"))
     app.router.add_get("/merchant", _page("merchant.html"))
     app.router.add_get("/verify/{draw}", _page("verify.html"))
+    app.router.add_get("/shop/{shop}", _page("shop.html"))
     WEB_DIR.mkdir(exist_ok=True)
     app.router.add_static("/static/", WEB_DIR, show_index=False, append_version=False)

@@ -41,7 +41,7 @@ class TokenBucket:
 class Conn:
     __slots__ = ("ws", "transport", "binary", "identity", "room_id", "last_seen", "dead", "session",
                  "buys", "comments", "flood_window", "flood_count", "hard_limit", "skipped", "inflight",
-                 "_settled", "addr", "_acts", "team", "joined_ms")
+                 "_settled", "addr", "_acts", "team", "joined_ms", "device", "watched")
 
     def __init__(self, ws: web.WebSocketResponse, transport: asyncio.Transport, binary: bool,
                  buy_rate: float, comment_rate: float, hard_limit: int) -> None:
@@ -58,6 +58,8 @@ class Conn:
         self._acts: TokenBucket | None = None  # made on the first interaction request (`acts`)
         self.team: str | None = None  # the viewer's fan team in the joined room (comments carry it)
         self.joined_ms = 0  # when this connection joined its room (server clock): a draw's watch time
+        self.device = ""  # the page's per-browser id (`join.device`): who an anonymous watcher is in signals
+        self.watched = ""  # the pin this viewer's `watched` signal was recorded for (stream_gateway/interest.py)
         self.flood_window = 0
         self.flood_count = 0
         self.hard_limit = hard_limit

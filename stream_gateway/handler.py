@@ -19,11 +19,13 @@ from commerce.errors import Forbidden, NotFound, NotJoined, RateLimited, Refused
 from commerce.host_actions import HOST_ACTIONS
 from commerce.identity import ANONYMOUS, TokenError, TokenVerifier
 from commerce.service import Commerce
+from commerce.signals import SignalKind
 from inventory.domain import ReserveCode, ReserveResult
 
 from . import messages as msg
 from .connection import CLOSE_POLICY, Conn
 from .hub import Hub
+from .interest import WatchSignals, who
 from .lingering import GatewaySocket
 from .messages import SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK, BadInbound, Inbound, parse_inbound
 
@@ -64,9 +66,12 @@ class Route:
 
 
 class Gateway:
-    def __init__(self, hub: Hub, commerce: Commerce, verifier: TokenVerifier, limits: GatewayLimits) -> None:
+    def __init__(self, hub: Hub, commerce: Commerce, verifier: TokenVerifier, limits: GatewayLimits,
+                 watch: WatchSignals | None = None) -> None:
         self.hub = hub
         self.commerce = commerce
+        # join / leave / watched interest signals (stream_gateway/interest.py)
+        self.watch = watch or WatchSignals(commerce.signals, 30_000)
         self.verifier = verifier  # HS256 secrets + the platform's JWKS (reloaded on an unknown kid)
         self.limits = limits
         self.connections: set[Conn] = set()
@@ -106,6 +111,7 @@ class Gateway:
             pass
         finally:
             conn.dead = True
+            self._left(conn)
             self.connections.discard(conn)
             self.hub.all.discard(conn)
             self.hub.remove(conn)
@@ -193,8 +199,10 @@ class Gateway:
             except TokenError as e:
                 raise Unauthorized(str(e)) from None
         if conn.room_id is not None:
+            self._left(conn)
             self.hub.remove(conn)  # under the identity it joined with: by_user is keyed by it
         conn.identity = identity
+        conn.device = join.device or ""
         room = await self.hub.room(join.room)
         if not room.state.exists:
             self.hub.drop_if_unused(room)
@@ -205,10 +213,27 @@ class Gateway:
         conn.team = None
         if room.state.teams and identity.user:  # a fan team member's comments carry the badge
             conn.team = await self.commerce.teams.team_of(room.room_id, identity.user)
+        if join.ref and identity.is_viewer:  # arrived through a share link: first touch attributes
+            await self.commerce.growth.arrived(identity, join.ref, room.room_id)
         if conn.dead:
             return
         self.hub.add(conn, room)
+        self.watch.joined(conn, room.room_id)
         self.hub.resume_or_snapshot(conn, room, join.resume)
+        if identity.is_viewer and len(room.state.products) >= 2:  # each viewer their own shelf (commerce/shelf.py)
+            try:
+                shelf = await self.commerce.shelf.message(identity.user, room.room_id, conn.team,
+                                                          sorted(room.state.products))
+            except Exception as exc:  # Redis away: the join stands, only the shelf is skipped
+                log.warning("shelf for room %s not sent: %s", room.room_id, exc)
+            else:
+                if not conn.dead and conn.room_id == room.room_id:
+                    conn.send(shelf)
+
+    def _left(self, conn: Conn) -> None:
+        """The connection leaves its room (closed, or joining another): its watch time is a signal."""
+        if conn.room_id is not None:
+            self.watch.left(conn, conn.room_id, self.hub.now_ms())
 
     # -- viewers -----------------------------------------------------------------------------------
 
@@ -252,6 +277,10 @@ class Gateway:
                     if (d.get("rule") or {}).get("keyword") and d["rule"]["keyword"].casefold() in text]
             if hits:
                 await self.commerce.draws.on_comment(conn.identity, room_id, hits, self.hub.now_ms() - conn.joined_ms)
+
+    def _view(self, conn: Conn, m: Inbound) -> None:
+        """The viewer opened a product's details: an interest signal, no reply."""
+        self.commerce.signals.record(SignalKind.VIEWED, who(conn), conn.room_id or "", product=m.body.product)
 
     async def _like(self, conn: Conn, m: Inbound) -> None:
         await self.commerce.chat.like(conn.room_id or "", m.body.n)
@@ -360,6 +389,7 @@ ROUTES: dict[str, Route] = {
     "join_team": Route(Gateway._join_team, viewer=True, bucket="acts"),
     "vote": Route(Gateway._vote, viewer=True, bucket="acts", refuse=_refusal("vote_result", "poll")),
     "claim_coupon": Route(Gateway._claim_coupon, viewer=True, bucket="acts", refuse=_refusal("claim_result", "drop")),
+    "view": Route(Gateway._view, bucket="acts"),
     "enter_draw": Route(Gateway._enter_draw, viewer=True, bucket="acts", refuse=_refusal("entry_result", "draw")),
     **{name: Route(Gateway._host_action, host=True) for name in HOST_ACTIONS},
 }

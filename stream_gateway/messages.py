@@ -17,7 +17,7 @@ import orjson
 from commerce.errors import BadJson, BadMessage, CommerceError, ErrorCode
 from commerce.host_actions import HOST_ACTIONS
 from commerce.interaction_requests import ClaimCoupon, EnterDraw, JoinTeam, Vote
-from commerce.requests import Buy, CheckoutHold, Comment, Like, Pay, Release
+from commerce.requests import Buy, CheckoutHold, Comment, Like, Pay, Release, View
 from commerce.validation import ID_RE, ID_RULE, Check, Number, Schema, Slug
 
 __all__ = [
@@ -51,6 +51,8 @@ class Join:
     room: Slug
     token: Annotated[str, Check(_token, "a token string")] | None = None
     resume: Annotated[tuple[str, int], Check(_resume, "an object {epoch: string, seq: integer >= 0}")] | None = None
+    ref: Slug | None = None     # a share link's code (docs/PROTOCOL.md Share-to-earn)
+    device: Slug | None = None  # the page's per-browser id: who an anonymous watcher is in show reports
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +72,7 @@ SCHEMAS: dict[str, Schema[Any]] = {
     "checkout": Schema(CheckoutHold, "checkout"),
     "join_team": Schema(JoinTeam, "join_team"), "vote": Schema(Vote, "vote"),
     "claim_coupon": Schema(ClaimCoupon, "claim_coupon"), "enter_draw": Schema(EnterDraw, "enter_draw"),
+    "view": Schema(View, "view"),
     **{name: action.schema for name, action in HOST_ACTIONS.items()},
 }
 RID_REQUIRED = frozenset({"buy", "pay", "release", "checkout", "vote", "claim_coupon", "enter_draw"})

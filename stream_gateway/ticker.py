@@ -25,6 +25,7 @@ __all__ = ["Ticker", "UnitsSource", "PresenceHook"]
 # (room id, gateway id, members connected per fan team, viewer ids connected, open draw ids, now ms):
 # who is in the room on this gateway, every second, for rooms with teams or an open draw
 PresenceHook = Callable[[str, str, dict[str, int], list[str], list[str], int], Awaitable[None]]
+SecondHook = Callable[["LocalRoom", int], None]  # (room, now ms): once a second per loaded room
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +43,11 @@ class Ticker(LoopPart):
 
     def __init__(self, registry: RoomRegistry, bus: RoomBus, units: UnitsSource, now_ms: Callable[[], int], *,
                  gateway_id: str, tick_ms: int, ambient_rate: int, sample_threshold: int, soft_limit: int,
-                 stats: dict[str, int], on_presence: PresenceHook | None = None) -> None:
+                 stats: dict[str, int], on_presence: PresenceHook | None = None,
+                 on_second: SecondHook | None = None) -> None:
         super().__init__()
         self._on_presence = on_presence
+        self._on_second = on_second
         self._registry = registry
         self._bus = bus
         self._units = units
@@ -101,6 +104,11 @@ class Ticker(LoopPart):
                 room.state.viewers = total
                 room.dirty.add(VIEWERS)
             st = room.state
+            if self._on_second is not None and room.ready.is_set():
+                try:
+                    self._on_second(room, now)
+                except Exception:
+                    log.exception("per-second hook of room %s failed", room.room_id)
             if self._on_presence is not None and room.ready.is_set() and (st.teams or st.draws):
                 draws = [d["draw_id"] for d in st.open_draws()]
                 if st.teams or draws:

@@ -104,12 +104,13 @@ class Viewer:
 
 
 async def join_room(session: aiohttp.ClientSession, sem: asyncio.Semaphore, base: str, room: str, token: str,
-                    wait: float) -> aiohttp.ClientWebSocketResponse:
-    """One viewer's socket, joined (its snapshot read); at most ``sem``'s count connect at once. Also used by
-    tests/pool_burst_proc.py."""
+                    wait: float, extra: dict[str, Any] | None = None) -> aiohttp.ClientWebSocketResponse:
+    """One viewer's socket, joined (its snapshot read); at most ``sem``'s count connect at once; ``extra``:
+    more fields of the join (a share link's ``ref``). Also used by tests/pool_burst_proc.py and
+    tests/commission_proc.py."""
     async with sem:
         ws = await session.ws_connect(base + "/ws", protocols=(PROTOCOL,), heartbeat=None)
-        await ws.send_json({"type": "join", "room": room, "token": token})
+        await ws.send_json({"type": "join", "room": room, "token": token, **(extra or {})})
         while True:
             m = await asyncio.wait_for(ws.receive_json(), wait)
             if m["type"] == "snapshot":

@@ -102,6 +102,10 @@ class Payments:
         self.provider = provider
         self.coupons: Any = None  # commerce.coupons.Coupons (Commerce sets it): coupons applied at checkout
         self.on_paid: Any = None  # (room, user, total, currency): the fan team leaderboard (commerce.teams)
+        self.attribution: Any = None  # async (user) -> share-link attribution for confirm (commerce.growth)
+
+    async def _attribution(self, user: str) -> str:
+        return await self.attribution(user) if self.attribution is not None else ""
 
     @property
     def instant(self) -> bool:
@@ -169,7 +173,8 @@ class Payments:
                     coupon: str | None) -> dict[str, Any]:
         """A hold with nothing to pay is confirmed without the provider (payment id ``free-<hold>``)."""
         ref = "free-" + hold_id
-        result = await self.inventory.confirm(hold_id, ref, viewer.user, discount, coupon or "")
+        result = await self.inventory.confirm(hold_id, ref, viewer.user, discount, coupon or "",
+                                              await self._attribution(viewer.user))
         if coupon:
             await self.coupons.finish(viewer.user, coupon, hold_id)
         if result.code is not ConfirmCode.CONFIRMED:
@@ -255,7 +260,8 @@ class Payments:
 
     async def _resolve(self, p: PaymentRecord) -> WebhookOutcome:
         """A ``paid`` payment: confirm its hold (the order goes to settlement), or refund it."""
-        result = await self.inventory.confirm(p.hold_id, p.payment_id, p.user_id, p.discount, p.coupon)
+        result = await self.inventory.confirm(p.hold_id, p.payment_id, p.user_id, p.discount, p.coupon,
+                                              await self._attribution(p.user_id))
         if p.coupon:  # redeemed when the hold was confirmed with it, else the buyer has it back
             await self.coupons.finish(p.user_id, p.coupon, p.hold_id)
         if result.code is ConfirmCode.DEPOSITED:  # a pre-sale's deposit: the unit stays held for the balance

@@ -7,6 +7,9 @@
 -- ARGV[4] (optional) a coupon's discount in minor units (at most price x qty; the caller locked the coupon to
 -- this hold first: commerce/coupons.py)  ARGV[5] the coupon's drop id; both recorded on the hold (`dc`, `cp`)
 -- and on its order. Refused (INVALID) on a pre-sale.
+-- ARGV[6] (optional) a share link's attribution of the buyer, "<room>|<sharer>|<code>" (commerce/growth.py):
+-- recorded on the hold (`at`) and on its order (`ref_user`, `ref_code`) only when <room> is the sale's room, the
+-- hold is a room's (not a channel's) and the sharer is not the buyer; otherwise ignored.
 -- Returns {code, order_id, status, fresh (1 = confirmed by this call)}; code CONFIRMED | ALREADY_CONFIRMED | EXPIRED | FORBIDDEN
 --   | DEPOSITED (a pre-sale's deposit: the hold is `deposit` now, or was already with this payment ref)
 --   | NOT_OPEN (a pre-sale's balance before its window opens: nothing changed)
@@ -15,6 +18,7 @@
 local sale, buyers, holds, deadlines, outbox, sku_buyers = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local hid, ref, who = ARGV[1], ARGV[2], ARGV[3]
 local discount, coupon = tonumber(ARGV[4] or '0') or -1, ARGV[5] or ''
+local attribution = ARGV[6] or ''
 if not (is_id(hid) and is_id(ref) and (who == '' or is_id(who))) then return {'INVALID', '', '', 0} end
 if discount < 0 or discount ~= math.floor(discount) or (discount > 0 and not is_id(coupon)) then
   return {'INVALID', '', '', 0}
@@ -75,6 +79,14 @@ if coupon ~= '' then
   h.cp = coupon
   h.dc = discount
 end
+local ref_user, ref_code = '', ''
+if attribution ~= '' and not h.ch then
+  local a_room, a_user, a_code = string.match(attribution, '^([^|]+)|([^|]+)|([^|]+)$')
+  if a_room == cfg[2] and a_user ~= h.u and is_id(a_user) and is_id(a_code) then
+    ref_user, ref_code = a_user, a_code
+    h.at = a_user .. '|' .. a_code
+  end
+end
 redis.call('HSET', holds, hid, cjson.encode(h))
 redis.call('HINCRBY', sale, 'held', -h.q)
 redis.call('HINCRBY', sale, 'sold', h.q)
@@ -82,5 +94,5 @@ redis.call('HINCRBY', sale, 'sold', h.q)
 redis.call('XADD', outbox, '*', 'v', '1', 'order_id', hid, 'sale_id', cfg[1], 'room_id', h.ch and '' or cfg[2],
            'sku', cfg[3], 'user_id', h.u, 'qty', h.q, 'unit_price', cfg[4], 'currency', cfg[5],
            'payment_ref', ref, 'reserved_at', h.t, 'confirmed_at', now, 'channel', h.ch or cfg[2],
-           'discount', h.dc or 0, 'coupon', h.cp or '')
+           'discount', h.dc or 0, 'coupon', h.cp or '', 'ref_user', ref_user, 'ref_code', ref_code)
 return {'CONFIRMED', hid, h.s, 1}

@@ -267,7 +267,7 @@ function render() {
   const live = sales.filter((s) => ["open", "scheduled"].includes(client ? client.salePhase(s) : s.state));
   setText(byId("units-left-total"), live.length ? fmtInt(live.reduce((a, s) => a + num(s.units_left), 0)) : (sales.length ? "0" : "–"));
 
-  renderFunnel(viewers);
+  renderFunnel();
   renderSales(sales);
   renderProducts();
   renderPoolPicker();
@@ -279,14 +279,11 @@ function render() {
   drawChart();
 }
 
-function renderFunnel(viewers) {
+/** The funnel counts unique viewers per step (dashboard `funnel`, estimates within ~1%); what was asked
+ *  (`requests`: taps, reservations, payments) is the line under it. */
+function renderFunnel() {
   const f = dash?.funnel || {};
-  const vals = {
-    viewers: num(f.viewers ?? f.peak_viewers ?? viewers),
-    tapped: num(f.tapped_buy ?? f.tapped ?? f.buy_taps ?? f.taps),
-    reserved: num(f.reserved ?? f.holds ?? f.reservations),
-    paid: num(f.paid ?? f.orders ?? dashOrders(dash)),
-  };
+  const vals = { viewers: num(f.viewers), tapped: num(f.tapped), reserved: num(f.reserved), paid: num(f.paid) };
   const max = Math.max(1, ...Object.values(vals));
   for (const [k, v] of Object.entries(vals)) {
     const row = byId(`funnel-${k}`);
@@ -294,6 +291,10 @@ function renderFunnel(viewers) {
     setText(row.querySelector(".funnel-value"), fmtInt(v));
     row.dataset.value = String(v);
   }
+  const r = dash?.requests;
+  const line = byId("funnel-requests");
+  setText(line, r ? `Requests: ${fmtInt(r.tapped)} taps · ${fmtInt(r.reserved)} reservations · ${fmtInt(r.paid)} payments` : "Requests: –");
+  for (const k of ["tapped", "reserved", "paid"]) line.dataset[k] = String(num(r?.[k]));
 }
 
 function renderSales(sales) {
@@ -859,6 +860,15 @@ async function act(fn, okText, errEl = null) {
 
 function wire() {
   byId("viewer-link").href = `/rooms/${encodeURIComponent(roomId)}`;
+  // the show report (report.js) in a new tab: the host token goes along in the fragment (#token=), which
+  // the report page stores in its tab and takes out of the address bar; the link's own href has no token
+  const reportUrl = `/rooms/${encodeURIComponent(roomId)}/report`;
+  byId("report-link").href = reportUrl;
+  byId("report-link").addEventListener("click", (ev) => {
+    if (!token) return;
+    ev.preventDefault();
+    window.open(`${reportUrl}#token=${encodeURIComponent(token)}`, "_blank", "noopener");
+  });
   setText(byId("room-id"), roomId);
   byId("signin-form").addEventListener("submit", (ev) => {
     ev.preventDefault();

@@ -18,6 +18,12 @@ let selected = sessionStorage.getItem(POOL_KEY) || null;
 let generation = 0;             // bumped by sign-in / sign-out: a stale poll loop stops
 let pollTimer = null;
 let failures = 0;
+// shopkeepers (docs/CLIENT.md "Share & earn"): which of my pools are open to viewers' mini-shops, and at
+// what commission (GET /api/shop-pools lists the open ones; read every 10 s and after a change)
+const SHELF_MS = 10000;
+let shelf = null;               // pool_id -> commission_bps of my open pools; null: not read yet
+let shelfAt = 0;
+const shopForm = { pool: null, dirty: false };  // the pool the form shows; dirty: edited, not saved yet
 
 // ---------------------------------------------------------------------------------------------
 // helpers
@@ -112,6 +118,8 @@ async function signIn(t) {
   if (problem) { showSignin(problem); return false; }
   token = t;
   merchantId = tokenClaims(t).sub || "";
+  shelf = null;  // another merchant's open pools are not this one's
+  shelfAt = 0;
   try {
     pools = (await api("GET", "/api/pools")).pools || [];
   } catch (err) {
@@ -139,6 +147,7 @@ async function signIn(t) {
 
 async function refresh() {
   pools = (await api("GET", "/api/pools")).pools || [];
+  if (Date.now() - shelfAt > SHELF_MS) await loadShelf();
   if (!pools.some((p) => p.pool_id === selected)) selected = pools.length ? pools[pools.length - 1].pool_id : null;
   const ids = pools.length <= MAX_VIEWS ? pools.map((p) => p.pool_id) : (selected ? [selected] : []);
   const got = await Promise.all(ids.map((id) => api("GET", `/api/pools/${encodeURIComponent(id)}`).catch(() => null)));
@@ -219,6 +228,7 @@ function render() {
         const rooms = new Set(live.map((s) => s.room_id));
         return live.length ? `${live.length} in ${rooms.size} room${rooms.size === 1 ? "" : "s"}` : "0";
       } },
+      { num: true, testid: "pool-shops", value: (p) => (shelf === null ? "–" : shelf.has(p.pool_id) ? pct(shelf.get(p.pool_id)) : "closed") },
     ],
   });
   renderDetail();
@@ -230,6 +240,7 @@ function renderDetail() {
   detail.hidden = !pool;
   if (!pool) return;
   detail.dataset.poolId = pool.pool_id;
+  renderShopkeepers(pool);
   const v = views.get(pool.pool_id);
   const sales = v?.sales || [];
   const entries = ledger.pool === pool.pool_id ? ledger.entries : [];
@@ -301,6 +312,75 @@ function renderDetail() {
   });
 }
 
+// ---------------------------------------------------------------------------------------------
+// shopkeepers: open the selected pool to viewers' mini-shops at a commission (PUT /api/pools/{pool}/shopkeepers)
+
+function pct(bps) {
+  return `${(num(bps) / 100).toLocaleString(undefined, { maximumFractionDigits: 2 })}%`;
+}
+
+async function loadShelf() {
+  try {
+    const open = (await api("GET", "/api/shop-pools")).pools || [];
+    shelf = new Map(open.filter((p) => p.merchant_id === merchantId).map((p) => [p.pool_id, num(p.commission_bps)]));
+    shelfAt = Date.now();
+  } catch {
+    /* an older server without mini-shops, or a hiccup: the column says "–" */
+  }
+}
+
+/** The form shows the selected pool's state, unless the merchant is editing it. */
+function renderShopkeepers(pool) {
+  const form = byId("shopkeepers-form");
+  form.dataset.poolId = pool.pool_id;
+  const open = shelf?.has(pool.pool_id) ?? false;
+  setText(byId("shopkeepers-state"), shelf === null ? "" : open ? `Open at ${pct(shelf.get(pool.pool_id))}` : "Not open to shopkeepers");
+  byId("shopkeepers-state").dataset.open = String(open);
+  if (shopForm.pool !== pool.pool_id) {  // another pool: the form starts from its state
+    Object.assign(shopForm, { pool: pool.pool_id, dirty: false });
+    showError(byId("shopkeepers-error"), null);
+  }
+  if (shopForm.dirty || shelf === null) return;
+  byId("shopkeepers-open").checked = open;
+  byId("shopkeepers-rate").value = open ? String(num(shelf.get(pool.pool_id)) / 100) : "";
+}
+
+async function saveShopkeepers(ev) {
+  ev.preventDefault();
+  const pool = selected;
+  const errEl = byId("shopkeepers-error");
+  showError(errEl, null);
+  if (!pool) return;
+  const isOpen = byId("shopkeepers-open").checked;
+  const raw = byId("shopkeepers-rate").value.trim();
+  const body = { open: isOpen };
+  if (raw) {
+    const bps = Math.round(parseFloat(raw) * 100);
+    if (!Number.isFinite(bps) || bps < 0 || bps > 10000) {
+      showError(errEl, { code: "INVALID", message: "the commission is a percentage from 0 to 100" });
+      return;
+    }
+    body.commission_bps = bps;
+  }
+  const btn = byId("shopkeepers-save");
+  btn.disabled = true;
+  try {
+    const out = await api("PUT", `/api/pools/${encodeURIComponent(pool)}/shopkeepers`, body);
+    if (shelf === null) shelf = new Map();
+    if (out.open) shelf.set(pool, num(out.commission_bps)); else shelf.delete(pool);
+    shopForm.dirty = false;
+    shopForm.pool = null;  // refill from what the server said
+    toast(out.open ? `${pool} is open to shopkeepers at ${pct(out.commission_bps)}` : `${pool} is closed to shopkeepers`, "ok");
+    render();
+    loadShelf();
+  } catch (err) {
+    showError(errEl, err);
+    toast(errText(err), "error");
+  } finally {
+    btn.disabled = false;
+  }
+}
+
 function select(id) {
   if (id === selected) return;
   selected = id;
@@ -365,6 +445,8 @@ function wire() {
     }
   });
 
+  byId("shopkeepers-form").addEventListener("submit", saveShopkeepers);
+  byId("shopkeepers-form").addEventListener("input", () => { shopForm.dirty = true; });
   byId("stock-form").addEventListener("submit", async (ev) => {
     ev.preventDefault();
     const form = ev.target;

@@ -2,7 +2,7 @@
 // and quantity pickers), the show's bag (every product and deal), chat, likes, and the live extras: fan
 // teams, polls, coupon drops (a wallet, and a coupon picker when paying) and lucky draws.
 import { LiveSaleClient, formatMoney, tokenClaims } from "/static/livesale.js";
-import { byId, hue, setText, toast } from "/static/ui.js";
+import { apiWith, byId, el, hue, setText, toast } from "/static/ui.js";
 
 const $ = (sel, root = document) => root.querySelector(sel);
 
@@ -290,7 +290,7 @@ async function main() {
   }
   showIdentity();
 
-  client = new LiveSaleClient({ room: roomId, token: identity ? identity.token : null });
+  client = new RoomClient({ room: roomId, token: identity ? identity.token : null });  // joins with `device`, `ref`
   client.addEventListener("change", scheduleRender);
   client.addEventListener("state", onState);
   client.addEventListener("error", onClientError);
@@ -321,6 +321,7 @@ async function main() {
     client.addEventListener(type, () => refreshMyOrdersSoon());
   }
   client.addEventListener("joined", () => { joinedOnce = true; roomWait = null; loadSaved(); afterJoinExtras(); render(); });
+  client.addEventListener("joined", showSharedProduct);  // ?product=<id>: that product's deal on the card
   loadExtras();
   client.addEventListener("entry_result", saveExtras);
   client.addEventListener("team_joined", saveExtras);
@@ -354,6 +355,7 @@ async function main() {
   setInterval(render, 250);
   setInterval(flushLikes, 400);
   wireUi();
+  wireGrowth();
   watchCardHeight();
   render();
 }
@@ -804,6 +806,7 @@ function featureSale() {
 function viewSale(id) {
   let sale = client?.sales.get(id);
   if (!sale) return;
+  noteView(sale.product_id);  // the viewer opened this product's deal: an interest signal
   const ids = sale.group ? client.variantsOf(sale).map((s) => s.sale_id) : [id];
   if (sale.group) {
     const cur = featuredId ? client.sales.get(featuredId) : null;
@@ -1004,6 +1007,7 @@ function render() {
   renderProduct(sale);
   renderNotice(sale);
   renderBag(sale);
+  renderGrowth();
   renderMyOrders();
   renderComments();
   renderTicker();
@@ -1079,6 +1083,7 @@ function renderProduct(sale) {
   setAttr(featured, "data-sale-id", sale?.sale_id ?? null);
   setAttr(featured, "data-product-id", product?.product_id ?? sale?.product_id ?? null);
   renderSave($(".card-save"), product ? product.product_id ?? sale?.product_id : null, product?.title || product?.sku || "");
+  renderShare(byId("card-share"), product ? product.product_id ?? sale?.product_id : null, product?.title || product?.sku || "");
   if (!product) {
     renderVariants(null);
     renderBuy(bs, sale);
@@ -1405,8 +1410,9 @@ function bagRow(item) {
   right.append(price, was, units);
   button.append(thumb, info, right);
   const save = saveButton();
-  li.append(button, save);
-  return { li, button, thumb, title, state, countdown, flag, price, was, units, variants, save };
+  const share = shareButton();
+  li.append(button, save, share);
+  return { li, button, thumb, title, state, countdown, flag, price, was, units, variants, save, share };
 }
 
 function renderBag(featured) {
@@ -1442,6 +1448,7 @@ function updateBagRow(row, item, featured) {
   const title = product?.title || sale?.title || product?.sku || "";
   setText(row.title, title);
   renderSave(row.save, sale ? sale.product_id : product?.product_id, title);
+  renderShare(row.share, sale ? sale.product_id : product?.product_id, title, row.li);
   const thumbKey = JSON.stringify([product?.product_id || sale?.product_id || "", product?.image_url || "", title]);
   if (row.thumb.dataset.key !== thumbKey) {
     row.thumb.dataset.key = thumbKey;
@@ -1507,6 +1514,8 @@ function updateBagRow(row, item, featured) {
 }
 
 function onBagClick(ev) {
+  const share = ev.target.closest(".share-button");
+  if (share) { openEarn(share.dataset.productId); return; }  // sharing never puts the row on the card
   const save = ev.target.closest(".save-button");
   if (save) { onSaveTap(save.dataset.productId); return; }  // saving never puts the row on the card
   const li = ev.target.closest(".bag-row");
@@ -2872,6 +2881,435 @@ function renderWallet(now) {
   const order = keys.join("|");
   if (order !== walletOrder) { walletOrder = order; for (const k of keys) list.appendChild(walletRows.get(k).li); }
   return coupons.length;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Share & earn (docs/CLIENT.md, "Share & earn"; docs/PROTOCOL.md Share-to-earn).
+// - Every join carries `device` (this browser's id, made once: localStorage `ls-device`; anonymous
+//   watchers are counted in show reports by it) and, when the page was opened through a share link
+//   (`?ref=<code>`, kept in sessionStorage for this tab and room so a reload or a rejoin sends it too),
+//   `ref`: a signed-in viewer who joins through it is attributed to the link's sharer (first touch).
+// - `?product=<id>` (a product's link): that product's deal goes on the card (else the bag opens on
+//   its row), marked `data-shared`.
+// - Putting a deal on the card (a row of the bag, the "New deal" notice, a product link) sends
+//   `view {product}`: an interest signal with no reply, at most once per product per 10 s.
+// - Share (the top bar, the card, each row of the bag; signed-in viewers only) opens "Share & earn":
+//   my link (POST /api/share-links; one per live / product, reused from GET /api/me/share-links) with
+//   Copy and the system's share sheet; my earnings (GET /api/me/earnings: pending / confirmed /
+//   reversed per currency and the latest commissions) and the payouts CSV (GET /api/payouts.csv,
+//   fetched with the token and saved as a file); my mini-shops (GET /api/me/shops) and a form to open
+//   one from the stock merchants opened to shopkeepers (GET /api/shop-pools, POST /api/shops).
+
+const SLUG_RE = /^[A-Za-z0-9_-]{1,64}$/;
+const DEVICE_KEY = "ls-device";
+const REF_KEY = `livesale.ref.${roomId}`;
+const VIEW_EVERY_MS = 10000;
+const EARN_POLL_MS = 30000;
+const EARN_ROWS = 50;
+const SHARE_SIGNIN_TEXT = "Sharing needs signing in: open this live from the shop's site, signed in.";
+const SHARE_ICON = '<svg viewBox="0 0 24 24" aria-hidden="true"><path d="M18 16.1c-.8 0-1.5.3-2 .8L8.9 12.7c.1-.2.1-.5.1-.7s0-.5-.1-.7L16 7.2c.5.5 1.2.8 2 .8a3 3 0 10-3-3c0 .2 0 .5.1.7L8 9.8A3 3 0 003 12a3 3 0 005 2.2l7.1 4.2c-.1.2-.1.4-.1.6a2.9 2.9 0 102.9-2.9z"/></svg>';
+const EARN_LABEL = { pending: "Pending", confirmed: "Confirmed", reversed: "Reversed" };
+
+function randomHex(bytes) {
+  return Array.from(crypto.getRandomValues(new Uint8Array(bytes)), (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+let pageDevice = null;
+/** This browser's id (16 hex characters, made once and kept in localStorage `ls-device`). */
+function deviceId() {
+  if (pageDevice) return pageDevice;
+  try {
+    const kept = localStorage.getItem(DEVICE_KEY);
+    if (kept && /^[0-9a-f]{16}$/.test(kept)) { pageDevice = kept; return kept; }
+    pageDevice = randomHex(8);
+    localStorage.setItem(DEVICE_KEY, pageDevice);
+  } catch {
+    pageDevice = pageDevice || randomHex(8);  // storage disabled: an id for this page view
+  }
+  return pageDevice;
+}
+
+const pageQuery = new URLSearchParams(location.search);
+/** The share code this tab arrived with in this room (?ref=, else kept from earlier in this tab). A
+ *  malformed code is dropped: the server would refuse the whole join for it. */
+const shareRef = (() => {
+  const ref = pageQuery.get("ref");
+  const ok = !!ref && SLUG_RE.test(ref);
+  try {
+    if (ok) { sessionStorage.setItem(REF_KEY, ref); return ref; }
+    const kept = sessionStorage.getItem(REF_KEY);
+    return kept && SLUG_RE.test(kept) ? kept : null;
+  } catch {
+    return ok ? ref : null;
+  }
+})();
+const sharedProduct = (() => {
+  const p = pageQuery.get("product");
+  return p && SLUG_RE.test(p) ? p : null;
+})();
+
+/** The page's client: every join (the first, a reconnect's, a re-join with another token) carries
+ *  `device` and, when the page came through a share link, `ref`. */
+class RoomClient extends LiveSaleClient {
+  _raw(msg) {
+    if (msg && msg.type === "join") msg = { ...msg, device: deviceId(), ...(shareRef ? { ref: shareRef } : {}) };
+    return super._raw(msg);
+  }
+}
+
+const viewedAt = new Map();  // product id -> Date.now() of its last `view`
+function noteView(productId) {
+  if (!client || !productId || !SLUG_RE.test(productId)) return;
+  const now = Date.now();
+  if (now - (viewedAt.get(productId) || 0) < VIEW_EVERY_MS) return;
+  viewedAt.set(productId, now);
+  client.send("view", { product: productId });
+}
+
+let sharedShown = false;
+/** ?product=<id>: once the room is known, put that product's live deal on the card, else open the
+ *  bag on its row. */
+function showSharedProduct() {
+  if (sharedShown || !sharedProduct || !client) return;
+  const sales = client.salesList().filter((s) => s.product_id === sharedProduct);
+  if (!sales.length && !client.products.some((p) => p.product_id === sharedProduct)) return;  // not in this live
+  sharedShown = true;
+  const now = client.serverNow();
+  const live = sales.find((s) => client.salePhase(s, now) === "open") || sales.find((s) => client.salePhase(s, now) === "scheduled");
+  if (live) {
+    viewSale(live.sale_id);
+  } else {
+    noteView(sharedProduct);
+    setBagOpen(true);
+  }
+  requestAnimationFrame(() => {
+    const row = byId("bag-list")?.querySelector(`.bag-row[data-shared="true"]`);
+    if (row && bagOpen) row.scrollIntoView({ block: "nearest" });
+  });
+}
+
+const growthApi = apiWith(() => identity?.token || "");
+
+function shareButton() {
+  const b = document.createElement("button");
+  b.type = "button";
+  b.className = "save-button share-button";
+  b.hidden = true;
+  b.innerHTML = `${SHARE_ICON}<span class="save-label" aria-hidden="true">Share</span>`;
+  return b;
+}
+
+/** A product's Share (hidden without a viewer token): its test id, label; `li` (a row of the bag) is
+ *  marked when it is the product the page was shared for. */
+function renderShare(btn, productId, title, li = null) {
+  if (li) setAttr(li, "data-shared", productId && productId === sharedProduct ? "true" : null);
+  if (!btn) return;
+  show(btn, !!identity && !!productId);
+  if (!productId) return;
+  if (btn.dataset.testid !== "card-share") setAttr(btn, "data-testid", `share-${productId}`);
+  setAttr(btn, "data-product-id", productId);
+  setAttr(btn, "aria-label", `Share ${title || "this product"} and earn`);
+  setAttr(btn, "title", "Share a link: you earn a commission on what friends buy through it");
+}
+
+// -- the Share & earn panel
+
+let earnOpen = false;
+let earnTimer = null;
+const share = { user: null, links: new Map(), pending: new Map(), mine: null, product: "", gen: 0 };
+const earn = { user: null, data: null, shops: null, pools: null, error: null, loading: false, at: 0, gen: 0 };
+let shopPoolsKey = "";
+
+function resetGrowth() {
+  Object.assign(share, { user: identity?.user ?? null, links: new Map(), pending: new Map(), mine: null, gen: share.gen + 1 });
+  Object.assign(earn, { user: identity?.user ?? null, data: null, shops: null, pools: null, error: null, loading: false,
+    at: 0, gen: earn.gen + 1 });
+}
+
+/** Called by render() (4 times a second): cheap. */
+function renderGrowth() {
+  show(byId("share-room-button"), !!identity);
+  setAttr(byId("product-card"), "data-shared", sharedProduct && byId("featured-sale").dataset.productId === sharedProduct
+    ? "true" : null);
+  if ((identity?.user ?? null) !== share.user) {
+    resetGrowth();
+    if (earnOpen) { if (identity) { showShareLink(share.product); refreshEarn(); } else setEarnOpen(false); }
+  }
+}
+
+function openEarn(productId = "") {
+  if (!identity) { toast(SHARE_SIGNIN_TEXT, "error"); return; }
+  setEarnOpen(true, productId || "");
+}
+
+function setEarnOpen(open, productId = "") {
+  if (open && bagOpen) setBagOpen(false);        // one panel at a time
+  if (open && ordersOpen) setOrdersOpen(false);
+  earnOpen = open;
+  show(byId("earn-sheet"), open);
+  show(byId("earn-backdrop"), open);
+  setAttr(byId("share-room-button"), "aria-expanded", open ? "true" : "false");
+  clearInterval(earnTimer);
+  earnTimer = null;
+  if (!open) return;
+  if ((identity?.user ?? null) !== share.user) resetGrowth();
+  showShareLink(productId);
+  refreshEarn();
+  earnTimer = setInterval(() => { if (earnOpen && !earn.loading) refreshEarn(); }, EARN_POLL_MS);
+}
+
+/** My link for this live ("") or a product of it: one per user, live and product, created once. */
+function linkFor(productId) {
+  const key = productId || "";
+  if (share.links.has(key)) return Promise.resolve(share.links.get(key));
+  if (share.pending.has(key)) return share.pending.get(key);
+  const gen = share.gen;
+  const p = (async () => {
+    if (!share.mine) {
+      try { share.mine = (await growthApi("GET", "/api/me/share-links")).links || []; } catch { share.mine = []; }
+      if (gen !== share.gen) throw Object.assign(new Error("signed in as someone else meanwhile"), { code: "STALE" });
+      for (const l of share.mine) {  // newest first: the first of a live / product is kept
+        const k = l.product_id || "";
+        if (l.room_id === roomId && !share.links.has(k)) share.links.set(k, l);
+      }
+      if (share.links.has(key)) return share.links.get(key);
+    }
+    const link = await growthApi("POST", "/api/share-links", key ? { room_id: roomId, product_id: key } : { room_id: roomId });
+    if (gen !== share.gen) throw Object.assign(new Error("signed in as someone else meanwhile"), { code: "STALE" });
+    share.links.set(key, link);
+    return link;
+  })();
+  share.pending.set(key, p);
+  p.finally(() => { if (share.pending.get(key) === p) share.pending.delete(key); }).catch(() => {});
+  return p;
+}
+
+function shareStatus(text, kind = "ok") {
+  const st = byId("share-status");
+  setText(st, text);
+  setAttr(st, "data-kind", text ? kind : null);
+}
+
+async function showShareLink(productId) {
+  share.product = productId || "";
+  const product = productId ? client?.products.find((p) => p.product_id === productId) : null;
+  setText(byId("share-heading"), productId ? `Share “${product?.title || productId}”` : "Share this live");
+  const input = byId("share-url");
+  const ask = `${share.gen}|${share.product}`;
+  input.value = "";
+  delete input.dataset.code;
+  shareStatus("Creating your link…", "info");
+  show(byId("share-native"), false);
+  try {
+    const link = await linkFor(share.product);
+    if (`${share.gen}|${share.product}` !== ask) return;
+    input.value = new URL(link.url, location.origin).href;
+    input.dataset.code = link.code;
+    shareStatus("");
+    show(byId("share-native"), typeof navigator.share === "function");
+  } catch (err) {
+    if (err.code === "STALE" || `${share.gen}|${share.product}` !== ask) return;
+    shareStatus(`Could not create your link: ${err.message}`, "error");
+  }
+}
+
+/** Copy a link: the clipboard where the browser allows it, else the field is selected to copy by hand. */
+async function copyLink(input, onText) {
+  if (!input.value) return;
+  try {
+    if (!navigator.clipboard?.writeText) throw new Error("no clipboard");
+    await navigator.clipboard.writeText(input.value);
+    onText("Link copied ✓", "ok");
+  } catch {
+    input.focus();
+    input.select();
+    onText("Selected: copy it with your keyboard or menu.", "info");
+  }
+}
+
+async function nativeShare() {
+  const url = byId("share-url").value;
+  if (!url || typeof navigator.share !== "function") return;
+  const product = share.product ? client?.products.find((p) => p.product_id === share.product) : null;
+  try {
+    await navigator.share({ title: product?.title || client?.room?.title || "livesale", url });
+  } catch (err) {
+    if (err?.name !== "AbortError") shareStatus(`Could not share: ${err.message || err}`, "error");
+  }
+}
+
+async function refreshEarn() {
+  if (!identity) return;
+  const gen = earn.gen;
+  earn.loading = true;
+  renderEarn();
+  const [e, s, p] = await Promise.allSettled([growthApi("GET", "/api/me/earnings"), growthApi("GET", "/api/me/shops"),
+    growthApi("GET", "/api/shop-pools")]);
+  if (gen !== earn.gen) return;
+  earn.loading = false;
+  if (e.status === "fulfilled") earn.data = e.value;
+  if (s.status === "fulfilled") earn.shops = s.value.shops || [];
+  if (p.status === "fulfilled") earn.pools = p.value.pools || [];
+  const failed = [e, s, p].find((r) => r.status === "rejected");
+  earn.error = failed ? failed.reason.message || String(failed.reason) : null;
+  if (failed?.reason?.status === 401) onClientError({ detail: { code: "UNAUTHORIZED" } });
+  earn.at = Date.now();
+  renderEarn();
+}
+
+function pct(bps) {
+  return `${(Number(bps) / 100).toLocaleString(undefined, { maximumFractionDigits: 2 })}%`;
+}
+
+function earnTotal(cur, t) {
+  const cell = (cls, label, value) => el("span", { class: `my-total-cell ${cls}`, "data-testid": cls },
+    el("span", { class: "my-total-label" }, label), el("strong", {}, value));
+  return el("div", { class: "earn-total", "data-testid": `earn-total-${cur}`, "data-pending": t.pending,
+    "data-confirmed": t.confirmed, "data-reversed": t.reversed },
+  el("span", { class: "my-total-head" }, `${cur} · ${t.orders} order${t.orders === 1 ? "" : "s"}`),
+  cell("earn-pending", "Pending", formatMoney(t.pending, cur)),
+  cell("earn-confirmed", "Confirmed", formatMoney(t.confirmed, cur)),
+  cell("earn-reversed", "Reversed", formatMoney(t.reversed, cur)));
+}
+
+function earnRow(c) {
+  const where = c.source === "shop" ? `your shop ${String(c.channel || "").replace(/^shop:/, "")}`
+    : c.source === "link" ? `your link${c.room_id ? ` · ${c.room_id}` : ""}` : c.source;
+  return el("li", { class: "my-row earn-row", "data-testid": `earn-row-${c.order_id}`, "data-status": c.status,
+    "data-amount": c.amount },
+  el("span", { class: "my-info" },
+    el("span", { class: "my-title", "data-testid": "earn-row-title" }, `${c.sku} · order ${shortId(c.order_id)}`),
+    el("span", { class: "my-meta" },
+      el("span", { class: "my-badge", "data-status": c.status, "data-testid": "earn-row-status" }, EARN_LABEL[c.status] || c.status),
+      el("span", {}, `via ${where}`)),
+    el("span", { class: "my-ref" }, `${pct(c.rate_bps)} of ${formatMoney(c.base, c.currency)} · ${new Date(c.settled_at).toLocaleString()}`)),
+  el("span", { class: "my-right" }, el("span", { class: "my-amount", "data-testid": "earn-row-amount" }, formatMoney(c.amount, c.currency))));
+}
+
+function shopRow(shop) {
+  const url = new URL(shop.url, location.origin).href;
+  const input = el("input", { class: "share-url", type: "text", readonly: true, value: url, "aria-label": `Link of ${shop.title}`,
+    "data-testid": "my-shop-url" });
+  const status = el("span", { class: "earn-hint", "aria-live": "polite" });
+  const n = (shop.products || []).length;
+  return el("li", { class: "my-row shop-row", "data-testid": `my-shop-${shop.shop_id}`, "data-shop-id": shop.shop_id },
+    el("span", { class: "my-info" },
+      el("span", { class: "my-title", "data-testid": "my-shop-title" }, shop.title),
+      el("span", { class: "my-meta" }, `${n} product${n === 1 ? "" : "s"} · `,
+        el("a", { href: shop.url, target: "_blank", rel: "noopener", "data-testid": "my-shop-link" }, shop.url)),
+      el("span", { class: "share-row" }, input,
+        el("button", { class: "btn btn-small", type: "button", "data-testid": "my-shop-copy", "aria-label": `Copy the link of ${shop.title}`,
+          onclick: () => copyLink(input, (t) => setText(status, t)) }, "Copy")),
+      status));
+}
+
+function renderShopPools() {
+  const pools = earn.pools || [];
+  const key = JSON.stringify(pools.map((p) => [p.pool_id, p.title, p.unit_price, p.currency, p.commission_bps]));
+  show(byId("shop-pools-empty"), earn.pools !== null && pools.length === 0);
+  if (key === shopPoolsKey) return;
+  shopPoolsKey = key;
+  const box = byId("shop-pool-list");
+  const checked = new Set(Array.from(box.querySelectorAll("input:checked"), (i) => i.value));
+  box.replaceChildren(...pools.map((p) => el("label", { class: "shop-pool", "data-testid": `shop-pool-${p.pool_id}` },
+    el("input", { type: "checkbox", name: "pools", value: p.pool_id, checked: checked.has(p.pool_id),
+      "aria-label": `Sell ${p.title}` }),
+    el("span", { class: "shop-pool-title" }, p.title),
+    el("span", { class: "shop-pool-meta" }, `${formatMoney(p.unit_price, p.currency)} · you earn `,
+      el("span", { class: "shop-pool-rate", "data-testid": "shop-pool-rate" }, pct(p.commission_bps))))));
+}
+
+function renderEarn() {
+  const sheet = byId("earn-sheet");
+  setAttr(sheet, "data-state", earn.loading ? "loading" : earn.error ? "error" : earn.data ? "ready" : "idle");
+  setText(byId("earn-sync"), earn.loading ? "Updating…" : earn.at ? `updated ${new Date(earn.at).toLocaleTimeString()}` : "");
+  const errEl = byId("earn-error");
+  show(errEl, !!earn.error);
+  setText(errEl, earn.error ? `Could not read everything: ${earn.error}` : "");
+  const d = earn.data;
+  const totals = Object.entries(d?.totals || {}).sort(([a], [b]) => a.localeCompare(b));
+  byId("earn-totals").replaceChildren(...totals.map(([cur, t]) => earnTotal(cur, t)));
+  const rows = (d?.commissions || []).slice(0, EARN_ROWS);
+  byId("earn-list").replaceChildren(...rows.map(earnRow));
+  show(byId("earn-empty"), !!d && rows.length === 0);
+  setText(byId("earn-pending-note"), d ? `Pending for ${Math.round(d.pending_days)} days after each order (returns), then confirmed.` : "");
+  const shops = earn.shops || [];
+  byId("my-shops-list").replaceChildren(...shops.map(shopRow));
+  show(byId("my-shops-empty"), earn.shops !== null && shops.length === 0);
+  renderShopPools();
+}
+
+async function downloadPayouts() {
+  if (!identity) return;
+  const btn = byId("earn-payouts");
+  btn.disabled = true;
+  try {
+    let res;
+    try {
+      res = await fetch("/api/payouts.csv", { headers: { Authorization: `Bearer ${identity.token}` } });
+    } catch (e) {
+      throw new Error(`cannot reach the server (${e.message})`);
+    }
+    if (!res.ok) {
+      const body = await res.json().catch(() => null);
+      throw new Error(body?.error?.message || `HTTP ${res.status}`);
+    }
+    const href = URL.createObjectURL(await res.blob());
+    const a = el("a", { href, download: "payouts.csv", hidden: true });
+    document.body.append(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(href), 60000);
+  } catch (err) {
+    toast(`Could not download the payouts: ${err.message}`, "error");
+  } finally {
+    btn.disabled = false;
+  }
+}
+
+async function onCreateShop(ev) {
+  ev.preventDefault();
+  if (!identity) { toast(SHARE_SIGNIN_TEXT, "error"); return; }
+  const title = byId("shop-title-input").value.trim();
+  const pools = Array.from(byId("shop-pool-list").querySelectorAll("input:checked"), (i) => i.value);
+  const errEl = byId("shop-error");
+  setText(errEl, "");
+  if (!title) { setText(errEl, "Name your shop."); return; }
+  if (!pools.length) { setText(errEl, "Pick at least one product to sell."); return; }
+  const btn = byId("shop-create");
+  btn.disabled = true;
+  try {
+    const shop = await growthApi("POST", "/api/shops", { title, pools });
+    byId("shop-created-url").value = new URL(shop.url, location.origin).href;
+    byId("shop-created").dataset.shopId = shop.shop_id;
+    show(byId("shop-created"), true);
+    byId("shop-title-input").value = "";
+    for (const i of byId("shop-pool-list").querySelectorAll("input:checked")) i.checked = false;
+    toast(`Your mini-shop “${shop.title}” is open.`, "ok");
+    refreshEarn();
+  } catch (err) {
+    setText(errEl, err.message);
+    errEl.dataset.code = err.code || "ERROR";
+  } finally {
+    btn.disabled = false;
+  }
+}
+
+function wireGrowth() {
+  byId("share-room-button").addEventListener("click", () => (earnOpen ? setEarnOpen(false) : openEarn("")));
+  byId("card-share").addEventListener("click", (ev) => openEarn(ev.currentTarget.dataset.productId));
+  byId("earn-close").addEventListener("click", () => setEarnOpen(false));
+  byId("earn-backdrop").addEventListener("click", () => setEarnOpen(false));
+  byId("earn-refresh").addEventListener("click", () => refreshEarn());
+  byId("share-copy").addEventListener("click", () => copyLink(byId("share-url"), shareStatus));
+  byId("share-native").addEventListener("click", nativeShare);
+  byId("earn-payouts").addEventListener("click", downloadPayouts);
+  byId("shop-form").addEventListener("submit", onCreateShop);
+  byId("shop-created-copy").addEventListener("click", () => copyLink(byId("shop-created-url"), (t) => toast(t, "ok")));
+  for (const id of ["bag-button", "my-orders-button"]) {  // the other panels close this one
+    byId(id).addEventListener("click", () => { if (earnOpen) setEarnOpen(false); });
+  }
+  document.addEventListener("keydown", (ev) => { if (ev.key === "Escape" && earnOpen) setEarnOpen(false); });
 }
 
 main().catch((err) => {

@@ -268,7 +268,7 @@ async def test_ended_room_expires_and_a_live_room_stays(api: Api, settings: Sett
     room = await api.ok("GET", f"/api/rooms/{ended}")
     assert room["status"] == "ended"
     dash = await api.ok("GET", f"/api/rooms/{ended}/dashboard", host)  # from the archive now
-    assert dash["funnel"]["tapped"] == 1 and dash["likes"] == 3, dash
+    assert dash["requests"]["tapped"] == 1 and dash["likes"] == 3, dash
 
 
 async def test_idle_room_disappears(aiohttp_client: Any, settings: Settings, redis: Redis, uid: str) -> None:

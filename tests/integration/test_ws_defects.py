@@ -28,7 +28,7 @@ async def _sale(room: Room, units: int, **extra: Any) -> str:
 
 async def _funnel(room: Room) -> dict[str, Any]:
     dash = await room.api.ok("GET", f"/api/rooms/{room.id}/dashboard", room.host, status=200)
-    return {k: v for k, v in dash["funnel"].items() if k != "viewers"}
+    return {"requests": dash["requests"], "funnel": {k: v for k, v in dash["funnel"].items() if k != "viewers"}}
 
 
 # -- item 1: a replayed buy answer emits nothing and counts nothing --------------------------------------
