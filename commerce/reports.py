@@ -109,8 +109,10 @@ class Reports:
     async def funnel(self, room_id: str) -> dict[str, int]:
         """The report's funnel alone (the dashboard of an ended room whose Redis keys expired)."""
         sql = self.sql
-        return funnel_steps(await sql.users(room_id, SignalKind.JOIN), await sql.users(room_id, SignalKind.TAP),
-                            await sql.users(room_id, SignalKind.HELD), await sql.buyers(room_id))
+        room = await sql.room(room_id)
+        joined = await sql.users(room_id, SignalKind.JOIN) - {room.host_id if room else ""}
+        return funnel_steps(joined, await sql.users(room_id, SignalKind.TAP), await sql.users(room_id, SignalKind.HELD),
+                            await sql.buyers(room_id))
 
     async def report(self, who: Identity, room_id: str, now_ms: int) -> ShowReport:
         """The room's report for ``who`` (Forbidden: not its host nor a merchant; NotFound: no room)."""

@@ -100,7 +100,7 @@ class Deliverer:
             handle.cancel()
         self._timers.clear()
         await self._every.aclose()
-        await self._tasks.drain(self.timeout_s + 1)
+        await self._tasks.drain(2.0)  # an attempt cut short here is claimed again once its lease lapses
         await self._tasks.cancel(1.0)
         if self._session is not None:
             await self._session.close()
@@ -142,7 +142,9 @@ class Deliverer:
             if outcome(status) != SENT:
                 error = f"HTTP {status}"
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            error = type(exc).__name__ + (f": {exc.strerror}" if isinstance(exc, OSError) and exc.strerror else "")
+            # the kind of failure only: no address, URL or answer text (the URL may carry a token)
+            errno = exc.errno if isinstance(exc, OSError) else None
+            error = type(exc).__name__ + (f" (errno {errno})" if errno else "")
         verdict = outcome(status)
         tries = d.attempts + 1
         now = _now_ms()

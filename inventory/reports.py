@@ -1,7 +1,7 @@
 """The SQL reads behind a show report (commerce/reports.py): the room's join / leave / tap / held / team
 signals (``signals``), its settled orders (``orders``) and the offline redemptions of its offers
-(``offer_redemptions``, inventory/offers.py, when that module is installed). Only reads; the report is
-computed from SQL alone, so it stays right after Redis forgot the room.
+(``offer_redemptions``, inventory/offers.py). Only reads; the report is computed from SQL alone, so
+it stays right after Redis forgot the room.
 
 A draw's prize (a sale ``<pool>--d-<draw>``) is not a purchase: its orders are left out.
 """
@@ -10,27 +10,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Table, func, select
+from sqlalchemy import func, select
 
 from .draws import PRIZE_SALE_MARK
+from .offers import offer_redemptions
 from .signal_log import SignalKind, signals
-from .store import RoomRecord, Store, metadata, orders
-
-try:  # offline redemptions (another module's table): a report without them when it is not installed
-    from . import offers as _offers  # noqa: F401  # its tables join `metadata`
-except ModuleNotFoundError as exc:  # pragma: no cover - depends on the installed modules
-    if exc.name != f"{__package__}.offers":
-        raise
+from .store import RoomRecord, Store, orders
 
 __all__ = ["ReportReads", "SessionRow", "OrderRow", "OfflineRow"]
 
 SessionRow = tuple[str, str, str, int, int]          # kind (join | leave), user, session, at ms, value
 OrderRow = tuple[str, str, str, str, int, int, int]  # user, source, sku, currency, orders, units, total
 OfflineRow = tuple[str, str, int, int, int]          # channel, currency, redemptions, units, total
-
-
-def _offer_redemptions() -> Table | None:
-    return metadata.tables.get("offer_redemptions")
 
 
 class ReportReads:
@@ -83,12 +74,8 @@ class ReportReads:
                     for u, src, k, cur, n, units, t in rows]
 
     async def offline(self, room_id: str) -> list[OfflineRow]:
-        """The room's offline offer redemptions per (channel, currency); none when the table is not
-        installed."""
-        table = _offer_redemptions()
-        if table is None:
-            return []
-        c = table.c
+        """The room's offline offer redemptions (inventory/offers.py) per (channel, currency)."""
+        c = offer_redemptions.c
         q = (select(c.channel, c.currency, func.count(), func.sum(c.qty), func.sum(c.total))
              .where(c.room_id == room_id).group_by(c.channel, c.currency))
         async with self.engine.connect() as conn:

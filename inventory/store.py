@@ -305,6 +305,7 @@ class Store:
         from . import signal_log as _signals  # noqa: F401  # the signals table
         from . import growth as _growth  # noqa: F401  # share links, shops, commissions
         from . import audiences as _audiences, offers as _offers  # noqa: F401  # audiences, offers
+        from . import reengage as _reengage  # noqa: F401  # reminders, notices, webhook deliveries
         for attempt in range(_STARTUP_ATTEMPTS):
             try:
                 async with self.engine.begin() as conn:

@@ -5,6 +5,7 @@ docs/BENCHMARKS.md.
     python -m loadtest.bench --quick    # smoke run (~3 min)
     python -m loadtest.bench --only fanout,engine --no-write
     python -m loadtest.bench --only pool [--quick]     # pool-backed vs plain sale (writes only its section)
+    python -m loadtest.bench --only signals [--quick]  # interest signals into SQL (writes only its section)
     python -m loadtest.bench --baseline da14cd6 [--only checkout,fanout] [--quick] [--no-write]
     make bench ARGS="--baseline da14cd6 --only checkout,fanout"   # make passes ARGS through
 
@@ -13,7 +14,9 @@ socket.io, aiohttp send_str, python-socketio), ``big`` (19,000 viewers on one ga
 ws too), ``checkout`` (burst + 10,000 clicks/s + 20,000 clicks/s over WebSocket, zero-oversell check,
 engine commandstats), ``engine`` (redis-benchmark driving the reserve script), ``pool`` (the checkout
 burst through a pool-backed sale and through a plain sale on one server, interleaved, 3 runs each; pool /
-plain of the median gateway CPU per click: loadtest/pool_ab.py). Servers are pinned to
+plain of the median gateway CPU per click: loadtest/pool_ab.py), ``signals`` (5,000 viewers on two gateway
+processes + one ``livesale settle``, one ``view`` a second each for 60 s: SQL count = signals sent, gateway CPU
+per signal, the sink's lag, then a ramp to the maximum sustained signal rate: loadtest/signals.py). Servers are pinned to
 core 0 (taskset; the embedded/private Valkey too), client processes to core 1. Peer deps are
 installed by this command (``npm ci`` in loadtest/peers, pip python-socketio when missing).
 Raw results go to loadtest/results/ (git-ignored).
@@ -50,6 +53,7 @@ import time
 from pathlib import Path
 
 from . import checkout, engine, fanout, lean, pool_ab
+from . import signals as sigbench
 from .serverproc import (Livesale, Worktree, check_imports_from, checkout_label, ensure_peer_deps, peer,
                          setup_room, stop_all)
 
@@ -207,6 +211,20 @@ async def pool_runs(q: bool, p: dict | None = None) -> dict:
             srv.cleanup()
     finally:
         vk.stop()
+
+
+async def signals_run(q: bool) -> dict:
+    """The ``signals`` step (loadtest/signals.py): its own servers (2 gateways + settle, private Valkey) on
+    core 0, clients on core 1; the main run, then the ramp."""
+    lb = round(os.getloadavg()[0], 2)
+    try:
+        out = await sigbench.run(sigbench.plan(q, ramp=True), log=log)
+    except Exception as exc:
+        out = {"error": repr(exc)}
+        log(f"[signals] FAILED: {exc!r}")
+    out["loadavg_at_start"] = lb
+    out["notes"] = sigbench.notes()
+    return out
 
 
 AB_REPEAT = 3  # --baseline: runs per server, interleaved baseline, this, baseline, this, ...
@@ -415,6 +433,8 @@ def write_doc(r: dict, argv: list[str]) -> None:
     a("make bench                                   # = python -m loadtest.bench  (--quick for a smoke run)")
     a("make bench ARGS=\"--baseline <sha>\"           # A/B vs that commit (temporary git worktree), 3 runs each")
     a("make bench ARGS=\"--only pool\"                # checkout burst: pool-backed vs plain sale, interleaved, 3 runs each")
+    a("make bench ARGS=\"--only signals\"             # interest signals: 5,000 viewers x 1 view/s into SQL, then the ramp")
+    a("python -m loadtest.signals [--viewers 5000] [--seconds 60] [--ramp] [--quick]")
     a("python -m loadtest.fanout --target {livesale|ws|socketio|aiohttp|pysio} --url URL --conns N --rate 10 "
       "--seconds S [--room R --host-token T]")
     a("python -m loadtest.checkout --url URL --host-token T --buyers K --mode {burst|rate|claim} [--rate 10000 --seconds 10]")
@@ -558,6 +578,12 @@ def write_doc(r: dict, argv: list[str]) -> None:
     if ps:
         L.extend(ps)
         a("")
+    sg = (sigbench.section(r["signals"], dict(m, checkout=r.get("checkout_label")), "python -m loadtest.bench"
+                           + (" " + " ".join(argv) if argv else "")) if r.get("signals")
+          else sigbench.old_section(DOC.read_text()) if DOC.exists() else [])  # not re-run: kept as it is
+    if sg:
+        L.extend(sg)
+        a("")
     tg = r.get("targets")
     if tg:
         a("## Targets")
@@ -652,6 +678,9 @@ def targets(r: dict) -> list[dict]:
             add("(engine side) Lua time per click in the server's batches vs redis-benchmark's",
                 f"{min(eng_us):.2f} µs/click in EVAL (capacity ~{cap:,.0f}/s) vs {lua} µs/reservation in "
                 f"redis-benchmark batches", lua / min(eng_us) >= 0.7)
+    st = sigbench.target(r.get("signals") or {})
+    if st:
+        add(st[0], st[1], st[2], "see the interest-signals section")
     pt = pool_ab.target(r.get("pool") or {})
     if pt:
         add(pt[0], pt[1], pt[2], "see the pool-backed vs plain section (the runs, and each core's busy share)")
@@ -667,7 +696,8 @@ async def amain(a: argparse.Namespace) -> dict:
     r: dict = {"machine": machine(), "quick": q, "checkout_label": checkout_label()}
     if a.merge:  # re-measure some steps, keep the others from an earlier run's JSON
         prev = json.loads(Path(a.merge).read_text())
-        r.update({k: v for k, v in prev.items() if k in ("fanout", "big", "checkout", "engine", "baseline", "pool")})
+        r.update({k: v for k, v in prev.items() if k in ("fanout", "big", "checkout", "engine", "baseline", "pool",
+                                                           "signals")})
         r["merged_from"] = Path(a.merge).name
     if only & {"fanout", "big"}:
         ensure_peer_deps(log)
@@ -708,6 +738,9 @@ async def amain(a: argparse.Namespace) -> dict:
         log("pool-backed vs plain sale: the checkout burst, interleaved on one server")
         r["pool"] = await pool_runs(q)
         log(f"pool / plain gateway CPU per click: {r['pool']['cpu_ratio']} -> {r['pool']['verdict']}")
+    if "signals" in only:
+        log("interest signals: two gateways + settle, views into SQL, then the ramp")
+        r["signals"] = await signals_run(q)
     if "engine" in only:
         log("engine: redis-benchmark + reserve.lua")
         r["engine"] = await asyncio.get_running_loop().run_in_executor(
@@ -717,7 +750,7 @@ async def amain(a: argparse.Namespace) -> dict:
     return r
 
 
-STEPS = ("fanout", "big", "checkout", "engine", "pool")
+STEPS = ("fanout", "big", "checkout", "engine", "pool", "signals")
 
 
 def _interrupt(signum, frame) -> None:  # SIGTERM: unwind like Ctrl-C, so servers and the worktree are removed
@@ -774,12 +807,36 @@ def main_pool(a: argparse.Namespace, argv: list[str]) -> int:
     return 0 if r["pool"].get("cpu_ratio") is not None else 1
 
 
+def main_signals(a: argparse.Namespace, argv: list[str]) -> int:
+    """``--only signals``: the interest-signal step alone; replaces only its section of docs/BENCHMARKS.md."""
+    r: dict = {"machine": machine(), "quick": a.quick, "checkout_label": checkout_label()}
+    try:
+        r["signals"] = asyncio.run(signals_run(a.quick))
+    except KeyboardInterrupt:
+        log("interrupted: servers stopped, nothing written")
+        return 130
+    finally:
+        stop_all()
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"bench-signals-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.write_text(json.dumps(r, indent=2, default=str))
+    section = sigbench.section(r["signals"], dict(r["machine"], checkout=r["checkout_label"]),
+                               "python -m loadtest.bench " + " ".join(argv))
+    print("\n".join(ln for ln in section if not ln.startswith("<!--")), flush=True)
+    log(f"raw results: {out}")
+    if not a.no_write:
+        DOC.write_text(sigbench.splice(DOC.read_text() if DOC.exists() else "# Benchmarks\n", section))
+        log(f"wrote the signals section of {DOC}")
+    return 0 if r["signals"].get("equal") else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small counts and short runs (smoke test)")
-    ap.add_argument("--only", default="", help="comma list of: fanout,big,checkout,engine,pool (none: just rewrite "
-                                               "the doc from --merge; pool alone: rewrite only its section)")
+    ap.add_argument("--only", default="", help="comma list of: fanout,big,checkout,engine,pool,signals (none: just "
+                                               "rewrite the doc from --merge; pool or signals alone: rewrite only "
+                                               "its section)")
     ap.add_argument("--no-write", action="store_true", help="do not rewrite docs/BENCHMARKS.md")
     ap.add_argument("--merge", default="", help="results JSON of an earlier run: keep its steps not re-run")
     ap.add_argument("--notes", default="", help="notes file for BENCHMARKS.md (default loadtest/bench_notes.md)")
@@ -804,6 +861,8 @@ def main(argv: list[str] | None = None) -> int:
         return main_baseline(a, argv)
     if a.only and not a.merge and set(a.only.split(",")) == {"pool"}:
         return main_pool(a, argv)
+    if a.only and not a.merge and set(a.only.split(",")) == {"signals"}:
+        return main_signals(a, argv)
     r = asyncio.run(amain(a))
     notes = Path(a.notes) if a.notes else NOTES
     if notes.exists():  # hand-written analysis, kept with the code (bullets starting with "- ")

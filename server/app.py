@@ -206,7 +206,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
               soft_limit=s.ws_soft_limit, heartbeat_s=s.heartbeat_s, sample_threshold=s.sample_threshold,
               ambient_rate=s.ambient_rate,
               on_open=commerce.sales.fire_open, on_close=commerce.sales.fire_close, on_presence=commerce.presence,
-              on_loaded=commerce.room_loaded, on_second=watch.check)
+              on_loaded=commerce.room_loaded, on_second=watch.check, on_online=commerce.reengage.online.report)
     await hub.start()
     gateway = Gateway(hub, commerce, app[VERIFIER],
                       GatewayLimits(max_msg=s.ws_max_msg, buy_rate=s.buy_rate, comment_rate=s.comment_rate,

@@ -42,7 +42,7 @@ from .reader import RoomReader
 from .rooms import LocalRoom, RoomRegistry
 from .sale_timers import SaleHook, SaleTimers
 from .sweeper import IdleRoomSweeper
-from .ticker import PresenceHook, SecondHook, Ticker, UnitsSource
+from .ticker import OnlineHook, PresenceHook, SecondHook, Ticker, UnitsSource
 
 __all__ = ["Hub", "LocalRoom"]
 
@@ -58,7 +58,8 @@ class Hub(Lifecycle):
     def __init__(self, redis: Redis, bus: RoomBus, units: UnitsSource, *, tick_ms: int, replay_keep: int,
                  soft_limit: int, heartbeat_s: float, sample_threshold: int, ambient_rate: int = 20000,
                  on_open: SaleHook, on_close: SaleHook, on_presence: PresenceHook | None = None,
-                 on_loaded: LoadedHook | None = None, on_second: SecondHook | None = None) -> None:
+                 on_loaded: LoadedHook | None = None, on_second: SecondHook | None = None,
+                 on_online: OnlineHook | None = None) -> None:
         self.gateway_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self.stats = {"events": 0, "ticks": 0, "slow_closed": 0, "skipped": 0, "resyncs": 0}
         self._replay_keep = replay_keep
@@ -75,7 +76,8 @@ class Hub(Lifecycle):
                                  on_loaded=(lambda room: on_loaded(room.room_id, room.state)) if on_loaded else None)
         self.ticker = Ticker(self.registry, bus, units, self.now_ms, gateway_id=self.gateway_id, tick_ms=tick_ms,
                              ambient_rate=ambient_rate, sample_threshold=sample_threshold, soft_limit=soft_limit,
-                             stats=self.stats, on_presence=on_presence, on_second=on_second)
+                             stats=self.stats, on_presence=on_presence, on_second=on_second,
+                             on_online=on_online)
         self.heartbeat = Heartbeat(self.registry, heartbeat_s)
         self.sweeper = IdleRoomSweeper(self.registry, self._unload)
         self._goodbye_said = False

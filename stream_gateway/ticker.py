@@ -26,6 +26,9 @@ __all__ = ["Ticker", "UnitsSource", "PresenceHook"]
 # who is in the room on this gateway, every second, for rooms with teams or an open draw
 PresenceHook = Callable[[str, str, dict[str, int], list[str], list[str], int], Awaitable[None]]
 SecondHook = Callable[["LocalRoom", int], None]  # (room, now ms): once a second per loaded room
+# (gateway id, {room: [viewer ids connected here]}): every ONLINE_EVERY_S, who is online on this gateway
+OnlineHook = Callable[[str, dict[str, list[str]]], Awaitable[Any]]
+ONLINE_EVERY_S = 10.0
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +47,10 @@ class Ticker(LoopPart):
     def __init__(self, registry: RoomRegistry, bus: RoomBus, units: UnitsSource, now_ms: Callable[[], int], *,
                  gateway_id: str, tick_ms: int, ambient_rate: int, sample_threshold: int, soft_limit: int,
                  stats: dict[str, int], on_presence: PresenceHook | None = None,
-                 on_second: SecondHook | None = None) -> None:
+                 on_second: SecondHook | None = None, on_online: OnlineHook | None = None) -> None:
         super().__init__()
+        self._on_online = on_online
+        self._online_at = 0.0
         self._on_presence = on_presence
         self._on_second = on_second
         self._registry = registry
@@ -85,6 +90,13 @@ class Ticker(LoopPart):
         if mono - self._viewers_at >= VIEWERS_EVERY_S:
             self._viewers_at = mono
             await self._report_viewers(now)
+        if self._on_online is not None and mono - self._online_at >= ONLINE_EVERY_S:
+            self._online_at = mono
+            try:
+                await self._on_online(self._gateway_id, {r.room_id: [u for u in r.by_user if u]
+                                                         for r in self._registry.rooms.values() if r.by_user})
+            except Exception as exc:  # Redis briefly away: the next round reports again
+                log.warning("online report failed: %s", exc)
         if n % self.stride():
             return
         await self._poll_units(now)

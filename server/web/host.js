@@ -293,7 +293,9 @@ function renderFunnel() {
   }
   const r = dash?.requests;
   const line = byId("funnel-requests");
-  setText(line, r ? `Requests: ${fmtInt(r.tapped)} taps · ${fmtInt(r.reserved)} reservations · ${fmtInt(r.paid)} payments` : "Requests: –");
+  const n = (v, one, many) => `${fmtInt(v)} ${num(v) === 1 ? one : many}`;
+  setText(line, r ? `Requests: ${n(r.tapped, "tap", "taps")} · ${n(r.reserved, "reservation", "reservations")} · ${n(r.paid, "payment", "payments")}`
+    : "Requests: –");
   for (const k of ["tapped", "reserved", "paid"]) line.dataset[k] = String(num(r?.[k]));
 }
 
@@ -1350,7 +1352,161 @@ function wireExtras() {
   });
 }
 
+// ---------------------------------------------------------------------------------------------
+// Sharing (docs/CLIENT.md "Share & earn"; docs/PROTOCOL.md Share-to-earn): GET /api/rooms/{room}/sharing
+// every 5 s while signed in: the room's orders by source (direct, a share link, a mini-shop, another
+// channel), its top sharers and the per-product commission rates, with an editor (PUT
+// /api/rooms/{room}/products/{product}/commission: basis points, shown as %). "Payouts CSV" saves
+// GET /api/payouts.csv?room= (fetched with the token, which is sent in a header).
+
+const SHARING_MS = 5000;
+const SHARING_SOURCES = [["direct", "Direct"], ["link", "Share links"], ["shop", "Mini-shops"], ["channel", "Other channels"]];
+let sharing = null;             // the last GET /api/rooms/{room}/sharing
+let sharingAt = 0;
+let sharingBusy = false;
+const rateRows = new Map();     // product id -> {tr, input, save}
+const rateDirty = new Set();    // product ids whose rate is being edited (not overwritten by a poll)
+
+function bpsPct(bps) {
+  return (num(bps) / 100).toLocaleString(undefined, { maximumFractionDigits: 2 });
+}
+
+async function pollSharing(force = false) {
+  if (!token || byId("panel").hidden || sharingBusy) return;
+  if (!force && Date.now() - sharingAt < SHARING_MS) return;
+  sharingBusy = true;
+  try {
+    sharing = await api("GET", `/api/rooms/${encodeURIComponent(roomId)}/sharing`);
+    showError(byId("sharing-error"), null);
+  } catch (err) {
+    showError(byId("sharing-error"), err);
+  } finally {
+    sharingAt = Date.now();
+    sharingBusy = false;
+    renderSharing();
+  }
+}
+
+function sharingRow(testid, cells, attrs = {}) {
+  return el("tr", { "data-testid": testid, ...attrs },
+    ...cells.map(([text, cls, id]) => el("td", { class: cls || null, "data-testid": id || null }, text)));
+}
+
+function renderSharing() {
+  const s = sharing;
+  setText(byId("sharing-updated"), s ? `updated ${new Date(sharingAt).toLocaleTimeString()}` : "");
+  // orders by source: one row per source (its currencies' GMV side by side)
+  const by = new Map();
+  for (const r of s?.by_source || []) {
+    const a = by.get(r.source) || { orders: 0, units: 0, gmv: [] };
+    a.orders += num(r.orders);
+    a.units += num(r.units);
+    a.gmv.push(formatMoney(num(r.gmv), r.currency || "EUR"));
+    by.set(r.source, a);
+  }
+  const known = new Set(SHARING_SOURCES.map(([k]) => k));
+  const sources = [...SHARING_SOURCES, ...Array.from(by.keys()).filter((k) => !known.has(k)).map((k) => [k, k])];
+  byId("sharing-sources").querySelector("tbody").replaceChildren(...sources.map(([key, label]) => {
+    const a = by.get(key) || { orders: 0, units: 0, gmv: [] };
+    return sharingRow(`sharing-source-${key}`, [[label], [fmtInt(a.orders), "num", "sharing-orders"],
+      [fmtInt(a.units), "num", "sharing-units"], [a.gmv.join(" + ") || "–", "num", "sharing-gmv"]],
+    { "data-orders": a.orders, "data-units": a.units });
+  }));
+  // top sharers
+  const sharers = s?.top_sharers || [];
+  const body = byId("sharing-sharers").querySelector("tbody");
+  if (!sharers.length) {
+    body.replaceChildren(el("tr", { class: "empty" }, el("td", { colspan: "4" }, s ? "No orders through share links or mini-shops yet." : "–")));
+  } else {
+    body.replaceChildren(...sharers.map((r) => sharingRow("sharing-sharer", [[r.sharer, null, "sharing-sharer-id"],
+      [fmtInt(r.orders), "num", "sharing-sharer-orders"], [formatMoney(num(r.sales), r.currency || "EUR"), "num", "sharing-sharer-sales"],
+      [formatMoney(num(r.commission), r.currency || "EUR"), "num", "sharing-sharer-commission"]],
+    { "data-sharer": r.sharer, "data-commission": num(r.commission) })));
+  }
+  // the commission per product (blank: the default)
+  const def = num(s?.default_bps);
+  setText(byId("sharing-default"), s ? `A product without a rate of its own earns sharers the default ${bpsPct(def)}%.` : "");
+  const products = allProducts();
+  const tbody = byId("sharing-rates").querySelector("tbody");
+  const ids = new Set(products.map((p) => p.product_id));
+  for (const [id, row] of rateRows) if (!ids.has(id)) { row.tr.remove(); rateRows.delete(id); rateDirty.delete(id); }
+  for (const p of products) {
+    let row = rateRows.get(p.product_id);
+    if (!row) {
+      const input = el("input", { type: "number", min: "0", max: "100", step: "0.01", inputmode: "decimal",
+        "data-testid": "sharing-rate-input", "aria-label": `Commission of ${p.title || p.product_id} in percent`,
+        style: "width:90px;text-align:right" });
+      const save = el("button", { class: "btn btn-small", type: "button", "data-testid": "sharing-rate-save",
+        "aria-label": `Save the commission of ${p.title || p.product_id}` }, "Save");
+      input.addEventListener("input", () => rateDirty.add(p.product_id));
+      input.addEventListener("keydown", (ev) => { if (ev.key === "Enter") { ev.preventDefault(); saveRate(p.product_id, input, save); } });
+      save.addEventListener("click", () => saveRate(p.product_id, input, save));
+      const tr = el("tr", { "data-testid": `sharing-rate-${p.product_id}`, "data-product-id": p.product_id },
+        el("td", {}, el("div", { class: "cell-title" }, p.title || p.product_id), el("div", { class: "cell-sub pool-hint" }, p.product_id)),
+        el("td", { class: "num" }, input), el("td", { class: "num" }, save));
+      row = { tr, input, save };
+      rateRows.set(p.product_id, row);
+      tbody.append(tr);
+    }
+    const bps = s?.rates?.[p.product_id];
+    row.tr.dataset.bps = bps === undefined ? "" : String(bps);
+    row.input.placeholder = s ? bpsPct(def) : "";  // blank: the default
+    if (!rateDirty.has(p.product_id) && document.activeElement !== row.input) {
+      const v = bps === undefined ? "" : String(num(bps) / 100);
+      if (row.input.value !== v) row.input.value = v;
+    }
+  }
+}
+
+async function saveRate(productId, input, btn) {
+  const errEl = byId("sharing-error");
+  const pct = parseFloat(input.value);
+  if (input.value.trim() === "" || !Number.isFinite(pct) || pct < 0 || pct > 100) {
+    showError(errEl, { code: "INVALID", message: "a commission is a percentage from 0 to 100" });
+    return;
+  }
+  btn.disabled = true;
+  const res = await act(() => api("PUT", `/api/rooms/${encodeURIComponent(roomId)}/products/${encodeURIComponent(productId)}/commission`,
+    { commission_bps: Math.round(pct * 100) }), `Commission of ${productId}: ${bpsPct(Math.round(pct * 100))}%`, errEl);
+  btn.disabled = false;
+  if (res) {
+    rateDirty.delete(productId);
+    if (sharing) sharing.rates = { ...(sharing.rates || {}), [productId]: res.commission_bps };
+    renderSharing();
+    pollSharing(true);
+  }
+}
+
+async function downloadRoomPayouts() {
+  const btn = byId("sharing-payouts");
+  btn.disabled = true;
+  try {
+    const res = await fetch(`/api/payouts.csv?room=${encodeURIComponent(roomId)}`, { headers: { Authorization: `Bearer ${token}` } });
+    if (!res.ok) {
+      const body = await res.json().catch(() => null);
+      throw Object.assign(new Error(body?.error?.message || `HTTP ${res.status}`), { code: body?.error?.code || `HTTP_${res.status}` });
+    }
+    const href = URL.createObjectURL(await res.blob());
+    const a = el("a", { href, download: `payouts-${roomId}.csv`, hidden: true });
+    document.body.append(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(href), 60000);
+  } catch (err) {
+    toast(errText(err), "error");
+    showError(byId("sharing-error"), err);
+  } finally {
+    btn.disabled = false;
+  }
+}
+
+function wireSharing() {
+  byId("sharing-payouts").addEventListener("click", downloadRoomPayouts);
+  setInterval(() => pollSharing(), 1000);  // reads every 5 s (at once after signing in)
+}
+
 wire();
 wireExtras();
+wireSharing();
 const initial = readToken(TOKEN_KEY);
 if (initial) signIn(initial); else showSignin();

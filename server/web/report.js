@@ -97,18 +97,20 @@ function svg(tag, attrs = {}, ...children) {
   return e;
 }
 
-/** Horizontal bars: rows of {key, label, value (bar length), text (shown at the end)}. */
-function hbars(rows, { testid, empty = "Nothing yet." } = {}) {
+/** Horizontal bars: rows of {key, label, value (bar length), text (shown at the end), title (tooltip)}. */
+function hbars(rows, { testid, empty = "Nothing yet.", narrow = false } = {}) {
   if (!rows.length) return el("div", { class: "empty", "data-testid": `${testid}-empty` }, empty);
-  const W = 480, LABEL = 120, VALUE = 110, ROW = 30, BAR = 20;
+  // a narrow card gets a narrower drawing, so its text is drawn at about the page's size
+  const [W, LABEL, VALUE] = narrow ? [330, 78, 118] : [480, 120, 110];
+  const ROW = 30, BAR = 20;
   const max = Math.max(1, ...rows.map((r) => num(r.value)));
   const track = W - LABEL - VALUE - 8;
   const g = rows.map((r, i) => {
     const y = i * ROW;
     const w = Math.max(num(r.value) > 0 ? 2 : 0, (num(r.value) / max) * track);
     return svg("g", { "data-testid": `${testid}-bar`, "data-key": r.key, "data-value": String(num(r.value)) },
-      svg("title", {}, `${r.label}: ${r.text}`),
-      svg("text", { x: 0, y: y + BAR / 2 + 4 }, truncate(r.label, 18)),
+      svg("title", {}, r.title || `${r.label}: ${r.text}`),
+      svg("text", { x: 0, y: y + BAR / 2 + 4 }, truncate(r.label, narrow ? 11 : 18)),
       svg("rect", { x: LABEL, y, width: track, height: BAR, rx: 5, fill: "rgba(255,255,255,0.06)" }),
       svg("rect", { x: LABEL, y, width: w.toFixed(1), height: BAR, rx: 5, fill: COLOURS[i % COLOURS.length] }),
       svg("text", { class: "v", x: W, y: y + BAR / 2 + 4, "text-anchor": "end" }, r.text));
@@ -167,7 +169,8 @@ function fmtDuration(s) {
 function gmvRows(groups, key, cur, labelOf = (k) => k) {
   return groups.map((g) => ({
     key: g[key], label: labelOf(g[key]), value: num(g.gmv?.[cur]),
-    text: `${moneyText(g.gmv)} · ${fmtInt(g.orders)} ${g.orders === 1 ? "order" : "orders"}`,
+    text: moneyText(g.gmv),
+    title: `${labelOf(g[key])}: ${moneyText(g.gmv)} · ${fmtInt(g.orders)} ${g.orders === 1 ? "order" : "orders"} · ${fmtInt(g.units)} units`,
   }));
 }
 
@@ -207,10 +210,10 @@ function render() {
   put("watch-chart", columns(w.buckets.map((b) => ({ key: b.label, label: b.label, value: b.viewers })), { testid: "watch" }));
 
   const cur = mainCurrency(r);
-  put("source-chart", hbars(gmvRows(r.orders.by_source, "source", cur), { testid: "source" }));
+  put("source-chart", hbars(gmvRows(r.orders.by_source, "source", cur), { testid: "source", narrow: true }));
   put("team-chart", hbars(gmvRows(r.orders.by_team, "team", cur, (k) => k || "no team"),
-                          { testid: "team", empty: "No orders yet." }));
-  put("sku-chart", hbars(gmvRows(r.orders.by_sku, "sku", cur), { testid: "sku", empty: "No orders yet." }));
+                          { testid: "team", empty: "No orders yet.", narrow: true }));
+  put("sku-chart", hbars(gmvRows(r.orders.by_sku, "sku", cur), { testid: "sku", empty: "No orders yet.", narrow: true }));
 
   const offline = r.orders.offline || [];
   setText(byId("offline-count"), offline.length ? String(offline.reduce((a, o) => a + num(o.redemptions), 0)) : "");

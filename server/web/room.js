@@ -3172,13 +3172,21 @@ function earnTotal(cur, t) {
   cell("earn-reversed", "Reversed", formatMoney(t.reversed, cur)));
 }
 
+/** A commission's product: its title when it is a product of this live (or a pool of the shelf), else its SKU. */
+function productTitle(c) {
+  const p = c.room_id === roomId ? client?.products.find((x) => x.sku === c.sku) : null;
+  return p?.title || (earn.pools || []).find((x) => x.sku === c.sku)?.title || c.sku;
+}
+
 function earnRow(c) {
-  const where = c.source === "shop" ? `your shop ${String(c.channel || "").replace(/^shop:/, "")}`
+  const shopId = String(c.channel || "").replace(/^shop:/, "");
+  const shopTitle = (earn.shops || []).find((x) => x.shop_id === shopId)?.title;
+  const where = c.source === "shop" ? `your shop ${shopTitle ? `“${shopTitle}”` : shopId}`
     : c.source === "link" ? `your link${c.room_id ? ` · ${c.room_id}` : ""}` : c.source;
   return el("li", { class: "my-row earn-row", "data-testid": `earn-row-${c.order_id}`, "data-status": c.status,
     "data-amount": c.amount },
   el("span", { class: "my-info" },
-    el("span", { class: "my-title", "data-testid": "earn-row-title" }, `${c.sku} · order ${shortId(c.order_id)}`),
+    el("span", { class: "my-title", "data-testid": "earn-row-title" }, `${productTitle(c)} · order ${shortId(c.order_id)}`),
     el("span", { class: "my-meta" },
       el("span", { class: "my-badge", "data-status": c.status, "data-testid": "earn-row-status" }, EARN_LABEL[c.status] || c.status),
       el("span", {}, `via ${where}`)),
@@ -3305,6 +3313,7 @@ function wireGrowth() {
   byId("share-native").addEventListener("click", nativeShare);
   byId("earn-payouts").addEventListener("click", downloadPayouts);
   byId("shop-form").addEventListener("submit", onCreateShop);
+  byId("shop-form").addEventListener("input", () => setText(byId("shop-error"), ""));
   byId("shop-created-copy").addEventListener("click", () => copyLink(byId("shop-created-url"), (t) => toast(t, "ok")));
   for (const id of ["bag-button", "my-orders-button"]) {  // the other panels close this one
     byId(id).addEventListener("click", () => { if (earnOpen) setEarnOpen(false); });

@@ -30,6 +30,7 @@ const busy = new Set();    // pool ids with a buy or payment in flight
 const holds = new Map();   // pool id -> {hold, pay_by, state: held|paying|paid|settled|expired, order?}
 const notes = new Map();   // pool id -> {text, kind}
 let myOrders = [];
+let ready = false;         // the payment mode is known (or could not be read): Buy can open the right flow
 
 const api = apiWith(() => identity?.token || "");
 
@@ -321,7 +322,7 @@ function renderItems() {
     const label = !open ? "Not available" : inFlight ? "One moment…" : hold?.state === "held" || hold?.state === "paying"
       ? `Pay ${formatMoney(item.unit_price, item.currency)}` : `Buy · ${formatMoney(item.unit_price, item.currency)}`;
     setText(row.buy, label);
-    row.buy.disabled = !open || inFlight || hold?.state === "paid";
+    row.buy.disabled = !ready || !open || inFlight || hold?.state === "paid";
     row.buy.setAttribute("aria-label", `${label}: ${item.title}`);
     row.buy.dataset.state = open ? "buy" : "none";
     const n = notes.get(item.pool_id);
@@ -381,6 +382,9 @@ async function main() {
   }
   renderShop();
   await limitsRead;
+  ready = true;
+  byId("shop-items").dataset.ready = "true";
+  renderItems();
   loadMyOrders();
 }
 

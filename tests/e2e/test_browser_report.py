@@ -81,6 +81,7 @@ async def test_the_report_page_shows_a_real_show(live: LiveServer) -> None:  # n
             await expect(host.get_by_test_id("panel")).to_be_visible(timeout=ms(10))
             await expect(host.get_by_test_id("funnel-requests")).to_have_attribute("data-tapped", "2", timeout=ms(10))
             await expect(host.get_by_test_id("funnel-requests")).to_contain_text("2 taps")
+            await host.get_by_test_id("funnel").locator("xpath=..").screenshot(path=_shot("report-host-funnel.png"))
             async with host.context.expect_page(timeout=ms(10)) as opened:
                 await host.get_by_test_id("report-link").click()
             page = await opened.value
