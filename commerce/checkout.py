@@ -132,9 +132,9 @@ class Checkout:
         # a replayed answer (a retry of a request already decided) changed nothing: it neither counts in
         # the funnel again nor announces anything to the room
         if isinstance(result, ReserveResult) and room_id and not result.replayed:
-            self.funnel.count(room_id, "tapped")
+            self.funnel.count(room_id, "tapped", user)
             if result.ok:
-                self.funnel.count(room_id, "reserved")
+                self.funnel.count(room_id, "reserved", user)
                 if result.available == 0:  # this request took the last unit: exactly once per depletion
                     self._tasks.spawn(self.bus.publish(room_id, ev.sale_sold_out(sale_id)))
         if isinstance(result, ReserveResult) and not result.replayed:
@@ -236,7 +236,7 @@ class Checkout:
                                 sale=hold.sale_id, ref=hold.hold_id)
         if hold.confirmed_ms and not hold.channel:  # a channel's sale has no room
             room = counters.room_id
-            self.funnel.count(room, "paid")
+            self.funnel.count(room, "paid", viewer.user)
             if self.on_paid is not None:
                 await self.on_paid(room, viewer.user, counters.unit_price * hold.qty - hold.discount, counters.currency)
             await self.bus.ambient(room, {"k": "b", "b": {"name": mask_name(viewer.name), "sale_id": hold.sale_id,

@@ -24,6 +24,7 @@ from typing import Any
 
 from inventory.keys import room_keys
 
+from .lua_scripts import script
 from .room_bus import RoomBus
 from .tasks import OwnedTasks
 
@@ -34,28 +35,6 @@ log = logging.getLogger(__name__)
 STEPS = ("viewers", "tapped", "reserved", "paid")  # unique users, each step a subset of the one before
 REQUESTS = ("tapped", "reserved", "paid")          # request counters (the funnel hash)
 
-# KEYS[1] room meta hash (field `ended`)  KEYS[2] funnel hash  KEYS[3..6] the steps' HyperLogLogs
-# ARGV[1] room window ms  ARGV[2] ended window ms  ARGV[3] number of counter pairs, then field, n pairs;
-# then for each of the 4 steps: a count k, then k user ids
-_FLUSH = """
-local i = 4
-for _ = 1, tonumber(ARGV[3]) do
-  redis.call('HINCRBY', KEYS[2], ARGV[i], ARGV[i + 1])
-  i = i + 2
-end
-for s = 1, 4 do
-  local n = tonumber(ARGV[i])
-  i = i + 1
-  if n > 0 then
-    redis.call('PFADD', KEYS[2 + s], unpack(ARGV, i, i + n - 1))
-    i = i + n
-  end
-end
-local ttl = tonumber(ARGV[1])
-if redis.call('HEXISTS', KEYS[1], 'ended') == 1 then ttl = tonumber(ARGV[2]) end
-for k = 2, 6 do redis.call('PEXPIRE', KEYS[k], ttl) end
-return 0
-"""
 _CHUNK = 2000  # user ids per PFADD call at most (a script's arguments stay small)
 
 
@@ -74,7 +53,7 @@ class Funnel:
         self.interval_s = interval_s
         self._counts: dict[str, dict[str, int]] = {}
         self._users: dict[str, list[set[str]]] = {}  # room -> one set per step (STEPS order)
-        self._flush = bus.redis.register_script(_FLUSH)
+        self._flush = script(bus.redis, "funnel_flush")  # commerce/lua/funnel_flush.lua
         self._tasks = OwnedTasks(log, "funnel flush")
 
     def count(self, room_id: str, field: str, user: str = "") -> None:

@@ -219,6 +219,8 @@ class Gateway:
             return
         self.hub.add(conn, room)
         self.watch.joined(conn, room.room_id)
+        if conn.identity.role != "host":  # the live funnel's unique viewers (hosts are not audience)
+            self.commerce.funnel.seen(room.room_id, who(conn))
         self.hub.resume_or_snapshot(conn, room, join.resume)
         if identity.is_viewer and len(room.state.products) >= 2:  # each viewer their own shelf (commerce/shelf.py)
             try:

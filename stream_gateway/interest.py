@@ -4,7 +4,8 @@ to the process's ``commerce.signals`` buffer; nothing here waits on I/O.
 
 ``WatchSignals.check(room, now)`` runs once a second per loaded room (the ticker's viewer round): a
 viewer present since the product was pinned (or since joining, whichever is later) for at least
-``watch_ms`` records one ``watched`` signal per pin.
+``watch_ms`` records one ``watched`` signal per pin. Hosts (host tokens) are not the audience: nothing is
+recorded for them.
 """
 
 from __future__ import annotations
@@ -29,9 +30,13 @@ class WatchSignals:
         self._pins: dict[str, tuple[str, int]] = {}  # room -> (pinned product, pinned since, ms)
 
     def joined(self, conn: Conn, room_id: str) -> None:
+        if conn.identity.role == "host":  # hosts and moderators are not the audience
+            return
         self.signals.record(SignalKind.JOIN, who(conn), room_id, ref=conn.session, at_ms=conn.joined_ms)
 
     def left(self, conn: Conn, room_id: str, now_ms: int) -> None:
+        if conn.identity.role == "host":
+            return
         self.signals.record(SignalKind.LEAVE, who(conn), room_id, ref=conn.session,
                             value=max(0, now_ms - conn.joined_ms), at_ms=now_ms)
 
@@ -48,7 +53,7 @@ class WatchSignals:
         since = seen[1]
         mark = f"{product}@{since}"
         for conn in room.conns():
-            if conn.watched != mark and now_ms - max(since, conn.joined_ms) >= self.watch_ms:
+            if conn.watched != mark and conn.identity.role != "host" and now_ms - max(since, conn.joined_ms) >= self.watch_ms:
                 conn.watched = mark
                 self.signals.record(SignalKind.WATCHED, who(conn), room.room_id, product=product,
                                     value=(now_ms - max(since, conn.joined_ms)) // 1000, at_ms=now_ms)

@@ -184,7 +184,7 @@ class Payments:
             hold = await self.inventory.get_hold(hold_id)
             counters = await self.inventory.counters(hold.sale_id) if hold else None
             if hold is not None and counters is not None and not hold.channel and PRIZE_SALE_MARK not in hold.sale_id:
-                self.funnel.count(counters.room_id, "paid")  # a draw's prize is not a purchase
+                self.funnel.count(counters.room_id, "paid", viewer.user)  # a draw's prize is not a purchase
         return {"hold": hold_id, "payment_id": ref, "amount": 0, "currency": currency, "provider": "none",
                 "status": "confirmed", "order_id": result.order_id or hold_id}
 
@@ -308,7 +308,7 @@ class Payments:
         hold = await self.inventory.get_hold(p.hold_id)
         if hold is None or not hold.confirmed_ms or hold.channel:  # a channel's sale has no room to tell
             return
-        self.funnel.count(p.room_id, "paid")
+        self.funnel.count(p.room_id, "paid", p.user_id)
         if self.on_paid is not None:
             await self.on_paid(p.room_id, p.user_id, p.amount, p.currency)
         await self.bus.ambient(p.room_id, {"k": "b", "b": {"name": mask_name(p.buyer_name or p.user_id),

@@ -129,7 +129,8 @@ export const EventType = Object.freeze({
 // after this client was written, which are still counted so that no false gap is seen).
 const UNSEQUENCED = new Set(["snapshot", "resumed", "hello", "clock", "pong", "tick", "ok", "error",
   "buy_result", "pay_result", "release_result", "order_confirmed", "payment_started", "payment_refunded",
-  "order_refunded", "deposit_expired", "team_joined", "vote_result", "claim_result", "entry_result", "draw_won"]);
+  "order_refunded", "deposit_expired", "team_joined", "vote_result", "claim_result", "entry_result", "draw_won",
+  "shelf", "notice"]);
 // Names of the client's own events. A server message of the same type is not dispatched under
 // that name (it would mean two different things): raw `clock` replies are clock-sync samples, and a
 // server `error` is dispatched once, as the client's `error` event. Every message is still in `message`.
@@ -178,6 +179,9 @@ export class LiveSaleClient extends EventTarget {
     this.url = wsUrl(opts.url);
     this.roomId = opts.room;
     this.token = opts.token || null;
+    // more fields of every `join` (the first, a reconnect's, a re-join): e.g. a share link's `ref` and the
+    // page's per-browser `device` id (docs/PROTOCOL.md, Growth and data). A function is called per join.
+    this.joinFields = opts.joinFields || null;
     this.onEvent = opts.onEvent || null;
     this.pingIntervalMs = opts.pingIntervalMs ?? 20000;
     this.busyPingIntervalMs = opts.busyPingIntervalMs ?? 4000;
@@ -278,6 +282,8 @@ export class LiveSaleClient extends EventTarget {
     this.wins = new Map();       // draw_id -> draw_won {draw_id, entry_id, prize, hold?, coupon?, pay_by}
     this.coupons = new Map();    // drop_id -> Coupon: your wallet (claim answers, draw_won, myCoupons())
     this.couponsSync = { state: "idle" };
+    this.shelf = null;           // {order: [product ids], personal}: your order of the show's products (`shelf`)
+    this.notices = [];           // `notice`s received: reminders that fired, audience notices (newest first)
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -485,7 +491,8 @@ export class LiveSaleClient extends EventTarget {
   }
 
   _sendJoin() {
-    const msg = { type: "join", room: this.roomId };
+    const extra = typeof this.joinFields === "function" ? this.joinFields() : this.joinFields;
+    const msg = { ...(extra || {}), type: "join", room: this.roomId };
     if (this.token) msg.token = this.token;
     if (this.epoch !== null && this.seq !== null) msg.resume = { epoch: this.epoch, seq: this.seq };
     this._raw(msg);
@@ -726,6 +733,12 @@ export class LiveSaleClient extends EventTarget {
         }
         break;
       case "draw_won": this._onDrawWon(msg); break;
+      case "shelf":  // this viewer's order of the show's products (docs/PROTOCOL.md, Each viewer their own shelf)
+        if (Array.isArray(msg.order) && msg.room === this.roomId) this.shelf = { order: msg.order, personal: !!msg.personal };
+        break;
+      case "notice":  // a reminder fired or an audience notice (kept, newest first, at most 20)
+        if (msg.notice) this.notices = [msg.notice, ...this.notices.filter((n) => n.notice_id !== msg.notice.notice_id)].slice(0, 20);
+        break;
       case "ok": break;
       case "error": this._onError(msg); break;
       default: break; // unknown types are ignored (forward compatibility)

@@ -290,7 +290,7 @@ async function main() {
   }
   showIdentity();
 
-  client = new RoomClient({ room: roomId, token: identity ? identity.token : null });  // joins with `device`, `ref`
+  client = new LiveSaleClient({ room: roomId, token: identity ? identity.token : null, joinFields });
   client.addEventListener("change", scheduleRender);
   client.addEventListener("state", onState);
   client.addEventListener("error", onClientError);
@@ -1372,7 +1372,22 @@ function bagItems(featured) {
   for (const p of client.products) {
     if (!withSale.has(p.product_id)) items.push({ key: `p:${p.product_id}`, product: p });
   }
-  return items;
+  return shelfOrdered(items);
+}
+
+/** Each viewer their own shelf (docs/PROTOCOL.md): with a personal `shelf` from the server, rows of the
+ *  same phase (open deals, then scheduled, then the rest, then products without a deal) follow the
+ *  viewer's order of products; otherwise, and within one product, the host's order stays. */
+function shelfOrdered(items) {
+  const shelf = client.shelf;
+  if (!shelf || !shelf.personal) return items;
+  const rank = new Map(shelf.order.map((id, i) => [id, i]));
+  const productOf = (it) => (it.sale ? it.sale.product_id : it.product?.product_id);
+  const phaseOf = (it) => (it.sale ? (PHASE_RANK[it.phase] ?? 9) : 10);
+  return items.map((it, i) => ({ it, i })).sort((a, b) =>
+    phaseOf(a.it) - phaseOf(b.it)
+    || (rank.get(productOf(a.it)) ?? 1e9) - (rank.get(productOf(b.it)) ?? 1e9)
+    || a.i - b.i).map((x) => x.it);
 }
 
 function bagRow(item) {
@@ -2948,13 +2963,10 @@ const sharedProduct = (() => {
   return p && SLUG_RE.test(p) ? p : null;
 })();
 
-/** The page's client: every join (the first, a reconnect's, a re-join with another token) carries
- *  `device` and, when the page came through a share link, `ref`. */
-class RoomClient extends LiveSaleClient {
-  _raw(msg) {
-    if (msg && msg.type === "join") msg = { ...msg, device: deviceId(), ...(shareRef ? { ref: shareRef } : {}) };
-    return super._raw(msg);
-  }
+/** What every join of the page carries (the first, a reconnect's, a re-join with another token):
+ *  `device` and, when the page came through a share link, `ref` (livesale.js `joinFields`). */
+function joinFields() {
+  return { device: deviceId(), ...(shareRef ? { ref: shareRef } : {}) };
 }
 
 const viewedAt = new Map();  // product id -> Date.now() of its last `view`
