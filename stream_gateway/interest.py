@@ -53,7 +53,9 @@ class WatchSignals:
         since = seen[1]
         mark = f"{product}@{since}"
         for conn in room.conns():
-            if conn.watched != mark and conn.identity.role != "host" and now_ms - max(since, conn.joined_ms) >= self.watch_ms:
+            if conn.watched == mark or conn.identity.role == "host":
+                continue
+            if now_ms - max(since, conn.joined_ms) >= self.watch_ms:
                 conn.watched = mark
                 self.signals.record(SignalKind.WATCHED, who(conn), room.room_id, product=product,
                                     value=(now_ms - max(since, conn.joined_ms)) // 1000, at_ms=now_ms)
