@@ -109,7 +109,7 @@ class Commerce:
         self.checkout.on_paid = self.teams.on_paid
         self.payments.coupons = self.coupons
         self.payments.on_paid = self.teams.on_paid
-        self.checkout.signals = self.saved.signals = self.signals
+        self.checkout.signals = self.saved.signals = self.payments.signals = self.signals
         # share-to-earn (commerce/growth.py): attribution read at every confirm, mini-shop channels checked
         self.growth = Growth(store, inventory, self.catalogue, **(growth or {}))
         self.checkout.attribution = self.payments.attribution = self.growth.attribution

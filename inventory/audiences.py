@@ -6,7 +6,7 @@ viewer's signals of one kind (``signal``), narrowed by ``sku`` / ``product`` / `
 ``ref`` / ``detail`` and by age (``within_days``), and holds for a viewer who has at least
 ``min_count`` of them whose ``value`` sums to at least ``min_value``; with ``absent`` it holds for a
 viewer who does NOT meet it. ``held_unpaid`` selects the ``held`` signals whose hold was not paid:
-no ``orders`` row has the hold id, and the pay-by (the signal's ``value``) is more than
+no ``orders`` row has the hold id nor a ``paid`` signal names it, and the pay-by (the signal's ``value``) is more than
 ``PAY_GRACE_MS`` in the past or the viewer released the hold. Anonymous viewers (``b:`` / ``s:``
 ids) are never members: nobody can reach them.
 
@@ -36,7 +36,7 @@ __all__ = ["Cond", "AudienceRecord", "AudienceStore", "audiences", "members_quer
 
 HELD_UNPAID = "held_unpaid"
 RULE_KINDS = tuple(k.value for k in SignalKind) + (HELD_UNPAID,)
-PAY_GRACE_MS = 60_000               # a payment confirmed just before its pay-by is settled within this
+PAY_GRACE_MS = 10_000               # a payment confirmed just before its pay-by: its `paid` signal is in SQL by then
 ANONYMOUS_PREFIXES = ("b:", "s:")   # per-browser and per-session ids: not reachable, never members
 MAX_CONDS = 10
 DAY_MS = 86_400_000
@@ -136,6 +136,9 @@ def _grouped(c: Cond, i: int, now_ms: int, user: str | None, after: str | None) 
                                                    r.c.ref == s.c.ref))
         where.append(or_(s.c.value + PAY_GRACE_MS <= now_ms, released))
         where.append(~exists(select(literal(1)).where(orders.c.order_id == s.c.ref)))
+        p = signals.alias(f"p{i}")  # paid and not settled yet (settlement behind): not unpaid either
+        where.append(~exists(select(literal(1)).where(p.c.kind == SignalKind.PAID.value, p.c.user_id == s.c.user_id,
+                                                      p.c.ref == s.c.ref)))
     total = func.coalesce(func.sum(s.c.value), 0)
     q = (select(s.c.user_id.label("user_id"), func.count().label("n"), total.label("total"),
                 func.max(s.c.at_ms).label("last"))

@@ -25,6 +25,7 @@ from inventory.payments import PaymentRecord, PaymentStore
 from inventory.scripts import Inventory
 from inventory.store import Store
 
+from ..signals import SignalKind
 from ..errors import ErrorCode, NotFound, Refused
 from ..checkout import owned_hold
 from ..funnel import Funnel
@@ -103,6 +104,7 @@ class Payments:
         self.coupons: Any = None  # commerce.coupons.Coupons (Commerce sets it): coupons applied at checkout
         self.on_paid: Any = None  # (room, user, total, currency): the fan team leaderboard (commerce.teams)
         self.attribution: Any = None  # async (user) -> share-link attribution for confirm (commerce.growth)
+        self.signals: Any = None  # interest signals (commerce/signals.py; Commerce sets it)
 
     async def _attribution(self, user: str) -> str:
         return await self.attribution(user) if self.attribution is not None else ""
@@ -309,6 +311,8 @@ class Payments:
         if hold is None or not hold.confirmed_ms or hold.channel:  # a channel's sale has no room to tell
             return
         self.funnel.count(p.room_id, "paid", p.user_id)
+        if self.signals is not None:
+            self.signals.record(SignalKind.PAID, p.user_id, p.room_id, sale=hold.sale_id, ref=hold.hold_id)
         if self.on_paid is not None:
             await self.on_paid(p.room_id, p.user_id, p.amount, p.currency)
         await self.bus.ambient(p.room_id, {"k": "b", "b": {"name": mask_name(p.buyer_name or p.user_id),

@@ -236,3 +236,31 @@ async def test_interest_signals_of_a_session_reach_sql(env: GoodsEnv, uid: str) 
             return got
         return None
     await until("the session's signals in SQL", kinds)
+
+
+async def test_watching_a_pinned_product_long_enough_records_watched_once_per_pin(
+        aiohttp_client: Any, settings: Settings, uid: str) -> None:
+    env = await open_goods_env(aiohttp_client, settings.replace(signal_flush_ms=50, signal_watch_s=1))
+    room, _ = await room_with_sale(env, uid)
+    a, a_id = viewer(env.settings.secret, "A")
+    ws = await join(env, room, a)
+    host_ws = await join(env, room, env.host)  # hosts are not the audience: nothing recorded for them
+    await env.api.ok("POST", f"/api/rooms/{room}/actions/pin", env.host, {"product": "p0"})
+    store = env.client.app[CORE].store
+
+    async def watched() -> list[Any] | None:
+        async with store.engine.connect() as conn:
+            rows = (await conn.execute(select(signals.c.user_id, signals.c.product_id, signals.c.value)
+                                       .where(signals.c.room_id == room, signals.c.kind == "watched"))).all()
+        return rows or None
+    rows = await until("a watched signal", watched)
+    assert [(r.user_id, r.product_id) for r in rows] == [(a_id, "p0")] and rows[0].value >= 1
+    # still watching the same pin: no second signal
+    await ws.send({"type": "ping", "rid": "p"})
+    await ws.wait(lambda m: m["type"] == "pong", timeout(5))
+    async with store.engine.connect() as conn:
+        kinds = {r.user_id for r in (await conn.execute(select(signals.c.user_id)
+                                                       .where(signals.c.room_id == room))).all()}
+    assert kinds == {a_id}
+    await ws.close()
+    await host_ws.close()
