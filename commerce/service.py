@@ -78,9 +78,9 @@ class Commerce:
         self.bus = bus
         # interest signals (commerce/signals.py): every part that sees a viewer act records into it
         self.signals = Signals(inventory.redis, flush_s=signal_flush_s, enabled=signals_on)
-        # each viewer their own shelf (commerce/shelf.py): affinity scores kept from every recorded signal
+        # each viewer their own shelf (commerce/shelf.py): its scores are kept by the signal sink's process from
+        # every batch of signals it writes (server/app.py Settlement), off the gateways' hot path
         self.shelf = Shelf(inventory.redis, store, enabled=personal_shelf, team_ttl_ms=bus.retain_room_ms)
-        self.signals.on_signal = self.shelf.on_signal
         self.funnel = Funnel(bus)
         self.catalogue = Catalogue(store, bus)
         self.members_only = MembersOnly(store)  # per-sale flag, shared by sales (launch) and checkout (buy)

@@ -1,8 +1,9 @@
 """Each viewer their own shelf (docs/PROTOCOL.md, Each viewer their own shelf): a show's products ordered
 per viewer by their own interest signals, then their fan team's, then the host's order.
 
-Scores come from the process's signal recorder (``Signals.on_signal``): ``on_signal`` only adds a weight
-to an in-memory total (never I/O, never blocks); every ``flush_s`` one pipeline writes the totals:
+Scores come from the signal sink (inventory/signal_sink.py), which hands every batch of signals it has
+written to SQL to ``absorb``, in its own process (the settlement component): gateways spend nothing on
+scores. ``on_signal`` adds a weight to an in-memory total; one pipeline then writes the totals:
 
 - ``ls:shelf:{user:<id>}`` HASH ``<room>/<product>`` -> score (the viewer's own), kept 30 days after
   the viewer's last scored signal;
@@ -122,7 +123,7 @@ class Shelf:
         self._products: dict[str, tuple[float, frozenset[str]]] = {}  # room -> (read at, its product ids)
         self._every = Every(flush_s, self._flush_round, log, "shelf flush")
 
-    # -- recording (Signals.on_signal) -------------------------------------------------------------
+    # -- recording (the sink's batches, through absorb) -------------------------------------------------------------
 
     def on_signal(self, s: Signal) -> None:
         """Add the signal's weight to its (viewer, room, product) total. Cheap: no I/O."""
@@ -144,6 +145,20 @@ class Shelf:
             self.dropped += 1
             return
         self._pending[key] = self._pending.get(key, 0) + w
+
+    @property
+    def pending(self) -> int:
+        """(viewer, product) totals gathered and not written yet."""
+        return len(self._pending)
+
+    async def absorb(self, batch: Sequence[Signal]) -> None:
+        """A batch of signals the signal sink just wrote to SQL (``SignalSink(on_batch=...)``): their weights
+        are added and written now, in the sink's process, so gateways never spend a Redis call on scores."""
+        if not self.enabled:
+            return
+        for s in batch:
+            self.on_signal(s)
+        await self.flush()
 
     # -- lifecycle ---------------------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ import json
 import logging
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,11 +52,13 @@ class SinkStats:
 class SignalSink:
     def __init__(self, redis: Redis, store: Store, *, consumer: str, batch: int = 200, block_ms: int = 1000,
                  claim_idle_ms: int = 30000, retention_ms: int = 90 * 86_400_000, prune_every_s: float = 600.0,
-                 stream: str = SIGNAL_STREAM, group: str = SIGNAL_GROUP) -> None:
+                 stream: str = SIGNAL_STREAM, group: str = SIGNAL_GROUP,
+                 on_batch: Callable[[list[Signal]], Awaitable[None]] | None = None) -> None:
         self.redis, self.store, self.consumer = redis, store, consumer
         self.batch, self.block_ms, self.claim_idle_ms = batch, block_ms, claim_idle_ms
         self.retention_ms, self.prune_every_s = retention_ms, prune_every_s
         self.stream, self.group = stream, group
+        self.on_batch = on_batch  # after each batch is committed and acked: its signals (the shelf's scores)
         self.stats = SinkStats()
         self._products: dict[str, tuple[str, str]] = {}  # sale id -> (product id, sku)
         self._stop = asyncio.Event()
@@ -144,6 +147,7 @@ class SignalSink:
 
     async def _write(self, entries: list[tuple[str, dict[Any, Any]]]) -> None:
         rows: list[dict[str, Any]] = []
+        written: list[Signal] = []
         oldest = 0
         for eid, fields in entries:
             raw = fields.get(b"d", fields.get("d"))
@@ -154,6 +158,7 @@ class SignalSink:
                 log.warning("signal entry %s skipped: %s", eid, exc)
                 continue
             await self._enrich(batch)
+            written.extend(batch)
             if batch:
                 first = min(s.at_ms for s in batch)
                 oldest = first if not oldest else min(oldest, first)
@@ -180,6 +185,11 @@ class SignalSink:
         if oldest:
             self.stats.lag_ms = max(0, int(time.time() * 1000) - oldest)
             self._lags.append(self.stats.lag_ms)
+        if self.on_batch is not None and written:
+            try:
+                await self.on_batch(written)
+            except Exception as exc:  # derived data (scores): never stalls the sink; the rows are in SQL
+                log.warning("signal sink: on_batch failed: %s", exc)
 
     def lag_percentiles(self) -> tuple[int, int]:
         """(p50, p99) of the recent batches' lag: a signal's age when its batch committed, ms."""

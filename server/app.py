@@ -126,7 +126,8 @@ class Settlement:
         self.signals = SignalSink(core.raw, core.store, consumer=f"{socket.gethostname()}-{os.getpid()}",
                                   batch=s.signal_batch, block_ms=s.settle_block_ms,
                                   claim_idle_ms=s.settle_claim_idle_ms,
-                                  retention_ms=s.signal_retention_days * 86_400_000)
+                                  retention_ms=s.signal_retention_days * 86_400_000,
+                                  on_batch=core.commerce.shelf.absorb)  # the per-viewer shelf's scores
         self.reaper = Reaper(core.redis, core.inventory, s.reap_interval_ms,
                              on_restock=core.commerce.sales.restocked, store=core.store,
                              retain_ms=s.retain_ended_s * 1000, on_retired=core.commerce.sale_retired,

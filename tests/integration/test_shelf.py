@@ -15,7 +15,7 @@ from redis.exceptions import RedisError
 
 from commerce.shelf import WEIGHTS, shelf_key, team_shelf_key
 from gateway_helpers import JSON, WsClient, setup_room, viewer
-from goods_helpers import GoodsEnv, open_goods_env
+from goods_helpers import GoodsEnv, open_goods_env, until
 from server.appkeys import COMMERCE
 from server.config import Settings
 
@@ -24,6 +24,14 @@ pytestmark = pytest.mark.timeout(120, method="thread")
 TEAMS = [{"team_id": "lakers", "name": "Lakers", "colour": "#552583", "badge": "L"},
          {"team_id": "celtics", "name": "Celtics", "colour": "#007a33", "badge": "C"}]
 HOST_ORDER = ["p0", "p1", "p2", "p3"]
+
+
+async def scored(redis: Redis, key: str, want: dict[str, int]) -> bool:
+    return await scores(redis, key) == want
+
+
+async def _true(value: bool) -> bool:
+    return value
 
 
 async def show(env: GoodsEnv, uid: str) -> tuple[str, dict[str, str]]:
@@ -88,10 +96,9 @@ async def test_each_viewer_gets_their_own_shelf(env: GoodsEnv, uid: str, redis: 
         await wa.send({"type": "view", "product": "not-in-this-room"})
         await wa.send({"type": "view", "product": "p2"})
         await wa.request({"type": "ping"})  # the views were handled
-        assert await commerce.shelf.flush() > 0
-
         p3, p2 = WEIGHTS["tap"] + WEIGHTS["held"], WEIGHTS["saved"] + WEIGHTS["viewed"]
-        assert await scores(redis, shelf_key(a)) == {f"{room}/p3": p3, f"{room}/p2": p2}
+        # the signal sink (in this process's settlement) writes the scores of each batch it stores
+        await until("A's scores", lambda: scored(redis, shelf_key(a), {f"{room}/p3": p3, f"{room}/p2": p2}))
         assert await scores(redis, team_shelf_key(room)) == {"lakers|p3": p3, "lakers|p2": p2}
         for key in (shelf_key(a), team_shelf_key(room)):
             assert await redis.pttl(key) > 0, key  # nothing is left behind
@@ -113,14 +120,15 @@ async def test_each_viewer_gets_their_own_shelf(env: GoodsEnv, uid: str, redis: 
 
         # B's own signal comes before the team's: B saves p1
         await env.api.ok("PUT", f"/api/me/saved/{room}/p1", b_tok, None, (200, 201))
-        await commerce.shelf.flush()
+        await until("B's save scored", lambda: scored(redis, shelf_key(b), {f"{room}/p1": WEIGHTS["saved"]}))
         assert (await join_shelf(wb, room, b_tok) or {})["order"] == ["p1", "p3", "p2", "p0"]
 
         # A pays p3: bought already, it goes below the products A never scored
         paid = await wa.request({"type": "pay", "hold": bought["hold"]})
         assert paid["code"] == "CONFIRMED", paid
-        await commerce.shelf.flush()
-        assert (await scores(redis, shelf_key(a)))[f"{room}/p3"] == p3 + WEIGHTS["paid"] < 0
+        await until("A's payment scored", lambda: scored(redis, shelf_key(a), {f"{room}/p3": p3 + WEIGHTS["paid"],
+                                                                              f"{room}/p2": p2}))
+        assert p3 + WEIGHTS["paid"] < 0
         # (p1 before p0: A scored neither, and the team has B's save of p1)
         assert (await join_shelf(wa, room, a_tok) or {})["order"] == ["p2", "p1", "p0", "p3"]
     finally:
@@ -173,6 +181,8 @@ async def test_redis_away_never_fails_the_join_and_scores_wait_for_the_next_flus
     try:
         assert await join_shelf(ws, room, tok) is None  # joined (snapshot), the shelf skipped
         await env.api.ok("PUT", f"/api/me/saved/{room}/p1", tok, None, (200, 201))
+        # the sink hands the save to the shelf, whose write fails (logged): the score waits in memory
+        await until("the save absorbed", lambda: _true(shelf.pending > 0))
         with pytest.raises(RedisError):
             await shelf.flush()
         shelf.redis = real
