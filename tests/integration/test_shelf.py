@@ -78,7 +78,6 @@ async def env(aiohttp_client: Any, settings: Settings) -> GoodsEnv:
 
 async def test_each_viewer_gets_their_own_shelf(env: GoodsEnv, uid: str, redis: Redis) -> None:
     room, sales = await show(env, uid)
-    commerce = env.client.app[COMMERCE]
     a_tok, a = viewer(env.settings.secret, "Ann")
     b_tok, b = viewer(env.settings.secret, "Bob")
     c_tok, c = viewer(env.settings.secret, "Cid")
