@@ -160,15 +160,19 @@ class Growth:
                             "commission_bps": int(row["commission_bps"])})
         return out
 
-    async def create_shop(self, viewer: Identity, shop_id: str | None, title: str, pools: list[str]) -> dict[str, Any]:
-        if not viewer.is_viewer:
-            raise Unauthorized("opening a mini-shop needs a signed-in viewer token")
+    async def _sellable(self, pools: list[str]) -> None:
+        """A shop's list: 1-100 distinct pools, each open to shopkeepers (INVALID / FORBIDDEN otherwise)."""
         if not 1 <= len(pools) <= _MAX_SHOP_ITEMS or len(set(pools)) != len(pools):
             raise InvalidInput(f"pools must list 1-{_MAX_SHOP_ITEMS} distinct pool ids")
         opened = await self.sql.open_pools(pools)
         closed = [p for p in pools if p not in opened]
         if closed:
             raise Forbidden(f"not open to shopkeepers: {', '.join(closed[:5])}")
+
+    async def create_shop(self, viewer: Identity, shop_id: str | None, title: str, pools: list[str]) -> dict[str, Any]:
+        if not viewer.is_viewer:
+            raise Unauthorized("opening a mini-shop needs a signed-in viewer token")
+        await self._sellable(pools)
         await self._rate(viewer)
         shop = Shop(shop_id or "sh-" + secrets.token_hex(5), viewer.user, title, _now_ms())
         if not await self.sql.add_shop(shop, pools):
@@ -184,12 +188,7 @@ class Growth:
             raise NotFound(f"no shop {shop_id}")
         if found[0].owner != viewer.user:
             raise Forbidden("this is another shopkeeper's shop")
-        if not 1 <= len(pools) <= _MAX_SHOP_ITEMS or len(set(pools)) != len(pools):
-            raise InvalidInput(f"pools must list 1-{_MAX_SHOP_ITEMS} distinct pool ids")
-        opened = await self.sql.open_pools(pools)
-        closed = [p for p in pools if p not in opened]
-        if closed:
-            raise Forbidden(f"not open to shopkeepers: {', '.join(closed[:5])}")
+        await self._sellable(pools)
         await self.sql.set_shop_items(shop_id, pools)
         return await self.shop_view(shop_id)
 

@@ -92,6 +92,17 @@ class ServerProc:
         return rc
 
 
+def split_env(secret: str, redis_url: str, database_url: str, data_dir: Path, port: int,
+              **extra: str) -> dict[str, str]:
+    """The environment of one process of a multi-process test: gateways without settlement inside
+    (`livesale settle` runs it), instant payments, fast settlement reads; ``extra`` adds settings."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return {"LIVESALE_PORT": str(port), "LIVESALE_DATA_DIR": str(data_dir), "LIVESALE_SECRET": secret,
+            "REDIS_URL": redis_url, "DATABASE_URL": database_url, "LIVESALE_PAYMENT_MODE": "instant",
+            "LIVESALE_TICK_MS": "500", "LIVESALE_SETTLE_IN_PROCESS": "0", "LIVESALE_SETTLE_BLOCK_MS": "200",
+            **extra}
+
+
 async def stop_all(*servers: ServerProc, wait: float = 30.0) -> list[Any]:
     """Stop several server processes at once, bounded (``ServerProc.stop``'s last wait never returns once
     its output reader has died): their exit codes, or ["did not stop", ...] after killing them."""

@@ -16,7 +16,6 @@ import csv
 import io
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,8 @@ from commerce.identity import mint_viewer_token
 from conftest import timeout
 from gateway_helpers import Api, host_token
 from inventory.keys import sale_keys
-from proc_helpers import ServerProc, free_port, stop_all
+from goods_helpers import until
+from proc_helpers import ServerProc, free_port, split_env, stop_all
 from redis.asyncio import Redis
 from server.config import Settings
 
@@ -37,32 +37,16 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(300, method="thread")]
 ROOT = Path(__file__).resolve().parents[2]
 PROC = ROOT / "tests" / "commission_proc.py"
 VIEWERS, PROCS, HOLD_TTL_S = 600, 3, 5
-
-
-def server_env(settings: Settings, redis_url: str, database_url: str, data_dir: Path, port: int) -> dict[str, str]:
-    data_dir.mkdir(parents=True, exist_ok=True)
-    return {"LIVESALE_PORT": str(port), "LIVESALE_DATA_DIR": str(data_dir), "LIVESALE_SECRET": settings.secret,
-            "REDIS_URL": redis_url, "DATABASE_URL": database_url, "LIVESALE_PAYMENT_MODE": "instant",
-            "LIVESALE_TICK_MS": "500", "LIVESALE_SETTLE_IN_PROCESS": "0", "LIVESALE_SETTLE_BLOCK_MS": "200",
-            "LIVESALE_REAP_INTERVAL_MS": "100", "LIVESALE_SIGNAL_FLUSH_MS": "100"}
-
-
-async def until(what: str, check: Any, limit: float) -> Any:
-    deadline = time.monotonic() + timeout(limit)
-    while True:
-        value = await check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.2)  # polling a condition (bounded by the deadline)
+AUDIENCE_ENV = {"LIVESALE_REAP_INTERVAL_MS": "100", "LIVESALE_SIGNAL_FLUSH_MS": "100"}
 
 
 async def test_held_but_did_not_pay_matches_the_expired_holds_row_for_row(
         settings: Settings, redis_url: str, database_url: str, tmp_path: Path, uid: str) -> None:
-    gws = [await ServerProc.start(server_env(settings, redis_url, database_url, tmp_path / f"g{k}", free_port()))
-           for k in range(2)]
-    settler = await ServerProc.start(server_env(settings, redis_url, database_url, tmp_path / "s", free_port()),
-                                     command="settle")
+    def env(name: str) -> dict[str, str]:
+        return split_env(settings.secret, redis_url, database_url, tmp_path / name, free_port(), **AUDIENCE_ENV)
+
+    gws = [await ServerProc.start(env(f"g{k}")) for k in range(2)]
+    settler = await ServerProc.start(env("s"), command="settle")
     redis = Redis.from_url(redis_url, decode_responses=True)
     session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout(60)))
     children: list[asyncio.subprocess.Process] = []

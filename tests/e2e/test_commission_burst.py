@@ -20,7 +20,6 @@ import asyncio
 import json
 import secrets
 import sys
-import time
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,8 @@ from conftest import timeout
 from gateway_helpers import Api, host_token
 from inventory.growth import commission_of, commissions
 from inventory.store import Store, orders
-from proc_helpers import ServerProc, free_port, stop_all
+from goods_helpers import until
+from proc_helpers import ServerProc, free_port, split_env, stop_all
 from server.config import Settings
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(420, method="thread")]
@@ -48,25 +48,8 @@ PROCS = 4                 # child processes of WebSocket viewers (two per gatewa
 PRICE, SHOP_PRICE = 4999, 1250
 LINK_BPS, SHOP_BPS = 700, 1100
 REFUNDS = 10
-
-
-def server_env(settings: Settings, redis_url: str, database_url: str, data_dir: Path, port: int) -> dict[str, str]:
-    data_dir.mkdir(parents=True, exist_ok=True)
-    return {"LIVESALE_PORT": str(port), "LIVESALE_DATA_DIR": str(data_dir), "LIVESALE_SECRET": settings.secret,
-            "REDIS_URL": redis_url, "DATABASE_URL": database_url, "LIVESALE_PAYMENT_MODE": "instant",
-            "LIVESALE_TICK_MS": "500", "LIVESALE_SETTLE_IN_PROCESS": "0", "LIVESALE_SETTLE_BLOCK_MS": "200",
-            "LIVESALE_SETTLE_CLAIM_IDLE_MS": "1000", "LIVESALE_SETTLE_BATCH": "50",
-            "LIVESALE_COMMISSION_BPS": "300"}
-
-
-async def until(what: str, check: Any, limit: float) -> Any:
-    deadline = time.monotonic() + timeout(limit)
-    while True:
-        value = await check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.1)  # polling a condition (bounded by the deadline)
+COMMISSION_ENV = {"LIVESALE_SETTLE_CLAIM_IDLE_MS": "1000", "LIVESALE_SETTLE_BATCH": "50",
+                  "LIVESALE_COMMISSION_BPS": "300"}
 
 
 async def spawn(cfg: dict[str, Any]) -> asyncio.subprocess.Process:
@@ -92,10 +75,11 @@ async def shop_buy(session: aiohttp.ClientSession, base: str, channel: str, pool
 
 async def test_sharers_earn_exactly_their_orders_commissions_across_processes_and_a_killed_settler(
         settings: Settings, redis_url: str, database_url: str, tmp_path: Path, uid: str) -> None:
-    ports = [free_port(), free_port()]
-    gws = [await ServerProc.start(server_env(settings, redis_url, database_url, tmp_path / f"g{k}", p))
-           for k, p in enumerate(ports)]
-    settle_env = server_env(settings, redis_url, database_url, tmp_path / "s", free_port())
+    def env(name: str, port: int) -> dict[str, str]:
+        return split_env(settings.secret, redis_url, database_url, tmp_path / name, port, **COMMISSION_ENV)
+
+    gws = [await ServerProc.start(env(f"g{k}", free_port())) for k in range(2)]
+    settle_env = env("s", free_port())
     settler = await ServerProc.start(settle_env, command="settle")
     store = await Store.open(database_url)
     session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0),
