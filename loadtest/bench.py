@@ -784,50 +784,40 @@ def main_baseline(a: argparse.Namespace, argv: list[str]) -> int:
     return 0
 
 
-def main_pool(a: argparse.Namespace, argv: list[str]) -> int:
-    """``--only pool``: the pool-backed vs plain A/B alone; replaces only its section of docs/BENCHMARKS.md."""
+def _main_section(a: argparse.Namespace, argv: list[str], step: str, run, module) -> dict | None:
+    """Run one step alone (``run()``: a coroutine factory), keep its JSON, print its section and replace only
+    that section of docs/BENCHMARKS.md (``module.section`` / ``module.splice``). None when interrupted."""
     r: dict = {"machine": machine(), "quick": a.quick, "checkout_label": checkout_label()}
     try:
-        r["pool"] = asyncio.run(pool_runs(a.quick))
+        r[step] = asyncio.run(run())
     except KeyboardInterrupt:
         log("interrupted: servers stopped, nothing written")
-        return 130
+        return None
     finally:
         stop_all()
     RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"bench-pool-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out = RESULTS / f"bench-{step}-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.write_text(json.dumps(r, indent=2, default=str))
-    section = pool_ab.section(r["pool"], dict(r["machine"], checkout=r["checkout_label"]),
-                              "python -m loadtest.bench " + " ".join(argv))
+    section = module.section(r[step], dict(r["machine"], checkout=r["checkout_label"]),
+                             "python -m loadtest.bench " + " ".join(argv))
     print("\n".join(ln for ln in section if not ln.startswith("<!--")), flush=True)
     log(f"raw results: {out}")
     if not a.no_write:
-        DOC.write_text(pool_ab.splice(DOC.read_text() if DOC.exists() else "# Benchmarks\n", section))
-        log(f"wrote the pool section of {DOC}")
-    return 0 if r["pool"].get("cpu_ratio") is not None else 1
+        DOC.write_text(module.splice(DOC.read_text() if DOC.exists() else "# Benchmarks\n", section))
+        log(f"wrote the {step} section of {DOC}")
+    return r[step]
+
+
+def main_pool(a: argparse.Namespace, argv: list[str]) -> int:
+    """``--only pool``: the pool-backed vs plain A/B alone; replaces only its section of docs/BENCHMARKS.md."""
+    r = _main_section(a, argv, "pool", lambda: pool_runs(a.quick), pool_ab)
+    return 130 if r is None else 0 if r.get("cpu_ratio") is not None else 1
 
 
 def main_signals(a: argparse.Namespace, argv: list[str]) -> int:
     """``--only signals``: the interest-signal step alone; replaces only its section of docs/BENCHMARKS.md."""
-    r: dict = {"machine": machine(), "quick": a.quick, "checkout_label": checkout_label()}
-    try:
-        r["signals"] = asyncio.run(signals_run(a.quick))
-    except KeyboardInterrupt:
-        log("interrupted: servers stopped, nothing written")
-        return 130
-    finally:
-        stop_all()
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"bench-signals-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.write_text(json.dumps(r, indent=2, default=str))
-    section = sigbench.section(r["signals"], dict(r["machine"], checkout=r["checkout_label"]),
-                               "python -m loadtest.bench " + " ".join(argv))
-    print("\n".join(ln for ln in section if not ln.startswith("<!--")), flush=True)
-    log(f"raw results: {out}")
-    if not a.no_write:
-        DOC.write_text(sigbench.splice(DOC.read_text() if DOC.exists() else "# Benchmarks\n", section))
-        log(f"wrote the signals section of {DOC}")
-    return 0 if r["signals"].get("equal") else 1
+    r = _main_section(a, argv, "signals", lambda: signals_run(a.quick), sigbench)
+    return 130 if r is None else 0 if r.get("equal") else 1
 
 
 def main(argv: list[str] | None = None) -> int:
