@@ -53,6 +53,7 @@ class Signals:
         self.dropped = 0
         self._buf: list[Signal] = []
         self._wake = asyncio.Event()
+        self._flushing = asyncio.Lock()
         self._closing = False
         self._tasks = OwnedTasks(log, "signal flush")
 
@@ -91,14 +92,21 @@ class Signals:
             log.warning("signals: %d not written at shutdown: %s", len(self._buf), exc)
 
     async def flush(self) -> int:
-        """Write what is buffered; returns how many signals were written."""
-        written = 0
-        while self._buf:
-            batch = self._buf[:_PER_ENTRY]
-            await self.redis.xadd(self.stream, {"d": encode_batch(batch)})
-            del self._buf[:len(batch)]
-            written += len(batch)
-        return written
+        """Write what is buffered; returns how many signals were written. Flushes run one at a time (the
+        loop's, a caller's, the last one at shutdown): each takes the buffer whole, so a signal is written
+        once, and what a failed write did not send goes back in front of what arrived meanwhile."""
+        async with self._flushing:
+            taken, self._buf = self._buf, []
+            written = 0
+            try:
+                while written < len(taken):
+                    batch = taken[written:written + _PER_ENTRY]
+                    await self.redis.xadd(self.stream, {"d": encode_batch(batch)})
+                    written += len(batch)
+            finally:
+                if written < len(taken):
+                    self._buf[:0] = taken[written:]
+            return written
 
     async def _loop(self) -> None:
         delay = self.flush_s

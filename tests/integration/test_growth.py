@@ -7,6 +7,7 @@ leave, tap, held, saved, viewed) reach the `signals` table through the stream an
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import secrets
@@ -264,3 +265,29 @@ async def test_watching_a_pinned_product_long_enough_records_watched_once_per_pi
     assert kinds == {a_id}
     await ws.close()
     await host_ws.close()
+
+
+async def test_concurrent_flushes_write_each_signal_once(redis_url: str, uid: str) -> None:
+    """The recorder's loop, a caller and the shutdown may flush at once: every signal is in the stream
+    exactly once, in order, and none recorded meanwhile is lost."""
+    from redis.asyncio import Redis
+
+    from commerce.signals import SignalKind, Signals
+    from inventory.signal_log import decode_batch
+
+    client = Redis.from_url(redis_url)
+    stream = f"ls:test-signals:{uid}"
+    rec = Signals(client, stream=stream)
+    try:
+        for i in range(50):
+            rec.record(SignalKind.TAP, f"u{i}", "r")
+        first = asyncio.ensure_future(rec.flush())
+        for i in range(50, 80):
+            rec.record(SignalKind.TAP, f"u{i}", "r")
+        await asyncio.gather(first, rec.flush(), rec.flush())
+        await rec.flush()
+        users = [s.user_id for _, f in await client.xrange(stream) for s in decode_batch(f[b"d"])]
+        assert users == [f"u{i}" for i in range(80)]
+    finally:
+        await client.delete(stream)
+        await client.aclose()
