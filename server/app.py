@@ -114,7 +114,7 @@ class Core:
 
 
 class Settlement:
-    """The settlement worker and the hold reaper of a process, as one component."""
+    """The settlement worker, the hold reaper and the signal sink of a process, as one component."""
 
     def __init__(self, s: Settings, core: Core) -> None:
         self.timeout = s.shutdown_timeout_s
@@ -151,8 +151,9 @@ class Settlement:
 class Upkeep:
     """The low-rate checks every gateway and settlement process runs: the comparison of live sales
     with SQL (one process a round; commerce/recovery.py), the resending of refunds the provider
-    has not accepted (commerce/payments/refunds.py) and the finishing of order refunds a stopped
-    process left half done (commerce/order_refunds.py)."""
+    has not accepted (commerce/payments/refunds.py), the finishing of order refunds a stopped
+    process left half done (commerce/order_refunds.py), the interaction deadlines, and re-engagement:
+    reminders no hook fired and the due webhook deliveries (commerce/reminders.py, commerce/webhooks.py)."""
 
     def __init__(self, s: Settings, core: Core) -> None:
         self.reconcile = ReconcileLoop(core.commerce, s.reconcile_interval_s)
