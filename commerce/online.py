@@ -1,4 +1,5 @@
-"""Who is online, and in which room: each gateway reports the viewers connected to it every 10 s.
+"""Who is online, and in which room: each gateway reports the viewers connected to it every 10 s, and each
+second in between the ones who joined since its last report (stream_gateway/ticker.py).
 
 A report writes ``user -> room`` into the hash of the current 15 s bucket (``ls:online:<bucket>``, expiring
 45 s after its last write); ``where`` reads the current and the previous bucket, so a viewer reported in the

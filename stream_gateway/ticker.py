@@ -26,7 +26,8 @@ __all__ = ["Ticker", "UnitsSource", "PresenceHook"]
 # who is in the room on this gateway, every second, for rooms with teams or an open draw
 PresenceHook = Callable[[str, str, dict[str, int], list[str], list[str], int], Awaitable[None]]
 SecondHook = Callable[["LocalRoom", int], None]  # (room, now ms): once a second per loaded room
-# (gateway id, {room: [viewer ids connected here]}): every ONLINE_EVERY_S, who is online on this gateway
+# (gateway id, {room: [viewer ids connected here]}): who is online on this gateway, everyone every ONLINE_EVERY_S
+# and, each second in between, who joined since the last report
 OnlineHook = Callable[[str, dict[str, list[str]]], Awaitable[Any]]
 ONLINE_EVERY_S = 10.0
 
@@ -51,6 +52,7 @@ class Ticker(LoopPart):
         super().__init__()
         self._on_online = on_online
         self._online_at = 0.0
+        self._online_ms = 0  # server time of the last online report (who joined since: reported next second)
         self._on_presence = on_presence
         self._on_second = on_second
         self._registry = registry
@@ -90,13 +92,8 @@ class Ticker(LoopPart):
         if mono - self._viewers_at >= VIEWERS_EVERY_S:
             self._viewers_at = mono
             await self._report_viewers(now)
-        if self._on_online is not None and mono - self._online_at >= ONLINE_EVERY_S:
-            self._online_at = mono
-            try:
-                await self._on_online(self._gateway_id, {r.room_id: [u for u in r.by_user if u]
-                                                         for r in self._registry.rooms.values() if r.by_user})
-            except Exception as exc:  # Redis briefly away: the next round reports again
-                log.warning("online report failed: %s", exc)
+            if self._on_online is not None:
+                await self._report_online(mono, now)
         if n % self.stride():
             return
         await self._poll_units(now)
@@ -108,6 +105,28 @@ class Ticker(LoopPart):
                 room.bought.clear()
                 room.dirty.clear()
                 room.live.clear()
+
+    async def _report_online(self, mono: float, now: int) -> None:
+        """Who is online here: everyone every ONLINE_EVERY_S, and each second the viewers who joined since the
+        last report (so a reminder that fires right after a join reaches the new viewer in the app)."""
+        assert self._on_online is not None
+        full = mono - self._online_at >= ONLINE_EVERY_S
+        since, self._online_ms = self._online_ms, now
+        rooms = self._registry.rooms.values()
+        if full:
+            self._online_at = mono
+            users = {r.room_id: [u for u in r.by_user if u] for r in rooms if r.by_user}
+        else:
+            users = {r.room_id: [c.identity.user for c in r.conns() if c.identity.user and c.joined_ms >= since]
+                     for r in rooms if r.by_user}
+            users = {room: us for room, us in users.items() if us}
+        if not users:
+            return
+        try:
+            await self._on_online(self._gateway_id, users)
+        except Exception as exc:  # Redis briefly away: the next round reports again
+            log.warning("online report failed: %s", exc)
+            self._online_at = 0.0  # the next round reports everyone
 
     async def _report_viewers(self, now: int) -> None:
         for room in list(self._registry.rooms.values()):

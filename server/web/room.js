@@ -321,7 +321,9 @@ async function main() {
     client.addEventListener(type, () => refreshMyOrdersSoon());
   }
   client.addEventListener("joined", () => { joinedOnce = true; roomWait = null; loadSaved(); afterJoinExtras(); render(); });
-  client.addEventListener("joined", showSharedProduct);  // ?product=<id>: that product's deal on the card
+  client.addEventListener("joined", showSharedProduct);
+  client.addEventListener("joined", () => loadReminders());  // my waiting reminders, read at each join
+  client.addEventListener("notice", (e) => showNotice(e.detail?.notice));  // ?product=<id>: that product's deal on the card
   loadExtras();
   client.addEventListener("entry_result", saveExtras);
   client.addEventListener("team_joined", saveExtras);
@@ -356,6 +358,7 @@ async function main() {
   setInterval(flushLikes, 400);
   wireUi();
   wireGrowth();
+  wireReminders();
   watchCardHeight();
   render();
 }
@@ -1008,6 +1011,7 @@ function render() {
   renderNotice(sale);
   renderBag(sale);
   renderGrowth();
+  renderReminders();
   renderMyOrders();
   renderComments();
   renderTicker();
@@ -1084,6 +1088,8 @@ function renderProduct(sale) {
   setAttr(featured, "data-product-id", product?.product_id ?? sale?.product_id ?? null);
   renderSave($(".card-save"), product ? product.product_id ?? sale?.product_id : null, product?.title || product?.sku || "");
   renderShare(byId("card-share"), product ? product.product_id ?? sale?.product_id : null, product?.title || product?.sku || "");
+  renderRemind(byId("card-remind"), sale && client.room?.status !== "ended" && client.salePhase(sale, client.serverNow()) === "scheduled"
+    ? sale.sale_id : null, product?.title || product?.sku || "");
   if (!product) {
     renderVariants(null);
     renderBuy(bs, sale);
@@ -1426,8 +1432,9 @@ function bagRow(item) {
   button.append(thumb, info, right);
   const save = saveButton();
   const share = shareButton();
-  li.append(button, save, share);
-  return { li, button, thumb, title, state, countdown, flag, price, was, units, variants, save, share };
+  const remind = remindButton();
+  li.append(button, save, share, remind);
+  return { li, button, thumb, title, state, countdown, flag, price, was, units, variants, save, share, remind };
 }
 
 function renderBag(featured) {
@@ -1488,6 +1495,7 @@ function updateBagRow(row, item, featured) {
     setText(row.flag, client.pinned?.product_id === product.product_id ? "Pinned" : "");
     setAttr(row.li, "data-featured", null);
     row.button.disabled = true;
+    renderRemind(row.remind, null);
     return;
   }
   // The live ended: nothing of it can be bought any more, whatever a sale's own clock says.
@@ -1496,6 +1504,7 @@ function updateBagRow(row, item, featured) {
   setAttr(row.li, "data-state", phase);
   setText(row.state, BAG_STATE[phase] || phase);
   setAttr(row.state, "data-state", phase);
+  renderRemind(row.remind, phase === "scheduled" ? sale.sale_id : null, title);
   setText(row.price, formatMoney(sale.unit_price, currency));
   setText(row.was, product?.unit_price > sale.unit_price ? formatMoney(product.unit_price, currency) : "");
   // a sale of variants: units summed over its variants, which are listed with their own
@@ -1529,6 +1538,8 @@ function updateBagRow(row, item, featured) {
 }
 
 function onBagClick(ev) {
+  const remind = ev.target.closest(".remind-button");
+  if (remind) { onRemindTap(remind.dataset.saleId); return; }  // nor does a reminder
   const share = ev.target.closest(".share-button");
   if (share) { openEarn(share.dataset.productId); return; }  // sharing never puts the row on the card
   const save = ev.target.closest(".save-button");
@@ -3331,6 +3342,147 @@ function wireGrowth() {
     byId(id).addEventListener("click", () => { if (earnOpen) setEarnOpen(false); });
   }
   document.addEventListener("keydown", (ev) => { if (ev.key === "Escape" && earnOpen) setEarnOpen(false); });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Remind me (docs/CLIENT.md, "Remind me"): a signed-in viewer's reminder of a scheduled sale (a bag
+// row's `remind-<sale_id>`, the card's `card-remind`) or of the show while it is not live (the top
+// bar's `remind-show`): PUT / DELETE /api/me/reminders/{room}[/{sale}]; the waiting ones are read
+// (GET /api/me/reminders) at each join and after each toggle. A reminder that fires, or a host's
+// notice, arrives as a `notice` message: shown in `notice-toast`.
+
+const BELL_ICON = '<svg viewBox="0 0 24 24" aria-hidden="true"><path d="M12 21.5a2.3 2.3 0 002.2-1.6H9.8a2.3 2.3 0 002.2 1.6zM18 16v-5a6 6 0 00-4.5-5.8V4.5a1.5 1.5 0 00-3 0v.7A6 6 0 006 11v5l-2 2h16z"/></svg>';
+const REMIND_SIGNIN_TEXT = "Reminders need signing in: open this live from the shop's site, signed in.";
+const NOTICE_MS = 10000;
+// user: whose; keys: "<room>|<sale or ''>" of the waiting reminders; busy: keys with a change in flight;
+// gen: bumped per identity; reads: the last read started (only its answer is kept)
+const reminders = { user: null, keys: new Set(), loaded: false, busy: new Set(), gen: 0, reads: 0 };
+const shownNotices = new Set();
+let noticeTimer = null;
+const remindKey = (saleId) => `${roomId}|${saleId || ""}`;
+
+function remindButton() {
+  const b = document.createElement("button");
+  b.type = "button";
+  b.className = "save-button remind-button";
+  b.hidden = true;
+  b.setAttribute("aria-pressed", "false");
+  b.innerHTML = `${BELL_ICON}<span class="save-label" aria-hidden="true">Remind</span>`;
+  return b;
+}
+
+function resetReminders() {
+  Object.assign(reminders, { user: identity?.user ?? null, keys: new Set(), loaded: false, busy: new Set(),
+    gen: reminders.gen + 1 });
+}
+
+async function loadReminders() {
+  if (!identity) return;
+  if (reminders.user !== identity.user) resetReminders();
+  const gen = reminders.gen;
+  const read = ++reminders.reads;
+  try {
+    const out = await growthApi("GET", "/api/me/reminders");
+    if (gen !== reminders.gen || read !== reminders.reads) return;  // another viewer, or a later read answers
+    reminders.keys = new Set((out.reminders || []).map((r) => `${r.room_id}|${r.sale_id || ""}`));
+    reminders.loaded = true;
+  } catch (err) {
+    if (gen === reminders.gen && err.status === 401) onClientError({ detail: { code: "UNAUTHORIZED" } });
+  } finally {
+    render();
+  }
+}
+
+async function onRemindTap(saleId) {
+  if (!identity) { toast(REMIND_SIGNIN_TEXT, "error"); return; }
+  if (reminders.user !== identity.user) resetReminders();
+  const key = remindKey(saleId);
+  if (reminders.busy.has(key)) return;  // one change at a time per target
+  const on = !reminders.keys.has(key);
+  const gen = reminders.gen;
+  const path = `/api/me/reminders/${encodeURIComponent(roomId)}${saleId ? `/${encodeURIComponent(saleId)}` : ""}`;
+  reminders.busy.add(key);
+  render();
+  try {
+    await growthApi(on ? "PUT" : "DELETE", path);
+    if (gen !== reminders.gen) return;
+    if (on) reminders.keys.add(key); else reminders.keys.delete(key);
+    toast(!on ? "Reminder removed." : saleId ? "We will remind you when this deal starts." : "We will remind you when the show goes live.", "ok");
+    loadReminders();
+  } catch (err) {
+    if (gen !== reminders.gen) return;
+    if (err.status === 401) { onClientError({ detail: { code: "UNAUTHORIZED" } }); return; }
+    toast(`Could not ${on ? "set" : "remove"} the reminder: ${err.message}`, "error");
+  } finally {
+    if (gen === reminders.gen) reminders.busy.delete(key);
+    render();
+  }
+}
+
+/** A Remind me toggle (saleId: a scheduled sale; "" the show; null: hidden), hidden for anonymous watchers. */
+function renderRemind(btn, saleId, title = "") {
+  if (!btn) return;
+  const visible = !!identity && saleId !== null && saleId !== undefined;
+  show(btn, visible);
+  if (!visible) return;
+  const key = remindKey(saleId);
+  if (saleId) {
+    if (btn.dataset.testid !== "card-remind") setAttr(btn, "data-testid", `remind-${saleId}`);
+    setAttr(btn, "data-sale-id", saleId);
+  }
+  const on = reminders.user === identity.user && reminders.keys.has(key);
+  const busy = reminders.busy.has(key);
+  setAttr(btn, "aria-pressed", on ? "true" : "false");
+  setAttr(btn, "aria-busy", busy ? "true" : null);
+  setAttr(btn, "data-state", busy ? "saving" : on ? "on" : "off");
+  const what = saleId ? `when ${title ? `the deal on ${title}` : "this deal"} starts` : "when the show goes live";
+  setAttr(btn, "aria-label", `Remind me ${what}`);
+  setAttr(btn, "title", on ? `You will be reminded ${what}: tap to cancel` : `Remind me ${what}`);
+  const label = btn.querySelector(".save-label");
+  if (label) setText(label, on ? "Set" : "Remind");
+}
+
+/** Called by render(): the show's toggle, and my reminders read again for another identity. */
+function renderReminders() {
+  if ((identity?.user ?? null) !== reminders.user) {
+    resetReminders();
+    if (identity && joinedOnce) loadReminders();
+  }
+  renderRemind(byId("remind-show"), client?.room && client.room.status !== "live" ? "" : null, client?.room?.title || "");
+}
+
+/** A `notice` (a reminder that fired, a host's notice): a toast with its title; a link when it is
+ *  about another page, a View that puts the sale on the card when it is about this one. */
+function showNotice(n) {
+  if (!n || shownNotices.has(n.notice_id)) return;
+  shownNotices.add(n.notice_id);
+  const box = byId("notice-toast");
+  const target = n.url ? new URL(n.url, location.href) : null;
+  const here = !target || (target.origin === location.origin && target.pathname === location.pathname);
+  const live = !n.sale_id;
+  setText(byId("notice-text"), `${n.kind === "reminder" ? (live ? "Live now: " : "Starting now: ") : "Deal: "}${n.title || ""}`);
+  const link = byId("notice-link");
+  show(link, !here);
+  if (!here) link.href = target.href;
+  show(byId("notice-view"), here && !!n.sale_id && !!client?.sales.get(n.sale_id));
+  box.dataset.saleId = n.sale_id || "";
+  box.dataset.noticeId = n.notice_id || "";
+  box.dataset.kind = n.kind || "";
+  show(box, true);
+  clearTimeout(noticeTimer);
+  noticeTimer = setTimeout(() => show(box, false), NOTICE_MS);
+  if (identity && n.kind === "reminder") loadReminders();  // the one that fired is gone
+}
+
+function wireReminders() {
+  byId("remind-show").addEventListener("click", () => onRemindTap(""));
+  byId("card-remind").addEventListener("click", (ev) => onRemindTap(ev.currentTarget.dataset.saleId));
+  byId("notice-view").addEventListener("click", () => {
+    const id = byId("notice-toast").dataset.saleId;
+    if (id) viewSale(id);
+    show(byId("notice-toast"), false);
+  });
+  byId("notice-close").addEventListener("click", () => show(byId("notice-toast"), false));
 }
 
 main().catch((err) => {
