@@ -29,7 +29,7 @@ import statistics
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from . import checkout, lean
+from . import checkout, doc_sections, lean
 
 POOL_REPEAT = 3             # runs per kind, interleaved plain, pool, plain, pool, ...
 POOL_TOLERANCE = 1.10       # pool / plain median gateway CPU per click at or below this: "within 10%"
@@ -269,24 +269,13 @@ def section(r: dict[str, Any], machine: dict[str, Any], command: str) -> list[st
 
 
 def splice(doc: str, sec: list[str]) -> str:
-    """``doc`` with its pool section replaced by ``sec`` (inserted before Targets, else Notes, else at the
-    end, when it has none)."""
-    block = "\n".join(sec)
-    if START in doc and END in doc:
-        head, rest = doc.split(START, 1)
-        return head + block + rest.split(END, 1)[1]
-    for h in ("\n## Targets", "\n## Notes"):
-        if h in doc:
-            i = doc.index(h) + 1
-            return doc[:i] + block + "\n\n" + doc[i:]
-    return doc.rstrip("\n") + "\n\n" + block + "\n"
+    """``doc`` with its pool section replaced by ``sec`` (loadtest/doc_sections.py)."""
+    return doc_sections.splice(doc, sec, START, END)
 
 
 def old_section(doc: str) -> list[str]:
-    """The pool section of a docs/BENCHMARKS.md text, if any (a full run that did not re-run it keeps it)."""
-    if START not in doc or END not in doc:
-        return []
-    return (START + doc.split(START, 1)[1].split(END, 1)[0] + END).splitlines()
+    """The pool section of a docs/BENCHMARKS.md text, if any."""
+    return doc_sections.old_section(doc, START, END)
 
 
 def target(r: dict[str, Any]) -> tuple[str, str, bool] | None:

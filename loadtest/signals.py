@@ -59,7 +59,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from . import lean
+from . import doc_sections, lean
 from .checkout import mint_viewer_token
 from .serverproc import ROOT, Livesale, Proc, code_env, setup_room
 
@@ -700,24 +700,13 @@ def section(r: dict, machine: dict, command: str) -> list[str]:
 
 
 def splice(doc: str, sec: list[str]) -> str:
-    """``doc`` with its signals section replaced by ``sec`` (inserted before Targets, else Notes, else at the
-    end, when it has none)."""
-    block = "\n".join(sec)
-    if START in doc and END in doc:
-        head, rest = doc.split(START, 1)
-        return head + block + rest.split(END, 1)[1]
-    for h in ("\n## Targets", "\n## Notes"):
-        if h in doc:
-            i = doc.index(h) + 1
-            return doc[:i] + block + "\n\n" + doc[i:]
-    return doc.rstrip("\n") + "\n\n" + block + "\n"
+    """``doc`` with its signals section replaced by ``sec`` (loadtest/doc_sections.py)."""
+    return doc_sections.splice(doc, sec, START, END)
 
 
 def old_section(doc: str) -> list[str]:
-    """The signals section of a docs/BENCHMARKS.md text, if any (a run that did not re-run it keeps it)."""
-    if START not in doc or END not in doc:
-        return []
-    return (START + doc.split(START, 1)[1].split(END, 1)[0] + END).splitlines()
+    """The signals section of a docs/BENCHMARKS.md text, if any."""
+    return doc_sections.old_section(doc, START, END)
 
 
 def target(r: dict) -> tuple[str, str, bool] | None:

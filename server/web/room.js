@@ -1,8 +1,8 @@
 // The viewer page (/rooms/<room_id>): player, pinned product, flash sale countdown + buy (with the variant
 // and quantity pickers), the show's bag (every product and deal), chat, likes, and the live extras: fan
 // teams, polls, coupon drops (a wallet, and a coupon picker when paying) and lucky draws.
-import { LiveSaleClient, formatMoney, tokenClaims } from "/static/livesale.js";
-import { apiWith, byId, el, hue, setText, toast } from "/static/ui.js";
+import { LiveSaleClient, formatMoney } from "/static/livesale.js";
+import { apiWith, byId, el, hue, identityOf, setText, toast, tokenFromFragment } from "/static/ui.js";
 
 const $ = (sel, root = document) => root.querySelector(sel);
 
@@ -61,25 +61,6 @@ function randomName() {
   const noun = ["Otter", "Falcon", "Panda", "Fox", "Koala", "Lynx", "Heron", "Tiger", "Robin", "Whale"];
   const r = (a) => a[Math.floor(Math.random() * a.length)];
   return `${r(adj)} ${r(noun)}`;
-}
-
-/** A usable viewer identity from a token ({token, user, name, guest, platform}), or null. */
-function identityOf(token, platform) {
-  const claims = typeof token === "string" ? tokenClaims(token) : null;
-  if (!claims || !claims.sub || (claims.role !== "viewer" && claims.role !== "host")) return null;
-  if (claims.exp && claims.exp * 1000 < Date.now() + 60000) return null; // expired (soon)
-  return { token, user: claims.sub, name: claims.name || claims.sub, guest: claims.guest === true, platform };
-}
-
-/** #token=<jwt> in the URL: read it once and remove it from the address bar (and history). */
-function tokenFromFragment() {
-  const params = new URLSearchParams(location.hash.replace(/^#/, ""));
-  const token = params.get("token");
-  if (!token) return null;
-  params.delete("token");
-  const rest = params.toString();
-  history.replaceState(history.state, "", location.pathname + location.search + (rest ? `#${rest}` : ""));
-  return token;
 }
 
 function loadHandoff() {

@@ -7,8 +7,8 @@
 // settled (GET /api/orders/{order}). The shopkeeper earns the pool's commission on each order.
 // Who buys: the platform's token handed over in #token= (this tab), else a guest token of this browser
 // (the viewer page's, or POST /api/viewer-token when the server offers guests).
-import { formatMoney, tokenClaims } from "/static/livesale.js";
-import { apiWith, byId, el, hue, setText, toast } from "/static/ui.js";
+import { formatMoney } from "/static/livesale.js";
+import { apiWith, byId, el, hue, identityOf, setText, toast, tokenFromFragment } from "/static/ui.js";
 
 const shopId = (() => {
   const m = location.pathname.match(/\/shop\/([^/?#]+)/);
@@ -36,23 +36,6 @@ const api = apiWith(() => identity?.token || "");
 
 // ---------------------------------------------------------------------------------------------
 // identity (the viewer page's rules, docs/CLIENT.md "Signing in: the token handoff")
-
-function identityOf(token, platform) {
-  const claims = typeof token === "string" ? tokenClaims(token) : null;
-  if (!claims || !claims.sub || (claims.role !== "viewer" && claims.role !== "host")) return null;
-  if (claims.exp && claims.exp * 1000 < Date.now() + 60000) return null;
-  return { token, user: claims.sub, name: claims.name || claims.sub, guest: claims.guest === true, platform };
-}
-
-function tokenFromFragment() {
-  const params = new URLSearchParams(location.hash.replace(/^#/, ""));
-  const token = params.get("token");
-  if (!token) return null;
-  params.delete("token");
-  const rest = params.toString();
-  history.replaceState(history.state, "", location.pathname + location.search + (rest ? `#${rest}` : ""));
-  return token;
-}
 
 function storedIdentity() {
   try {

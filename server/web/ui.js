@@ -1,7 +1,9 @@
 // Small DOM and HTTP helpers shared by the pages (room.js, host.js, merchant.js, verify.js):
 // elements by test id, text that only changes when it differs, the toast, number formats, element
 // building, the JSON API with a bearer token (typed errors: .status, .code), the token handed over in
-// the URL's fragment.
+// the URL's fragment, a viewer's identity from a token (room.js, shop.js).
+
+import { tokenClaims } from "/static/livesale.js";
 
 export const byId = (id, root = document) => root.querySelector(`[data-testid="${id}"]`);
 
@@ -96,4 +98,24 @@ export function readToken(key) {
     return t;
   }
   return sessionStorage.getItem(key);
+}
+
+/** A viewer's identity from a token (a viewer's or a host's, not expiring within a minute), or null.
+ *  ``platform``: the token was handed over by the platform (#token=), not a guest token of this browser. */
+export function identityOf(token, platform) {
+  const claims = typeof token === "string" ? tokenClaims(token) : null;
+  if (!claims || !claims.sub || (claims.role !== "viewer" && claims.role !== "host")) return null;
+  if (claims.exp && claims.exp * 1000 < Date.now() + 60000) return null; // expired (soon)
+  return { token, user: claims.sub, name: claims.name || claims.sub, guest: claims.guest === true, platform };
+}
+
+/** #token=<jwt> in the URL: read it once and remove it from the address bar (and history). */
+export function tokenFromFragment() {
+  const params = new URLSearchParams(location.hash.replace(/^#/, ""));
+  const token = params.get("token");
+  if (!token) return null;
+  params.delete("token");
+  const rest = params.toString();
+  history.replaceState(history.state, "", location.pathname + location.search + (rest ? `#${rest}` : ""));
+  return token;
 }
