@@ -32,9 +32,20 @@ browser:
 	    || echo "chromium not installed (needs root or passwordless sudo): browser tests will be skipped" \
 	            "(a failure under LIVESALE_REQUIRE_BROWSER=1)"; }
 
-# All three layers, in pyproject's testpaths order: tests/unit, tests/integration, tests/e2e.
+# The money-path and room tests that run a second time on a 3-master + 3-replica embedded Valkey Cluster
+# (tests/cluster_helpers.py): the stock scripts, settlement, payments, the gateway's rooms and buys, stock
+# pools and the multi-process bursts. Not the whole suite again: it would double CI's time for tests that
+# touch Redis only through the same client calls (docs/SCALING.md says which paths differ on a cluster).
+CLUSTER_TESTS := tests/integration/test_inventory.py tests/integration/test_settlement.py \
+  tests/integration/test_payments.py tests/integration/test_gateway.py tests/integration/test_gateway_more.py \
+  tests/integration/test_ws_defects.py tests/integration/test_pools.py tests/integration/test_buckets.py \
+  tests/e2e/test_multiprocess.py tests/e2e/test_inventory_burst.py
+
+# All three layers, in pyproject's testpaths order: tests/unit, tests/integration, tests/e2e; then the
+# cluster subset above on an embedded cluster (LIVESALE_TEST_REDIS=cluster).
 test: $(STAMP) browser
 	$(PY) -m pytest $(PYTEST_ARGS)
+	LIVESALE_TEST_REDIS=cluster $(PY) -m pytest $(PYTEST_ARGS) $(CLUSTER_TESTS)
 
 # Pure code only (no Redis, SQL, sockets or processes): seconds, not minutes.
 unit: $(STAMP)

@@ -10,12 +10,16 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import ClassVar
 
+from redis.exceptions import ClusterDownError, ConnectionError as RedisConnectionError, TimeoutError as RedisTimeout
+from redis.exceptions import TryAgainError
+
+from inventory.acked import NotReplicated
 from inventory.domain import InvalidInput as InventoryInvalidInput
 
 __all__ = [
     "ErrorCode", "HTTP_STATUS", "CommerceError", "BadJson", "BadMessage", "InvalidInput", "NotFound",
     "NotJoined", "Unauthorized", "Forbidden", "Muted", "RateLimited", "Conflict", "NotSettled", "Internal",
-    "Refused", "HoldLost", "as_error", "status_of",
+    "Refused", "HoldLost", "Unavailable", "as_error", "status_of",
 ]
 
 
@@ -35,6 +39,8 @@ class ErrorCode(StrEnum):
     TOO_LARGE = "TOO_LARGE"
     URI_TOO_LONG = "URI_TOO_LONG"
     INTERNAL = "INTERNAL"
+    UNAVAILABLE = "UNAVAILABLE"            # Redis (a shard) unreachable or failing over, or an answer not yet
+                                           # replicated: nothing acknowledged; retry with the same rid
     # answers of the stock scripts, errors when they answer an HTTP request
     SOLD_OUT = "SOLD_OUT"
     LIMIT = "LIMIT"
@@ -84,7 +90,7 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.SOLD_OUT: 409, ErrorCode.LIMIT: 409, ErrorCode.NOT_STARTED: 409, ErrorCode.IDEM_MISMATCH: 409,
     ErrorCode.CONFLICT: 409, ErrorCode.ALREADY_CONFIRMED: 409, ErrorCode.NOT_HELD: 409,
     ErrorCode.ENDED: 410, ErrorCode.EXPIRED: 410, ErrorCode.TOO_LARGE: 413, ErrorCode.URI_TOO_LONG: 414,
-    ErrorCode.RATE_LIMITED: 429, ErrorCode.INTERNAL: 500,
+    ErrorCode.RATE_LIMITED: 429, ErrorCode.INTERNAL: 500, ErrorCode.UNAVAILABLE: 503,
     ErrorCode.PAYMENT_REQUIRED: 402, ErrorCode.NO_PROVIDER: 409, ErrorCode.PAYMENT_UNAVAILABLE: 503,
     ErrorCode.BAD_SIGNATURE: 400, ErrorCode.STALE_WEBHOOK: 400, ErrorCode.BAD_WEBHOOK: 400,
     ErrorCode.REPLAYED: 409, ErrorCode.AMOUNT_MISMATCH: 422, ErrorCode.CURRENCY_MISMATCH: 422,
@@ -155,6 +161,13 @@ class Internal(CommerceError):
     code = ErrorCode.INTERNAL
 
 
+class Unavailable(CommerceError):
+    """The stock service could not answer now (a Redis shard down or failing over, or the answer not on
+    enough replicas in time): retry the same request id."""
+
+    code = ErrorCode.UNAVAILABLE
+
+
 class HoldLost(CommerceError):
     """A hold Redis lost with its data (the sale was rebuilt from SQL): buy again."""
 
@@ -169,12 +182,20 @@ class Refused(CommerceError):
         self.code = code  # type: ignore[misc]  # per instance here
 
 
+# Redis errors that mean "not now" rather than "never": connection lost, timeout, a cluster mid-failover
+_REDIS_DOWN = (RedisConnectionError, RedisTimeout, ClusterDownError, TryAgainError)
+
+
 def as_error(exc: BaseException) -> CommerceError | None:
     """The tree's view of an exception from below (inventory), or None when it is not a refusal."""
     if isinstance(exc, CommerceError):
         return exc
     if isinstance(exc, InventoryInvalidInput):
         return InvalidInput(exc.message)
+    if isinstance(exc, NotReplicated):
+        return Unavailable(f"the answer is not on enough replicas yet ({exc}); retry the same request id")
+    if isinstance(exc, _REDIS_DOWN):
+        return Unavailable("the stock service is unreachable or failing over; retry the same request id")
     return None
 
 

@@ -116,8 +116,8 @@ class Funnel:
         keys = unique_keys(room_id)
         async with self.bus.redis.pipeline(transaction=False) as p:
             p.exists(*keys)
-            for key in keys:
-                p.pfcount(key)
+            for key in keys:  # PFCOUNT by name: redis-py's cluster pipeline refuses its method (the keys
+                p.execute_command("PFCOUNT", key)  # share the room's slot, so one shard answers all)
             present, *raw = await p.execute()
         if not present:
             return None

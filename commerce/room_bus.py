@@ -1,8 +1,9 @@
 """The cross-process room bus over Redis: sequenced events, ambient events, user messages, loading.
 
-Sequenced events go through ``publish.lua`` (seq + log + state + PUBLISH in one script), so every
-gateway receives them in seq order on the room's channel. Channel payloads are prefixed with one
-byte: ``E`` sequenced event json, ``A`` ambient json, ``U`` user-targeted json.
+Sequenced events go through ``publish.lua`` (seq + log + state + SPUBLISH in one script), so every
+gateway receives them in seq order on the room's channel. Room channels are sharded channels (SPUBLISH /
+SSUBSCRIBE, Redis 7+) in both modes: on a cluster a room's messages stay on the shard of its hash tag.
+Channel payloads are prefixed with one byte: ``E`` sequenced event json, ``A`` ambient json, ``U`` user-targeted json.
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ class RoomBus:
         return orjson.loads(raw) if raw else None
 
     async def ambient(self, room_id: str, payload: dict[str, Any]) -> None:
-        await self.redis.publish(room_keys(room_id).channel, b"A" + orjson.dumps(payload))
+        await self.redis.spublish(room_keys(room_id).channel, b"A" + orjson.dumps(payload))
 
     async def comment(self, room_id: str, comment: dict[str, Any]) -> None:
         k = room_keys(room_id)
@@ -73,11 +74,11 @@ class RoomBus:
             p.lpush(k.comments, raw)
             p.ltrim(k.comments, 0, COMMENTS_KEPT - 1)
             p.pexpire(k.comments, self.retain_room_ms)
-            p.publish(k.channel, b"A" + orjson.dumps({"k": "c", "c": comment}))
+            p.spublish(k.channel, b"A" + orjson.dumps({"k": "c", "c": comment}))
             await p.execute()
 
     async def to_user(self, room_id: str, user: str, message: dict[str, Any]) -> None:
-        await self.redis.publish(room_keys(room_id).channel, b"U" + orjson.dumps({"u": user, "m": message}))
+        await self.redis.spublish(room_keys(room_id).channel, b"U" + orjson.dumps({"u": user, "m": message}))
 
     async def add_likes(self, room_id: str, n: int) -> int:
         k = room_keys(room_id)
@@ -85,7 +86,7 @@ class RoomBus:
             p.incrby(k.likes, n)
             p.pexpire(k.likes, self.retain_room_ms)
             total = int((await p.execute())[0])
-        await self.redis.publish(k.channel, b"A" + orjson.dumps({"k": "l", "n": total}))
+        await self.redis.spublish(k.channel, b"A" + orjson.dumps({"k": "l", "n": total}))
         return total
 
     async def count(self, room_id: str, field: str, n: int = 1) -> None:

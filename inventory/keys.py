@@ -21,6 +21,7 @@ __all__ = [
     "OUTBOX_REGISTRY", "SALES_REGISTRY", "DEAD_LETTER", "SETTLE_GROUP", "RECONCILE_LOCK", "POOL_SEP", "pool_of_sale",
     "POOLS_REGISTRY", "PoolKeys", "pool_keys", "pool_bucket_id", "POOL_BUCKET_SUFFIX", "user_holds_key",
     "FAMILY_SEP", "GROUP_PREFIX", "slot_family", "variant_group", "attribution_key", "share_rate_key",
+    "bucket_transfer_keys",
 ]
 
 PREFIX = "ls"
@@ -121,6 +122,14 @@ def sale_id_of_outbox(stream_key: str) -> str:
         return stream_key[start:stream_key.rindex(":outbox")]
     start = stream_key.index("{sale:") + len("{sale:")
     return stream_key[start:stream_key.index("}", start)]
+
+
+def bucket_transfer_keys(bucket_id: str) -> tuple[str, str]:
+    """A hot-SKU bucket's moves of stock (inventory/buckets.py), in the bucket's slot: ``lent`` HASH transfer
+    id -> "to|units|ms" (lent by bucket_lend.lua, deleted once the receiver has them) and ``borrowed`` HASH
+    transfer id -> "from|units|ms" (taken once by bucket_take.lua)."""
+    tag = f"{PREFIX}:{{sale:{bucket_id}}}"
+    return f"{tag}:lent", f"{tag}:borrowed"
 
 
 # -- buyers -----------------------------------------------------------------------------------------------

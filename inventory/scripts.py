@@ -15,7 +15,10 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
+from . import buckets as B
 from . import keys as K
+from .acked import run_acked
+from .bucket_stock import BucketStock
 from .pools import PoolRedis
 from .domain import (
     ArmCode, ArmResult, ConfirmCode, ConfirmResult, ExpiredDeposit, Hold, InvalidInput, InvariantReport, ReleaseCode,
@@ -28,7 +31,7 @@ __all__ = ["Inventory", "script_source"]
 _LUA = importlib.resources.files("inventory") / "lua"
 SCRIPT_NAMES = ("arm", "reserve", "confirm", "release", "reap", "audit", "close", "retire", "rebuild",
                 "pool_open", "pool_stock", "pool_allocate", "pool_topup", "pool_return", "pool_allocate_group",
-                "pool_audit")
+                "pool_audit", "bucket_lend", "bucket_take")
 
 
 def script_source(name: str) -> str:
@@ -47,11 +50,15 @@ def _s(v: Any) -> str:
 class Inventory:
     """The sale stock pools. One instance per process, sharing the Redis pool."""
 
-    def __init__(self, redis: Redis, max_qty: int = 100) -> None:
+    def __init__(self, redis: Redis, max_qty: int = 100, *, wait_replicas: int = 0, wait_ms: int = 200) -> None:
         self.redis = redis
         self.max_qty = max_qty
+        # holds and payments are answered once this many replicas have them (inventory/acked.py)
+        self.wait_replicas = wait_replicas
+        self.wait_ms = wait_ms
         self._scripts = {name: redis.register_script(script_source(name)) for name in SCRIPT_NAMES}
         self.pools = PoolRedis(redis, self._scripts)  # stock pools (inventory/pools.py)
+        self.buckets = BucketStock(self)  # hot-SKU buckets: one sale over K hash slots (inventory/bucket_stock.py)
 
     async def load(self) -> None:
         """SCRIPT LOAD every script now, so the first burst never pays for it."""
@@ -64,7 +71,10 @@ class Inventory:
 
     # -- sales ---------------------------------------------------------------------------------
 
-    async def arm(self, spec: SaleSpec) -> ArmResult:
+    async def arm(self, spec: SaleSpec, buckets: int = 1) -> ArmResult:
+        """``buckets`` > 1: a hot sale armed as that many buckets in different hash slots (bucket_stock.py)."""
+        if buckets > 1:
+            return await self.buckets.arm(spec, buckets)
         k = K.sale_keys(spec.sale_id)
         # registered before the sale exists: a crash between the two can leave a registry entry for a
         # sale that was never armed (harmless, the worker reads an empty stream), never an armed sale
@@ -80,6 +90,8 @@ class Inventory:
 
     async def counters(self, sale_id: str) -> SaleCounters | None:
         check_id("sale_id", sale_id, SLUG_RE)
+        if ids := await self.buckets.of(sale_id):  # a bucketed sale: its buckets summed
+            return await self.buckets.counters(sale_id, ids)
         k = K.sale_keys(sale_id)
         if await self.redis.type(k.sale) not in ("hash", b"hash"):
             return None
@@ -98,6 +110,8 @@ class Inventory:
         ids = list(dict.fromkeys(sale_ids))
         if not ids:
             return {}
+        if any([await self.buckets.of(sid) for sid in ids]):  # a bucketed sale among them: its buckets summed
+            return await self.buckets.available_many(ids)
         async with self.redis.pipeline(transaction=False) as p:
             for sid in ids:
                 p.hget(K.sale_keys(sid).sale, "available")
@@ -107,6 +121,8 @@ class Inventory:
     async def close(self, sale_id: str) -> int | None:
         """End a sale now (Redis TIME); returns its ends_at ms, or None when unknown."""
         check_id("sale_id", sale_id, SLUG_RE)
+        if ids := await self.buckets.of(sale_id):
+            return await self.buckets.close(ids)
         code, ends = await self._scripts["close"](keys=[K.sale_keys(sale_id).sale], args=[])
         return int(ends) if _s(code) == "CLOSED" else None
 
@@ -116,13 +132,17 @@ class Inventory:
         return (await self.reserve_many(sale_id, [ReserveRequest(user_id, qty, request_id)]))[0]
 
     async def reserve_many(self, sale_id: str, requests: Sequence[ReserveRequest],
-                           channel: str = "") -> list[ReserveResult]:
+                           channel: str = "", *, route: bool = True) -> list[ReserveResult]:
         """Reserve for many requests in one script call (the burst path); results in order. ``channel``:
-        the channel the holds are for (a pool's channel holds; '' = the sale's room)."""
+        the channel the holds are for (a pool's channel holds; '' = the sale's room). A bucketed sale (or
+        one of its buckets, the reserve batches' key) routes each request to its user's home bucket;
+        ``route`` False: this very bucket, as it is (bucket_stock.py's own calls)."""
         if not requests:
             return []
         if not isinstance(sale_id, str) or not SLUG_RE.match(sale_id):
             return [ReserveResult(ReserveCode.INVALID, None, None, 0, 0) for _ in requests]
+        if route and (ids := await self.buckets.of(B.parent_of(sale_id))):
+            return await self.buckets.reserve_many(ids, requests, channel)
         k = K.sale_keys(sale_id)
         args: list[Any] = [self.max_qty, channel]
         for hold_id, r in zip(new_hold_ids(sale_id, len(requests)), requests, strict=True):
@@ -132,7 +152,8 @@ class Inventory:
             args += (hold_id, rid, user, qty)
         # flat ARGV: a JSON-encoded batch was tried and measured slower end to end (cjson.decode costs
         # the server more than redis-py saves packing; in a burst both share a core)
-        replies = await self._scripts["reserve"](keys=k.for_reserve, args=args)
+        replies = await run_acked(self.redis, self._scripts["reserve"], k.for_reserve, args, self.wait_replicas,
+                                  self.wait_ms)
         out = []
         for code, hold_id, pay_by, available, units, replayed in replies:
             c = _RESERVE_CODES[code]
@@ -151,9 +172,9 @@ class Inventory:
         if not isinstance(payment_ref, str) or not isinstance(user_id, str):
             return ConfirmResult(ConfirmCode.INVALID, None, "", False)
         k = K.sale_keys(sale_id)
-        code, order_id, status, fresh = await self._scripts["confirm"](keys=k.for_confirm,
-                                                                        args=[hold_id, payment_ref, user_id,
-                                                                              discount, coupon, attribution])
+        code, order_id, status, fresh = await run_acked(
+            self.redis, self._scripts["confirm"], k.for_confirm,
+            [hold_id, payment_ref, user_id, discount, coupon, attribution], self.wait_replicas, self.wait_ms)
         return ConfirmResult(ConfirmCode(_s(code)), _s(order_id) or None, _s(status), bool(int(fresh)))
 
     async def release(self, hold_id: str, user_id: str = "") -> ReleaseResult:
@@ -187,6 +208,8 @@ class Inventory:
         """``retire.lua``: check whether an ended sale is settled (``expire=False``), or give all its keys
         the retention TTL atomically if it is (``expire=True``); a sale already retired is not extended."""
         check_id("sale_id", sale_id, SLUG_RE)
+        if ids := await self.buckets.of(sale_id):  # a bucketed sale retires as one: every bucket settled
+            return await self.buckets.retire(ids, retention_ms, expire=expire)
         k = K.sale_keys(sale_id)
         r = await self._scripts["retire"](keys=k.all, args=[K.SETTLE_GROUP, int(retention_ms),
                                                            "expire" if expire else "check"])
@@ -199,7 +222,7 @@ class Inventory:
         raw = await self.redis.hget(K.sale_keys(sale_id).holds, hold_id)
         if raw is None:
             return None
-        return Hold.from_record(hold_id, sale_id, orjson.loads(raw))
+        return Hold.from_record(hold_id, B.parent_of(sale_id), orjson.loads(raw))  # a bucket's: the sale's id
 
     async def hold_lost(self, hold_id: str) -> bool:
         """True when a hold Redis does not have may have been lost with Redis data: its sale was rebuilt
@@ -215,8 +238,11 @@ class Inventory:
         check_id("sale_id", sale_id, SLUG_RE)
         return list(await self._scripts["rebuild"](keys=K.sale_keys(sale_id).all, args=list(args)))
 
-    async def check_invariant(self, sale_id: str) -> InvariantReport:
-        """available + held + sold == allocated, all >= 0, and the holds and buyers agree with them."""
+    async def check_invariant(self, sale_id: str, *, route: bool = True) -> InvariantReport:
+        """available + held + sold == allocated, all >= 0, and the holds and buyers agree with them (a
+        bucketed sale: each bucket's, and the buckets' sum; ``route`` False: this bucket alone)."""
+        if route and (ids := await self.buckets.of(sale_id)):
+            return await self.buckets.check_invariant(sale_id, ids)
         k = K.sale_keys(sale_id)
         r = [int(x) for x in await self._scripts["audit"](keys=[k.sale, k.buyers, k.holds], args=[])]
         found, allocated, available, held, sold, held_sum, sold_sum, buyers_sum, max_units, limit = r

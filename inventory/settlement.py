@@ -27,9 +27,12 @@ from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyErro
 from . import keys as K
 from .janitor import OutboxJanitor
 from .outbox import parse_entry, text as _s
+from .redis_link import by_slot, is_cluster
 from .store import OrderRecord, Store
 
 __all__ = ["SettlementWorker", "SettlementStats"]
+
+CLUSTER_POLL_MS = 50  # on a cluster: the pause between per-slot reads that found nothing
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +111,7 @@ class SettlementWorker(OutboxJanitor):
         if batch < 1 or block_ms < 1 or claim_idle_ms < 1 or max_deliveries < 1:
             raise ValueError("batch, block_ms, claim_idle_ms and max_deliveries must be positive")
         self.redis, self.store, self.consumer = redis, store, consumer
+        self._cluster = is_cluster(redis)
         self.batch, self.block_ms = batch, block_ms
         self.claim_idle_ms, self.max_deliveries = claim_idle_ms, max_deliveries
         self.registry_refresh_s = registry_refresh_s
@@ -250,7 +254,7 @@ class SettlementWorker(OutboxJanitor):
     async def _read_streams(self, block: bool) -> list[Entry]:
         own = {k: c for k, c in self._cursors.items() if c != ">"}
         if own:  # start-up / after errors: our own pending entries first
-            got = self._entries(await self.redis.xreadgroup(self.group, self.consumer, own, count=self.batch))  # type: ignore[arg-type]  # redis-py: invariant dict/list of its key types
+            got = await self._xreadgroup(own, block=None)
             for key in own:
                 ids = [i for k, i, _ in got if k == key]
                 self._cursors[key] = ids[-1] if ids else ">"
@@ -259,8 +263,24 @@ class SettlementWorker(OutboxJanitor):
         if self._stop.is_set():
             return []
         streams = {k: ">" for k in self._cursors}
-        return self._entries(await self.redis.xreadgroup(
-            self.group, self.consumer, streams, count=self.batch, block=self.block_ms if block else None))  # type: ignore[arg-type]  # redis-py: invariant dict/list of its key types
+        return await self._xreadgroup(streams, block=self.block_ms if block else None)
+
+    async def _xreadgroup(self, streams: dict[str, str], block: int | None) -> list[Entry]:
+        """XREADGROUP over ``streams``: one call on a single server; on a cluster, where one call cannot
+        span hash slots, one call per slot, pipelined (each shard answers its own), and a short pause
+        instead of a blocking read when nothing came (a block would hold one shard's connection while
+        another's outbox fills)."""
+        if not self._cluster:
+            return self._entries(await self.redis.xreadgroup(self.group, self.consumer, streams,  # type: ignore[arg-type]  # redis-py: invariant dict/list of its key types
+                                                             count=self.batch, block=block))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for keys in by_slot(streams).values():
+                pipe.xreadgroup(self.group, self.consumer, {k: streams[k] for k in keys}, count=self.batch)
+            replies = await pipe.execute()
+        out = [e for reply in replies for e in self._entries(reply)]
+        if not out and block:
+            await self._pause(min(block, CLUSTER_POLL_MS) / 1000)
+        return out
 
     @staticmethod
     def _entries(reply: Any) -> list[Entry]:

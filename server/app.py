@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from aiohttp import web
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import Redis
 
 from commerce.addresses import AddressRate, parse_proxies
 from commerce.identity import TokenVerifier
@@ -29,6 +29,7 @@ from commerce.service import Commerce
 from commerce.tasks import Every, OwnedTasks
 from inventory.growth import CommissionHook
 from inventory.reaper import Reaper
+from inventory.redis_link import connect, is_cluster
 from inventory.scripts import Inventory
 from inventory.settlement import SettlementWorker
 from inventory.signal_sink import SignalSink
@@ -54,17 +55,23 @@ __all__ = ["create_app", "redis_client", "Core", "Settlement"]
 log = logging.getLogger(__name__)
 
 
-def redis_client(url: str, pool_size: int, decode: bool) -> Redis:
-    """A client whose pool makes callers wait for a free connection instead of failing."""
-    pool = BlockingConnectionPool.from_url(url, max_connections=pool_size, timeout=20,
-                                           decode_responses=decode, health_check_interval=30)
-    return Redis(connection_pool=pool)
+def redis_client(url: str, pool_size: int, decode: bool, cluster: bool = False) -> Redis:
+    """A single server's client whose pool makes callers wait for a free connection instead of failing,
+    or a cluster client seeded from ``url`` (inventory/redis_link.py)."""
+    return connect(url, cluster=cluster, decode=decode, pool_size=pool_size)
 
 
 async def _engine(app: web.Application) -> AsyncIterator[None]:
+    from .embedded_cluster import EmbeddedCluster
+
     settings: Settings = app[SETTINGS]
-    embedded = None
-    if not settings.redis_url:
+    embedded: EmbeddedRedis | EmbeddedCluster | None = None
+    if not settings.redis_url and settings.embedded_cluster > 0:  # `livesale serve --cluster N`
+        embedded = EmbeddedCluster(settings.data_path, settings.embedded_cluster, settings.embedded_replicas)
+        await asyncio.to_thread(embedded.start)
+        settings = settings.replace(redis_url=embedded.url, redis_cluster=True)
+        app[SETTINGS] = settings
+    elif not settings.redis_url:
         embedded = EmbeddedRedis(settings.data_path)
         await asyncio.to_thread(embedded.start)
         settings = settings.replace(redis_url=embedded.url)
@@ -88,11 +95,12 @@ class Core:
     @classmethod
     async def open(cls, s: Settings) -> Core:
         s.data_path.mkdir(parents=True, exist_ok=True)
-        redis = redis_client(s.redis_url, s.redis_pool_size, decode=True)
-        raw = redis_client(s.redis_url, s.redis_pool_size, decode=False)
+        redis = redis_client(s.redis_url, s.redis_pool_size, decode=True, cluster=s.redis_cluster)
+        raw = redis_client(s.redis_url, s.redis_pool_size, decode=False, cluster=s.redis_cluster)
         store = await Store.open(s.sqlalchemy_url)
         store.order_hooks.append(CommissionHook(s.commission_bps))  # share commissions, in the orders' transaction
-        inventory = Inventory(redis, max_qty=s.max_qty_per_request)
+        inventory = Inventory(redis, max_qty=s.max_qty_per_request, wait_replicas=s.redis_wait_replicas,
+                              wait_ms=s.redis_wait_ms)
         await inventory.load()
         bus = RoomBus(raw, replay_keep=s.replay_buffer, retain_room_s=s.retain_room_s, retain_ended_s=s.retain_ended_s)
         await bus.load_script()
@@ -110,7 +118,8 @@ class Core:
         await self.store.close()
         for client in (self.redis, self.raw):
             await client.aclose()
-            await client.connection_pool.disconnect()
+            if not is_cluster(client):
+                await client.connection_pool.disconnect()
 
 
 class Settlement:

@@ -166,15 +166,21 @@ def _serve_workers(settings: Settings) -> int:
     """N gateway processes sharing the port (SO_REUSEPORT); this process runs settlement. Returns 1
     when a gateway child ends on its own (it could not bind, it crashed): the others are stopped."""
     from .embedded import EmbeddedRedis
+    from .embedded_cluster import EmbeddedCluster
 
     if settings.port == 0:
         raise SettingsError("LIVESALE_PORT must be set (not 0) with LIVESALE_WORKERS > 1")
     # the children bind exactly so: a port they cannot share fails here, before anything starts
     for sock in bind_sockets(settings.host, settings.port, reuse_port=True):
         sock.close()
-    embedded = None
+    embedded: EmbeddedRedis | EmbeddedCluster | None = None
     env = dict(os.environ)
-    if not settings.redis_url:
+    if not settings.redis_url and settings.embedded_cluster > 0:  # --cluster N: the children get its seed node
+        embedded = EmbeddedCluster(settings.data_path, settings.embedded_cluster, settings.embedded_replicas)
+        env["REDIS_URL"] = embedded.start()
+        env["LIVESALE_REDIS_CLUSTER"] = "1"
+        settings = settings.replace(redis_cluster=True)
+    elif not settings.redis_url:
         embedded = EmbeddedRedis(settings.data_path)
         env["REDIS_URL"] = embedded.start()
     settings.signing_secret()  # create the shared secret once, before the workers race for it
@@ -407,7 +413,20 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         out["port"] = args.port
     if getattr(args, "workers", None) is not None:
         out["workers"] = args.workers
+    if getattr(args, "cluster", None) is not None:
+        out["embedded_cluster"] = args.cluster
+    if getattr(args, "replicas", None) is not None:
+        out["embedded_replicas"] = args.replicas
     return out
+
+
+def _cluster_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cluster", type=int, metavar="N", choices=range(0, 17),
+                   help="without REDIS_URL: start a private Valkey Cluster of N masters on loopback instead of the "
+                        "single embedded Valkey, N from 1 to 16, 0 off (development and tests: its data is deleted "
+                        "at exit; LIVESALE_EMBEDDED_CLUSTER)")
+    p.add_argument("--replicas", type=int, metavar="R", choices=range(0, 3),
+                   help="replicas per master of that cluster, 0 to 2 (default 1; LIVESALE_EMBEDDED_REPLICAS)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -417,6 +436,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("serve", help="run the HTTP/WebSocket gateway (and, by default, settlement)")
     p.add_argument("--port", type=int)
     p.add_argument("--workers", type=int, help="gateway processes sharing the port (SO_REUSEPORT)")
+    _cluster_arguments(p)
     p.set_defaults(fn=cmd_serve)
     p = sub.add_parser("settle", help="run a settlement worker and the hold reaper (needs REDIS_URL)")
     p.set_defaults(fn=cmd_settle)
@@ -430,6 +450,7 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(fn=cmd_audit)
     p = sub.add_parser("demo", help="the whole system on embedded defaults with a live demo room")
     p.add_argument("--port", type=int)
+    _cluster_arguments(p)
     p.set_defaults(fn=cmd_demo)
     p = sub.add_parser("token", help="mint a signed host token (or --viewer NAME for a viewer token)")
     p.add_argument("--host", default="host", help="host id (default: host)")

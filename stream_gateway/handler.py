@@ -363,8 +363,9 @@ def _answer_buy(conn: Conn, m: Inbound, r: ReserveResult | BaseException) -> Non
     """The reservation's outcome, to this viewer only (called from the batch's result loop)."""
     conn.answered()
     if isinstance(r, BaseException):
+        err = as_error(r)
         log.warning("buy %s failed: %s", m.rid, r)
-        conn.send(msg.error("INTERNAL", _RETRY, m.rid))
+        conn.send(msg.error(err.code, err.message, m.rid) if err is not None else msg.error("INTERNAL", _RETRY, m.rid))
         return
     if r.code is ReserveCode.MEMBERS_ONLY:  # decided before the stock: no units_left
         conn.send(_buy_refusal(m, "MEMBERS_ONLY", "this sale is for signed-in members: guest tokens cannot buy it"))

@@ -1,17 +1,23 @@
 """The one Redis subscription of this process: reads every loaded room's channel, loads rooms, and
-reloads them (resync) when a seq gap, a new epoch or a broken subscription may have lost messages."""
+reloads them (resync) when a seq gap, a new epoch or a broken subscription may have lost messages.
+
+Room channels are sharded channels (SSUBSCRIBE): on one server a single connection; on a cluster the
+cluster client's pub/sub keeps one connection per shard that owns a subscribed room and reads them in turn
+(``get_sharded_message``), and resubscribes on the promoted replica after a failover (the rooms resync)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+from functools import partial
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 from redis.asyncio import Redis
 
 from commerce.room_bus import RoomBus
+from inventory.redis_link import is_cluster
 
 from .decisions import UNITS
 from .fanout import RoomFeed
@@ -25,6 +31,10 @@ log = logging.getLogger(__name__)
 
 READ_TIMEOUT_S = 1.0
 MAX_BACKOFF_S = 5.0
+
+
+def _has_node(ps: Any, name: str) -> bool:
+    return name in ps.node_pubsub_mapping
 
 
 class RoomReader(LoopPart):
@@ -42,12 +52,13 @@ class RoomReader(LoopPart):
         self._replay_keep = replay_keep
         self._stats = stats
         self._pubsub = redis.pubsub()
+        self._cluster = is_cluster(redis)
         self._has_channels = asyncio.Event()  # set once the pubsub connection has a channel to read
 
     # -- subscriptions ----------------------------------------------------------------------------
 
     async def subscribe(self, room: LocalRoom) -> None:
-        await self._pubsub.subscribe(room.channel)
+        await self._pubsub.ssubscribe(room.channel)
         self._has_channels.set()
 
     def unsubscribe(self, channel: bytes) -> None:
@@ -56,7 +67,7 @@ class RoomReader(LoopPart):
 
     async def _unsubscribe(self, channel: bytes) -> None:
         with contextlib.suppress(Exception):
-            await self._pubsub.unsubscribe(channel)
+            await self._pubsub.sunsubscribe(channel)
 
     # -- loading ----------------------------------------------------------------------------------
 
@@ -100,18 +111,38 @@ class RoomReader(LoopPart):
     # -- the read loop ----------------------------------------------------------------------------
 
     async def _run(self) -> None:
+        if not self._cluster:
+            await self._read_loop(self._read_server, lambda: bool(self._pubsub.subscribed))
+            return
+        # one read loop per shard holding a subscribed room: a quiet shard never delays another's events
+        # (the cluster pub/sub's own round robin waits out each shard's timeout in turn)
+        ps: Any = self._pubsub
+        readers: dict[str, asyncio.Task[None]] = {}
+        while not self._closing:
+            for name in list(ps.node_pubsub_mapping):
+                if name not in readers or readers[name].done():
+                    readers[name] = self._tasks.spawn(self._read_loop(
+                        partial(self._read_shard, name), partial(_has_node, ps, name)))
+            self._has_channels.clear()
+            with contextlib.suppress(TimeoutError):  # a new shard's first room, or a failover's new node
+                await asyncio.wait_for(self._has_channels.wait(), READ_TIMEOUT_S)
+
+    async def _read_loop(self, read: Callable[[], Coroutine[Any, Any, dict[str, Any] | None]],
+                         active: Callable[[], bool]) -> None:
         backoff = 0.1
         by_channel = self._registry.by_channel
         dispatch = self._feed.dispatch
         while not self._closing:
-            if not self._pubsub.subscribed:  # no room loaded: nothing to read until one subscribes
+            if not active():  # nothing subscribed here: wait for a room (one server), or end (a shard)
+                if self._cluster:
+                    return
                 self._has_channels.clear()
                 await self._has_channels.wait()
                 continue
             try:
-                msg = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=READ_TIMEOUT_S)
+                msg = await read()
                 backoff = 0.1
-                if msg is None or msg.get("type") != "message":
+                if msg is None or msg.get("type") != "smessage":
                     continue
                 room = by_channel.get(msg["channel"])
                 if room is not None:
@@ -125,6 +156,20 @@ class RoomReader(LoopPart):
                 for room in list(self._registry.rooms.values()):
                     if room.ready.is_set():
                         self.resync(room)
+
+    async def _read_server(self) -> dict[str, Any] | None:
+        msg: dict[str, Any] | None = await self._pubsub.get_message(ignore_subscribe_messages=True,
+                                                                   timeout=READ_TIMEOUT_S)
+        return msg
+
+    async def _read_shard(self, name: str) -> dict[str, Any] | None:
+        ps: Any = self._pubsub
+        node = ps.cluster.get_node(node_name=name)
+        if node is None:
+            raise ConnectionError(f"shard {name} left the cluster")
+        msg: dict[str, Any] | None = await ps.get_sharded_message(ignore_subscribe_messages=True,
+                                                                 timeout=READ_TIMEOUT_S, target_node=node)
+        return msg
 
     async def aclose(self) -> None:
         await super().aclose()

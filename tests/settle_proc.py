@@ -16,14 +16,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from redis.asyncio import Redis  # noqa: E402
+from redis_helpers import redis_for  # noqa: E402
 
 from inventory.settlement import SettlementWorker  # noqa: E402
 from inventory.store import Store  # noqa: E402
 
 
 async def _main(cfg: dict[str, str | int]) -> None:
-    redis = Redis.from_url(str(cfg["redis_url"]), decode_responses=True)
+    redis = redis_for(str(cfg["redis_url"]))
     store = await Store.open(str(cfg["database_url"]))
 
     def fault(point: str) -> None:

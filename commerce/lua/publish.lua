@@ -46,7 +46,7 @@ if ev ~= '' then
   local msg = '{"seq":' .. seq .. ',"epoch":"' .. epoch .. '","ts":' .. now .. ',' .. string.sub(ev, 2)
   redis.call('RPUSH', log, msg)
   redis.call('LTRIM', log, -keep, -1)
-  redis.call('PUBLISH', channel, 'E' .. msg)
+  redis.call('SPUBLISH', channel, 'E' .. msg)
   expire_all()
   return {seq, epoch}
 end

@@ -30,6 +30,8 @@ from inventory.keys import sale_keys
 from goods_helpers import until
 from proc_helpers import ServerProc, free_port, split_env, stop_all
 from redis.asyncio import Redis
+
+from redis_helpers import redis_for
 from server.config import Settings
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300, method="thread")]
@@ -47,7 +49,7 @@ async def test_held_but_did_not_pay_matches_the_expired_holds_row_for_row(
 
     gws = [await ServerProc.start(env(f"g{k}")) for k in range(2)]
     settler = await ServerProc.start(env("s"), command="settle")
-    redis = Redis.from_url(redis_url, decode_responses=True)
+    redis = redis_for(redis_url)
     session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout(60)))
     children: list[asyncio.subprocess.Process] = []
     try:

@@ -13,6 +13,8 @@ import aiohttp
 import pytest
 from redis.asyncio import Redis
 
+from redis_helpers import redis_for
+
 from commerce.identity import mint_viewer_token
 from conftest import timeout
 from gateway_helpers import Api, host_token
@@ -65,7 +67,7 @@ async def test_5000_viewers_claim_100_coupons(settings: Settings, redis_url: str
                     assert answers[1]["code"] == want, answers
             got = await api.ok("GET", f"/api/drops/{drop_id}")
             assert (got["claimed"], got["left"], got["state"]) == (COUPONS, 0, "claimed_out"), got
-            redis = Redis.from_url(redis_url, decode_responses=True)
+            redis = redis_for(redis_url)
             try:
                 claimed_by = set(await redis.hkeys(drop_keys(drop_id).claims))
             finally:

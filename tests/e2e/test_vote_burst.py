@@ -25,6 +25,8 @@ import aiohttp
 import pytest
 from redis.asyncio import Redis
 
+from redis_helpers import redis_for
+
 from commerce.identity import mint_viewer_token
 from conftest import timeout
 from gateway_helpers import JSON, Api, WsClient, host_token
@@ -66,7 +68,7 @@ async def test_five_thousand_viewers_vote_once_each(settings: Settings, redis_ur
     gw2 = await ServerProc.start(server_env(settings, redis_url, database_url, tmp_path / "g2", pb))
     session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0),
                                     timeout=aiohttp.ClientTimeout(total=timeout(60)))  # no call hangs the test
-    redis = Redis.from_url(redis_url, decode_responses=True)
+    redis = redis_for(redis_url)
     observers: list[WsClient] = []
     burst: ActBurst | None = None
     timings: dict[str, float] = {}

@@ -270,12 +270,12 @@ async def test_watching_a_pinned_product_long_enough_records_watched_once_per_pi
 async def test_concurrent_flushes_write_each_signal_once(redis_url: str, uid: str) -> None:
     """The recorder's loop, a caller and the shutdown may flush at once: every signal is in the stream
     exactly once, in order, and none recorded meanwhile is lost."""
-    from redis.asyncio import Redis
+    from redis_helpers import redis_for
 
     from commerce.signals import SignalKind, Signals
     from inventory.signal_log import decode_batch
 
-    client = Redis.from_url(redis_url)
+    client = redis_for(redis_url, decode=False)
     stream = f"ls:test-signals:{uid}"
     rec = Signals(client, stream=stream)
     try:

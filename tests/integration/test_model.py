@@ -25,6 +25,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
 from redis.asyncio import Redis
 
+from redis_helpers import redis_for
+
 from conftest import timeout
 from inventory import keys as K
 from inventory.domain import (
@@ -66,7 +68,7 @@ class SaleMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.loop = asyncio.new_event_loop()
-        self.redis = Redis.from_url(ENGINES["redis"], decode_responses=True)
+        self.redis = redis_for(ENGINES["redis"])
         self.inv = Inventory(self.redis, max_qty=100)
         self.store = self.run(Store.open(ENGINES["database"]))
         self.sale_id = "m" + secrets.token_hex(6)

@@ -29,6 +29,8 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
+from redis_helpers import redis_for
+
 from commerce.recovery import Recovery
 from conftest import timeout
 from gateway_helpers import JSON, Api, WsClient, host_token, setup_room, viewer
@@ -84,7 +86,7 @@ async def env(private_redis: EmbeddedRedis, aiohttp_client: Any, settings: Setti
     s = settings.replace(redis_url=private_redis.url, database_url=f"sqlite:///{d / 'rc.db'}", data_dir=str(d),
                          tick_ms=50, settle_block_ms=100, reconcile_interval_s=reconcile_interval)
     client = await aiohttp_client(create_app(s))
-    redis = Redis.from_url(private_redis.url, decode_responses=True)
+    redis = redis_for(private_redis.url)
     store = await Store.open(s.database_url)
     inventory = Inventory(redis)
     await inventory.load()

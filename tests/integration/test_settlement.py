@@ -21,6 +21,8 @@ from typing import Any
 
 import pytest
 from redis.asyncio import Redis
+
+from redis_helpers import redis_for
 from sqlalchemy.engine import make_url
 
 from conftest import SALE_PRICE as PRICE, Sale, timeout
@@ -408,7 +410,7 @@ async def test_stop_while_idle_and_cancel(redis: Redis, store: Store, sale: Sale
     # cancelled at various points of start-up, the run ends promptly (even where redis-py, while
     # connecting, swallows the CancelledError) and stop() afterwards returns at once
     for yields in range(12):
-        client = Redis.from_url(redis_url, decode_responses=True)  # fresh: connecting is the risky part
+        client = redis_for(redis_url)  # fresh: connecting is the risky part
         w2 = worker(client, store, sale, consumer="w2", block_ms=300)
         task2 = asyncio.create_task(w2.run())
         for _ in range(yields):

@@ -1,0 +1,100 @@
+"""One Redis server or a Redis/Valkey Cluster: building the client, and the few calls that differ.
+
+Everything else talks to the client through the commands both kinds share. What differs:
+
+- the client class (``redis.asyncio.Redis`` over a blocking pool, or ``RedisCluster``, which routes each
+  command to the shard owning its key's hash slot and follows MOVED / failovers with retries);
+- reading streams in several slots (one XREADGROUP cannot span slots on a cluster: ``by_slot``);
+- a pub/sub subscription: room channels are *sharded* channels (SPUBLISH / SSUBSCRIBE) in both modes, so
+  on a cluster a room's events travel only through the shard that owns the room's hash tag; the cluster
+  client's pub/sub holds one connection per shard and reads them with ``get_sharded_message``.
+
+The cluster client is typed as ``Redis`` for the rest of the code (``RedisCluster`` offers the same
+command methods); this module is where the difference is known.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from typing import Any, cast
+
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.cluster import ClusterPipeline, RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.crc import key_slot
+
+__all__ = ["connect", "GatedCluster", "is_cluster", "by_slot", "slot_of", "FAILOVER_RETRIES"]
+
+# A cluster command that meets a dead master is retried with backoff until its replica takes over: node
+# timeout 1 s promotes a replica in ~2 s (../shared/notes/cluster.md), so ~40 tries capped at 0.25 s cover
+# ~6 s before the caller sees the ConnectionError (a typed, retryable error to a buyer).
+FAILOVER_RETRIES = 24
+_BACKOFF_BASE_S = 0.05
+_BACKOFF_CAP_S = 0.25
+
+
+class GatedCluster(RedisCluster):
+    """A cluster client whose callers wait for a free slot instead of failing.
+
+    redis-py's async cluster client opens up to ``max_connections`` per node and then raises
+    ``MaxConnectionsError`` (no blocking pool as for one server): a burst of 5,000 payments would fail
+    most of them. Here at most ``inflight`` commands and pipelines are in flight at once, each on one
+    connection per node, so a node's pool (sized above it) is never exhausted and the rest queue.
+    """
+
+    def __init__(self, *args: Any, inflight: int = 64, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.gate = asyncio.Semaphore(inflight)
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        async with self.gate:
+            return await super().execute_command(*args, **kwargs)
+
+    def pipeline(self, transaction: Any | None = None, shard_hint: Any | None = None) -> ClusterPipeline:
+        if shard_hint:
+            return super().pipeline(transaction, shard_hint)  # refused by redis-py, as it should be
+        return _GatedPipeline(self, transaction)  # type: ignore[abstract]  # redis-py's ABC attribute is set in __init__
+
+
+class _GatedPipeline(ClusterPipeline):
+    async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> list[Any]:
+        async with self._gate_of():
+            return await super().execute(raise_on_error, allow_redirections)
+
+    def _gate_of(self) -> asyncio.Semaphore:
+        return cast(GatedCluster, self.cluster_client).gate
+
+
+def connect(url: str, *, cluster: bool, decode: bool, pool_size: int = 64) -> Redis:
+    """A client for ``url``: a single server (a pool that makes callers wait for a free connection
+    rather than fail) or, with ``cluster``, a cluster client seeded from that node (``pool_size``
+    commands in flight at once, the rest wait: ``GatedCluster``)."""
+    if not cluster:
+        pool = BlockingConnectionPool.from_url(url, max_connections=pool_size, timeout=20,
+                                               decode_responses=decode, health_check_interval=30)
+        return Redis(connection_pool=pool)
+    if url.startswith("unix:"):
+        raise ValueError("a Redis Cluster needs TCP: REDIS_URL must be redis:// or rediss:// with "
+                         "LIVESALE_REDIS_CLUSTER")
+    retry = Retry(ExponentialWithJitterBackoff(base=_BACKOFF_BASE_S, cap=_BACKOFF_CAP_S), retries=FAILOVER_RETRIES)
+    client = GatedCluster.from_url(url, decode_responses=decode, max_connections=pool_size + 16,
+                                   retry=retry, health_check_interval=30, inflight=pool_size)
+    return cast(Redis, client)
+
+
+def is_cluster(client: Any) -> bool:
+    return isinstance(client, RedisCluster)
+
+
+def slot_of(key: str | bytes) -> int:
+    return int(key_slot(key.encode() if isinstance(key, str) else key))
+
+
+def by_slot(keys: Iterable[str]) -> dict[int, list[str]]:
+    """Keys grouped by hash slot (in first-seen order): one multi-key read per group on a cluster."""
+    groups: dict[int, list[str]] = {}
+    for key in keys:
+        groups.setdefault(slot_of(key), []).append(key)
+    return groups
