@@ -16,6 +16,7 @@ from inventory.domain import (
     ConfirmCode, ConfirmResult, Hold, ReleaseCode, InvalidInput as InventoryInvalidInput, ReleaseResult, ReserveCode,
     ReserveRequest, ReserveResult, SaleCounters, sale_of_hold,
 )
+from inventory.buckets import parent_of
 from inventory.draws import PRIZE_SALE_MARK
 from inventory.keys import POOL_BUCKET_SUFFIX
 from inventory.order_refunds import user_totals
@@ -115,7 +116,9 @@ class Checkout:
         if members_only and viewer.guest:
             done(ReserveResult(ReserveCode.MEMBERS_ONLY, None, None, 0, 0))
             return
-        self.batcher.submit(sale_id, ReserveRequest(viewer.user, qty, request_id),
+        # a hot sale split into buckets: the batch of the buyer's home bucket (one script call per slot)
+        self.batcher.submit(self.inventory.buckets.batch_key(sale_id, viewer.user),
+                            ReserveRequest(viewer.user, qty, request_id),
                             partial(self._reserved, room_id, sale_id, done, viewer.user))
 
     async def _guest_buy(self, viewer: Identity, room_id: str | None, sale_id: str, qty: int, request_id: str,
@@ -136,7 +139,7 @@ class Checkout:
             if result.ok:
                 self.funnel.count(room_id, "reserved", user)
                 if result.available == 0:  # this request took the last unit: exactly once per depletion
-                    self._tasks.spawn(self.bus.publish(room_id, ev.sale_sold_out(sale_id)))
+                    self._tasks.spawn(self._sold_out(room_id, sale_id))
         if isinstance(result, ReserveResult) and not result.replayed:
             if result.ok and result.hold_id:
                 self.my_holds.note(user, result.hold_id)
@@ -149,6 +152,13 @@ class Checkout:
                 elif result.code is ReserveCode.SOLD_OUT:
                     sig.record(SignalKind.SOLD_OUT, user, room_id or "", sale=sale_id)
         done(result)
+
+    async def _sold_out(self, room_id: str, sale_id: str) -> None:
+        """``sale_sold_out``. A hot sale split into buckets can see its last units go in several buckets at
+        once, each answer saying 0 left: the event is published once per depletion, named by the number of
+        holds the sale has had (no hold is made while it is sold out; the next depletion needs new ones)."""
+        mark = await self.inventory.buckets.depletion_mark(sale_id)
+        await self.bus.publish(room_id, ev.sale_sold_out(sale_id), once=f"sold_out:{sale_id}:{mark}" if mark else "")
 
     async def buy(self, viewer: Identity, room_id: str | None, sale_id: str, qty: int,
                   request_id: str) -> ReserveResult:
@@ -245,7 +255,7 @@ class Checkout:
     async def release(self, viewer: Identity, hold_id: str) -> ReleaseResult:
         result = await self.inventory.release(hold_id, viewer.user)
         if result.code is ReleaseCode.RELEASED and self.signals is not None:
-            self.signals.record(SignalKind.RELEASED, viewer.user, sale=sale_of_hold(hold_id), ref=hold_id)
+            self.signals.record(SignalKind.RELEASED, viewer.user, sale=parent_of(sale_of_hold(hold_id)), ref=hold_id)
         if result.code is ReleaseCode.NOT_FOUND and await self.inventory.hold_lost(hold_id):
             return ReleaseResult(ReleaseCode.HOLD_LOST, "", result.available)
         return result

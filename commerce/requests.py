@@ -270,6 +270,7 @@ class CreateSale:
     balance_window_s: BalanceWindow = 86_400
     deposit_rule: DepositRule = "refund"
     variants: SaleVariants | None = None  # a sale of several variants, each from its pool (units: the default)
+    buckets: Annotated[int, Range(1, 16)] = 1  # a hot sale's units over this many hash slots (PROTOCOL.md)
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,7 @@ import orjson
 from typing import Any
 
 from inventory import archive
+from inventory import buckets as B
 from inventory.domain import ArmCode, PresaleTerms, SaleSpec
 from inventory.draws import PRIZE_SALE_MARK
 from inventory.keys import GROUP_PREFIX, POOL_SEP, slot_family, variant_group
@@ -54,6 +55,10 @@ class Sales:
         now = await self.inventory.now_ms()
         starts = req.starts_at if req.starts_at is not None else now + req.starts_in_s * 1000
         ends = req.ends_at if req.ends_at is not None else starts + req.duration_s * 1000
+        if req.buckets > 1 and (req.variants is not None or req.pool is not None or req.deposit is not None
+                                or not announce):
+            raise InvalidInput("buckets: only a plain sale of its own units can be split (no pool, variants or "
+                               "deposit)")
         if req.variants is not None:
             return await self._launch_variants(room_id, req, product, now, starts, ends)
         if req.pool is not None:
@@ -62,6 +67,12 @@ class Sales:
             raise InvalidInput("a pre-sale takes its units from a stock pool: set pool")
         if req.sale_id is not None and POOL_SEP in req.sale_id:
             raise InvalidInput(f"sale_id must not contain {POOL_SEP!r} (it names a stock pool's sales)")
+        if req.sale_id is not None and B.looks_like_bucket_id(req.sale_id):
+            raise InvalidInput("sale_id must not end in _b<n>x<n> (it names a hot sale's buckets)")
+        if req.buckets > 1 and req.units < req.buckets:
+            raise InvalidInput(f"buckets: {req.buckets} buckets need at least {req.buckets} units")
+        if req.buckets > 1 and req.sale_id is not None and len(req.sale_id) > B.MAX_PARENT_LEN:
+            raise InvalidInput(f"sale_id of a sale with buckets: at most {B.MAX_PARENT_LEN} characters")
         sale_id = req.sale_id or "s-" + secrets.token_hex(5)
         ttl_ms = (req.hold_ttl_s or self.default_hold_ttl_s) * 1000
         price = product.unit_price if req.unit_price is None else req.unit_price
@@ -79,7 +90,7 @@ class Sales:
         if not new and await archive.get_sale(self.store, sale_id) is not None:
             return (await self.get(sale_id))[1]  # retired: never armed again (its stock would come back)
         self.members_only.note(rec)
-        armed = await self.inventory.arm(spec)
+        armed = await self.inventory.arm(spec, req.buckets)
         if not armed.ok:
             error = Conflict if armed.code is ArmCode.CONFLICT else InvalidInput
             raise error(f"sale {sale_id} could not be armed: {armed.code.value}")

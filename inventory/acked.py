@@ -17,7 +17,9 @@ done here: refresh the slot map and try again, as the client does for its own co
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -29,10 +31,16 @@ from redis.exceptions import (
     TryAgainError,
 )
 
-from .redis_link import FAILOVER_RETRIES, is_cluster
+from .redis_link import GatedCluster, is_cluster
 
 __all__ = ["NotReplicated", "run_acked"]
 
+# A master that could not get its replicas' acknowledgement in time (none connected: its replica was just
+# promoted elsewhere, or is resyncing) refuses the money scripts for this long without running them, so a
+# click storm does not queue behind WAIT timeouts on that shard while the others serve.
+SHORT_PAUSE_S = 0.5
+_SHORT: dict[str, float] = {}  # node name ('' = the single server) -> refuse until (monotonic s)
+ACKED_ATTEMPTS = 8  # ~1 s of tries over a failover before the caller gets UNAVAILABLE
 _REROUTE = (MovedError, AskError, ClusterDownError, TryAgainError, ConnectionError, TimeoutError)
 
 
@@ -53,7 +61,11 @@ async def run_acked(redis: Redis, script: AsyncScript, keys: Sequence[Any], args
     if is_cluster(redis):
         reply, acked = await _on_cluster(redis, script, keys, args, replicas, timeout_ms)  # type: ignore[arg-type]
     else:
+        if _SHORT.get("", 0.0) > time.monotonic():
+            raise NotReplicated(0, replicas)
         reply, acked = await _on_server(redis, script, keys, args, replicas, timeout_ms)
+        if acked < replicas:
+            _SHORT[""] = time.monotonic() + SHORT_PAUSE_S
     if acked < replicas:
         raise NotReplicated(acked, replicas)
     return reply
@@ -78,7 +90,8 @@ async def _on_server(redis: Redis, script: AsyncScript, keys: Sequence[Any], arg
 async def _on_cluster(rc: RedisCluster, script: AsyncScript, keys: Sequence[Any], args: Sequence[Any],
                       replicas: int, timeout_ms: int) -> tuple[Any, int]:
     last: Exception | None = None
-    for attempt in range(FAILOVER_RETRIES):
+    gate = rc.gate if isinstance(rc, GatedCluster) else contextlib.nullcontext()
+    for attempt in range(ACKED_ATTEMPTS):
         if attempt:
             await asyncio.sleep(min(0.25, 0.05 * 2 ** min(attempt, 4)) * random.uniform(0.5, 1.0))
         try:
@@ -93,11 +106,14 @@ async def _on_cluster(rc: RedisCluster, script: AsyncScript, keys: Sequence[Any]
             continue
         cmds = [PipelineCommand(0, "EVALSHA", script.sha, len(keys), *keys, *args),
                 PipelineCommand(1, "WAIT", replicas, timeout_ms)]
+        if _SHORT.get(node.name, 0.0) > time.monotonic():  # its replicas were missing a moment ago
+            raise NotReplicated(0, replicas)
         try:
-            await node.execute_pipeline(cmds)
-        except _REROUTE as exc:  # the node died or moved: find the slot's master again
-            last = exc
-            await _refresh(rc)
+            async with gate:  # the cluster client's in-flight bound (redis_link.GatedCluster): its pools never run dry
+                await node.execute_pipeline(cmds)
+        except Exception as exc:  # the node died or moved, or redis-py closed its connections under us (it does
+            last = exc            # on CLUSTERDOWN): find the slot's master again; a script that did run is
+            await _refresh(rc)    # answered from its request id on the retry (both scripts are idempotent)
             continue
         reply, acked = cmds[0].result, cmds[1].result
         if isinstance(reply, NoScriptError):  # a promoted replica that never loaded it
@@ -111,6 +127,8 @@ async def _on_cluster(rc: RedisCluster, script: AsyncScript, keys: Sequence[Any]
             raise reply
         if isinstance(acked, Exception):
             raise acked
+        if int(acked) < replicas:
+            _SHORT[node.name] = time.monotonic() + SHORT_PAUSE_S
         return reply, int(acked)
     raise last if last is not None else ConnectionError("no master for the slot")
 

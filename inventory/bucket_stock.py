@@ -74,11 +74,9 @@ class BucketStock:
         self.redis = inventory.redis
         self._ids: dict[str, tuple[str, ...]] = {}  # sale id -> its bucket ids; () = not bucketed
         self._seen: dict[str, int] = {}             # bucket id -> units available when last seen
+        self.transit_grace_ms = TRANSIT_GRACE_MS    # ``recover`` completes moves lent at least this long ago
 
     # -- which sales are bucketed --------------------------------------------------------------------
-
-    def cached(self, sale_id: str) -> tuple[str, ...] | None:
-        return self._ids.get(sale_id)
 
     def _remember(self, sale_id: str, ids: tuple[str, ...]) -> None:
         if len(self._ids) >= _CACHE_MAX:
@@ -107,6 +105,10 @@ class BucketStock:
         if armed is not None and time.time() * 1000 - _int(armed) > _NEGATIVE_AFTER_MS:
             self._remember(sale_id, ())
         return ()
+
+    def note_unbucketed(self, sale_id: str) -> None:
+        """This process armed the sale whole (``arm.lua`` created it): it has no buckets."""
+        self._remember(sale_id, ())
 
     def batch_key(self, sale_id: str, user_id: str) -> str:
         """The reserve batch a buy joins: its home bucket's id for a bucketed sale the process knows (one
@@ -148,7 +150,8 @@ class BucketStock:
     async def arm(self, spec: SaleSpec, k: int) -> ArmResult:
         """Arm a sale as k buckets (the units split evenly, remainder to the lowest buckets); idempotent
         like ``arm.lua``: the same sale again is EXISTS, another one under this id CONFLICT."""
-        if k < 2 or spec.allocated < k or len(spec.sale_id) > B.MAX_PARENT_LEN or B.looks_like_bucket_id(spec.sale_id):
+        if (k < 2 or k > B.MAX_BUCKETS or spec.allocated < k or len(spec.sale_id) > B.MAX_PARENT_LEN
+                or B.looks_like_bucket_id(spec.sale_id) or K.POOL_SEP in spec.sale_id):
             return ArmResult(ArmCode.INVALID, 0, 0, 0)
         ids = B.bucket_ids(spec.sale_id, k)
         specs = [replace(spec, sale_id=b, allocated=n) for b, n in zip(ids, B.split_units(spec.allocated, k),
@@ -200,13 +203,18 @@ class BucketStock:
         if len(groups) == 1:
             (home, positions), = groups.items()
             await one(home, positions)
-        else:
-            await asyncio.gather(*(one(h, ps) for h, ps in groups.items()))
+        else:  # every bucket's call runs to its end (none left running unowned), then the first failure
+            done = await asyncio.gather(*(one(h, ps) for h, ps in groups.items()), return_exceptions=True)
+            failed = [x for x in done if isinstance(x, BaseException)]
+            if failed:
+                raise failed[0]
         return [r for r in out if r is not None]
 
     async def _reserve_home(self, ids: tuple[str, ...], home: int, reqs: list[ReserveRequest],
                             channel: str) -> list[ReserveResult]:
         results = await self.inv.reserve_many(ids[home], reqs, channel, route=False)
+        if any(r.code is ReserveCode.NOT_FOUND for r in results):
+            self._ids.pop(ids[0], None)  # a bucket is gone (lost with Redis data): learn the buckets again
         if any(r.code is ReserveCode.SOLD_OUT for r in results):
             results = await self._borrow_and_retry(ids, home, reqs, channel, results)
         return await self._with_totals(ids, home, results)
@@ -225,10 +233,10 @@ class BucketStock:
                 moved = await self._refill(ids, home, sum(reqs[i].qty for i in fresh))
                 if not moved:
                     remaining = await self.remaining(ids)
-                    for i in pending:
-                        if reqs[i].qty > remaining:  # sold out: fewer units than asked are left anywhere
-                            results[i] = replace(results[i], available=remaining)
-                    pending = [i for i in pending if reqs[i].qty <= remaining]
+                    done = [i for i in fresh if reqs[i].qty > remaining]  # sold out: fewer units than asked anywhere
+                    for i in done:
+                        results[i] = replace(results[i], available=remaining)
+                    pending = [i for i in pending if i not in done]  # a replayed one walks its chain to the end
                     if not pending:
                         break
                     if round_no:  # units on their way between buckets, or lent to this one by another batch
@@ -286,7 +294,7 @@ class BucketStock:
             self.inv.wait_replicas, self.inv.wait_ms)
         return _s(code), int(available)
 
-    async def recover(self, bucket: str, grace_ms: int = TRANSIT_GRACE_MS) -> int:
+    async def recover(self, bucket: str, grace_ms: int | None = None) -> int:
         """Complete the moves out of ``bucket`` lent at least ``grace_ms`` ago and never known taken (the
         mover crashed between the two scripts): take them (a no-op for one taken already), then drop the
         record. Returns the units that arrived now."""
@@ -295,6 +303,7 @@ class BucketStock:
         if not entries:
             return 0
         now = await self.inv.now_ms()
+        grace = self.transit_grace_ms if grace_ms is None else grace_ms
         arrived = 0
         for tid_raw, raw in entries.items():
             tid = _s(tid_raw)
@@ -304,7 +313,7 @@ class BucketStock:
             except ValueError:
                 log.warning("buckets: malformed transfer %s in %s: %r", tid, lent, raw)
                 continue
-            if now - at_ms < grace_ms:
+            if now - at_ms < grace:
                 continue
             # the lend once more (REPLAYED: nothing moves; with replica acks on, its record is replicated)
             code, _units, _left = await self.lend(bucket, tid, to, units)
@@ -339,15 +348,29 @@ class BucketStock:
         async with self.redis.pipeline(transaction=False) as p:
             p.hget(K.sale_keys(ids[0]).sale, "buckets_total")
             for b in ids:
-                p.hmget(K.sale_keys(b).sale, ["held", "sold", "available"])
+                p.hmget(K.sale_keys(b).sale, ["held", "sold", "available", "allocated"])
             replies = await p.execute()
-        total = _int(replies[0])
-        used = 0
-        for b, (held, sold, available) in zip(ids, replies[1:], strict=True):
+        used = allocated = 0
+        for b, (held, sold, available, alloc) in zip(ids, replies[1:], strict=True):
             used += _int(held) + _int(sold)
+            allocated += _int(alloc)
             if available is not None:
                 self._seen[b] = _int(available)
+        # without the sale's total (bucket 0 rebuilt as a whole sale): what the buckets have, transit aside
+        total = _int(replies[0]) if replies[0] is not None else allocated
         return max(0, total - used)
+
+    async def depletion_mark(self, sale_id: str) -> str:
+        """For a bucketed sale this process knows: the number of holds its buckets have had ('' otherwise),
+        which names one sold-out moment (no hold is created while it is sold out)."""
+        ids = self._ids.get(sale_id)
+        if not ids:
+            return ""
+        async with self.redis.pipeline(transaction=False) as p:
+            for b in ids:
+                p.hlen(K.sale_keys(b).holds)
+            counts = await p.execute()
+        return str(sum(int(c) for c in counts))
 
     async def _with_totals(self, ids: tuple[str, ...], home: int, results: list[ReserveResult]) -> list[ReserveResult]:
         """Each answer's ``available`` as the sale's units left: the home bucket's own count plus the other

@@ -64,6 +64,8 @@ def bucket_id(sale_id: str, i: int, k: int) -> str:
     """Bucket i (1 <= i < k) of a sale split into k: ``<sale>_b<i>x<j>`` with the smallest j whose slot is
     in the slot range i places after bucket 0's (wrapping around)."""
     _check_k(k)
+    if K.POOL_SEP in sale_id:
+        raise ValueError("a pool's sale is not split into buckets")
     if not 1 <= i < k:
         raise ValueError(f"bucket {i} of {k}: bucket 0 is the sale itself; i must be 1..{k - 1}")
     want = (slot_range(slot_of_sale(sale_id), k) + i) % k

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from . import keys as K
+from .buckets import parent_of
 from .domain import CHANNEL_RE, CURRENCY_RE, ID_RE, MAX_PRICE, SLUG_RE
 from .store import OrderRecord
 
@@ -62,7 +63,8 @@ def parse_entry(stream: str, entry_id: str, fields: Mapping[Any, Any], settled_a
     if (sharer or ref_code) and not (ID_RE.match(sharer) and SLUG_RE.match(ref_code)):
         raise ValueError("ref_user / ref_code are malformed")
     return OrderRecord(
-        order_id=f["order_id"], sale_id=f["sale_id"], room_id=f["room_id"], sku=f["sku"], user_id=f["user_id"],
+        order_id=f["order_id"], sale_id=parent_of(f["sale_id"]),  # a hot-SKU bucket's order is its sale's
+        room_id=f["room_id"], sku=f["sku"], user_id=f["user_id"],
         qty=qty, unit_price=price, total=qty * price - discount, currency=f["currency"], payment_ref=f["payment_ref"],
         discount=discount, coupon=coupon, sharer=sharer, ref_code=ref_code, source="link" if sharer else "direct",
         reserved_at_ms=_uint("reserved_at", f.get("reserved_at", ""), 0, 10**14),

@@ -14,6 +14,7 @@ import orjson
 from redis.asyncio import Redis
 
 from . import archive
+from . import buckets as B
 from . import keys as K
 from .domain import ExpiredDeposit, RetireCode, RetireResult, SLUG_RE
 from .pools import PoolStore, flush_journal
@@ -107,11 +108,15 @@ class Reaper:
                 if deposits and self.on_deposits is not None:
                     await self.on_deposits(sale_id, deposits)
                 if units and available == units and self.on_restock is not None:  # was sold out
-                    counters = await self.inventory.counters(sale_id)
-                    if counters is not None:
-                        await self.on_restock(counters.room_id, sale_id, available)
+                    parent = B.parent_of(sale_id)  # a hot-SKU bucket: the sale it belongs to, and its total
+                    whole = parent == sale_id and not await self.inventory.buckets.of(sale_id)
+                    counters = await self.inventory.counters(parent)
+                    if counters is not None and (whole or counters.available == units):  # the sale was sold out
+                        await self.on_restock(counters.room_id, parent, available if whole else counters.available)
                 if count < 500:
                     break
+            if B.is_bucket_id(sale_id) or await self.inventory.buckets.of(sale_id):
+                await self.inventory.buckets.recover(sale_id)  # moves between buckets a crash left half done
         pool_id = K.pool_of_sale(sale_id)
         if armed and pool_id and sale_id != K.pool_bucket_id(pool_id):
             await self.give_back(sale_id)
@@ -144,6 +149,10 @@ class Reaper:
     async def retire(self, sale_id: str) -> RetireCode:
         """Archive and expire the sale if it has ended and is settled; drop it from the registries once
         its keys have their TTL (or are gone). Returns what ``retire.lua`` answered."""
+        parent = B.parent_of(sale_id)
+        if parent != sale_id and sale_id in await self.inventory.buckets.of(parent):
+            return RetireCode.OPEN  # a hot-SKU bucket retires with its sale (all buckets at once)
+        ids = await self.inventory.buckets.of(sale_id) or (sale_id,)
         r = await self.inventory.retire(sale_id, self.retain_ms, expire=False)
         room_id = ""
         if r.code is RetireCode.SETTLED:
@@ -163,9 +172,8 @@ class Reaper:
             r = await self.inventory.retire(sale_id, self.retain_ms, expire=True)  # TTL on what is left
         self._missing_since.pop(sale_id, None)
         if r.code in (RetireCode.RETIRED, RetireCode.GONE):
-            k = K.sale_keys(sale_id)
-            await self.redis.srem(K.SALES_REGISTRY, sale_id)
-            await self.redis.srem(K.OUTBOX_REGISTRY, k.outbox)
+            await self.redis.srem(K.SALES_REGISTRY, *ids)
+            await self.redis.srem(K.OUTBOX_REGISTRY, *(K.sale_keys(b).outbox for b in ids))
             if r.code is RetireCode.RETIRED and room_id and self.on_retired is not None:
                 await self.on_retired(room_id, sale_id)
         return r.code
@@ -181,18 +189,20 @@ class Reaper:
         return out
 
     async def _final(self, sale_id: str, room_id: str, r: RetireResult) -> archive.SaleArchive:
-        """The archive row of a settled sale: its keys can no longer change, so a scan is consistent."""
-        k = K.sale_keys(sale_id)
-        expired_units = released_units = holds = 0
-        async for _hid, raw in self.redis.hscan_iter(k.holds, count=1000):
-            h = orjson.loads(raw)
-            holds += 1
-            if h.get("s") == "expired":
-                expired_units += int(h.get("q", 0))
-            elif h.get("s") == "released":
-                released_units += int(h.get("q", 0))
-        buyers = int(await self.redis.hlen(k.buyers))
-        requests = int(await self.redis.hlen(k.idem))
+        """The archive row of a settled sale: its keys can no longer change, so a scan is consistent (a
+        bucketed sale's: every bucket's; a buyer is in one bucket only, their home)."""
+        expired_units = released_units = holds = buyers = requests = 0
+        for bucket in await self.inventory.buckets.of(sale_id) or (sale_id,):
+            k = K.sale_keys(bucket)
+            async for _hid, raw in self.redis.hscan_iter(k.holds, count=1000):
+                h = orjson.loads(raw)
+                holds += 1
+                if h.get("s") == "expired":
+                    expired_units += int(h.get("q", 0))
+                elif h.get("s") == "released":
+                    released_units += int(h.get("q", 0))
+            buyers += int(await self.redis.hlen(k.buyers))
+            requests += int(await self.redis.hlen(k.idem))
         return archive.SaleArchive(
             sale_id=sale_id, room_id=room_id, allocated=r.allocated, sold=r.sold, unsold=r.available,
             expired_units=expired_units, released_units=released_units, holds=holds, buyers=buyers,

@@ -29,6 +29,7 @@ from typing import Any
 import orjson
 from sqlalchemy import select
 
+from . import bucket_reconcile
 from . import keys as K
 from .archive import sale_archive
 from .payments import payments
@@ -141,6 +142,8 @@ class Reconciler:
         return out
 
     async def check(self, sale: SaleRecord) -> SaleDrift:
+        if not sale.pool_id and len(ids := await self.inventory.buckets.discover(sale.sale_id)) > 1:
+            return await bucket_reconcile.check(self, sale, ids)  # a hot sale's buckets, summed
         k = K.sale_keys(sale.sale_id)
         h = {_s(a): _s(b) for a, b in (await self.redis.hgetall(k.sale)).items()}
         if not h:
@@ -195,6 +198,8 @@ class Reconciler:
             # its units belong to its pool: rebuilding it from the launch's allocation would create units
             # the pool does not give. Not rebuilt (yet): POOL_BACKED, for an operator (docs/DATABASE.md)
             return RebuildResult(sale.sale_id, "POOL_BACKED", 0, 0, 0, 0, 0, 0)
+        if len(ids := await self.inventory.buckets.discover(sale.sale_id)) > 1:
+            return await bucket_reconcile.repair(self, sale, room_status, ids)  # each lost bucket rebuilt
         k = K.sale_keys(sale.sale_id)
         ends = sale.ends_at_ms
         if room_status == "ended":  # end_live closed it: never reopen

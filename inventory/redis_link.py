@@ -27,10 +27,12 @@ from redis.crc import key_slot
 
 __all__ = ["connect", "GatedCluster", "is_cluster", "by_slot", "slot_of", "FAILOVER_RETRIES"]
 
-# A cluster command that meets a dead master is retried with backoff until its replica takes over: node
-# timeout 1 s promotes a replica in ~2 s (../shared/notes/cluster.md), so ~40 tries capped at 0.25 s cover
-# ~6 s before the caller sees the ConnectionError (a typed, retryable error to a buyer).
-FAILOVER_RETRIES = 24
+# A cluster command that meets a dead master is retried by redis-py at once, each retry refreshing the slot
+# map (redis-py 8.1's async cluster client applies no backoff between them): many retries only multiply
+# topology refreshes during a failover, while the promotion takes ~2 s whatever the client does. So a few,
+# then the caller gets the ConnectionError, which the gateway answers as the retryable UNAVAILABLE and the
+# background loops (settlement, reaper, room reader) meet with their own backoff.
+FAILOVER_RETRIES = 3
 _BACKOFF_BASE_S = 0.05
 _BACKOFF_CAP_S = 0.25
 

@@ -86,6 +86,8 @@ class Inventory:
         if result.code is ArmCode.INVALID:  # nothing is armed under this key: bad input leaves no trace
             await self.redis.srem(K.OUTBOX_REGISTRY, k.outbox)
             await self.redis.srem(K.SALES_REGISTRY, spec.sale_id)
+        if result.code is ArmCode.ARMED:
+            self.buckets.note_unbucketed(spec.sale_id)  # armed whole just now: no bucket list to look up
         return result
 
     async def counters(self, sale_id: str) -> SaleCounters | None:

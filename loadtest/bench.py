@@ -6,6 +6,9 @@ docs/BENCHMARKS.md.
     python -m loadtest.bench --only fanout,engine --no-write
     python -m loadtest.bench --only pool [--quick]     # pool-backed vs plain sale (writes only its section)
     python -m loadtest.bench --only signals [--quick]  # interest signals into SQL (writes only its section)
+    python -m loadtest.bench --only storm [--quick]    # reconnect storm, 10,000 viewers (~2 min; only its section)
+    python -m loadtest.bench --only slow [--quick]     # 2% slow consumers, A/B x 3 (~10 min; only its section)
+    python -m loadtest.bench --only cluster [--quick]  # one server vs a 3-master cluster (writes only its section)
     python -m loadtest.bench --baseline da14cd6 [--only checkout,fanout] [--quick] [--no-write]
     make bench ARGS="--baseline da14cd6 --only checkout,fanout"   # make passes ARGS through
 
@@ -16,10 +19,19 @@ engine commandstats), ``engine`` (redis-benchmark driving the reserve script), `
 burst through a pool-backed sale and through a plain sale on one server, interleaved, 3 runs each; pool /
 plain of the median gateway CPU per click: loadtest/pool_ab.py), ``signals`` (5,000 viewers on two gateway
 processes + one ``livesale settle``, one ``view`` a second each for 60 s: SQL count = signals sent, gateway CPU
-per signal, the sink's lag, then a ramp to the maximum sustained signal rate: loadtest/signals.py). Servers are pinned to
+per signal, the sink's lag, then a ramp to the maximum sustained signal rate: loadtest/signals.py), ``cluster``
+(reservations/s and engine CPU per reservation, one server vs a 3-master cluster (+ WAIT 1 with replicas, one hot
+sale), interleaved 3 rounds, client processes driving ``Inventory.reserve_many``, nothing pinned:
+loadtest/cluster.py). Servers are pinned to
 core 0 (taskset; the embedded/private Valkey too), client processes to core 1. Peer deps are
 installed by this command (``npm ci`` in loadtest/peers, pip python-socketio when missing).
 Raw results go to loadtest/results/ (git-ignored).
+
+Not in the default set, each run alone (``--only storm``, ``--only slow``: writes only its own section):
+``storm`` (10,000 viewers on two gateway processes drop at one instant and reconnect with resume: resumes
+vs snapshots, time until all are back, first live event p50/p99, gateways alive: loadtest/storm.py) and
+``slow`` (5,000 viewers, 2% of them stop reading, vs none, interleaved 3 + 3 runs of 60 s: the others'
+p99 moved vs the run-to-run spread, when the slow ones were closed: loadtest/slow.py).
 
 ``--baseline <rev>``: A/B of this checkout's server against another commit's, instead of the steps
 above. The commit is checked out with ``git worktree add --detach`` under the temp dir
@@ -53,7 +65,10 @@ import time
 from pathlib import Path
 
 from . import checkout, engine, fanout, lean, pool_ab
+from . import cluster as clbench
 from . import signals as sigbench
+from . import slow as slowbench
+from . import storm as stormbench
 from .serverproc import (Livesale, Worktree, check_imports_from, checkout_label, ensure_peer_deps, peer,
                          setup_room, stop_all)
 
@@ -435,6 +450,8 @@ def write_doc(r: dict, argv: list[str]) -> None:
     a("make bench ARGS=\"--only pool\"                # checkout burst: pool-backed vs plain sale, interleaved, 3 runs each")
     a("make bench ARGS=\"--only signals\"             # interest signals: 5,000 viewers x 1 view/s into SQL, then the ramp")
     a("python -m loadtest.signals [--viewers 5000] [--seconds 60] [--ramp] [--quick]")
+    a("make bench ARGS=\"--only storm\"               # reconnect storm: 10,000 viewers on 2 gateways drop at once, resume")
+    a("make bench ARGS=\"--only slow\"                # 2% slow consumers vs none, 5,000 viewers, interleaved 3 + 3")
     a("python -m loadtest.fanout --target {livesale|ws|socketio|aiohttp|pysio} --url URL --conns N --rate 10 "
       "--seconds S [--room R --host-token T]")
     a("python -m loadtest.checkout --url URL --host-token T --buyers K --mode {burst|rate|claim} [--rate 10000 --seconds 10]")
@@ -584,6 +601,17 @@ def write_doc(r: dict, argv: list[str]) -> None:
     if sg:
         L.extend(sg)
         a("")
+    for mod in (stormbench, slowbench):  # written by `--only storm` / `--only slow` alone: kept as they are
+        kept = mod.old_section(DOC.read_text()) if DOC.exists() else []
+        if kept:
+            L.extend(kept)
+            a("")
+    cs = (clbench.section(r["cluster"], dict(m, checkout=r.get("checkout_label")), "python -m loadtest.bench"
+                          + (" " + " ".join(argv) if argv else "")) if r.get("cluster")
+          else clbench.old_section(DOC.read_text()) if DOC.exists() else [])  # not re-run: kept as it is
+    if cs:
+        L.extend(cs)
+        a("")
     tg = r.get("targets")
     if tg:
         a("## Targets")
@@ -697,7 +725,7 @@ async def amain(a: argparse.Namespace) -> dict:
     if a.merge:  # re-measure some steps, keep the others from an earlier run's JSON
         prev = json.loads(Path(a.merge).read_text())
         r.update({k: v for k, v in prev.items() if k in ("fanout", "big", "checkout", "engine", "baseline", "pool",
-                                                           "signals")})
+                                                           "signals", "cluster")})
         r["merged_from"] = Path(a.merge).name
     if only & {"fanout", "big"}:
         ensure_peer_deps(log)
@@ -738,6 +766,9 @@ async def amain(a: argparse.Namespace) -> dict:
         log("pool-backed vs plain sale: the checkout burst, interleaved on one server")
         r["pool"] = await pool_runs(q)
         log(f"pool / plain gateway CPU per click: {r['pool']['cpu_ratio']} -> {r['pool']['verdict']}")
+    if "cluster" in only:
+        log("one server vs a 3-master cluster: reservations/s, engine CPU per reservation")
+        r["cluster"] = await cluster_run(q)
     if "signals" in only:
         log("interest signals: two gateways + settle, views into SQL, then the ramp")
         r["signals"] = await signals_run(q)
@@ -750,7 +781,7 @@ async def amain(a: argparse.Namespace) -> dict:
     return r
 
 
-STEPS = ("fanout", "big", "checkout", "engine", "pool", "signals")
+STEPS = ("fanout", "big", "checkout", "engine", "pool", "signals", "cluster")
 
 
 def _interrupt(signum, frame) -> None:  # SIGTERM: unwind like Ctrl-C, so servers and the worktree are removed
@@ -814,6 +845,29 @@ def main_pool(a: argparse.Namespace, argv: list[str]) -> int:
     return 130 if r is None else 0 if r.get("cpu_ratio") is not None else 1
 
 
+async def cluster_run(q: bool) -> dict:
+    """The ``cluster`` step (loadtest/cluster.py), in a thread: it starts and stops engines and processes."""
+    return await asyncio.get_running_loop().run_in_executor(None, lambda: clbench.measure(clbench.plan(q), log=log))
+
+
+def main_cluster(a: argparse.Namespace, argv: list[str]) -> int:
+    """``--only cluster``: one server vs a cluster alone; replaces only its section of docs/BENCHMARKS.md."""
+    r = _main_section(a, argv, "cluster", lambda: cluster_run(a.quick), clbench)
+    return 130 if r is None else 0 if r.get("modes", {}).get("cluster", {}).get("reserved") else 1
+
+
+def main_storm(a: argparse.Namespace, argv: list[str]) -> int:
+    """``--only storm``: the reconnect storm alone (loadtest/storm.py); replaces only its section of the doc."""
+    r = _main_section(a, argv, "storm", lambda: stormbench.run(stormbench.plan(a.quick), log=log), stormbench)
+    return 130 if r is None else 0 if stormbench.ok(r) else 1
+
+
+def main_slow(a: argparse.Namespace, argv: list[str]) -> int:
+    """``--only slow``: slow consumers A/B alone (loadtest/slow.py); replaces only its section of the doc."""
+    r = _main_section(a, argv, "slow", lambda: slowbench.run(slowbench.plan(a.quick), log=log), slowbench)
+    return 130 if r is None else 0 if slowbench.ok(r) else 1
+
+
 def main_signals(a: argparse.Namespace, argv: list[str]) -> int:
     """``--only signals``: the interest-signal step alone; replaces only its section of docs/BENCHMARKS.md."""
     r = _main_section(a, argv, "signals", lambda: signals_run(a.quick), sigbench)
@@ -824,9 +878,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small counts and short runs (smoke test)")
-    ap.add_argument("--only", default="", help="comma list of: fanout,big,checkout,engine,pool,signals (none: just "
+    ap.add_argument("--only", default="", help="comma list of: fanout,big,checkout,engine,pool,signals,cluster (none: "
+                                               "just "
                                                "rewrite the doc from --merge; pool or signals alone: rewrite only "
-                                               "its section)")
+                                               "its section; storm, slow: each alone, never in the default set)")
     ap.add_argument("--no-write", action="store_true", help="do not rewrite docs/BENCHMARKS.md")
     ap.add_argument("--merge", default="", help="results JSON of an earlier run: keep its steps not re-run")
     ap.add_argument("--notes", default="", help="notes file for BENCHMARKS.md (default loadtest/bench_notes.md)")
@@ -853,6 +908,13 @@ def main(argv: list[str] | None = None) -> int:
         return main_pool(a, argv)
     if a.only and not a.merge and set(a.only.split(",")) == {"signals"}:
         return main_signals(a, argv)
+    if a.only and not a.merge and set(a.only.split(",")) == {"cluster"}:
+        return main_cluster(a, argv)
+    alone = {"storm": main_storm, "slow": main_slow}  # not in the default steps: each runs only by itself
+    if a.only and set(a.only.split(",")) & set(alone):
+        if len(set(a.only.split(","))) > 1 or a.merge:
+            ap.error("storm and slow run alone: --only storm or --only slow (without --merge)")
+        return alone[a.only](a, argv)
     r = asyncio.run(amain(a))
     notes = Path(a.notes) if a.notes else NOTES
     if notes.exists():  # hand-written analysis, kept with the code (bullets starting with "- ")

@@ -330,7 +330,9 @@ async def reconnect(st: StormState, slot: Slot, delay: float) -> None:
         slot.attempts += 1
         try:
             make = functools.partial(Viewer, st, slot, time.time() * 1000.0)
-            slot.conn = await lean.connect(make, st.host, st.port, "/ws", st.src, timeout=30)
+            conn = await lean.connect(make, st.host, st.port, "/ws", st.src, timeout=30)
+            assert isinstance(conn, Viewer)
+            slot.conn = conn
             return
         except (TimeoutError, OSError, ConnectionError) as exc:
             name = type(exc).__name__
@@ -429,8 +431,9 @@ def _worker(idx: int, cfg: dict, pipe: Any) -> None:
 class Announcer:
     """The host's WebSocket: ``announce`` at ``rate``/s on a fixed schedule until stopped."""
 
-    def __init__(self, url: str, room: str, token: str, rate: float) -> None:
+    def __init__(self, url: str, room: str, token: str, rate: float, text_len: int = 0) -> None:
         self.url, self.room, self.token, self.rate = url, room, token, rate
+        self.text_len = text_len  # pad the text to this many characters (0: fanout.ann_text's ~72)
         self.host: fanout.Host | None = None
         self.sent = 0
         self.late = lean.Histogram()
@@ -439,8 +442,10 @@ class Announcer:
     async def start(self) -> None:
         u = urlsplit(self.url)
         assert u.hostname and u.port
-        self.host = await lean.connect(lambda: fanout.Host(self.room, self.token), u.hostname, u.port, "/ws")
-        await asyncio.wait_for(self.host.joined, 10)
+        host = await lean.connect(lambda: fanout.Host(self.room, self.token), u.hostname, u.port, "/ws")
+        assert isinstance(host, fanout.Host)
+        self.host = host
+        await asyncio.wait_for(host.joined, 10)
         self._task = asyncio.create_task(self._loop())
 
     async def _loop(self) -> None:
@@ -452,7 +457,9 @@ class Announcer:
                 await asyncio.sleep(delay)
             sched = w0 + self.sent * 1000 / self.rate
             self.late.add(time.time() * 1000 - sched)
-            self.host.send(orjson.dumps({"type": "announce", "rid": f"a{self.sent}", "text": fanout.ann_text(sched)}))
+            text = fanout.ann_text(sched)
+            text += "x" * (self.text_len - len(text))
+            self.host.send(orjson.dumps({"type": "announce", "rid": f"a{self.sent}", "text": text}))
             self.sent += 1
 
     async def stop(self) -> dict[str, Any]:
@@ -541,6 +548,9 @@ async def run(cfg: dict, log: Callable[[str], None] = print) -> dict[str, Any]:
         pids = {f"gw{i}": g.pid() for i, g in enumerate(cl.gws)}
         if cl.vk.proc is not None:
             pids["valkey"] = cl.vk.proc.pid
+        if cl.sink is not None:
+            pids["settle"] = cl.sink.pid()
+        pids |= {f"client{i}": w.pid for i, w in enumerate(pool.workers)} | {"controller": os.getpid()}
         sampler = ProcSampler(pids)
         sampler.start()
         res["loadavg_at_drop"] = round(os.getloadavg()[0], 2)
@@ -584,6 +594,11 @@ async def run(cfg: dict, log: Callable[[str], None] = print) -> dict[str, Any]:
                 "resyncs": sa.get("resyncs", 0) - sb.get("resyncs", 0),
                 "slow_closed": sa.get("slow_closed", 0) - sb.get("slow_closed", 0), **win.get(f"gw{i}", {})})
         res["valkey"] = win.get("valkey", {})
+        ours = sum(w.get("cpu_util", 0) for k, w in win.items() if k.startswith(("gw", "valkey", "settle")))
+        clients = sum(w.get("cpu_util", 0) for k, w in win.items() if k.startswith(("client", "controller")))
+        res["storm_cpu"] = {"servers": round(ours, 2), "clients": round(clients, 2),
+                            "gateways_cpu_s": round(sum(g.get("cpu_s", 0) for g in res["gateway"]), 2)}
+        res["gateway_ms_per_reconnect"] = round(res["storm_cpu"]["gateways_cpu_s"] * 1000 / max(1, res["back"]), 3)
         res["all_alive"] = all(g["alive"] for g in res["gateway"])
         log(f"[storm] {res['back']:,} back ({res['resumed']:,} resumed, {res['snapshot']:,} snapshots) in "
             f"{res['all_back_s']} s; first live event p50 {res['first_p50_ms']} / p99 {res['first_p99_ms']} ms; "
@@ -677,26 +692,31 @@ def section(r: dict, machine: dict, command: str) -> list[str]:
     a("")
     a("| viewers | back | `resumed` / `snapshot` | all back after | back p50 / p99 | first live event after the "
       "answer: p50 / p99 / max | missed events replayed (of missed) | replayed event ts → received p99 / max | "
-      "seq gaps / duplicates | connect attempts (retries) | closed by a gateway | client CPU s |")
-    a("|---|---|---|---|---|---|---|---|---|---|---|---|")
+      "seq gaps / duplicates | connect attempts (retries) | closed by a gateway |")
+    a("|---|---|---|---|---|---|---|---|---|---|---|")
     a(f"| {_f(r['viewers'])} | {_f(r['back'])} | {_f(r['resumed'])} / {_f(r['snapshot'])} | "
       f"{_f(r['all_back_s'], 2)} s | {_f(r['back_p50_s'], 2)} / {_f(r['back_p99_s'], 2)} s | "
       f"{_f(r['first_p50_ms'])} / {_f(r['first_p99_ms'])} / {_f(r['first_max_ms'])} ms | "
       f"{_f(r['replayed'])} ({_f(r['missed'])}) | {_f(r['replay_p99_ms'])} / {_f(r['replay_max_ms'])} ms | "
       f"{_f(r['gaps'])} / {_f(r['dups'])} | {_f(r['attempts'])} ({_f(r['attempts'] - r['back'])}) | "
-      f"{_f(r['closed_by_server'])} | {_f(r['client_cpu_s'])} |")
+      f"{_f(r['closed_by_server'])} |")
     a("")
     a("| gateway | alive at the end | connections before → after | CPU share of a core, drop → all back | "
-      "RSS at the drop → peak MiB | `resyncs` / `slow_closed` during the run |")
+      "RSS at the drop → peak MiB | `resyncs` / `slow_closed` during the run (see below) |")
     a("|---|---|---|---|---|---|")
     for i, g in enumerate(r.get("gateway") or []):
         a(f"| {i} | {_f(g['alive'])} | {_f(g['connections_before'])} → {_f(g['connections_after'])} | "
           f"{_f(g.get('cpu_util'), 2)} | {_f((g.get('rss_start_kib') or 0) / 1024)} → "
           f"{_f((g.get('rss_peak_kib') or 0) / 1024)} | {_f(g['resyncs'])} / {_f(g['slow_closed'])} |")
     cb = r.get("core_busy", {})
+    sc = r.get("storm_cpu") or {}
     a("")
-    a(f"Core 0 / core 1 busy from the drop until all were back: {_f(cb.get('0', cb.get(0)), 2)} / "
-      f"{_f(cb.get('1', cb.get(1)), 2)} (Valkey: {_f((r.get('valkey') or {}).get('cpu_util'), 2)} of a core). "
+    a(f"Gateway CPU from the drop until all were back: {_f(sc.get('gateways_cpu_s'), 2)} s for {_f(r['back'])} "
+      f"reconnects, **{_f(r.get('gateway_ms_per_reconnect'), 2)} ms per reconnect** (the old socket's teardown, "
+      "the handshake, `join`, the replay, and the live fan-out meanwhile). Core 0 / core 1 busy over that window: "
+      f"{_f(cb.get('0', cb.get(0)), 2)} / {_f(cb.get('1', cb.get(1)), 2)}, of which our servers (gateways, "
+      f"Valkey, settle) {_f(sc.get('servers'), 2)} and our clients {_f(sc.get('clients'), 2)}: the rest is "
+      "other work on the machine. "
       f"The drop itself took {_f(r['drop_span_ms'][0])} to {_f(r['drop_span_ms'][1])} ms after the named instant "
       f"across the client processes. Connect errors: {_codes(r['connect_errors'])}; close codes from the gateways: "
       f"{_codes(r['close_codes'])}; `error` frames: {len(r.get('errors') or [])}; host: {_f(r['host'].get('sent'))} "
@@ -706,9 +726,11 @@ def section(r: dict, machine: dict, command: str) -> list[str]:
     a("")
     a("- *Back*: the viewer got the answer to its `join` with `resume`: `resumed` (the gateway replayed the "
       "missed events from its ring, `LIVESALE_REPLAY_BUFFER`) or `snapshot` (full state; `recovered: false`), "
-      "counted by the message type each client received (the gateways count neither). *All back after*: from "
-      "the named drop instant to the last answer, client clocks (one host). *Back p50 / p99* over all viewers; "
-      "the jitter alone spreads them over 0.2 s.")
+      "counted by the message type each client received (the gateways count neither). A `snapshot` answers a "
+      "resume only when the gap is no longer in the ring (1,024 events by default: at "
+      f"{r['rate']:g} events/s an outage of ~{1024 / r['rate'] / 60:.1f} min) or the epoch changed. "
+      "*All back after*: from the named drop instant to the last answer, client clocks (one host). *Back p50 / "
+      "p99* over all viewers; the jitter alone spreads them over 0.2 s.")
     a("- *First live event*: the first sequenced event with a seq above the answer's (`to_seq` or the "
       "snapshot's `seq`), `ts` → received: how fresh the stream is right after the storm. *Replayed*: the events "
       "published between a viewer's last seq and its answer, checked gap-free; their `ts` → received spans the "
@@ -716,7 +738,9 @@ def section(r: dict, machine: dict, command: str) -> list[str]:
     a("- *Gateway CPU / RSS*: /proc of each gateway process sampled every 0.1 s from the drop until all were back "
       "(both gateways share core 0 with the Valkey and the settle process, so their shares add up to at most 1). "
       "*Alive*: the process still runs and `/healthz` answers 200 after the storm; *connections* from `/healthz` "
-      "(gateway 0 also holds the host's).")
+      "(gateway 0 also holds the host's). `slow_closed` is the gateway's counter of connections it took out "
+      "of a room because a write found them dead: besides slow consumers it counts the dropped sockets that "
+      "an event reached before the gateway noticed the reset.")
     for n in r.get("notes") or []:
         a(f"- {n}")
     if L[-1] != "":

@@ -10,8 +10,8 @@ Protocol over stdin/stdout, one JSON line each way:
                                               [[sent_s, answered_s, code], ...]], ...]}
 
 A buyer answered `UNAVAILABLE` or `INTERNAL` (a retryable error: the shard is failing over) sends the
-same request again with the same `rid` after 100 ms, as docs/PROTOCOL.md tells clients to, until it gets a
-final answer or the deadline passes. Every request and its answer is timed (seconds on this process's
+same request again with the same `rid`, as docs/PROTOCOL.md tells clients to, backing off from 100 ms to
+1 s, until it gets a final answer or the deadline passes. Every request and its answer is timed (seconds on this process's
 monotonic clock, which the parent also reads: the same machine).
 """
 
@@ -56,6 +56,7 @@ class Buyer:
                 fut.set_result(d)
 
     async def ask(self, body: dict[str, Any], deadline: float) -> dict[str, Any]:
+        pause = 0.1
         while True:
             fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
             self.waiting[body["rid"]] = fut
@@ -69,7 +70,8 @@ class Buyer:
             self.log.append([sent, time.monotonic(), d.get("code")])
             if d.get("code") not in RETRYABLE or time.monotonic() > deadline:
                 return d
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(pause)  # back off as a client should: 0.1, 0.2, 0.4 ... 1 s
+            pause = min(1.0, pause * 2)
 
     async def run(self, deadline: float) -> list[Any]:
         b = await self.ask({"type": "buy", "rid": f"b-{self.user}", "sale": self.sale, "qty": 1}, deadline)

@@ -18,6 +18,7 @@ import pytest
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.crc import key_slot
 
+from redis_helpers import redis_for
 from conftest import timeout
 from inventory import keys as K
 from inventory.pools import PoolRecord
@@ -677,10 +678,9 @@ async def test_scripts_survive_script_flush(inventory, redis, redis_url, uid):
     assert (await inventory.arm(spec)).code is ArmCode.EXISTS
 
     # a flush in the middle of a concurrent burst: nobody sees an error, nothing is oversold.
-    # (a blocking pool: redis-py's default pool raises "Too many connections" past 100 in flight)
-    pool = BlockingConnectionPool.from_url(redis_url, max_connections=50, timeout=timeout(20),
-                                           decode_responses=True)
-    client = Redis(connection_pool=pool)
+    # (a blocking pool, or the cluster client's in-flight bound: redis-py's default pool raises "Too many
+    # connections" past 100 in flight)
+    client = redis_for(redis_url)
     try:
         inv = Inventory(client, max_qty=100)  # fresh Script objects: their first call also hits NOSCRIPT
 
@@ -695,7 +695,6 @@ async def test_scripts_survive_script_flush(inventory, redis, redis_url, uid):
         )
     finally:
         await client.aclose()
-        await pool.disconnect()
     codes = Counter(x.code for x in results if x is not None)
     assert codes == {ReserveCode.RESERVED: 199, ReserveCode.SOLD_OUT: 101}
     await assert_ok(inventory, sale)
@@ -754,6 +753,9 @@ async def test_every_script_call_site_passes_keys_of_one_slot(inventory, uid):
         await inventory.retire(sale, 1000, expire=False)  # check mode: the sale is open, nothing changes
     if hasattr(inventory, "rebuild"):
         assert (await inventory.rebuild(sale, ["bad"]))[0] == "INVALID"  # bad arguments: nothing written
+    # a move of stock between hot-SKU buckets (inventory/bucket_stock.py), here out of the sale and back in
+    assert (await inventory.buckets.lend(sale, "t1", sale, 1))[:2] == ("LENT", 1)
+    assert (await inventory.buckets.take(sale, "t1", 1, sale))[0] == "TAKEN"
     # a stock pool and a sale drawn from it: every key in the pool's slot
     inventory.pools._scripts = inventory._scripts
     pool = f"{uid}pl"

@@ -1,0 +1,221 @@
+"""A buy burst on a 3-shard Valkey Cluster whose master is SIGKILLed in the middle of it.
+
+Two gateway processes and a `livesale settle` on a private 3-master + 3-replica cluster (node timeout
+1 s), `LIVESALE_REDIS_WAIT_REPLICAS=1`; three sales whose stock lives on three different shards, one
+of them split into K=3 buckets; 5,000 buyers over four client processes (tests/cluster_burst_proc.py)
+each `buy` once and `pay` the hold they get, retrying `UNAVAILABLE` / `INTERNAL` with the same rid.
+Half a second into the burst the master owning the plain sale on shard 2 is killed; once its replica has
+taken over, the killed node is started again (as a supervisor would) and rejoins as the new master's
+replica -- until then WAIT 1 cannot be met on that shard, so its buys and payments are answered
+UNAVAILABLE. Then:
+
+- the replica takes over, and every request is answered within 5 s of being sent (a typed retryable
+  error at worst; the gateways stay up);
+- every hold a buyer was told about and every payment answered CONFIRMED is still there after the
+  failover (WAIT: acknowledged means replicated) -- nothing acknowledged is lost;
+- exactly the units of each sale are sold (demand exceeds supply), no buyer holds more than the limit,
+  and nobody was told SOLD_OUT while units were left in another bucket: every sale ends at 0 available;
+- settlement writes exactly the paid orders to SQL, once each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from sqlalchemy import select
+
+from commerce.identity import mint_viewer_token
+from conftest import timeout
+from gateway_helpers import Api, host_token
+from goods_helpers import until
+from inventory import keys as K
+from inventory.redis_link import connect, slot_of
+from inventory.scripts import Inventory
+from inventory.store import Store, orders
+from proc_helpers import ServerProc, free_port, split_env, stop_all
+from server.config import Settings
+from server.embedded_cluster import EmbeddedCluster
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600, method="thread")]
+
+ROOT = Path(__file__).resolve().parents[2]
+PROC = ROOT / "tests" / "cluster_burst_proc.py"
+
+BUYERS, PROCS = 5000, 4
+# (units, buckets, buyers): demand above supply everywhere, so every unit must sell
+SALES = [(700, 1, 1600), (700, 1, 1600), (1200, 3, 1800)]
+ANSWER_WITHIN_S = 5.0
+
+
+def sale_on_range(prefix: str, part: int) -> str:
+    """A sale id whose keys hash into the part-th third of the slots (one shard of an even 3-master split)."""
+    lo, hi = part * 16384 // 3, (part + 1) * 16384 // 3
+    for i in range(100_000):
+        sid = f"{prefix}-{i}"
+        if lo <= slot_of(K.sale_keys(sid).sale) < hi:
+            return sid
+    raise AssertionError("no id found")
+
+
+async def spawn(cfg: dict[str, Any]) -> asyncio.subprocess.Process:
+    p = await asyncio.create_subprocess_exec(sys.executable, str(PROC), cwd=str(ROOT), limit=2**26,
+                                             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                                             stderr=asyncio.subprocess.PIPE)
+    assert p.stdin is not None
+    p.stdin.write((json.dumps(cfg) + "\n").encode())
+    await p.stdin.drain()
+    return p
+
+
+async def test_burst_survives_a_master_failover_with_nothing_acknowledged_lost(
+        settings: Settings, database_url: str, uid: str) -> None:
+    with tempfile.TemporaryDirectory(prefix="ls-failover-") as d, EmbeddedCluster(Path(d) / "c", 3, 1) as cluster:
+        await _burst(cluster, Path(d), settings, database_url, uid)
+
+
+async def _burst(cluster: EmbeddedCluster, tmp: Path, settings: Settings, database_url: str, uid: str) -> None:
+    extra = {"LIVESALE_REDIS_CLUSTER": "true", "LIVESALE_REDIS_WAIT_REPLICAS": "1", "LIVESALE_REDIS_WAIT_MS": "200",
+             "LIVESALE_SETTLE_CLAIM_IDLE_MS": "1000", "LIVESALE_BUY_RATE": "1000"}
+
+    def env(name: str, port: int) -> dict[str, str]:
+        return split_env(settings.secret, cluster.url, database_url, tmp / name, port, **extra)
+
+    gws = [await ServerProc.start(env(f"g{k}", free_port())) for k in range(2)]
+    settler = await ServerProc.start(env("s", free_port()), command="settle")
+    servers = [*gws, settler]
+    store = await Store.open(database_url)
+    redis = connect(cluster.url, cluster=True, decode=True)
+    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0),
+                                    timeout=aiohttp.ClientTimeout(total=timeout(60)))
+    children: list[asyncio.subprocess.Process] = []
+    try:
+        lines = await asyncio.gather(*(g.wait_lines("livesale listening on") for g in gws))
+        bases = [ls[0].split()[-1] for ls in lines]
+        await settler.wait_lines("livesale settlement worker running")
+        api = Api(session, bases[0])
+        host = host_token(settings.secret)
+        room = f"cb{uid}"
+        await api.ok("POST", "/api/rooms", host, {"room_id": room, "title": "Failover night"}, 201)
+        await api.ok("POST", f"/api/rooms/{room}/products", host,
+                     {"product_id": "p0", "sku": f"SKU-{uid}", "title": "Sneakers", "unit_price": 2500}, 201)
+        await api.ok("POST", f"/api/rooms/{room}/actions/go_live", host, {}, 200)
+        sale_ids = []
+        for part, (units, k, _n) in enumerate(SALES):
+            sid = sale_on_range(f"{uid}x{part}", part)
+            body = {"sale_id": sid, "product_id": "p0", "units": units, "per_user_limit": 1, "duration_s": 900,
+                    "hold_ttl_s": 600, **({"buckets": k} if k > 1 else {})}
+            sale_ids.append((await api.ok("POST", f"/api/rooms/{room}/sales", host, body, 201))["sale_id"])
+        victim = cluster.master_for(K.sale_keys(sale_ids[1]).sale)
+
+        buyers: list[list[str]] = []
+        n = 0
+        for sid, (_u, _k, count) in zip(sale_ids, SALES, strict=True):
+            for _ in range(count):
+                user = f"{uid}-b{n}"
+                buyers.append([mint_viewer_token(settings.secret, user, user=user)[0], user, sid])
+                n += 1
+        assert len(buyers) == BUYERS
+        for i in range(PROCS):
+            children.append(await spawn({"bases": bases, "room": room, "buyers": buyers[i::PROCS],
+                                         "deadline_s": 60}))
+        for p in children:
+            assert p.stdout is not None
+            line = await asyncio.wait_for(p.stdout.readline(), timeout(180))
+            assert line.strip() == b"READY", (line, (await p.stderr.read()).decode()[-3000:] if p.stderr else "")
+        for p in children:
+            assert p.stdin is not None
+            p.stdin.write(b"GO\n")
+        await asyncio.gather(*(p.stdin.drain() for p in children if p.stdin is not None))
+        await asyncio.sleep(0.5)
+        killed_at = time.monotonic()
+        import os
+        if os.environ.get("NOKILL"):
+            promoted, failover_s = victim, 0.0
+        else:
+            cluster.kill(victim)
+            promoted = await asyncio.to_thread(cluster.wait_failover, victim, timeout(15))
+            failover_s = time.monotonic() - killed_at
+        # as a supervisor would: the dead node comes back, as the new master's replica. Until then that
+        # shard has no replica and WAIT 1 cannot be met: its buys and payments are answered UNAVAILABLE
+        if not os.environ.get("NOKILL"):
+            await asyncio.to_thread(cluster.restart, victim, timeout(30))
+        restored_s = time.monotonic() - killed_at
+        results: list[list[Any]] = []
+        for p in children:
+            out, err = await asyncio.wait_for(p.communicate(), timeout(180))
+            assert p.returncode == 0, err.decode()[-4000:]
+            results += json.loads(out.decode().strip().splitlines()[-1])["results"]
+        assert len(results) == BUYERS
+        assert all(g.proc.returncode is None for g in gws), "a gateway fell over"
+
+        # -- every request answered within 5 s (typed retryable errors at worst)
+        answers = [a for r in results for a in r[6]]
+        by_second: dict[int, list[float]] = {}
+        for a in answers:
+            by_second.setdefault(int(a[0] - killed_at), []).append((a[1] or 1e9) - a[0])
+        for sec in sorted(by_second):
+            lat = sorted(by_second[sec])
+            print(f"sent at kill{sec:+d}s: {len(lat)} requests, p50 {lat[len(lat) // 2]:.2f} s, max {lat[-1]:.2f} s")
+        late = [a for a in answers if a[1] is None or a[1] - a[0] > ANSWER_WITHIN_S]
+        assert not late, f"{len(late)} requests answered late or never, e.g. {late[:3]}"
+        codes = Counter(a[2] for a in answers)
+        assert set(codes) <= {"RESERVED", "SOLD_OUT", "CONFIRMED", "UNAVAILABLE", "INTERNAL"}, codes
+        final = Counter(r[2] for r in results)
+        assert set(final) <= {"RESERVED", "SOLD_OUT"}, final
+
+        # -- nothing acknowledged lost, nothing oversold, every unit sold, limits held
+        inv = Inventory(redis)
+        for sid, (units, _k, _count) in zip(sale_ids, SALES, strict=True):
+            mine = [r for r in results if r[1] == sid]
+            held = [r for r in mine if r[2] == "RESERVED"]
+            assert len(held) == units, (sid, len(held), units)  # demand > supply: every unit went
+            assert len({r[0] for r in held}) == units  # one unit per buyer: the limit of 1 held
+            paid = [r for r in held if r[4] in ("CONFIRMED", "ALREADY_CONFIRMED")]
+            assert len(paid) == units, (sid, Counter(r[4] for r in held))
+            for r in held:  # every acknowledged hold is still there, paid
+                hold = await inv.get_hold(r[3])
+                assert hold is not None and hold.user_id == r[0], r
+            c = await inv.counters(sid)
+            assert c is not None
+            assert (c.available, c.held, c.sold) == (0, 0, units), (sid, c)  # no unit left in any bucket
+
+        # -- settlement: exactly the paid orders, once each
+        want = {r[5] for r in results if r[5]}
+        assert len(want) == sum(u for u, _k, _c in SALES)
+
+        async def settled() -> int | None:
+            async with store.engine.connect() as conn:
+                got = (await conn.execute(select(orders.c.order_id).where(
+                    orders.c.sale_id.in_(sale_ids)))).scalars().all()
+            return len(got) if len(got) >= len(want) else None
+
+        await until(settled, timeout(120))
+        async with store.engine.connect() as conn:
+            rows = (await conn.execute(select(orders.c.order_id, orders.c.sale_id).where(
+                orders.c.sale_id.in_(sale_ids)))).all()
+        assert Counter(o for o, _s in rows) == Counter(want)  # once each, nothing more
+        print(f"failover {failover_s:.2f} s ({victim.port} -> {promoted.port}), replica back after "
+              f"{restored_s:.2f} s; answers {dict(codes)}; slowest answer "
+              f"{max(a[1] - a[0] for a in answers):.2f} s")
+    except BaseException:
+        for g in gws:  # what the gateways logged, for the failure report
+            print("\n".join([ln for ln in g.lines if "failed" in ln or "Error" in ln][:30]))
+        raise
+    finally:
+        for p in children:
+            if p.returncode is None:
+                p.kill()
+                await p.wait()
+        await session.close()
+        await redis.aclose()
+        await store.close()
+        await stop_all(*servers)
