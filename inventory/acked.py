@@ -35,9 +35,10 @@ from .redis_link import GatedCluster, is_cluster
 
 __all__ = ["NotReplicated", "run_acked"]
 
-# A master that could not get its replicas' acknowledgement in time (none connected: its replica was just
-# promoted elsewhere, or is resyncing) refuses the money scripts for this long without running them, so a
-# click storm does not queue behind WAIT timeouts on that shard while the others serve.
+# A master that has fewer replicas connected than required (its replica was just promoted elsewhere, or is
+# resyncing) refuses the money scripts for this long without running them, so a click storm does not queue
+# behind WAIT timeouts on that shard while the others serve. A WAIT that merely timed out (replicas
+# connected but slow, e.g. a saturated machine) does not pause anything: the next call waits again.
 SHORT_PAUSE_S = 0.5
 _SHORT: dict[str, float] = {}  # node name ('' = the single server) -> refuse until (monotonic s)
 ACKED_ATTEMPTS = 8  # ~1 s of tries over a failover before the caller gets UNAVAILABLE
@@ -64,7 +65,7 @@ async def run_acked(redis: Redis, script: AsyncScript, keys: Sequence[Any], args
         if _SHORT.get("", 0.0) > time.monotonic():
             raise NotReplicated(0, replicas)
         reply, acked = await _on_server(redis, script, keys, args, replicas, timeout_ms)
-        if acked < replicas:
+        if acked < replicas and _replicas_of(await redis.execute_command("ROLE")) < replicas:
             _SHORT[""] = time.monotonic() + SHORT_PAUSE_S
     if acked < replicas:
         raise NotReplicated(acked, replicas)
@@ -89,52 +90,61 @@ async def _on_server(redis: Redis, script: AsyncScript, keys: Sequence[Any], arg
 
 async def _on_cluster(rc: RedisCluster, script: AsyncScript, keys: Sequence[Any], args: Sequence[Any],
                       replicas: int, timeout_ms: int) -> tuple[Any, int]:
+    """The pair on the key's master. A dead or unreachable master fails at once (``ConnectionError``: the
+    buyer's UNAVAILABLE, retried by the client with the same request id), as the cluster client's own
+    commands do (``GatedCluster``); a moved slot or a master without the script is retried here."""
     last: Exception | None = None
-    gate = rc.gate if isinstance(rc, GatedCluster) else contextlib.nullcontext()
+    gated = rc if isinstance(rc, GatedCluster) else None
+    gate = gated.gate if gated is not None else contextlib.nullcontext()
     for attempt in range(ACKED_ATTEMPTS):
         if attempt:
             await asyncio.sleep(min(0.25, 0.05 * 2 ** min(attempt, 4)) * random.uniform(0.5, 1.0))
         try:
-            if not rc.nodes_manager.slots_cache:
-                await rc.initialize()
+            await rc.initialize()  # a no-op unless a command found the slot map stale (coalesced under a lock)
             node = rc.get_node_from_key(keys[0])
             if node is None:
                 raise SlotNotCoveredError(f"no master for {keys[0]!r}")
         except (SlotNotCoveredError, *_REROUTE) as exc:
             last = exc
-            await _refresh(rc)
+            rc._initialize = True  # reload the slot map before the next command
             continue
-        cmds = [PipelineCommand(0, "EVALSHA", script.sha, len(keys), *keys, *args),
-                PipelineCommand(1, "WAIT", replicas, timeout_ms)]
+        if gated is not None and gated.is_down(node.name):
+            raise ConnectionError("the shard owning this key is unreachable (failing over); retry")
         if _SHORT.get(node.name, 0.0) > time.monotonic():  # its replicas were missing a moment ago
             raise NotReplicated(0, replicas)
+        cmds = [PipelineCommand(0, "EVALSHA", script.sha, len(keys), *keys, *args),
+                PipelineCommand(1, "WAIT", replicas, timeout_ms)]
         try:
             async with gate:  # the cluster client's in-flight bound (redis_link.GatedCluster): its pools never run dry
                 await node.execute_pipeline(cmds)
-        except Exception as exc:  # the node died or moved, or redis-py closed its connections under us (it does
-            last = exc            # on CLUSTERDOWN): find the slot's master again; a script that did run is
-            await _refresh(rc)    # answered from its request id on the retry (both scripts are idempotent)
-            continue
+        except Exception as exc:  # the node died, or redis-py closed its connections under us (it does on
+            if gated is not None:  # CLUSTERDOWN): the script may have run; a retry with the same request id is
+                gated.mark_down(node.name)  # answered from it (both scripts are idempotent)
+            rc._initialize = True
+            raise ConnectionError(f"the shard owning this key failed the request ({exc}); retry") from exc
         reply, acked = cmds[0].result, cmds[1].result
         if isinstance(reply, NoScriptError):  # a promoted replica that never loaded it
             await node.execute_command("SCRIPT", "LOAD", script.script)
             continue
-        if isinstance(reply, _REROUTE):
+        if isinstance(reply, _REROUTE):  # MOVED / ASK / TRYAGAIN / CLUSTERDOWN: the slot map changed
             last = reply
-            await _refresh(rc)
+            rc._initialize = True
             continue
         if isinstance(reply, Exception):
             raise reply
         if isinstance(acked, Exception):
             raise acked
-        if int(acked) < replicas:
-            _SHORT[node.name] = time.monotonic() + SHORT_PAUSE_S
+        if int(acked) < replicas:  # slow replicas, or none connected? Only the latter pauses the master
+            with contextlib.suppress(Exception):
+                if _replicas_of(await node.execute_command("ROLE")) < replicas:
+                    _SHORT[node.name] = time.monotonic() + SHORT_PAUSE_S
         return reply, int(acked)
     raise last if last is not None else ConnectionError("no master for the slot")
 
 
-async def _refresh(rc: RedisCluster) -> None:
+def _replicas_of(role: Any) -> int:
+    """Connected replicas in a ``ROLE`` reply of a master (``[master, offset, [[ip, port, offset], ...]]``)."""
     try:
-        await rc.nodes_manager.initialize()
-    except Exception:  # every node unreachable for now: the next attempt tries again
-        pass
+        return len(role[2]) if role and str(role[0], "utf-8") == "master" else 0
+    except TypeError:  # a str reply (decoded client)
+        return len(role[2]) if role and role[0] == "master" else 0

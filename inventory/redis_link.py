@@ -16,6 +16,7 @@ command methods); this module is where the difference is known.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterable
 from typing import Any, cast
 
@@ -24,6 +25,7 @@ from redis.asyncio.cluster import ClusterPipeline, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.crc import key_slot
+from redis.exceptions import ConnectionError
 
 __all__ = ["connect", "GatedCluster", "is_cluster", "by_slot", "slot_of", "FAILOVER_RETRIES"]
 
@@ -32,9 +34,20 @@ __all__ = ["connect", "GatedCluster", "is_cluster", "by_slot", "slot_of", "FAILO
 # topology refreshes during a failover, while the promotion takes ~2 s whatever the client does. So a few,
 # then the caller gets the ConnectionError, which the gateway answers as the retryable UNAVAILABLE and the
 # background loops (settlement, reaper, room reader) meet with their own backoff.
-FAILOVER_RETRIES = 3
+FAILOVER_RETRIES = 1
+DOWN_FOR_S = 0.25  # GatedCluster: after a node fails a command, its other commands fail fast this long
 _BACKOFF_BASE_S = 0.05
 _BACKOFF_CAP_S = 0.25
+
+
+# redis-py 8.1 closes every node's connections when a command meets CLUSTERDOWN (``RedisCluster.aclose``), while
+# other commands may be writing on them: those fail with these instead of a ConnectionError. They mean the
+# same thing (the topology is changing; try again), so callers see them as one.
+_TORN = (RuntimeError, AttributeError)
+
+
+def _torn(exc: BaseException) -> ConnectionError:
+    return ConnectionError(f"connection closed under a cluster topology change ({exc})")
 
 
 class GatedCluster(RedisCluster):
@@ -49,10 +62,48 @@ class GatedCluster(RedisCluster):
     def __init__(self, *args: Any, inflight: int = 64, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.gate = asyncio.Semaphore(inflight)
+        self._down: dict[str, float] = {}  # node name -> refuse its commands until (monotonic s)
 
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
         async with self.gate:
-            return await super().execute_command(*args, **kwargs)
+            if self._down and await self._to_down_node(args):
+                raise ConnectionError("the shard owning this key is unreachable (failing over); retry")
+            try:
+                return await super().execute_command(*args, **kwargs)
+            except ConnectionError as exc:
+                self._mark_down(exc)
+                raise
+            except _TORN as exc:
+                raise _torn(exc) from exc
+
+    def is_down(self, name: str) -> bool:
+        return self._down.get(name, 0.0) > time.monotonic()
+
+    def mark_down(self, name: str) -> None:
+        self._down[name] = time.monotonic() + DOWN_FOR_S
+
+    def _mark_down(self, exc: BaseException) -> None:
+        """A node refused or dropped a command: fail its commands fast for a moment. redis-py reloads the
+        slot map before the next command after every such error, and a burst of commands meeting a dead
+        master would otherwise reload it thousands of times a second (every command of every shard waits
+        on that reload) until the replica is promoted."""
+        name = getattr(exc, "last_failed_node_name", None)
+        if name:
+            self.mark_down(name)
+
+    async def _to_down_node(self, args: tuple[Any, ...]) -> bool:
+        now = time.monotonic()
+        for name, until in list(self._down.items()):
+            if until <= now:
+                del self._down[name]
+        if not self._down:
+            return False
+        try:
+            slot = await self._determine_slot(*args)
+            node = self.nodes_manager.get_node_from_slot(slot)
+        except Exception:  # a command without a key (TIME, SCRIPT LOAD, ...): let redis-py route it
+            return False
+        return node is not None and node.name in self._down
 
     def pipeline(self, transaction: Any | None = None, shard_hint: Any | None = None) -> ClusterPipeline:
         if shard_hint:
@@ -63,7 +114,10 @@ class GatedCluster(RedisCluster):
 class _GatedPipeline(ClusterPipeline):
     async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> list[Any]:
         async with self._gate_of():
-            return await super().execute(raise_on_error, allow_redirections)
+            try:
+                return await super().execute(raise_on_error, allow_redirections)
+            except _TORN as exc:
+                raise _torn(exc) from exc
 
     def _gate_of(self) -> asyncio.Semaphore:
         return cast(GatedCluster, self.cluster_client).gate

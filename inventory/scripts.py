@@ -50,7 +50,7 @@ def _s(v: Any) -> str:
 class Inventory:
     """The sale stock pools. One instance per process, sharing the Redis pool."""
 
-    def __init__(self, redis: Redis, max_qty: int = 100, *, wait_replicas: int = 0, wait_ms: int = 200) -> None:
+    def __init__(self, redis: Redis, max_qty: int = 100, *, wait_replicas: int = 0, wait_ms: int = 1000) -> None:
         self.redis = redis
         self.max_qty = max_qty
         # holds and payments are answered once this many replicas have them (inventory/acked.py)

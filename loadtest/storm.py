@@ -134,11 +134,13 @@ def run_worker(main: Callable[[int, dict, Any], Any], idx: int, cfg: dict, pipe:
 
 
 class ProcSampler:
-    """CPU seconds and RSS of some processes every ``every`` s, in the background, until stopped."""
+    """CPU seconds and RSS of some processes, and each core's busy seconds, every ``every`` s in the
+    background until stopped."""
 
     def __init__(self, pids: dict[str, int], every: float = 0.1) -> None:
         self.pids, self.every = pids, every
         self.samples: list[tuple[float, dict[str, tuple[float, int]]]] = []
+        self.cores: list[tuple[float, dict[int, float]]] = []
         self._task: asyncio.Task | None = None
 
     def _sample(self) -> None:
@@ -146,7 +148,17 @@ class ProcSampler:
         for name, pid in self.pids.items():
             with contextlib.suppress(OSError):
                 row[name] = (lean.proc_cpu_s(pid), lean.proc_rss_kib(pid))
-        self.samples.append((time.time(), row))
+        now = time.time()
+        self.samples.append((now, row))
+        self.cores.append((now, lean.core_busy_s()))
+
+    def busy(self, t0: float, t1: float) -> dict[int, float]:
+        """Each core's busy share over about [t0, t1] (the samples nearest inside)."""
+        pts = [c for c in self.cores if t0 <= c[0] <= t1]
+        if len(pts) < 2:
+            return {}
+        (ta, a), (tb, b) = pts[0], pts[-1]
+        return {c: round((b[c] - a.get(c, 0)) / max(1e-6, tb - ta), 2) for c in b}
 
     async def _loop(self) -> None:
         while True:
@@ -494,10 +506,6 @@ def _merge_hist(stats: list[dict], key: str) -> lean.Histogram:
     return h
 
 
-def _busy(c0: dict, c1: dict, wall: float) -> dict[int, float]:
-    return {c: round((c1.get(c, 0) - c0.get(c, 0)) / max(1e-9, wall), 2) for c in c1}
-
-
 def _sum_dicts(ds: list[dict]) -> dict:
     out: dict = {}
     for d in ds:
@@ -539,12 +547,6 @@ async def run(cfg: dict, log: Callable[[str], None] = print) -> dict[str, Any]:
             raise RuntimeError(f"only {res['joined']} of {cfg['viewers']} viewers joined: {errs[:3]}")
         host = Announcer(urls[0], room, tok, cfg["rate"])
         await host.start()
-        await pool.all("arm", 30)
-        await asyncio.sleep(cfg["warm_s"])
-        peek = await pool.all("peek", 30)
-        res["receiving_before"] = sum(p["receiving"] for p in peek)
-        log(f"[storm] {res['receiving_before']:,} viewers receiving {cfg['rate']:g} events/s")
-        res["health_before"] = [await _health(u) for u in urls]
         pids = {f"gw{i}": g.pid() for i, g in enumerate(cl.gws)}
         if cl.vk.proc is not None:
             pids["valkey"] = cl.vk.proc.pid
@@ -552,13 +554,18 @@ async def run(cfg: dict, log: Callable[[str], None] = print) -> dict[str, Any]:
             pids["settle"] = cl.sink.pid()
         pids |= {f"client{i}": w.pid for i, w in enumerate(pool.workers)} | {"controller": os.getpid()}
         sampler = ProcSampler(pids)
+        await pool.all("arm", 30)
+        t_warm = time.time()
         sampler.start()
+        await asyncio.sleep(cfg["warm_s"])
+        peek = await pool.all("peek", 30)
+        res["receiving_before"] = sum(p["receiving"] for p in peek)
+        log(f"[storm] {res['receiving_before']:,} viewers receiving {cfg['rate']:g} events/s")
+        res["health_before"] = [await _health(u) for u in urls]
         res["loadavg_at_drop"] = round(os.getloadavg()[0], 2)
         at = time.time() + 0.5
         await pool.all({"cmd": "drop", "at": at, "jitter_ms": cfg["jitter_ms"]}, 30)
         log(f"[storm] all {cfg['viewers']:,} sockets drop at once; reconnect with resume after 0-{cfg['jitter_ms']} ms")
-        await asyncio.sleep(max(0.0, at - time.time()))
-        k0, tk0 = lean.core_busy_s(), time.time()
         end = at + cfg["back_timeout_s"]
         back = 0
         while time.time() < end:
@@ -568,7 +575,6 @@ async def run(cfg: dict, log: Callable[[str], None] = print) -> dict[str, Any]:
             if back + sum(p["failed"] for p in peek) >= cfg["viewers"] and time.time() > at:
                 break
         t_back = time.time()
-        k1 = lean.core_busy_s()
         log(f"[storm] {back:,} of {cfg['viewers']:,} back after {t_back - at:.2f} s (controller's view)")
         end = time.time() + cfg["after_s"] + 10
         while time.time() < end:  # every viewer's first live event (at least after_s)
@@ -582,8 +588,10 @@ async def run(cfg: dict, log: Callable[[str], None] = print) -> dict[str, Any]:
         host = None
         stats = await pool.all("stats", 60)
         res.update(_summary(stats, cfg["viewers"], at, t_back))
-        res["core_busy"] = _busy(k0, k1, max(1e-3, t_back - tk0))
-        win = sampler.window(at, t_back)
+        t_end = at + (res["all_back_s"] or t_back - at)  # the storm: the drop until the last answer (client clocks)
+        res["core_busy"] = sampler.busy(at, t_end)
+        win = sampler.window(at, t_end)
+        base = sampler.window(t_warm + 0.5, at - 0.1)  # the warm window: live fan-out only
         res["gateway"] = []
         for i, g in enumerate(cl.gws):
             hb, ha = res["health_before"][i], res["health_after"][i]
@@ -596,9 +604,13 @@ async def run(cfg: dict, log: Callable[[str], None] = print) -> dict[str, Any]:
         res["valkey"] = win.get("valkey", {})
         ours = sum(w.get("cpu_util", 0) for k, w in win.items() if k.startswith(("gw", "valkey", "settle")))
         clients = sum(w.get("cpu_util", 0) for k, w in win.items() if k.startswith(("client", "controller")))
-        res["storm_cpu"] = {"servers": round(ours, 2), "clients": round(clients, 2),
-                            "gateways_cpu_s": round(sum(g.get("cpu_s", 0) for g in res["gateway"]), 2)}
-        res["gateway_ms_per_reconnect"] = round(res["storm_cpu"]["gateways_cpu_s"] * 1000 / max(1, res["back"]), 3)
+        gw_cpu = sum(g.get("cpu_s", 0) for g in res["gateway"])
+        gw_base = sum(base.get(f"gw{i}", {}).get("cpu_util", 0) for i in range(len(cl.gws)))
+        res["storm_cpu"] = {"servers": round(ours, 2), "clients": round(clients, 2), "window_s": round(t_end - at, 2),
+                            "gateways_cpu_s": round(gw_cpu, 2), "gateways_base_util": round(gw_base, 2),
+                            "core_busy_before": sampler.busy(t_warm + 0.5, at - 0.1)}
+        marginal = gw_cpu - gw_base * (t_end - at)
+        res["gateway_ms_per_reconnect"] = round(marginal * 1000 / max(1, res["back"]), 3)
         res["all_alive"] = all(g["alive"] for g in res["gateway"])
         log(f"[storm] {res['back']:,} back ({res['resumed']:,} resumed, {res['snapshot']:,} snapshots) in "
             f"{res['all_back_s']} s; first live event p50 {res['first_p50_ms']} / p99 {res['first_p99_ms']} ms; "
@@ -664,6 +676,10 @@ def _f(v: Any, nd: int = 1) -> str:
     return str(v)
 
 
+def _cores(cb: dict) -> str:
+    return f"{_f(cb.get('0', cb.get(0)), 2)} / {_f(cb.get('1', cb.get(1)), 2)}"
+
+
 def _codes(d: dict) -> str:
     return ", ".join(f"{k}: {_f(v)}" for k, v in sorted(d.items(), key=lambda kv: str(kv[0]))) or "none"
 
@@ -711,12 +727,15 @@ def section(r: dict, machine: dict, command: str) -> list[str]:
     cb = r.get("core_busy", {})
     sc = r.get("storm_cpu") or {}
     a("")
-    a(f"Gateway CPU from the drop until all were back: {_f(sc.get('gateways_cpu_s'), 2)} s for {_f(r['back'])} "
-      f"reconnects, **{_f(r.get('gateway_ms_per_reconnect'), 2)} ms per reconnect** (the old socket's teardown, "
-      "the handshake, `join`, the replay, and the live fan-out meanwhile). Core 0 / core 1 busy over that window: "
+    a(f"Gateway CPU from the drop until all were back ({_f(sc.get('window_s'), 2)} s): "
+      f"{_f(sc.get('gateways_cpu_s'), 2)} s for {_f(r['back'])} reconnects; less the live fan-out's share measured "
+      f"before the drop ({_f(sc.get('gateways_base_util'), 2)} of a core for both), "
+      f"**{_f(r.get('gateway_ms_per_reconnect'), 2)} ms per reconnect** (the old socket's teardown, the handshake, "
+      "`join` and the replay). Core 0 / core 1 busy over that window: "
       f"{_f(cb.get('0', cb.get(0)), 2)} / {_f(cb.get('1', cb.get(1)), 2)}, of which our servers (gateways, "
       f"Valkey, settle) {_f(sc.get('servers'), 2)} and our clients {_f(sc.get('clients'), 2)}: the rest is "
-      "other work on the machine. "
+      "other work on the machine (before the drop, with the live fan-out only: "
+      f"{_cores(sc.get('core_busy_before') or {})}). "
       f"The drop itself took {_f(r['drop_span_ms'][0])} to {_f(r['drop_span_ms'][1])} ms after the named instant "
       f"across the client processes. Connect errors: {_codes(r['connect_errors'])}; close codes from the gateways: "
       f"{_codes(r['close_codes'])}; `error` frames: {len(r.get('errors') or [])}; host: {_f(r['host'].get('sent'))} "

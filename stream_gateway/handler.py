@@ -15,7 +15,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from commerce.addresses import AddressCount, AddressRate, Network, client_address
-from commerce.errors import Forbidden, NotFound, NotJoined, RateLimited, Refused, Unauthorized, as_error
+from commerce.errors import ErrorCode, Forbidden, NotFound, NotJoined, RateLimited, Refused, Unauthorized, as_error
 from commerce.host_actions import HOST_ACTIONS
 from commerce.identity import ANONYMOUS, TokenError, TokenVerifier
 from commerce.service import Commerce
@@ -156,6 +156,8 @@ class Gateway:
                 log.exception("handling %s failed", m.type)
                 conn.send(msg.error("INTERNAL", _RETRY, m.rid))
             else:
+                if err.code is ErrorCode.UNAVAILABLE:
+                    log.warning("%s %s answered UNAVAILABLE: %r", m.type, m.rid, exc)
                 conn.send(msg.error(err.code, err.message, m.rid))
 
     def _allowed(self, conn: Conn, m: Inbound, route: Route) -> bool:

@@ -130,6 +130,7 @@ class RoomReader(LoopPart):
     async def _read_loop(self, read: Callable[[], Coroutine[Any, Any, dict[str, Any] | None]],
                          active: Callable[[], bool]) -> None:
         backoff = 0.1
+        lost = False  # the subscription broke: messages may be lost; resync the rooms once it reads again
         by_channel = self._registry.by_channel
         dispatch = self._feed.dispatch
         while not self._closing:
@@ -142,6 +143,9 @@ class RoomReader(LoopPart):
             try:
                 msg = await read()
                 backoff = 0.1
+                if lost:  # reading again (redis-py resubscribed): reload the rooms once, not per failed try
+                    lost = False
+                    self._resync_all()
                 if msg is None or msg.get("type") != "smessage":
                     continue
                 room = by_channel.get(msg["channel"])
@@ -150,12 +154,16 @@ class RoomReader(LoopPart):
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("room subscription failed (%s); reconnecting and resyncing rooms", exc)
+                if not lost:
+                    log.warning("room subscription failed (%s); reconnecting, then resyncing rooms", exc)
+                lost = True
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
-                for room in list(self._registry.rooms.values()):
-                    if room.ready.is_set():
-                        self.resync(room)
+
+    def _resync_all(self) -> None:
+        for room in list(self._registry.rooms.values()):
+            if room.ready.is_set():
+                self.resync(room)
 
     async def _read_server(self) -> dict[str, Any] | None:
         msg: dict[str, Any] | None = await self._pubsub.get_message(ignore_subscribe_messages=True,

@@ -3,9 +3,10 @@ tests/e2e/test_cluster_burst.py; not a test module).
 
 Protocol over stdin/stdout, one JSON line each way:
   parent -> child  config line: {"bases": [gateway URLs], "room", "buyers": [[token, user, sale], ...],
-                                 "deadline_s"}
+                                 "deadline_s", "spread_s"}
   child  -> parent "READY"   (every socket connected and joined, spread over the gateways)
-  parent -> child  "GO"      (each buyer sends one `buy`, then `pay` for a hold)
+  parent -> child  "GO"      (each buyer sends one `buy`, the buyers' clicks spread evenly over spread_s,
+                             then `pay` for a hold)
   child  -> parent result line: {"results": [[user, sale, buy_code, hold, pay_code, order,
                                               [[sent_s, answered_s, code], ...]], ...]}
 
@@ -73,7 +74,8 @@ class Buyer:
             await asyncio.sleep(pause)  # back off as a client should: 0.1, 0.2, 0.4 ... 1 s
             pause = min(1.0, pause * 2)
 
-    async def run(self, deadline: float) -> list[Any]:
+    async def run(self, deadline: float, delay: float) -> list[Any]:
+        await asyncio.sleep(delay)
         b = await self.ask({"type": "buy", "rid": f"b-{self.user}", "sale": self.sale, "qty": 1}, deadline)
         hold, pay_code, order = b.get("hold"), None, None
         if b.get("code") == "RESERVED":
@@ -102,7 +104,8 @@ async def _main() -> None:
         if go.strip() != "GO":
             raise SystemExit(f"expected GO, got {go!r}")
         deadline = time.monotonic() + float(cfg["deadline_s"])
-        results = await asyncio.gather(*(b.run(deadline) for b in buyers))
+        spread = float(cfg.get("spread_s", 0))  # clicks spread evenly over this long (0: all at once)
+        results = await asyncio.gather(*(b.run(deadline, spread * i / len(buyers)) for i, b in enumerate(buyers)))
         for r in readers:
             r.cancel()
         await asyncio.gather(*(b.ws.close() for b in buyers), return_exceptions=True)
