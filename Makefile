@@ -39,7 +39,7 @@ browser:
 CLUSTER_TESTS := tests/integration/test_inventory.py tests/integration/test_settlement.py \
   tests/integration/test_payments.py tests/integration/test_gateway.py tests/integration/test_gateway_more.py \
   tests/integration/test_ws_defects.py tests/integration/test_pools.py tests/integration/test_buckets.py \
-  tests/e2e/test_multiprocess.py tests/e2e/test_inventory_burst.py
+  tests/e2e/test_multiprocess.py tests/e2e/test_inventory_burst.py tests/e2e/test_bucket_burst.py
 
 # All three layers, in pyproject's testpaths order: tests/unit, tests/integration, tests/e2e; then the
 # cluster subset above on an embedded cluster (LIVESALE_TEST_REDIS=cluster).

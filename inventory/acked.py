@@ -118,10 +118,13 @@ async def _on_cluster(rc: RedisCluster, script: AsyncScript, keys: Sequence[Any]
             async with gate:  # the cluster client's in-flight bound (redis_link.GatedCluster): its pools never run dry
                 await node.execute_pipeline(cmds)
         except Exception as exc:  # the node died, or redis-py closed its connections under us (it does on
-            if gated is not None:  # CLUSTERDOWN): the script may have run; a retry with the same request id is
-                gated.mark_down(node.name)  # answered from it (both scripts are idempotent)
-            rc._initialize = True
-            raise ConnectionError(f"the shard owning this key failed the request ({exc}); retry") from exc
+            rc._initialize = True  # CLUSTERDOWN and on slot-map reloads): the script may have run; a retry
+            if "connecting to" in str(exc):  # with the same request id is answered from it (idempotent)
+                if gated is not None:  # the master is gone: fail fast, the buyer retries
+                    gated.mark_down(node.name)
+                raise ConnectionError(f"the shard owning this key failed the request ({exc}); retry") from exc
+            last = exc  # one connection broke: try again here
+            continue
         reply, acked = cmds[0].result, cmds[1].result
         if isinstance(reply, NoScriptError):  # a promoted replica that never loaded it
             await node.execute_command("SCRIPT", "LOAD", script.script)

@@ -34,7 +34,7 @@ __all__ = ["connect", "GatedCluster", "is_cluster", "by_slot", "slot_of", "FAILO
 # topology refreshes during a failover, while the promotion takes ~2 s whatever the client does. So a few,
 # then the caller gets the ConnectionError, which the gateway answers as the retryable UNAVAILABLE and the
 # background loops (settlement, reaper, room reader) meet with their own backoff.
-FAILOVER_RETRIES = 1
+FAILOVER_RETRIES = 3
 DOWN_FOR_S = 0.25  # GatedCluster: after a node fails a command, its other commands fail fast this long
 _BACKOFF_BASE_S = 0.05
 _BACKOFF_CAP_S = 0.25
@@ -44,6 +44,12 @@ _BACKOFF_CAP_S = 0.25
 # other commands may be writing on them: those fail with these instead of a ConnectionError. They mean the
 # same thing (the topology is changing; try again), so callers see them as one.
 _TORN = (RuntimeError, AttributeError)
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """The node could not be connected to at all (refused, timed out): dead or partitioned, not one broken
+    connection. redis-py words every connect failure "Error ... connecting to <host>:<port>"."""
+    return "connecting to" in str(exc)
 
 
 def _torn(exc: BaseException) -> ConnectionError:
@@ -68,13 +74,17 @@ class GatedCluster(RedisCluster):
         async with self.gate:
             if self._down and await self._to_down_node(args):
                 raise ConnectionError("the shard owning this key is unreachable (failing over); retry")
-            try:
-                return await super().execute_command(*args, **kwargs)
-            except ConnectionError as exc:
-                self._mark_down(exc)
-                raise
-            except _TORN as exc:
-                raise _torn(exc) from exc
+            for attempt in (0, 1):
+                try:
+                    return await super().execute_command(*args, **kwargs)
+                except ConnectionError as exc:
+                    if _unreachable(exc):
+                        self._mark_down(exc)
+                    raise
+                except _TORN as exc:  # once more on a fresh connection, then as a ConnectionError
+                    if attempt:
+                        raise _torn(exc) from exc
+            raise AssertionError("unreachable")
 
     def is_down(self, name: str) -> bool:
         return self._down.get(name, 0.0) > time.monotonic()
@@ -83,7 +93,7 @@ class GatedCluster(RedisCluster):
         self._down[name] = time.monotonic() + DOWN_FOR_S
 
     def _mark_down(self, exc: BaseException) -> None:
-        """A node refused or dropped a command: fail its commands fast for a moment. redis-py reloads the
+        """A node could not be connected to: fail its commands fast for a moment. redis-py reloads the
         slot map before the next command after every such error, and a burst of commands meeting a dead
         master would otherwise reload it thousands of times a second (every command of every shard waits
         on that reload) until the replica is promoted."""

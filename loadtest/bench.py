@@ -6,8 +6,8 @@ docs/BENCHMARKS.md.
     python -m loadtest.bench --only fanout,engine --no-write
     python -m loadtest.bench --only pool [--quick]     # pool-backed vs plain sale (writes only its section)
     python -m loadtest.bench --only signals [--quick]  # interest signals into SQL (writes only its section)
-    python -m loadtest.bench --only storm [--quick]    # reconnect storm, 10,000 viewers (~2 min; only its section)
-    python -m loadtest.bench --only slow [--quick]     # 2% slow consumers, A/B x 3 (~10 min; only its section)
+    python -m loadtest.bench --only storm [--quick]    # reconnect storm, 10,000 viewers (~1 min; only its section)
+    python -m loadtest.bench --only slow [--quick]     # 2% slow consumers, A/B x 3 (~7 min; only its section)
     python -m loadtest.bench --only cluster [--quick]  # one server vs a 3-master cluster (writes only its section)
     python -m loadtest.bench --baseline da14cd6 [--only checkout,fanout] [--quick] [--no-write]
     make bench ARGS="--baseline da14cd6 --only checkout,fanout"   # make passes ARGS through

@@ -1,6 +1,6 @@
 """Slow consumers: do 2% of viewers that stop reading move the other viewers' delivery latency?
 
-    python -m loadtest.slow                      # 5,000 viewers, 10 events/s x 60 s, 3 runs of each kind (~9 min)
+    python -m loadtest.slow                      # 5,000 viewers, 10 events/s x 60 s, 3 runs of each kind (~7 min)
     python -m loadtest.slow --quick              # 1,000 viewers, 10 s, 1 run of each kind
     make bench ARGS="--only slow"                # the same through the bench (writes only its section)
 
@@ -43,6 +43,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from . import doc_sections, fanout, lean
@@ -368,6 +369,7 @@ async def run(cfg: dict, log: Callable[[str], None] = print) -> dict[str, Any]:
     res["runs"] = runs
     res.update(verdict(runs))
     log(f"[slow] {res.get('line') or res['verdict']}")
+    res["notes"] = notes()
     return res
 
 
@@ -470,6 +472,15 @@ def section(r: dict, machine: dict, command: str) -> list[str]:
         a("")
     a(END)
     return L
+
+
+def notes(path: Path | None = None) -> list[str]:
+    """The bullets of loadtest/bench_notes.md about this step (starting with "Slow consumers"): printed in its
+    section."""
+    p = path or Path(__file__).resolve().parent / "bench_notes.md"
+    if not p.exists():
+        return []
+    return [ln[2:].strip() for ln in p.read_text().splitlines() if ln.startswith("- Slow consumers")]
 
 
 def splice(doc: str, sec: list[str]) -> str:

@@ -44,6 +44,7 @@ import struct
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -630,6 +631,7 @@ async def run(cfg: dict, log: Callable[[str], None] = print) -> dict[str, Any]:
         if pool is not None:
             await pool.stop()
         await loop.run_in_executor(None, cl.stop)
+    res["notes"] = notes()
     return res
 
 
@@ -766,6 +768,15 @@ def section(r: dict, machine: dict, command: str) -> list[str]:
         a("")
     a(END)
     return L
+
+
+def notes(path: Path | None = None) -> list[str]:
+    """The bullets of loadtest/bench_notes.md about this step (starting with "Reconnect storm"): printed in its
+    section."""
+    p = path or Path(__file__).resolve().parent / "bench_notes.md"
+    if not p.exists():
+        return []
+    return [ln[2:].strip() for ln in p.read_text().splitlines() if ln.startswith("- Reconnect storm")]
 
 
 def splice(doc: str, sec: list[str]) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import traceback
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -35,6 +36,13 @@ log = logging.getLogger(__name__)
 
 FLOOD_LIMIT = 50  # inbound messages per second before the socket is closed
 _RETRY = "the server could not complete this request; retry"
+
+
+def _where(exc: BaseException) -> str:
+    """The innermost frame of our own code an exception came through (for the log of a Redis failure)."""
+    ours = [f for f in traceback.extract_tb(exc.__traceback__)
+            if "/site-packages/" not in f.filename and "/lib/python" not in f.filename]
+    return f"{ours[-1].filename.rsplit('/', 2)[-2]}/{ours[-1].name}:{ours[-1].lineno}" if ours else "?"
 
 
 @dataclass
@@ -157,7 +165,7 @@ class Gateway:
                 conn.send(msg.error("INTERNAL", _RETRY, m.rid))
             else:
                 if err.code is ErrorCode.UNAVAILABLE:
-                    log.warning("%s %s answered UNAVAILABLE: %r", m.type, m.rid, exc)
+                    log.warning("%s %s answered UNAVAILABLE: %s (at %s)", m.type, m.rid, exc, _where(exc))
                 conn.send(msg.error(err.code, err.message, m.rid))
 
     def _allowed(self, conn: Conn, m: Inbound, route: Route) -> bool:
