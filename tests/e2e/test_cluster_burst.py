@@ -185,6 +185,17 @@ async def _burst(cluster: EmbeddedCluster, tmp: Path, settings: Settings, databa
         assert all(0 <= t <= timeout(LATER_WITHIN_S) for t in unavailable), sorted(unavailable)[-5:]
         print(f"UNAVAILABLE answers: {len(unavailable)}, the last {max(unavailable, default=0):.2f} s after the kill")
 
+        # -- no buyer told SOLD_OUT while units were left (in any bucket): a click sent after some buyer of the
+        # same sale got SOLD_OUT never got a unit (a click retried after an UNAVAILABLE may be answered from an
+        # earlier attempt that did reserve: those are left out)
+        for sid in sale_ids:
+            buys = [(r[6], r[2]) for r in results if r[1] == sid]
+            sold_out_at = min((log[i][1] for log, _ in buys for i in range(len(log)) if log[i][2] == "SOLD_OUT"),
+                              default=None)
+            got = [log[0][0] for log, code in buys if code == "RESERVED" and log[0][2] == "RESERVED"]
+            if sold_out_at is not None:
+                assert not [t for t in got if t > sold_out_at], f"{sid}: a unit was sold after a SOLD_OUT answer"
+
         # -- nothing acknowledged lost, nothing oversold, every unit sold, limits held
         inv = Inventory(redis)
         for sid, (units, _k, _count) in zip(sale_ids, SALES, strict=True):
