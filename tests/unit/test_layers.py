@@ -47,5 +47,7 @@ def test_load_generators_do_not_import_the_server() -> None:
     for path in sorted((ROOT / "loadtest").rglob("*.py")):
         if path.name == "ab_parse.py":  # a micro-benchmark of one server function, on purpose
             continue
+        if path.name == "cluster.py":  # measures the server's own stock client (Inventory.reserve_many, the
+            continue                   # WAIT path) on the embedded server and cluster, on purpose
         wrong += [f"{path.name} imports {n}" for n in imports(path) if n.split(".")[0] in set(LAYERS)]
     assert not wrong, wrong
