@@ -201,6 +201,10 @@ class Polls(InteractionPart):
 
     # -- reading -----------------------------------------------------------------------------------
 
+    async def _now_ms(self) -> int:
+        sec, usec = await self.redis.time()
+        return int(sec) * 1000 + int(usec) // 1000
+
     async def get(self, poll_id: str, viewer: Identity) -> dict[str, Any]:
         """The Poll (from Redis while it knows it, else the final result in SQL), plus ``you`` for a
         viewer: the option the viewer voted, or None. A poll past ``ends_at`` is closed first."""
@@ -208,11 +212,11 @@ class Polls(InteractionPart):
         async with self.redis.pipeline(transaction=True) as p:
             p.hget(k.meta, "state")
             p.hget(k.meta, "ends_at")
-            p.time()
             p.hget(k.votes, viewer.user or "-")
-            state, ends_at, (sec, usec), you = await p.execute()
+            state, ends_at, you = await p.execute()
         poll: dict[str, Any] | None = None
-        if state is not None and _text(state) == "open" and int(sec) * 1000 + int(usec) // 1000 >= int(ends_at):
+        # the clock apart from the poll's keys: TIME has no key, so a cluster cannot put it in their transaction
+        if state is not None and _text(state) == "open" and await self._now_ms() >= int(ends_at):
             _code, poll = await self._decide_close(poll_id, "", "due")  # its deadline has not run yet
         elif state is not None:
             poll = await self._read(poll_id)

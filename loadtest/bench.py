@@ -64,7 +64,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import checkout, engine, fanout, lean, pool_ab
+from . import checkout, doc_sections, engine, fanout, lean, pool_ab
 from . import cluster as clbench
 from . import signals as sigbench
 from . import slow as slowbench
@@ -193,14 +193,12 @@ async def checkout_runs(q: bool, engine_cores: set[int] | None = None, suffix: s
     return out
 
 
-NOTES = Path(__file__).resolve().parent / "bench_notes.md"
+NOTES = doc_sections.NOTES
 
 
 def pool_notes(path: Path = NOTES) -> list[str]:
     """The bullets of the notes file about this step (starting with "Pool A/B"): also printed in its section."""
-    if not path.exists():
-        return []
-    return [ln[2:].strip() for ln in path.read_text().splitlines() if ln.startswith("- Pool A/B")]
+    return doc_sections.notes_about("Pool A/B", path)
 
 
 async def pool_runs(q: bool, p: dict | None = None) -> dict:

@@ -3,7 +3,11 @@
 
 from __future__ import annotations
 
-__all__ = ["splice", "old_section"]
+from pathlib import Path
+
+NOTES = Path(__file__).resolve().parent / "bench_notes.md"  # hand-written findings, copied into the doc
+
+__all__ = ["splice", "old_section", "notes_about", "NOTES"]
 
 
 def splice(doc: str, sec: list[str], start: str, end: str) -> str:
@@ -25,3 +29,13 @@ def old_section(doc: str, start: str, end: str) -> list[str]:
     if start not in doc or end not in doc:
         return []
     return (start + doc.split(start, 1)[1].split(end, 1)[0] + end).splitlines()
+
+
+def notes_about(prefix: str, path: Path | None = None) -> list[str]:
+    """The bullets of loadtest/bench_notes.md (or ``path``) about one step: those starting with ``prefix``
+    (e.g. "Interest signals"), printed in that step's section."""
+    p = path or NOTES
+    if not p.exists():
+        return []
+    return [ln[2:].strip() for ln in p.read_text().splitlines() if ln.startswith("- " + prefix)]
+

@@ -725,10 +725,7 @@ def target(r: dict) -> tuple[str, str, bool] | None:
 
 def notes(path: Path | None = None) -> list[str]:
     """The bullets of loadtest/bench_notes.md about this step (starting with "Interest signals")."""
-    p = path or Path(__file__).resolve().parent / "bench_notes.md"
-    if not p.exists():
-        return []
-    return [ln[2:].strip() for ln in p.read_text().splitlines() if ln.startswith("- Interest signals")]
+    return doc_sections.notes_about("Interest signals", path)
 
 
 def main(argv: list[str] | None = None) -> int:

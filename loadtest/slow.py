@@ -475,12 +475,8 @@ def section(r: dict, machine: dict, command: str) -> list[str]:
 
 
 def notes(path: Path | None = None) -> list[str]:
-    """The bullets of loadtest/bench_notes.md about this step (starting with "Slow consumers"): printed in its
-    section."""
-    p = path or Path(__file__).resolve().parent / "bench_notes.md"
-    if not p.exists():
-        return []
-    return [ln[2:].strip() for ln in p.read_text().splitlines() if ln.startswith("- Slow consumers")]
+    """The bullets of loadtest/bench_notes.md about this step (starting with "Slow consumers")."""
+    return doc_sections.notes_about("Slow consumers", path)
 
 
 def splice(doc: str, sec: list[str]) -> str:

@@ -771,12 +771,8 @@ def section(r: dict, machine: dict, command: str) -> list[str]:
 
 
 def notes(path: Path | None = None) -> list[str]:
-    """The bullets of loadtest/bench_notes.md about this step (starting with "Reconnect storm"): printed in its
-    section."""
-    p = path or Path(__file__).resolve().parent / "bench_notes.md"
-    if not p.exists():
-        return []
-    return [ln[2:].strip() for ln in p.read_text().splitlines() if ln.startswith("- Reconnect storm")]
+    """The bullets of loadtest/bench_notes.md about this step (starting with "Reconnect storm")."""
+    return doc_sections.notes_about("Reconnect storm", path)
 
 
 def splice(doc: str, sec: list[str]) -> str:

@@ -118,6 +118,17 @@ async def stop_all(*servers: ServerProc, wait: float = 30.0) -> list[Any]:
 VIEWER_BURST_PROC = ROOT / "tests" / "viewer_burst_proc.py"
 
 
+async def spawn_with_config(script: Path, cfg: dict[str, Any]) -> asyncio.subprocess.Process:
+    """A helper process (``tests/*_proc.py``) with its config written as one JSON line to its stdin."""
+    p = await asyncio.create_subprocess_exec(sys.executable, str(script), cwd=str(ROOT), limit=2**26,
+                                             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                                             stderr=asyncio.subprocess.PIPE)
+    assert p.stdin is not None
+    p.stdin.write((json.dumps(cfg) + "\n").encode())
+    await p.stdin.drain()
+    return p
+
+
 async def viewer_burst(base: str, room: str, sale: str, viewers: list[tuple[str, str]], procs: int,
                        ready_s: float = 60.0) -> list[list[Any]]:
     """``viewers`` ([token, kind]) spread over ``procs`` OS processes (tests/viewer_burst_proc.py), every

@@ -44,7 +44,7 @@ from inventory import keys as K
 from inventory.redis_link import connect, slot_of
 from inventory.scripts import Inventory
 from inventory.store import Store, orders
-from proc_helpers import ServerProc, free_port, split_env, stop_all
+from proc_helpers import ServerProc, free_port, spawn_with_config, split_env, stop_all
 from server.config import Settings
 from server.embedded_cluster import EmbeddedCluster
 
@@ -73,13 +73,7 @@ def sale_on_range(prefix: str, part: int) -> str:
 
 
 async def spawn(cfg: dict[str, Any]) -> asyncio.subprocess.Process:
-    p = await asyncio.create_subprocess_exec(sys.executable, str(PROC), cwd=str(ROOT), limit=2**26,
-                                             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-                                             stderr=asyncio.subprocess.PIPE)
-    assert p.stdin is not None
-    p.stdin.write((json.dumps(cfg) + "\n").encode())
-    await p.stdin.drain()
-    return p
+    return await spawn_with_config(PROC, cfg)
 
 
 async def test_burst_survives_a_master_failover_with_nothing_acknowledged_lost(

@@ -34,7 +34,7 @@ from gateway_helpers import Api, host_token
 from inventory.growth import commission_of, commissions
 from inventory.store import Store, orders
 from goods_helpers import until
-from proc_helpers import ServerProc, free_port, split_env, stop_all
+from proc_helpers import ServerProc, free_port, spawn_with_config, split_env, stop_all
 from server.config import Settings
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(420, method="thread")]
@@ -53,13 +53,7 @@ COMMISSION_ENV = {"LIVESALE_SETTLE_CLAIM_IDLE_MS": "1000", "LIVESALE_SETTLE_BATC
 
 
 async def spawn(cfg: dict[str, Any]) -> asyncio.subprocess.Process:
-    p = await asyncio.create_subprocess_exec(sys.executable, str(PROC), cwd=str(ROOT), limit=2**24,
-                                             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-                                             stderr=asyncio.subprocess.PIPE)
-    assert p.stdin is not None
-    p.stdin.write((json.dumps(cfg) + "\n").encode())
-    await p.stdin.drain()
-    return p
+    return await spawn_with_config(PROC, cfg)
 
 
 async def shop_buy(session: aiohttp.ClientSession, base: str, channel: str, pool: str, token: str) -> str:
