@@ -71,7 +71,7 @@ class UserMessages:
         self._task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> UserMessages:
-        await self.pubsub.subscribe(self.channel)
+        await self.pubsub.ssubscribe(self.channel)  # room channels are sharded channels
         self._task = asyncio.create_task(self._read())
         return self
 
@@ -85,7 +85,7 @@ class UserMessages:
     async def _read(self) -> None:
         while True:
             msg = await self.pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-            if msg and msg["type"] == "message" and msg["data"][:1] == b"U":
+            if msg and msg["type"] == "smessage" and msg["data"][:1] == b"U":
                 body = orjson.loads(msg["data"][1:])
                 self.got.append((body["u"], body["m"]))
 
