@@ -38,11 +38,32 @@ FLOOD_LIMIT = 50  # inbound messages per second before the socket is closed
 _RETRY = "the server could not complete this request; retry"
 
 
+class _RareLog:
+    """A failover answers thousands of requests UNAVAILABLE in a second: log the first of each second, with how
+    many were left out, instead of one line (and one traceback walk) per request."""
+
+    def __init__(self) -> None:
+        self._next = 0.0
+        self._skipped = 0
+
+    def note(self, kind: str, exc: BaseException) -> None:
+        now = time.monotonic()
+        if now < self._next:
+            self._skipped += 1
+            return
+        log.warning("%s answered UNAVAILABLE: %s (at %s; %d more in the last second)", kind, exc, _where(exc),
+                    self._skipped)
+        self._next, self._skipped = now + 1.0, 0
+
+
 def _where(exc: BaseException) -> str:
     """The innermost frame of our own code an exception came through (for the log of a Redis failure)."""
     ours = [f for f in traceback.extract_tb(exc.__traceback__)
             if "/site-packages/" not in f.filename and "/lib/python" not in f.filename]
     return f"{ours[-1].filename.rsplit('/', 2)[-2]}/{ours[-1].name}:{ours[-1].lineno}" if ours else "?"
+
+
+_UNAVAILABLE_LOG = _RareLog()
 
 
 @dataclass
@@ -165,7 +186,7 @@ class Gateway:
                 conn.send(msg.error("INTERNAL", _RETRY, m.rid))
             else:
                 if err.code is ErrorCode.UNAVAILABLE:
-                    log.warning("%s %s answered UNAVAILABLE: %s (at %s)", m.type, m.rid, exc, _where(exc))
+                    _UNAVAILABLE_LOG.note(m.type, exc)
                 conn.send(msg.error(err.code, err.message, m.rid))
 
     def _allowed(self, conn: Conn, m: Inbound, route: Route) -> bool:
@@ -374,7 +395,10 @@ def _answer_buy(conn: Conn, m: Inbound, r: ReserveResult | BaseException) -> Non
     conn.answered()
     if isinstance(r, BaseException):
         err = as_error(r)
-        log.warning("buy %s failed: %s", m.rid, r)
+        if err is not None and err.code is ErrorCode.UNAVAILABLE:
+            _UNAVAILABLE_LOG.note("buy", r)
+        else:
+            log.warning("buy %s failed: %s", m.rid, r)
         conn.send(msg.error(err.code, err.message, m.rid) if err is not None else msg.error("INTERNAL", _RETRY, m.rid))
         return
     if r.code is ReserveCode.MEMBERS_ONLY:  # decided before the stock: no units_left
