@@ -154,7 +154,7 @@ class Coupons(InteractionPart):
         self._finish = script(self.redis, "coupon_finish")
         self._recovered_at = 0.0
         self._terms: dict[str, dict[str, str]] = {}  # drop id -> its fixed fields (``_terms_of``)
-        self._claims: Batcher[tuple[str, str, str], Any] = Batcher(self._claim_many, "coupon claim batch")
+        self.claims: Batcher[tuple[str, str, str], Any] = Batcher(self._claim_many, "coupon claim batch")
         self._tasks = OwnedTasks(log, "coupon claim")  # the claims answered after a read or a wallet write
         live.register("drops", self._live)
         due.register("drop", self._claim_window_over)
@@ -240,7 +240,7 @@ class Coupons(InteractionPart):
         team = ""
         if terms.get("team"):
             team = await self.teams.team_of(terms["room"], viewer.user) or ""
-        reply = await self._claims.call(drop_id, (viewer.user, request_id or "r-" + secrets.token_hex(4), team))
+        reply = await self.claims.call(drop_id, (viewer.user, request_id or "r-" + secrets.token_hex(4), team))
         return await self._answer(viewer.user, drop_id, terms, reply)
 
     def submit_claim(self, viewer: Identity, room_id: str | None, drop_id: str, request_id: str,
@@ -255,7 +255,7 @@ class Coupons(InteractionPart):
         if (room_id is not None and terms["room"] != room_id) or terms.get("prize") == "1":
             done({"code": "NOT_FOUND", "drop": drop_id, "left": 0})
             return
-        self._claims.submit(drop_id, (viewer.user, request_id or "r-" + secrets.token_hex(4), ""),
+        self.claims.submit(drop_id, (viewer.user, request_id or "r-" + secrets.token_hex(4), ""),
                             partial(self._decided, viewer.user, drop_id, terms, done))
 
     def _decided(self, user: str, drop_id: str, terms: dict[str, str],
@@ -440,7 +440,7 @@ class Coupons(InteractionPart):
                 await self.redis.srem(APPLYING_REGISTRY, drop_id)
 
     async def aclose(self) -> None:
-        await self._claims.aclose()
+        await self.claims.aclose()
         await self._tasks.drain(5.0)
 
     # -- reading -------------------------------------------------------------------------------------

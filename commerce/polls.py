@@ -81,7 +81,7 @@ class Polls(InteractionPart):
         self._open = script(self.redis, "poll_open")
         self._vote = script(self.redis, "poll_vote")
         # the votes of one poll (and one room) arriving together: one script call
-        self._votes: Batcher[tuple[str, int], dict[str, Any]] = Batcher(self._vote_many, "vote batch")
+        self.votes: Batcher[tuple[str, int], dict[str, Any]] = Batcher(self._vote_many, "vote batch")
         self._close = script(self.redis, "poll_close")
         live.register("polls", self._live_counts)
         due.register(DUE_KIND, self._due)
@@ -162,13 +162,13 @@ class Polls(InteractionPart):
     async def vote(self, viewer: Identity, room_id: str | None, poll_id: str, option: int) -> dict[str, Any]:
         """``{code, poll, option?, counts?, total?}``: VOTED | ALREADY_VOTED (``option``: the vote that
         counted) | CLOSED | INVALID | NOT_FOUND (no such poll; over the WebSocket: not in ``room_id``)."""
-        return await self._votes.call(f"{poll_id}|{room_id or ''}", (viewer.user, option))
+        return await self.votes.call(f"{poll_id}|{room_id or ''}", (viewer.user, option))
 
     def submit_vote(self, viewer: Identity, room_id: str | None, poll_id: str, option: int,
                     done: Callable[[dict[str, Any] | BaseException], None]) -> None:
         """``vote`` for the burst: the votes of one poll arriving together are decided by one script call
         (``Batcher``, like the buys of a sale) and answered from its result loop."""
-        self._votes.submit(f"{poll_id}|{room_id or ''}", (viewer.user, option), done)
+        self.votes.submit(f"{poll_id}|{room_id or ''}", (viewer.user, option), done)
 
     async def _vote_many(self, key: str, votes: Sequence[tuple[str, int]]) -> list[dict[str, Any]]:
         poll_id, _, room_id = key.partition("|")
@@ -197,7 +197,7 @@ class Polls(InteractionPart):
         return out
 
     async def aclose(self) -> None:
-        await self._votes.aclose()
+        await self.votes.aclose()
 
     # -- reading -----------------------------------------------------------------------------------
 

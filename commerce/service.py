@@ -72,7 +72,7 @@ class Commerce:
                  max_qty: int, payment_mode: PaymentMode = PaymentMode.INSTANT,
                  payment_provider: PaymentProvider | None = None, signals_on: bool = True,
                  signal_flush_s: float = 0.2, growth: dict[str, Any] | None = None,
-                 personal_shelf: bool = True) -> None:
+                 personal_shelf: bool = True, answer_deadline_s: float = 0.0) -> None:
         self.store = store
         self.inventory = inventory
         self.bus = bus
@@ -106,6 +106,9 @@ class Commerce:
         self.draws = Draws(store, bus, inventory, self.live, self.due, self.teams, self.coupons, self.sales,
                            self.checkout)
         self.checkout.coupons = self.coupons
+        # every click answered within the deadline (LIVESALE_ANSWER_DEADLINE_MS; commerce/batcher.py)
+        for batcher in (self.checkout.batcher, self.polls.votes, self.coupons.claims):
+            batcher.deadline_s = answer_deadline_s
         self.checkout.on_paid = self.teams.on_paid
         self.payments.coupons = self.coupons
         self.payments.on_paid = self.teams.on_paid

@@ -44,6 +44,10 @@ _BACKOFF_CAP_S = 0.25
 # other commands may be writing on them: those fail with these instead of a ConnectionError. They mean the
 # same thing (the topology is changing; try again), so callers see them as one.
 _TORN = (RuntimeError, AttributeError)
+# A torn connection fails before the command is written (its writer was closed under it), so trying again is
+# safe; redis-py closes a node's free connections on any connection error, and a burst (e.g. every client
+# reloading its scripts after SCRIPT FLUSH) can tear a second connection while the first retry connects.
+TORN_RETRIES = 3
 
 
 def _unreachable(exc: BaseException) -> bool:
@@ -74,16 +78,17 @@ class GatedCluster(RedisCluster):
         async with self.gate:
             if self._down and await self._to_down_node(args):
                 raise ConnectionError("the shard owning this key is unreachable (failing over); retry")
-            for attempt in (0, 1):
+            for attempt in range(TORN_RETRIES + 1):
                 try:
                     return await super().execute_command(*args, **kwargs)
                 except ConnectionError as exc:
                     if _unreachable(exc):
                         self._mark_down(exc)
                     raise
-                except _TORN as exc:  # once more on a fresh connection, then as a ConnectionError
-                    if attempt:
+                except _TORN as exc:  # not sent: again on a fresh connection, then as a ConnectionError
+                    if attempt == TORN_RETRIES:
                         raise _torn(exc) from exc
+                    await asyncio.sleep(0.01 * (attempt + 1))
             raise AssertionError("unreachable")
 
     def is_down(self, name: str) -> bool:
