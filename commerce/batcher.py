@@ -34,6 +34,16 @@ ReserveCallback = Callable[[ReserveResult | BaseException], None]
 _Queued = tuple[Req, Callable[[Res | BaseException], None], float]  # request, callback, queued at (monotonic s)
 
 
+class _Late:
+    """A batch's deadline timer, and whether it fired (the batch was answered UNAVAILABLE)."""
+
+    __slots__ = ("timer", "fired")
+
+    def __init__(self) -> None:
+        self.timer: asyncio.TimerHandle | None = None
+        self.fired = False
+
+
 class Batcher(Generic[Req, Res]):
     """``submit`` takes a callback rather than returning a future: the gateway answers each click from
     the batch's result loop directly, so a click costs no task wake-up of its own. ``run`` decides one
@@ -53,6 +63,10 @@ class Batcher(Generic[Req, Res]):
     def submit(self, key: str, req: Req, done: Callable[[Res | BaseException], None]) -> None:
         """Queue one request; ``done`` gets its result (or the exception that failed its batch)."""
         self._queues.setdefault(key, []).append((req, done, time.monotonic()))
+        self._kick(key)
+
+    def _kick(self, key: str) -> None:
+        """A drain for ``key`` if it has fewer than ``max_inflight`` running."""
         if self._inflight.get(key, 0) < self.max_inflight:
             self._inflight[key] = self._inflight.get(key, 0) + 1
             self._tasks.spawn(self._drain(key))
@@ -71,6 +85,7 @@ class Batcher(Generic[Req, Res]):
         return await fut
 
     async def _drain(self, key: str) -> None:
+        late: _Late | None = None
         try:
             await asyncio.sleep(0)  # let this loop iteration's other requests join the batch
             while queue := self._queues.get(key):
@@ -79,35 +94,52 @@ class Batcher(Generic[Req, Res]):
                     if not queue:
                         continue
                 batch, self._queues[key] = queue[: self.max_batch], queue[self.max_batch:]
-                outcome = await self._decide(key, batch)
+                if self.deadline_s:  # one timer per batch (no task: a click costs nothing more)
+                    late = _Late()
+                    late.timer = asyncio.get_running_loop().call_later(
+                        max(0.0, batch[0][2] + self.deadline_s - time.monotonic()), self._late, key, batch, late)
+                outcome: list[Res] | BaseException
+                try:
+                    outcome = await self.run(key, [req for req, _, _ in batch])
+                except Exception as exc:  # Redis down: every waiter gets the error, nothing is lost
+                    outcome = exc
+                if late is not None:
+                    if late.timer is not None:
+                        late.timer.cancel()
+                    if late.fired:  # answered at the deadline; another drain took over the key's queue
+                        return
+                    late = None
                 for i, (_, done, _t) in enumerate(batch):
                     try:
                         done(outcome if isinstance(outcome, BaseException) else outcome[i])
                     except Exception:
                         log.exception("%s callback failed", self.what)
         finally:
-            self._inflight[key] -= 1
-            if not self._inflight[key]:
-                del self._inflight[key]
-                if not self._queues.get(key):
-                    self._queues.pop(key, None)
+            if late is None or not late.fired:
+                self._release(key)
 
-    async def _decide(self, key: str, batch: list[_Queued[Req, Res]]) -> list[Res] | BaseException:
-        """The batch's results, or the exception every request of it is answered with."""
-        call = self.run(key, [req for req, _, _ in batch])
-        if not self.deadline_s:
+    def _release(self, key: str) -> None:
+        self._inflight[key] -= 1
+        if not self._inflight[key]:
+            del self._inflight[key]
+            if not self._queues.get(key):
+                self._queues.pop(key, None)
+
+    def _late(self, key: str, batch: list[_Queued[Req, Res]], late: _Late) -> None:
+        """A batch's deadline passed with its script call still running: every request of it is answered
+        UNAVAILABLE now; the call goes on (its outcome is kept under each request id) and its drain leaves
+        the key, so the requests queued behind it are decided (or expire) without waiting for it."""
+        late.fired = True
+        error = Unavailable(f"not decided within {self.deadline_s:g} s (the stock service is slow or failing "
+                            "over); retry with the same request id")
+        for _, done, _t in batch:
             try:
-                return await call
-            except Exception as exc:  # Redis down: every waiter gets the error, nothing is lost
-                return exc
-        task = self._tasks.spawn(_outcome(call))
-        left = batch[0][2] + self.deadline_s - time.monotonic()
-        done, _ = await asyncio.wait((task,), timeout=max(0.0, left))
-        if not done:  # still running: answered now, decided in the background (idempotent per request id)
-            return Unavailable(f"not decided within {self.deadline_s:g} s (the stock service is slow or failing "
-                               "over); retry with the same request id")
-        result: list[Res] | BaseException = task.result()
-        return result
+                done(error)
+            except Exception:
+                log.exception("%s callback failed", self.what)
+        self._release(key)
+        if self._queues.get(key):
+            self._kick(key)
 
     def _expire(self, queue: list[_Queued[Req, Res]]) -> list[_Queued[Req, Res]]:
         """Answers the queued requests whose deadline passed (never run: nothing changed); returns the rest."""
@@ -153,10 +185,3 @@ class ReserveBatcher(Batcher[ReserveRequest, ReserveResult]):
             meter.sizes.observe(len(reqs))
             meter.seconds.observe(time.perf_counter() - t0)
 
-
-async def _outcome(call: Awaitable[list[Res]]) -> list[Res] | BaseException:
-    """``call``'s results or the exception it raised, returned: a batch answered late has no one to raise to."""
-    try:
-        return await call
-    except Exception as exc:
-        return exc

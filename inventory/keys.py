@@ -21,7 +21,7 @@ __all__ = [
     "OUTBOX_REGISTRY", "SALES_REGISTRY", "DEAD_LETTER", "SETTLE_GROUP", "RECONCILE_LOCK", "POOL_SEP", "pool_of_sale",
     "POOLS_REGISTRY", "PoolKeys", "pool_keys", "pool_bucket_id", "POOL_BUCKET_SUFFIX", "user_holds_key",
     "FAMILY_SEP", "GROUP_PREFIX", "slot_family", "variant_group", "attribution_key", "share_rate_key",
-    "bucket_transfer_keys",
+    "bucket_transfer_keys", "SETTLE_WORKERS", "settle_alive_key",
 ]
 
 PREFIX = "ls"
@@ -30,6 +30,14 @@ SALES_REGISTRY = f"{PREFIX}:sales"       # SET of armed sale ids (for the reaper
 DEAD_LETTER = f"{PREFIX}:dead-letter"    # STREAM of settlement entries that kept failing
 SETTLE_GROUP = "settle"                  # consumer group on every outbox stream
 RECONCILE_LOCK = f"{PREFIX}:reconcile:lock"  # STRING: which process runs this round of the comparison
+# settlement heartbeats (inventory/settle_heartbeat.py), all in the hash slot {settle}: a HASH per worker
+# expiring 3 beats after its last, and a ZSET consumer -> last beat ms to find them without SCAN
+SETTLE_WORKERS = f"{PREFIX}:{{settle}}:workers"
+
+
+def settle_alive_key(consumer: str) -> str:
+    """HASH: one settlement worker's heartbeat (consumer, pid, host, started, beat ms, counters, lag)."""
+    return f"{PREFIX}:{{settle}}:alive:{consumer}"
 
 
 # -- sales (inventory/lua/*.lua) -------------------------------------------------------------------------

@@ -58,6 +58,7 @@ class Reaper:
         self.on_deposits = on_deposits  # a pre-sale's deposit rule (refund or keep), applied once per hold
         self.gone_grace_s = gone_grace_s
         self._missing_since: dict[str, float] = {}  # sale id -> when its sale hash was first seen missing
+        self.expired = 0  # holds expired by this reaper since it started (server/metrics.py reads it)
         self._stop = asyncio.Event()
 
     async def run(self) -> None:
@@ -105,6 +106,7 @@ class Reaper:
             while True:
                 count, units, available, nxt, deposits = await self.inventory.reap_with_deposits(sale_id, 500)
                 expired += count
+                self.expired += count
                 if deposits and self.on_deposits is not None:
                     await self.on_deposits(sale_id, deposits)
                 if units and available == units and self.on_restock is not None:  # was sold out

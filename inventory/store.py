@@ -337,6 +337,11 @@ class Store:
     async def close(self) -> None:
         await self.engine.dispose()
 
+    async def ping(self) -> None:
+        """``SELECT 1`` on a pooled connection (readiness, ``/readyz``): raises when the database cannot answer."""
+        async with self.engine.connect() as conn:
+            await conn.exec_driver_sql("SELECT 1")
+
     # -- orders ----------------------------------------------------------------------------------
 
     async def insert_new_orders(self, records: Sequence[OrderRecord]) -> list[str]:

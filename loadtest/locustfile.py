@@ -6,8 +6,9 @@ running server::
     export LIVESALE_HOST_TOKEN=$(python -m server.cli token --host loadhost)
     locust -f loadtest/locustfile.py --host http://127.0.0.1:8080
 
-Locust has no WebSocket user: each user holds a ``websocket-client`` connection with a gevent
-greenlet receiving from it. Only request/response pairs become locust request events (``ws buy``
+Locust has no WebSocket user: each user holds a ``livesale_client.sync`` client (the Python client
+package; its receiver thread is a gevent greenlet here), which joins, resumes after a drop and re-sends
+a buy / pay with the same rid. Only request/response pairs become locust request events (``ws buy``
 click -> ``buy_result``, ``ws pay`` -> ``pay_result``, ``ws launch_sale`` -> ``ok``, ``ws join`` ->
 ``snapshot``); room broadcasts are counted, not recorded one by one.
 
@@ -40,11 +41,11 @@ import time
 import gevent
 import gevent.event
 import jwt
-from gevent.event import AsyncResult
 from gevent.lock import Semaphore
 from locust import HttpUser, between, constant, events, task
 
-import websocket
+from livesale_client import LiveSaleError, SaleOpen, SaleScheduled
+from livesale_client import sync as livesale_sync
 
 ROOM = os.environ.get("LIVESALE_ROOM", "load")
 PRODUCT = os.environ.get("LIVESALE_PRODUCT", "p-load")
@@ -61,10 +62,6 @@ REPLY_TIMEOUT_S = 15.0
 _ids = itertools.count(1)
 _orders_lock = Semaphore()
 BUY_OK = {"RESERVED", "SOLD_OUT", "LIMIT", "ENDED", "NOT_STARTED"}  # answers a real click can get
-
-
-def _ws_url(host: str) -> str:
-    return host.replace("https://", "wss://").replace("http://", "ws://").rstrip("/") + "/ws"
 
 
 def _record_order(line: dict) -> None:
@@ -89,126 +86,59 @@ def platform_token(name: str, ttl_s: int = 3600) -> tuple[str, str]:
 
 
 class RoomConnection:
-    """One WebSocket in a room, a receive greenlet, and rid -> reply routing."""
+    """One ``livesale_client.sync`` client in the room (its receiver is a greenlet under locust's gevent),
+    every request/response pair reported as a locust request event."""
 
     def __init__(self, user: HttpUser, token: str | None, on_event) -> None:
-        self.user = user
         self.env = user.environment
-        self.token = token
-        self.on_event = on_event
-        self.pending: dict[str, AsyncResult] = {}
-        self.snapshot = AsyncResult()
-        self.clock_samples: list[tuple[float, float]] = []  # (rtt, offset)
-        self.clock_reply: AsyncResult | None = None
-        self.offset_ms = 0.0
-        self.received = 0
-        self.closed = False
         t0 = time.perf_counter()
-        self.ws = websocket.create_connection(_ws_url(user.host), timeout=REPLY_TIMEOUT_S,
-                                              enable_multithread=True, skip_utf8_validation=True)
-        self.ws.settimeout(None)
-        self.reader = gevent.spawn(self._recv_loop)
-        join = {"type": "join", "room": ROOM}
-        if token:
-            join["token"] = token
-        self.send(join)
         try:
-            snap = self.snapshot.get(timeout=REPLY_TIMEOUT_S)
-            self._fire("ws", "join", t0, len(json.dumps(snap)), None)
+            self.client = livesale_sync.connect(user.host, room=ROOM, token=token, on_event=on_event,
+                                                queue_events=False, request_timeout=REPLY_TIMEOUT_S,
+                                                timeout=REPLY_TIMEOUT_S)
         except Exception as exc:
             self._fire("ws", "join", t0, 0, exc)
             raise
-        self.sync_clock()
+        snap = self.client.snapshot
+        self._fire("ws", "join", t0, len(json.dumps(snap.raw)) if snap else 0, None)
+        self.client.wait_clock(REPLY_TIMEOUT_S)  # the client samples the clock after each join (5 samples)
 
-    # -- plumbing --------------------------------------------------------------------------------
+    @property
+    def snapshot(self) -> dict:
+        return self.client.snapshot.raw if self.client.snapshot else {}
+
+    @property
+    def closed(self) -> bool:
+        return self.client.closed
+
     def _fire(self, kind: str, name: str, t0: float, length: int, exc: Exception | None) -> None:
         self.env.events.request.fire(request_type=kind, name=name,
                                      response_time=(time.perf_counter() - t0) * 1000.0,
                                      response_length=length, exception=exc, context={})
 
-    def send(self, msg: dict) -> None:
-        self.ws.send(json.dumps(msg, separators=(",", ":")))
+    def send(self, type: str, **fields) -> None:
+        self.client.send(type, **fields)
 
-    def _recv_loop(self) -> None:
-        while not self.closed:
-            try:
-                raw = self.ws.recv()
-            except Exception:
-                self.closed = True
-                break
-            if not raw:
-                continue
-            self.received += 1
-            try:
-                msg = json.loads(raw)
-            except ValueError:
-                continue
-            t = msg.get("type")
-            if t == "clock":
-                if self.clock_reply is not None:
-                    self.clock_reply.set((msg, time.time() * 1000.0))
-                continue
-            if t in ("snapshot", "resumed"):
-                if not self.snapshot.ready():
-                    self.snapshot.set(msg)
-            elif t == "error" and not self.snapshot.ready() and "rid" not in msg:
-                self.snapshot.set_exception(RuntimeError(f"{msg.get('code')}: {msg.get('message')}"))
-            rid = msg.get("rid")
-            if rid is not None and rid in self.pending:
-                self.pending.pop(rid).set(msg)
-            if t != "tick":
-                self.on_event(msg)
-
-    def request(self, msg: dict, name: str) -> dict | None:
-        """Send a message with a fresh rid, wait for its reply; records a locust request event."""
-        rid = f"{msg['type'][:1]}{next(_ids)}.{random.getrandbits(32):x}"
-        msg["rid"] = rid
-        res = AsyncResult()
-        self.pending[rid] = res
+    def request(self, type: str, fields: dict, name: str):
+        """The typed reply (None when it failed); records a locust request event. The client keeps one rid
+        per call and re-sends it after a lost connection or an UNAVAILABLE answer."""
         t0 = time.perf_counter()
         try:
-            self.send(msg)
-            reply = res.get(timeout=REPLY_TIMEOUT_S)
-        except Exception as exc:
-            self.pending.pop(rid, None)
-            self._fire("ws", name, t0, 0, exc)
+            reply = self.client.request(type, fields, rid=f"{type[:1]}{next(_ids)}.{random.getrandbits(32):x}")
+        except LiveSaleError as exc:
+            self._fire("ws", f"{name} -> {exc.code}" if type in ("buy", "pay") else name, t0, 0, exc)
             return None
-        code = reply.get("code")
-        ok = reply.get("type") != "error" and (msg["type"] != "buy" or code in BUY_OK) and \
-            (msg["type"] != "pay" or code in ("CONFIRMED", "ALREADY_CONFIRMED"))
-        label = f"{name} -> {code}" if code and msg["type"] in ("buy", "pay") else name
-        self._fire("ws", label, t0, 0, None if ok else RuntimeError(f"{reply.get('type')} {code}"))
+        code = reply.raw.get("code")
+        ok = (type != "buy" or code in BUY_OK) and (type != "pay" or code in ("CONFIRMED", "ALREADY_CONFIRMED"))
+        label = f"{name} -> {code}" if code and type in ("buy", "pay") else name
+        self._fire("ws", label, t0, 0, None if ok else RuntimeError(f"{reply.raw.get('type')} {code}"))
         return reply
 
-    def sync_clock(self, samples: int = 5) -> None:
-        best = None
-        for _ in range(samples):
-            self.clock_reply = AsyncResult()
-            t0 = time.time() * 1000.0
-            self.send({"type": "clock", "t0": t0})
-            try:
-                msg, t3 = self.clock_reply.get(timeout=REPLY_TIMEOUT_S)
-            except gevent.Timeout:
-                continue
-            t1, t2 = msg["t1"], msg["t2"]
-            rtt = (t3 - t0) - (t2 - t1)
-            off = ((t1 - t0) + (t2 - t3)) / 2.0
-            if best is None or rtt < best[0]:
-                best = (rtt, off)
-        self.clock_reply = None
-        if best:
-            self.offset_ms = best[1]
-
     def server_now(self) -> float:
-        return time.time() * 1000.0 + self.offset_ms
+        return self.client.server_now()
 
     def close(self) -> None:
-        self.closed = True
-        try:
-            self.ws.close()
-        except Exception:
-            pass
-        self.reader.kill(block=False)
+        self.client.close()
 
 
 class Viewer(HttpUser):
@@ -235,7 +165,7 @@ class Viewer(HttpUser):
         self.conn_ready = gevent.event.Event()
         self.conn = RoomConnection(self, self.token, self.on_event)
         self.conn_ready.set()
-        for sale in (self.conn.snapshot.get().get("sales") or []):
+        for sale in (self.conn.snapshot.get("sales") or []):
             self.consider(sale, from_snapshot=True)
 
     def on_stop(self) -> None:
@@ -245,10 +175,9 @@ class Viewer(HttpUser):
             self.conn.close()
 
     # -- room events -------------------------------------------------------------------------------
-    def on_event(self, msg: dict) -> None:
-        t = msg.get("type")
-        if t in ("sale_scheduled", "sale_open") and isinstance(msg.get("sale"), dict):
-            self.consider(msg["sale"])
+    def on_event(self, msg) -> None:
+        if isinstance(msg, (SaleScheduled, SaleOpen)) and msg.sale:
+            self.consider(msg.sale)
 
     def consider(self, sale: dict, from_snapshot: bool = False) -> None:
         sid = sale.get("sale_id")
@@ -268,14 +197,14 @@ class Viewer(HttpUser):
         gevent.sleep(max(0.0, wait_s) + random.uniform(0.0, 0.25))  # a thumb, not a robot
         if conn.closed:
             return
-        reply = conn.request({"type": "buy", "sale": sale_id, "qty": 1}, "buy")
-        if not reply or reply.get("code") != "RESERVED" or random.random() >= PAY_RATIO:
+        reply = conn.request("buy", {"sale": sale_id, "qty": 1}, "buy")
+        if not reply or not reply.reserved or random.random() >= PAY_RATIO:
             return
         gevent.sleep(random.uniform(0.5, 2.0))
-        hold = reply["hold"]
-        paid = conn.request({"type": "pay", "hold": hold}, "pay")
-        if paid and paid.get("code") == "CONFIRMED":
-            _record_order({"order": paid.get("order") or hold, "sale": sale_id, "hold": hold,
+        hold = reply.hold
+        paid = conn.request("pay", {"hold": hold}, "pay")
+        if paid and paid.code == "CONFIRMED":
+            _record_order({"order": paid.order or hold, "sale": sale_id, "hold": hold,
                            "user": self.user_id, "token": self.token, "t": int(time.time() * 1000)})
 
     # -- ambient behaviour ---------------------------------------------------------------------------
@@ -286,13 +215,13 @@ class Viewer(HttpUser):
     @task(3)
     def like(self) -> None:
         if not self.conn.closed:
-            self.conn.send({"type": "like", "n": random.randint(1, 3)})
+            self.conn.send("like", n=random.randint(1, 3))
 
     @task(1)
     def comment(self) -> None:
         if not self.conn.closed:
-            self.conn.send({"type": "comment", "text": random.choice(
-                ["love it", "how much?", "size M please", "wow", "is it back in stock?", "ship to EU?"])})
+            self.conn.send("comment", text=random.choice(
+                ["love it", "how much?", "size M please", "wow", "is it back in stock?", "ship to EU?"]))
 
 
 class Host(HttpUser):
@@ -315,8 +244,9 @@ class Host(HttpUser):
     def launch(self) -> None:
         if self.conn.closed:
             return
-        self.conn.request({"type": "launch_sale", "product": PRODUCT, "units": SALE_UNITS, "limit": 1,
-                           "starts_in_s": SALE_STARTS_IN_S, "duration_s": SALE_DURATION_S}, "launch_sale")
+        self.conn.request("launch_sale", {"product": PRODUCT, "units": SALE_UNITS, "limit": 1,
+                                          "starts_in_s": SALE_STARTS_IN_S, "duration_s": SALE_DURATION_S},
+                          "launch_sale")
 
 
 @events.test_start.add_listener

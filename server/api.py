@@ -23,7 +23,7 @@ from commerce.validation import ID_RE, Schema
 from commerce.wire import hold_wire, order_wire
 from inventory.domain import ConfirmCode, ReleaseCode, ReserveCode
 
-from .appkeys import COMMERCE, GATEWAY, GUEST_RATE, HUB, PROXIES, SETTINGS
+from .appkeys import COMMERCE, GUEST_RATE, HUB, PROXIES, SETTINGS
 from .appkeys import VERIFIER
 
 __all__ = ["setup", "error_middleware", "token_keys_middleware", "MAX_URL_BYTES", "MAX_REQUEST_LINE"]
@@ -156,13 +156,6 @@ def client_addr(request: web.Request) -> str:
 
 async def get_time(request: web.Request) -> web.Response:
     return json({"server_time": request.app[HUB].now_ms(), "guests": request.app[SETTINGS].guest_tokens})
-
-
-async def health(request: web.Request) -> web.Response:
-    await _commerce(request).ping()
-    hub = request.app[HUB]
-    return json({"ok": True, "gateway": hub.gateway_id, "connections": len(request.app[GATEWAY].connections),
-                 "rooms": len(hub.rooms), "stats": hub.stats})
 
 
 async def viewer_token(request: web.Request) -> web.Response:
@@ -363,7 +356,6 @@ async def my_orders(request: web.Request) -> web.Response:
 
 def setup(app: web.Application) -> None:
     r = app.router
-    r.add_get("/healthz", health)
     r.add_get("/api/time", get_time)
     r.add_post("/api/viewer-token", viewer_token)
     r.add_get("/api/rooms", list_rooms)

@@ -31,6 +31,7 @@ from inventory.growth import CommissionHook
 from inventory.reaper import Reaper
 from inventory.redis_link import connect, is_cluster
 from inventory.scripts import Inventory
+from inventory.settle_heartbeat import SettleHeartbeat
 from inventory.settlement import SettlementWorker
 from inventory.signal_sink import SignalSink
 from inventory.store import Store
@@ -44,8 +45,10 @@ from . import api_reengage
 from . import api_shelf
 from . import api_reports
 from . import api_audiences
+from . import openapi
+from . import access_log, health, logs
 from .appkeys import COMMERCE, CORE, GATEWAY, GUEST_RATE, HUB, PROXIES, SETTINGS
-from .appkeys import VERIFIER
+from .appkeys import SETTLEMENT, VERIFIER
 from .config import Settings
 from .embedded import EmbeddedRedis
 from .payment_setup import payment_provider
@@ -110,7 +113,7 @@ class Core:
                             signals_on=s.signals_on, signal_flush_s=s.signal_flush_ms / 1000,
                             growth={"window_s": s.share_window_s, "default_bps": s.commission_bps,
                                     "pending_s": s.commission_pending_s, "link_rate": s.share_link_rate},
-                            personal_shelf=s.personal_shelf)
+                            personal_shelf=s.personal_shelf, answer_deadline_s=s.answer_deadline_ms / 1000)
         return cls(redis, raw, store, inventory, bus, commerce)
 
     async def aclose(self) -> None:
@@ -141,20 +144,29 @@ class Settlement:
                              on_restock=core.commerce.sales.restocked, store=core.store,
                              retain_ms=s.retain_ended_s * 1000, on_retired=core.commerce.sale_retired,
                              on_deposits=core.commerce.presales.deposits_expired)
+        # alive, counters and lag in Redis every few seconds, for `livesale settle --check`
+        self.heartbeat = SettleHeartbeat(core.redis, self.worker, s.settle_heartbeat_s)
         self._tasks = OwnedTasks(log, "settlement")
 
     def start(self) -> None:
         self._tasks.spawn(self.worker.run())
         self._tasks.spawn(self.reaper.run())
         self._tasks.spawn(self.signals.run())
+        self._tasks.spawn(self.heartbeat.run())
 
     async def aclose(self) -> None:
-        """The reaper stops; the worker finishes the batch in hand (bounded), then both are cancelled."""
+        """The reaper stops; the worker finishes the batch in hand (bounded), then both are cancelled;
+        the heartbeat is removed (this worker is gone now, not 3 intervals later)."""
         self.reaper.stop()
         self.signals.stop()
+        self.heartbeat.stop()
         await self.worker.stop(timeout=self.timeout)
         if await self._tasks.cancel(5.0):
             log.warning("settlement: a task did not stop")
+        try:
+            await asyncio.wait_for(self.heartbeat.forget(), 2.0)
+        except Exception as exc:  # Redis down: the heartbeat expires on its own
+            log.warning("settlement heartbeat not removed (%s); it expires on its own", type(exc).__name__)
 
 
 class Upkeep:
@@ -224,7 +236,8 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
                                     tick_ms=s.tick_ms, soft_limit=s.ws_soft_limit, hard_limit=s.ws_hard_limit,
                                     guests=s.guest_tokens, conn_per_addr=s.conn_per_addr,
                                     join_rate_per_addr=s.join_rate_per_addr,
-                                    trusted_proxies=parse_proxies(s.trusted_proxies)), watch)
+                                    trusted_proxies=parse_proxies(s.trusted_proxies),
+                                    answer_deadline_s=s.answer_deadline_ms / 1000), watch)
     app[CORE], app[COMMERCE], app[HUB], app[GATEWAY] = core, commerce, hub, gateway
     upkeep = Upkeep(s, core)
     upkeep.start()
@@ -232,6 +245,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await upkeep.aclose()
+        await gateway.aclose()  # requests answered at their deadline and still running
         await hub.aclose()  # the hub's one stop; _on_shutdown only closed its connections
         await core.aclose()
 
@@ -242,6 +256,7 @@ async def _settlement(app: web.Application) -> AsyncIterator[None]:
         yield
         return
     settlement = Settlement(s, app[CORE])
+    app[SETTLEMENT] = settlement
     settlement.start()
     try:
         yield
@@ -259,7 +274,8 @@ async def _on_shutdown(app: web.Application) -> None:
 def create_app(settings: Settings) -> web.Application:
     # request lines up to MAX_REQUEST_LINE reach the middleware, which answers URLs over
     # MAX_URL_BYTES with a JSON 414 (aiohttp's parser would answer a plain-text 400 past 8 KiB)
-    app = web.Application(middlewares=[api.error_middleware, api.token_keys_middleware], client_max_size=64 * 1024,
+    app = web.Application(middlewares=[access_log.request_id_middleware, api.error_middleware,
+                                       api.token_keys_middleware], client_max_size=64 * 1024,
                           handler_args={"max_line_size": api.MAX_REQUEST_LINE})
     # the signing secret is resolved once here (LIVESALE_SECRET or the data directory's file): no
     # request reads a file
@@ -267,12 +283,19 @@ def create_app(settings: Settings) -> web.Application:
     app[PROXIES] = parse_proxies(settings.trusted_proxies)
     app[GUEST_RATE] = AddressRate(settings.guest_token_rate / 60.0, settings.guest_token_rate)
     app[VERIFIER] = token_verifier(app[SETTINGS])
+    logs.protect(app[SETTINGS].secret)  # resolved just now: never in a log line (server/logs.py)
+    access_log.setup(app)  # X-Request-Id on every response
     app.cleanup_ctx.append(_engine)
     app.cleanup_ctx.append(_token_keys)
     app.cleanup_ctx.append(_resources)
     app.cleanup_ctx.append(_settlement)
     app.on_shutdown.append(_on_shutdown)
+    if settings.metrics:  # GET /metrics, fed after the gateway and settlement started (server/metrics.py)
+        from . import metrics
+
+        metrics.setup(app)
     app.router.add_get("/ws", _ws)
+    health.setup(app)  # /healthz, /readyz
     api.setup(app)
     api_goods.setup(app)
     api_interaction.setup(app)
@@ -282,6 +305,7 @@ def create_app(settings: Settings) -> web.Application:
     api_shelf.setup(app)
     api_reports.setup(app)
     pages.setup(app)
+    openapi.setup(app)  # last: GET /api/openapi.json and /api/docs, built from the router at startup
     return app
 
 

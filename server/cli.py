@@ -54,8 +54,13 @@ def package_version() -> str:
         return m.group(1) if m else "unknown"
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s")
+def _setup_logging(settings: Settings) -> None:
+    """Every command's logging: LIVESALE_LOG_LEVEL, LIVESALE_LOG_FORMAT (text | json), the settings' secrets
+    never written (server/logs.py)."""
+    from . import logs
+
+    logs.setup(settings.log_level, settings.log_format,
+               (settings.secret, *settings.secrets_previous, settings.payment_webhook_secret, settings.webhook_secret))
 
 
 def _install_uvloop() -> None:
@@ -124,6 +129,7 @@ async def run_server(settings: Settings, *, reuse_port: bool = False,
                      ready: Callable[[str], Awaitable[None] | None] | None = None) -> None:
     """Serve until SIGINT/SIGTERM. The address is bound first: when it cannot be (in use...), this
     raises ``ListenError`` before anything (embedded engine, settlement) has started."""
+    from . import access_log
     from .app import create_app
     from .payment_setup import needs_bundled_sandbox, start_bundled_sandbox
 
@@ -136,7 +142,7 @@ async def run_server(settings: Settings, *, reuse_port: bool = False,
         stop = _signal_event()
         app = create_app(settings)
         runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=settings.shutdown_timeout_s,
-                               access_log=None)
+                               **access_log.runner_options(settings.access_log))
         try:  # whatever fails from here on, everything started so far is stopped in order
             await runner.setup()
             for sock in socks:
@@ -175,6 +181,10 @@ def _serve_workers(settings: Settings) -> int:
         sock.close()
     embedded: EmbeddedRedis | EmbeddedCluster | None = None
     env = dict(os.environ)
+    if settings.metrics:  # one scrape of any worker adds up every process (server/metrics_dir.py)
+        from .metrics_dir import fresh_multiprocess_dir
+
+        fresh_multiprocess_dir(settings.data_path, env)
     if not settings.redis_url and settings.embedded_cluster > 0:  # --cluster N: the children get its seed node
         embedded = EmbeddedCluster(settings.data_path, settings.embedded_cluster, settings.embedded_replicas)
         env["REDIS_URL"] = embedded.start()
@@ -209,6 +219,10 @@ async def _workers_main(settings: Settings, env: dict[str, str]) -> int:
 
     async def watch(child: asyncio.subprocess.Process) -> None:
         rc = await child.wait()
+        if settings.metrics:  # its live gauges (connections, rooms) stop counting
+            from .metrics_dir import process_ended
+
+            process_ended(child.pid)
         if not stopping and not stop.is_set():
             failed.append(f"gateway worker {child.pid} exited with status {rc}")
             stop.set()
@@ -246,8 +260,11 @@ async def _workers_main(settings: Settings, env: dict[str, str]) -> int:
     return 1 if failed else 0
 
 
-async def _settle_main(settings: Settings, stop: asyncio.Event | None = None) -> None:
-    """Settlement worker + hold reaper, until SIGTERM or ``stop`` (drains the batch in hand first)."""
+async def _settle_main(settings: Settings, stop: asyncio.Event | None = None,
+                       metrics_port: int | None = None) -> None:
+    """Settlement worker + hold reaper, until SIGTERM or ``stop`` (drains the batch in hand first).
+    Its metrics (LIVESALE_METRICS): served on ``metrics_port`` if given (`livesale settle --metrics-port`),
+    else only written to the multiprocess directory when there is one (the parent of `serve --workers N`)."""
     from .app import Core, Settlement, Upkeep
 
     if stop is None:
@@ -257,18 +274,32 @@ async def _settle_main(settings: Settings, stop: asyncio.Event | None = None) ->
     upkeep = Upkeep(settings, core)
     settlement.start()
     upkeep.start()
+    metrics, metrics_http = None, None
+    if settings.metrics and (metrics_port is not None or os.environ.get("PROMETHEUS_MULTIPROC_DIR")):  # metrics_dir
+        from .metrics import Metrics, serve_settle
+
+        metrics = Metrics()
+        metrics.watch_settlement(settlement.worker, settlement.reaper, core.redis)
+        await metrics.start()
+        if metrics_port is not None:
+            metrics_http = await serve_settle(metrics, settings.host, metrics_port)
+            print(f"livesale settlement metrics on http://{settings.host}:{metrics_port}/metrics", flush=True)
     print("livesale settlement worker running", flush=True)
     try:
         await stop.wait()
     finally:
+        if metrics_http is not None:
+            await metrics_http.cleanup()
         await upkeep.aclose()
         await settlement.aclose()
+        if metrics is not None:
+            await metrics.aclose()
         await core.aclose()
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     settings = Settings.from_env(**_overrides(args))
-    _setup_logging(settings.log_level)
+    _setup_logging(settings)
     _install_uvloop()
     if settings.workers > 1:
         return _serve_workers(settings)
@@ -276,16 +307,43 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _settle_check(settings: Settings, max_lag_s: float) -> int:
+    """`livesale settle --check`: one line from the workers' heartbeats; 0 when one is alive and the lag
+    is within ``max_lag_s`` (inventory/settle_heartbeat.py)."""
+    from inventory.redis_link import is_cluster
+    from inventory.settle_heartbeat import read_beats, verdict
+
+    from .app import redis_client
+
+    redis = redis_client(settings.redis_url, 2, decode=True, cluster=settings.redis_cluster)
+    try:
+        beats, now_ms = await asyncio.wait_for(read_beats(redis), 10)
+    except Exception as exc:  # the class only: the message of a connection error may carry the URL
+        print(f"unhealthy: cannot read the settlement heartbeats from Redis ({type(exc).__name__})", flush=True)
+        return 1
+    finally:
+        await redis.aclose()
+        if not is_cluster(redis):
+            await redis.connection_pool.disconnect()
+    ok, line = verdict(beats, now_ms, max_lag_s)
+    print(line, flush=True)
+    return 0 if ok else 1
+
+
 def cmd_settle(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
-    _setup_logging(settings.log_level)
+    _setup_logging(settings)
     if not settings.redis_url:
         raise SettingsError("`livesale settle` needs REDIS_URL (the embedded server belongs to `livesale serve`)")
+    if args.check:
+        if args.max_lag_s < 0:
+            raise SettingsError(f"--max-lag-s {args.max_lag_s:g}: expected seconds, 0 or more")
+        return asyncio.run(_settle_check(settings, args.max_lag_s))
     if not settings.database_url:
         raise SettingsError("`livesale settle` needs DATABASE_URL (a private SQLite file would not be the "
                             "gateways' database)")
     _install_uvloop()
-    asyncio.run(_settle_main(settings))
+    asyncio.run(_settle_main(settings, metrics_port=args.metrics_port))
     return 0
 
 
@@ -323,7 +381,7 @@ async def _reconcile_main(settings: Settings, repair: bool) -> int:
 
 def cmd_reconcile(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
-    _setup_logging(settings.log_level)
+    _setup_logging(settings)
     if not settings.redis_url:
         raise SettingsError("`livesale reconcile` needs REDIS_URL (the Redis server the gateways use)")
     if not settings.database_url:
@@ -361,7 +419,7 @@ async def _audit_main(settings: Settings, pool_ids: list[str]) -> int:
 
 def cmd_audit(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
-    _setup_logging(settings.log_level)
+    _setup_logging(settings)
     if not settings.redis_url:
         raise SettingsError("`livesale audit` needs REDIS_URL (the Redis server the gateways use)")
     if not settings.database_url:
@@ -401,7 +459,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
     settings = Settings.from_env(**_overrides(args))
-    _setup_logging(settings.log_level)
+    _setup_logging(settings)
     _install_uvloop()
     asyncio.run(run_demo(settings))
     return 0
@@ -429,16 +487,44 @@ def _cluster_arguments(p: argparse.ArgumentParser) -> None:
                    help="replicas per master of that cluster, 0 to 2 (default 1; LIVESALE_EMBEDDED_REPLICAS)")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="livesale", description="Real-time server for live-stream shopping.")
-    parser.add_argument("--version", action="version", version=f"livesale {package_version()}")
-    sub = parser.add_subparsers(dest="command", required=True)
+_EPILOG = """\
+every setting comes from the environment (the README's Configuration table lists them all); the main ones:
+  LIVESALE_HOST, LIVESALE_PORT   where `serve` listens (default 127.0.0.1:8080)
+  REDIS_URL                      Redis/Valkey (empty: a private embedded Valkey under LIVESALE_DATA_DIR)
+  LIVESALE_REDIS_CLUSTER         treat REDIS_URL as a Redis Cluster seed node
+  DATABASE_URL                   the SQL system of record (empty: SQLite under LIVESALE_DATA_DIR)
+  LIVESALE_SECRET                the token signing secret (empty: one kept in LIVESALE_DATA_DIR)
+  LIVESALE_WORKERS               gateway processes sharing the port
+  LIVESALE_SETTLE_IN_PROCESS     settle inside `serve` (false when `livesale settle` runs separately)
+  LIVESALE_LOG_LEVEL, LIVESALE_LOG_FORMAT, LIVESALE_ACCESS_LOG   logging (text or json)
+operations (logs, health and readiness, metrics, the settlement heartbeat): docs/OPERATIONS.md
+`livesale COMMAND --help` describes a command's options."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: every command and option with its help (tests/unit/test_cli_help.py)."""
+    parser = argparse.ArgumentParser(prog="livesale", description="Real-time server for live-stream shopping.",
+                                     epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"livesale {package_version()}",
+                        help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", help="one of:")
     p = sub.add_parser("serve", help="run the HTTP/WebSocket gateway (and, by default, settlement)")
-    p.add_argument("--port", type=int)
+    p.add_argument("--port", type=int, help="TCP port to listen on, 0 for a free one (overrides LIVESALE_PORT)")
     p.add_argument("--workers", type=int, help="gateway processes sharing the port (SO_REUSEPORT)")
     _cluster_arguments(p)
     p.set_defaults(fn=cmd_serve)
-    p = sub.add_parser("settle", help="run a settlement worker and the hold reaper (needs REDIS_URL)")
+    p = sub.add_parser("settle", help="run a settlement worker and the hold reaper (needs REDIS_URL); --check: "
+                                      "is one alive")
+    p.add_argument("--check", action="store_true",
+                   help="do not settle: read the settlement workers' heartbeats in Redis and exit 0 when at least "
+                        "one is alive and the lag is within --max-lag-s, else 1, with a one-line reason (needs "
+                        "REDIS_URL only)")
+    p.add_argument("--max-lag-s", type=float, default=60.0, metavar="S",
+                   help="with --check: the largest acceptable age of the oldest order not yet settled, in "
+                        "seconds (default: 60)")
+    p.add_argument("--metrics-port", type=int, metavar="PORT",
+                   help="serve this process's Prometheus metrics at http://LIVESALE_HOST:PORT/metrics "
+                        "(docs/OPERATIONS.md Metrics)")
     p.set_defaults(fn=cmd_settle)
     p = sub.add_parser("reconcile", help="compare live sales' Redis state with SQL (needs REDIS_URL, DATABASE_URL); "
                                          "exit 1 on drift")
@@ -449,7 +535,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pool", action="append", help="audit this pool only (repeat)")
     p.set_defaults(fn=cmd_audit)
     p = sub.add_parser("demo", help="the whole system on embedded defaults with a live demo room")
-    p.add_argument("--port", type=int)
+    p.add_argument("--port", type=int, help="TCP port to listen on, 0 for a free one (overrides LIVESALE_PORT)")
     _cluster_arguments(p)
     p.set_defaults(fn=cmd_demo)
     p = sub.add_parser("token", help="mint a signed host token (or --viewer NAME for a viewer token)")
@@ -464,7 +550,14 @@ def main(argv: list[str] | None = None) -> int:
                                            "(docs/DRAWS.md); exit 1 unless everything agrees")
     verify_draw.add_arguments(p)
     p.set_defaults(fn=verify_draw.run)
-    args = parser.parse_args(argv)
+    for choice in sub._choices_actions:  # each command's own --help opens with its one-line summary
+        command = sub.choices[choice.dest]
+        command.description = command.description or choice.help
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         return int(args.fn(args))
     except SettingsError as e:

@@ -2,8 +2,9 @@
 
 It runs the gateway + settlement in this process, seeds a room with products and fan teams over the
 public HTTP API, launches a flash sale about every minute (with a poll or a coupon drop in between),
-and runs a few simulated viewers (over the public WebSocket protocol) who join a team, chat, like,
-vote, claim coupons, buy and pay: through the sandbox payment provider it starts
+and runs a few simulated viewers (the Python client package, ``livesale_client.aio``, over the public
+WebSocket protocol) who join a team, chat, like, vote, claim coupons, buy and pay: through the sandbox
+payment provider it starts
 (``server/sandbox_pay.py``, on LIVESALE_SANDBOX_PORT or a free port), pressing Pay on its hosted page,
 with a claimed coupon when they hold one.
 """
@@ -14,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import random
+from collections.abc import Awaitable
 from typing import Any
 
 import aiohttp
@@ -21,6 +23,7 @@ from aiohttp import web
 
 from commerce.identity import mint_host_token
 from commerce.tasks import OwnedTasks
+from livesale_client import LiveSaleError, SaleOpen, Snapshot, aio
 
 from .cli import run_server
 from .config import Settings
@@ -157,52 +160,88 @@ async def _viewer(base: str, name: str, stop: asyncio.Event, link: asyncio.Futur
         elif referred:
             with contextlib.suppress(TimeoutError):
                 ref = await asyncio.wait_for(asyncio.shield(link), 30)
-        while not stop.is_set():
+        def client() -> aio.LiveSaleClient:
+            return aio.LiveSaleClient(base, room=ROOM, token=token, join_fields={"ref": ref} if ref else None,
+                                      max_queue=1000)
+
+        live = client()
+        try:
+            while not stop.is_set():  # the client reconnects and resumes by itself; this retries a first join
+                try:
+                    await live.start()
+                    break
+                except LiveSaleError as exc:
+                    log.debug("demo viewer %s: %s", name, exc)
+                    live = client()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), 2)
+            if stop.is_set():
+                return
+            acts = OwnedTasks(log, f"demo viewer {name}")
+            acts.spawn(_chatter(live, rng))
+            acts.spawn(_watch(live, s, rng, coupons, acts))
             try:
-                async with s.ws_connect(f"{base}/ws", protocols=("livesale.v1.json",), heartbeat=20) as ws:
-                    await ws.send_json({"type": "join", "room": ROOM, "token": token, **({"ref": ref} if ref else {})})
-                    chatter = asyncio.create_task(_chatter(ws, rng))  # this connection's; awaited below
-                    try:
-                        async for msg in ws:
-                            if msg.type != aiohttp.WSMsgType.TEXT:
-                                break
-                            m = msg.json()
-                            kind = m.get("type")
-                            if kind == "snapshot" and m.get("teams") and not (m.get("you") or {}).get("team"):
-                                team = rng.choice(m["teams"]["teams"])["team_id"]
-                                await ws.send_json({"type": "join_team", "team": team})
-                            elif kind == "poll_opened" and rng.random() < 0.9:
-                                await asyncio.sleep(rng.uniform(0.5, 8))
-                                await ws.send_json({"type": "vote", "rid": f"v-{rng.getrandbits(40):x}",
-                                                    "poll": m["poll"]["poll_id"],
-                                                    "option": rng.randrange(len(m["poll"]["options"]))})
-                            elif kind == "coupon_drop" and rng.random() < 0.7:
-                                await asyncio.sleep(rng.uniform(0.05, 2))
-                                await ws.send_json({"type": "claim_coupon", "rid": f"c-{rng.getrandbits(40):x}",
-                                                    "drop": m["drop"]["drop_id"]})
-                            elif kind == "claim_result" and m.get("code") == "CLAIMED":
-                                coupons.append(m["drop"])
-                            elif m.get("type") == "sale_open" and rng.random() < 0.8:
-                                await asyncio.sleep(rng.uniform(0.05, 1.5))
-                                await ws.send_json({"type": "buy", "rid": f"{name}-{rng.getrandbits(40):x}",
-                                                    "sale": m["sale"]["sale_id"], "qty": 1})
-                            elif m.get("type") == "buy_result" and m.get("code") == "RESERVED" and rng.random() < 0.75:
-                                await asyncio.sleep(rng.uniform(1, 6))
-                                pay = {"type": "checkout", "rid": f"pay-{rng.getrandbits(40):x}", "hold": m["hold"]}
-                                if coupons:
-                                    pay["coupon"] = coupons.pop(0)
-                                await ws.send_json(pay)
-                            elif m.get("type") == "payment_started" and m.get("redirect_url"):
-                                await asyncio.sleep(rng.uniform(0.5, 3))  # reading the hosted page
-                                await _pay_on_page(s, m["redirect_url"], "pay" if rng.random() < 0.9 else "cancel")
-                    finally:
-                        chatter.cancel()
-                        with contextlib.suppress(asyncio.CancelledError):
-                            await chatter
-            except (aiohttp.ClientError, OSError) as exc:
-                log.debug("demo viewer %s: %s", name, exc)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 2)
+                await stop.wait()
+            finally:
+                await acts.cancel(5.0)
+        finally:
+            await live.close()
+
+
+async def _watch(live: aio.LiveSaleClient, s: aiohttp.ClientSession, rng: random.Random, coupons: list[str],
+                 acts: OwnedTasks) -> None:
+    """React to the room's typed events: a team at the first snapshot, votes, coupon claims, a tap on buy
+    when a sale opens (each tap its own task, owned by ``acts``)."""
+    async for ev in live.events():
+        if isinstance(ev, Snapshot) and ev.raw.get("teams") and not (ev.you or {}).get("team"):
+            team = rng.choice(ev.raw["teams"]["teams"])["team_id"]
+            acts.spawn(_quiet(live.request("join_team", {"team": team})))
+        elif ev.raw.get("type") == "poll_opened" and rng.random() < 0.9:
+            poll = ev.raw["poll"]
+            acts.spawn(_quiet(live.request("vote", {"poll": poll["poll_id"],
+                                                    "option": rng.randrange(len(poll["options"]))}),
+                              rng.uniform(0.5, 8)))
+        elif ev.raw.get("type") == "coupon_drop" and rng.random() < 0.7:
+            acts.spawn(_claim(live, ev.raw["drop"]["drop_id"], coupons, rng))
+        elif isinstance(ev, SaleOpen) and rng.random() < 0.8:
+            acts.spawn(_buy(live, s, ev.sale["sale_id"], coupons, rng))
+
+
+async def _quiet(call: Awaitable[Any], delay: float = 0.0) -> None:
+    await asyncio.sleep(delay)
+    try:
+        await call
+    except LiveSaleError as exc:
+        log.debug("demo viewer: %s", exc)
+
+
+async def _claim(live: aio.LiveSaleClient, drop: str, coupons: list[str], rng: random.Random) -> None:
+    await asyncio.sleep(rng.uniform(0.05, 2))
+    try:
+        res = await live.request("claim_coupon", {"drop": drop})
+    except LiveSaleError as exc:
+        log.debug("demo claim: %s", exc)
+        return
+    if res.raw.get("code") == "CLAIMED":
+        coupons.append(drop)
+
+
+async def _buy(live: aio.LiveSaleClient, s: aiohttp.ClientSession, sale: str, coupons: list[str],
+               rng: random.Random) -> None:
+    """Tap buy a moment after the open; pay most holds through the sandbox provider's page."""
+    await asyncio.sleep(rng.uniform(0.05, 1.5))
+    try:
+        res = await live.buy(sale)
+        if not res.reserved or not res.hold or rng.random() >= 0.75:
+            return
+        await asyncio.sleep(rng.uniform(1, 6))
+        started = await live.checkout(res.hold, coupon=coupons.pop(0) if coupons else None)
+    except LiveSaleError as exc:
+        log.debug("demo buy: %s", exc)
+        return
+    if started.redirect_url:
+        await asyncio.sleep(rng.uniform(0.5, 3))  # reading the hosted page
+        await _pay_on_page(s, started.redirect_url, "pay" if rng.random() < 0.9 else "cancel")
 
 
 async def _pay_on_page(s: aiohttp.ClientSession, redirect_url: str, action: str) -> None:
@@ -214,11 +253,11 @@ async def _pay_on_page(s: aiohttp.ClientSession, redirect_url: str, action: str)
         log.debug("demo payment page: %s", exc)
 
 
-async def _chatter(ws: aiohttp.ClientWebSocketResponse, rng: random.Random) -> None:
+async def _chatter(live: aio.LiveSaleClient, rng: random.Random) -> None:
     while True:
         await asyncio.sleep(rng.uniform(3, 12))
         if rng.random() < 0.5:
-            await ws.send_json({"type": "comment", "text": rng.choice(LINES)})
-        await ws.send_json({"type": "like", "n": rng.randint(1, 5)})
+            await live.comment(rng.choice(LINES))
+        await live.like(rng.randint(1, 5))
         if rng.random() < 0.3:  # opened a product's details: an interest signal
-            await ws.send_json({"type": "view", "product": rng.choice(PRODUCTS)["product_id"]})
+            await live.send("view", product=rng.choice(PRODUCTS)["product_id"])

@@ -14,12 +14,15 @@ from commerce.identity import ANONYMOUS, Identity
 from .frames import BINARY, TEXT, close_frame, frame
 from .messages import encode_json, encode_msgpack
 
-__all__ = ["Conn", "TokenBucket", "CLOSE_SLOW", "CLOSE_HEARTBEAT", "CLOSE_POLICY", "CLOSE_GOING_AWAY"]
+__all__ = ["Conn", "TokenBucket", "CLOSE_SLOW", "CLOSE_HEARTBEAT", "CLOSE_POLICY", "CLOSE_GOING_AWAY", "CLOSES"]
 
 CLOSE_SLOW = 4008        # write buffer over the hard limit: reconnect and resume / resync
 CLOSE_HEARTBEAT = 4001   # nothing heard for two heartbeat intervals
 CLOSE_POLICY = 1008      # inbound flood
 CLOSE_GOING_AWAY = 1001
+
+# connections of this process closed for a full write buffer (4008), read by server/metrics.py
+CLOSES = {"slow": 0}
 
 
 class TokenBucket:
@@ -107,6 +110,7 @@ class Conn:
             self.dead = True
             return False
         if t.get_write_buffer_size() > self.hard_limit:
+            CLOSES["slow"] += 1
             self.kill(CLOSE_SLOW, "slow consumer: resync")
             return False
         t.write(data)

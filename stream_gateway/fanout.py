@@ -79,6 +79,7 @@ class RoomFeed:
 
     def _fanout_critical(self, room: LocalRoom, payload: bytes, ev: dict[str, Any]) -> None:
         reap = self._registry.reap_dead
+        self._stats["critical_deliveries"] += len(room.text) + len(room.bin)
         if room.text:
             data = frame(payload, TEXT)
             for c in list(room.text):
@@ -126,8 +127,10 @@ class RoomFeed:
                 for s, payload in room.ring:
                     if s > seq:
                         conn.write(_encode_event(payload, conn.binary))
+                self._stats["resumed"] += 1
                 return True
         conn.send(st.snapshot(self._now_ms(), _you(conn)))
+        self._stats["snapshots"] += 1
         return False
 
     def send_snapshots(self, room: LocalRoom) -> None:

@@ -19,8 +19,10 @@ from commerce.addresses import AddressCount, AddressRate, Network, client_addres
 from commerce.errors import ErrorCode, Forbidden, NotFound, NotJoined, RateLimited, Refused, Unauthorized, as_error
 from commerce.host_actions import HOST_ACTIONS
 from commerce.identity import ANONYMOUS, TokenError, TokenVerifier
+from commerce.meters import BuyMeter, ErrorMeter
 from commerce.service import Commerce
 from commerce.signals import SignalKind
+from commerce.tasks import OwnedTasks
 from inventory.domain import ReserveCode, ReserveResult
 
 from . import messages as msg
@@ -66,6 +68,14 @@ def _where(exc: BaseException) -> str:
 _UNAVAILABLE_LOG = _RareLog()
 
 
+def _log_ids(conn: Conn, m: Inbound) -> dict[str, Any]:
+    """A money-path message's ids for a log line's ``extra`` (server/logs.py): built only where something is
+    logged, never per message on the hot path."""
+    body = m.body
+    return {"room_id": conn.room_id, "sale_id": getattr(body, "sale", None), "hold_id": getattr(body, "hold", None),
+            "rid": m.rid}
+
+
 @dataclass
 class GatewayLimits:
     max_msg: int
@@ -78,6 +88,7 @@ class GatewayLimits:
     conn_per_addr: int = 0                 # concurrent sockets per client address (0: no cap)
     join_rate_per_addr: float = 0.0        # joins per second per client address (0: no limit)
     trusted_proxies: tuple[Network, ...] = ()  # whose X-Forwarded-For names the client
+    answer_deadline_s: float = 0.0         # pay / checkout / release answered UNAVAILABLE after this (0: never)
 
 
 Refuse = Callable[[Inbound, str, str], dict[str, Any]]  # (message, code, why) -> the typed refusal
@@ -86,12 +97,13 @@ Refuse = Callable[[Inbound, str, str], dict[str, Any]]  # (message, code, why) -
 @dataclass(frozen=True, slots=True)
 class Route:
     """How one message type is handled: ``run`` after the checks the flags ask for."""
-    run: Callable[[Gateway, Conn, Inbound], Awaitable[None] | None]
+    run: Callable[[Gateway, Conn, Inbound], Awaitable[Any] | None]
     joined: bool = True           # needs a joined room (else NOT_JOINED)
     viewer: bool = False          # needs a viewer (or host) token (else UNAUTHORIZED)
     host: bool = False            # needs a host token for the joined room (else FORBIDDEN / UNAUTHORIZED)
     bucket: str | None = None     # the Conn token bucket it draws from (else RATE_LIMITED)
     refuse: Refuse | None = None  # the typed reply that carries a refusal (buy/pay/release), else `error`
+    answer_by: bool = False       # ``run`` returns the reply, sent if it is ready within the answer deadline
 
 
 class Gateway:
@@ -106,6 +118,13 @@ class Gateway:
         self.connections: set[Conn] = set()
         self.per_addr = AddressCount(limits.conn_per_addr)
         self.joins = AddressRate(limits.join_rate_per_addr, 2 * limits.join_rate_per_addr)
+        self._late = OwnedTasks(log, "late answer")  # requests answered UNAVAILABLE at the deadline, still running
+        self.buys = BuyMeter()      # buy answers by code and click -> answer time (server/metrics.py)
+        self.errors = ErrorMeter()  # Redis / database failures of requests
+
+    async def aclose(self) -> None:
+        """Stops the requests still running after their deadline answer (bounded)."""
+        await self._late.cancel(5.0)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         lim = self.limits
@@ -177,17 +196,40 @@ class Gateway:
             route = ROUTES[m.type]
             if self._allowed(conn, m, route):
                 pending = route.run(self, conn, m)
-                if pending is not None:
+                if route.answer_by:
+                    reply = await self._in_time(m, pending)
+                    conn.send(reply)
+                elif pending is not None:
                     await pending
         except Exception as exc:
+            self.errors.seen("ws", exc)
             err = as_error(exc)
             if err is None:
-                log.exception("handling %s failed", m.type)
+                log.exception("handling %s failed", m.type, extra=_log_ids(conn, m))
                 conn.send(msg.error("INTERNAL", _RETRY, m.rid))
             else:
                 if err.code is ErrorCode.UNAVAILABLE:
                     _UNAVAILABLE_LOG.note(m.type, exc)
                 conn.send(msg.error(err.code, err.message, m.rid))
+
+    async def _in_time(self, m: Inbound, pending: Any) -> Any:
+        """The reply of a money request, or the retryable UNAVAILABLE once the answer deadline passes: the
+        request goes on in the background (its reply dropped), and a retry with the same request id gets its
+        outcome (the scripts and the payments are idempotent per request / hold)."""
+        deadline = self.limits.answer_deadline_s
+        if not deadline:
+            reply: dict[str, Any] = await pending
+            return reply
+        task = self._late.spawn(_settled(pending))
+        done, _ = await asyncio.wait((task,), timeout=deadline)
+        if not done:
+            return msg.error(ErrorCode.UNAVAILABLE, f"not finished within {deadline:g} s (the stock service is slow "
+                             "or failing over); retry with the same request id", m.rid)
+        outcome = task.result()
+        if isinstance(outcome, BaseException):
+            raise outcome
+        done_reply: dict[str, Any] = outcome
+        return done_reply
 
     def _allowed(self, conn: Conn, m: Inbound, route: Route) -> bool:
         """The route's checks; a refusal is raised (an ``error``) or sent as the typed reply."""
@@ -201,12 +243,15 @@ class Gateway:
             why = f"{m.type} needs a viewer token: join with a token"
             if m.type == "buy" and route.refuse is not None:  # buy answers with its own result
                 conn.send(route.refuse(m, "UNAUTHORIZED", "buying needs a viewer token: join with a token"))
+                self.buys.answered("UNAUTHORIZED", time.monotonic() - conn.last_seen)
                 return False
             raise Unauthorized(why)
         if route.bucket is not None and not getattr(conn, route.bucket).take():
             if route.refuse is None:
                 raise RateLimited(f"too many {m.type} requests; slow down")
             conn.send(route.refuse(m, "RATE_LIMITED", ""))
+            if m.type == "buy":
+                self.buys.answered("RATE_LIMITED", time.monotonic() - conn.last_seen)
             return False
         return True
 
@@ -275,29 +320,30 @@ class Gateway:
         local = self.hub.rooms.get(room_id or "")
         if local is not None and m.body.sale not in local.state.sales:  # only this room's sales
             conn.send(_buy_refusal(m, "NOT_FOUND", ""))
+            self.buys.answered("NOT_FOUND", time.monotonic() - conn.last_seen)
             return
         conn.inflight += 1
+        # conn.last_seen: when the read loop received this message (the click's latency starts there)
         self.commerce.checkout.submit_buy(conn.identity, room_id, m.body.sale, m.body.qty, m.rid or "",
-                                          partial(_answer_buy, conn, m))
+                                          partial(_answer_buy, conn, m, self.buys, conn.last_seen))
 
-    async def _pay(self, conn: Conn, m: Inbound) -> None:
+    async def _pay(self, conn: Conn, m: Inbound) -> dict[str, Any]:
         try:
             c = await self.commerce.checkout.pay(conn.identity, m.body.hold, coupon=m.body.coupon)
         except Refused as e:  # a coupon refused (docs/PROTOCOL.md Coupon drops): nothing was paid
-            conn.send({**msg.pay_result(m.rid or "", e.code.value, m.body.hold), "message": e.message})
-            return
+            return {**msg.pay_result(m.rid or "", e.code.value, m.body.hold), "message": e.message}
         out: dict[str, Any] = dict(msg.pay_result(m.rid or "", c.code.value, m.body.hold, c.order_id))
         if c.discount is not None:  # a coupon applied
             out.update(discount=c.discount, total=c.total, coupon=m.body.coupon)
-        conn.send(out)
+        return out
 
-    async def _checkout(self, conn: Conn, m: Inbound) -> None:
+    async def _checkout(self, conn: Conn, m: Inbound) -> dict[str, Any]:
         started = await self.commerce.payments.checkout(conn.identity, m.body.hold, coupon=m.body.coupon)
-        conn.send(msg.payment_started(m.rid or "", started))
+        return dict(msg.payment_started(m.rid or "", started))
 
-    async def _release(self, conn: Conn, m: Inbound) -> None:
+    async def _release(self, conn: Conn, m: Inbound) -> dict[str, Any]:
         rel = await self.commerce.checkout.release(conn.identity, m.body.hold)
-        conn.send(msg.release_result(m.rid or "", rel.code.value, m.body.hold))
+        return dict(msg.release_result(m.rid or "", rel.code.value, m.body.hold))
 
     async def _comment(self, conn: Conn, m: Inbound) -> None:
         room_id = conn.room_id or ""
@@ -354,6 +400,20 @@ class Gateway:
         conn.send(msg.ok(m.rid, m.type, extra))
 
 
+async def _settled(pending: Awaitable[dict[str, Any]]) -> dict[str, Any] | BaseException:
+    """A request's reply or the exception it raised, returned (a late request's failure is nobody's to log
+    beyond the rare UNAVAILABLE line: the client was answered, and retries)."""
+    try:
+        return await pending
+    except Exception as exc:
+        err = as_error(exc)
+        if err is not None and err.code is ErrorCode.UNAVAILABLE:
+            _UNAVAILABLE_LOG.note("late request", exc)
+        elif err is None:
+            log.warning("a request answered at its deadline failed later: %s", exc)
+        return exc
+
+
 def _buy_refusal(m: Inbound, code: str, why: str) -> dict[str, Any]:
     out: dict[str, Any] = dict(msg.buy_result(m.rid or "", code, m.body.sale, m.body.qty, None))
     if why:
@@ -390,19 +450,22 @@ def _answer_act(conn: Conn, m: Inbound, reply: str, out: dict[str, Any] | BaseEx
     conn.send({"type": reply, "rid": m.rid, **out})
 
 
-def _answer_buy(conn: Conn, m: Inbound, r: ReserveResult | BaseException) -> None:
-    """The reservation's outcome, to this viewer only (called from the batch's result loop)."""
+def _answer_buy(conn: Conn, m: Inbound, meter: BuyMeter, received: float, r: ReserveResult | BaseException) -> None:
+    """The reservation's outcome, to this viewer only (called from the batch's result loop); ``meter``
+    counts it by code with the time since ``received`` (monotonic)."""
     conn.answered()
     if isinstance(r, BaseException):
         err = as_error(r)
         if err is not None and err.code is ErrorCode.UNAVAILABLE:
             _UNAVAILABLE_LOG.note("buy", r)
         else:
-            log.warning("buy %s failed: %s", m.rid, r)
+            log.warning("buy %s failed: %s", m.rid, r, extra=_log_ids(conn, m))
         conn.send(msg.error(err.code, err.message, m.rid) if err is not None else msg.error("INTERNAL", _RETRY, m.rid))
+        meter.answered(err.code.value if err is not None else "INTERNAL", time.monotonic() - received)
         return
     if r.code is ReserveCode.MEMBERS_ONLY:  # decided before the stock: no units_left
         conn.send(_buy_refusal(m, "MEMBERS_ONLY", "this sale is for signed-in members: guest tokens cannot buy it"))
+        meter.answered("MEMBERS_ONLY", time.monotonic() - received)
         return
     out: dict[str, Any] = dict(msg.buy_result(m.rid or "", r.code.value, m.body.sale, m.body.qty, r.available))
     if r.code is ReserveCode.RESERVED:
@@ -411,6 +474,7 @@ def _answer_buy(conn: Conn, m: Inbound, r: ReserveResult | BaseException) -> Non
     elif r.code is ReserveCode.NOT_STARTED:
         out["starts_at"] = r.at_ms
     conn.send(out)
+    meter.answered(r.code.value, time.monotonic() - received)
 
 
 ROUTES: dict[str, Route] = {
@@ -418,9 +482,9 @@ ROUTES: dict[str, Route] = {
     "clock": Route(Gateway._clock, joined=False),
     "ping": Route(Gateway._ping, joined=False),
     "buy": Route(Gateway._buy, viewer=True, bucket="buys", refuse=_buy_refusal),
-    "pay": Route(Gateway._pay, viewer=True, bucket="buys", refuse=_pay_refusal),
-    "release": Route(Gateway._release, viewer=True, bucket="buys", refuse=_release_refusal),
-    "checkout": Route(Gateway._checkout, viewer=True, bucket="buys"),
+    "pay": Route(Gateway._pay, viewer=True, bucket="buys", refuse=_pay_refusal, answer_by=True),
+    "release": Route(Gateway._release, viewer=True, bucket="buys", refuse=_release_refusal, answer_by=True),
+    "checkout": Route(Gateway._checkout, viewer=True, bucket="buys", answer_by=True),
     "comment": Route(Gateway._comment, viewer=True, bucket="comments"),
     "like": Route(Gateway._like, viewer=True),
     "join_team": Route(Gateway._join_team, viewer=True, bucket="acts"),

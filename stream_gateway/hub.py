@@ -39,7 +39,7 @@ from .fanout import RoomFeed
 from .heartbeat import Heartbeat
 from .lifecycle import Lifecycle
 from .reader import RoomReader
-from .rooms import LocalRoom, RoomRegistry
+from .rooms import LocalRoom, RoomRegistry, new_stats
 from .sale_timers import SaleHook, SaleTimers
 from .sweeper import IdleRoomSweeper
 from .ticker import OnlineHook, PresenceHook, SecondHook, Ticker, UnitsSource
@@ -61,7 +61,7 @@ class Hub(Lifecycle):
                  on_loaded: LoadedHook | None = None, on_second: SecondHook | None = None,
                  on_online: OnlineHook | None = None) -> None:
         self.gateway_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
-        self.stats = {"events": 0, "ticks": 0, "slow_closed": 0, "skipped": 0, "resyncs": 0}
+        self.stats = new_stats()  # plain counters (server/metrics.py reads them)
         self._replay_keep = replay_keep
         self.clock = RedisClock(redis)
         self.now_ms = self.clock.now_ms  # bound once: called on every hello and clock ping

@@ -54,6 +54,16 @@ class RoomReader(LoopPart):
         self._pubsub = redis.pubsub()
         self._cluster = is_cluster(redis)
         self._has_channels = asyncio.Event()  # set once the pubsub connection has a channel to read
+        self._loop: asyncio.Task[None] | None = None
+        self._failing = 0  # read loops whose subscription broke and has not read again yet
+
+    async def start(self) -> None:
+        self._loop = self._tasks.spawn(self._run())
+
+    @property
+    def reading(self) -> bool:
+        """The subscription works: the read loop runs and no read loop is reconnecting (``/readyz``)."""
+        return self._loop is not None and not self._loop.done() and not self._failing
 
     # -- subscriptions ----------------------------------------------------------------------------
 
@@ -135,6 +145,9 @@ class RoomReader(LoopPart):
         dispatch = self._feed.dispatch
         while not self._closing:
             if not active():  # nothing subscribed here: wait for a room (one server), or end (a shard)
+                if lost:  # no channel left to lose messages of: not reconnecting any more
+                    lost = False
+                    self._failing -= 1
                 if self._cluster:
                     return
                 self._has_channels.clear()
@@ -145,6 +158,7 @@ class RoomReader(LoopPart):
                 backoff = 0.1
                 if lost:  # reading again (redis-py resubscribed): reload the rooms once, not per failed try
                     lost = False
+                    self._failing -= 1
                     self._resync_all()
                 if msg is None or msg.get("type") != "smessage":
                     continue
@@ -156,6 +170,7 @@ class RoomReader(LoopPart):
             except Exception as exc:
                 if not lost:
                     log.warning("room subscription failed (%s); reconnecting, then resyncing rooms", exc)
+                    self._failing += 1
                 lost = True
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_S)

@@ -186,6 +186,8 @@ class Ticker(LoopPart):
         """The ambient lane: one frame per lane; connections over the soft limit skip it."""
         soft = self._soft_limit
         reap = self._registry.reap_dead
+        stats = self._stats
+        stats["ambient_deliveries"] += len(room.text) + len(room.bin)  # less the skipped ones, counted below
         for conns, binary in ((room.text, False), (room.bin, True)):
             if not conns:
                 continue
@@ -194,7 +196,8 @@ class Ticker(LoopPart):
                 if c.dead or c.transport.get_write_buffer_size() > soft:
                     if not c.dead:
                         c.skipped += 1
-                        self._stats["skipped"] += 1
+                        stats["skipped"] += 1
+                    stats["ambient_deliveries"] -= 1
                     if not c.write(b""):  # closes it past the hard limit; reaps closed ones
                         reap(c)
                     continue

@@ -77,9 +77,10 @@ def test_wheel_holds_every_lua_script_and_web_asset(wheel_venv: Path) -> None:
                                                                            ".svg", ".png", ".ico")}
     assert wanted, "no Lua or web files found in the source tree"
     assert wanted <= installed, f"missing from the wheel: {sorted(wanted - installed)}"
-    # every Python package (a folder with __init__.py) of the four, subpackages included
+    # every Python package (a folder with __init__.py) of the five, subpackages included
     packages = {str(p.parent.relative_to(ROOT)).replace("/", ".") for pkg in ("server", "stream_gateway", "commerce",
-                                                                        "inventory") for p in (ROOT / pkg).rglob("__init__.py")}
+                                                                        "inventory", "livesale_client")
+                for p in (ROOT / pkg).rglob("__init__.py")}
     code = "import importlib.util, sys; print([n for n in sys.argv[1:] if importlib.util.find_spec(n) is None])"
     missing = subprocess.run([str(py), "-c", code, *sorted(packages)], capture_output=True, text=True, check=True,
                              cwd=wheel_venv).stdout.strip()

@@ -13,7 +13,7 @@ from stream_gateway.connection import Conn
 from stream_gateway.decisions import LIKES, UNITS, VIEWERS
 from stream_gateway.fanout import RoomFeed
 from stream_gateway.frames import TEXT, frame
-from stream_gateway.rooms import LocalRoom, RoomRegistry
+from stream_gateway.rooms import LocalRoom, RoomRegistry, new_stats
 from stream_gateway.sale_timers import SaleTimers
 from stream_gateway.ticker import Ticker
 
@@ -65,7 +65,7 @@ def event(seq: int, epoch: str = "e1", **kw: Any) -> bytes:
 
 class Feed:
     def __init__(self) -> None:
-        self.stats = {"events": 0, "slow_closed": 0, "ticks": 0, "skipped": 0}
+        self.stats = new_stats()
         self.registry = RoomRegistry(self.stats)
         self.gaps: list[LocalRoom] = []
         self.sales_changed: list[LocalRoom] = []
