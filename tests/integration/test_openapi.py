@@ -107,6 +107,7 @@ async def test_the_document_validates_and_names_exactly_the_routes(client: Any) 
             if method not in _METHODS:
                 continue
             assert op.get("summary") and op.get("operationId"), (method, path)
+            assert not op.get("x-undescribed"), f"{method.upper()} {path} has no entry in server/openapi_routes.py"
             assert op["responses"], (method, path)
             for name in re.findall(r"{(\w+)}", path):
                 assert any(p["name"] == name and p["in"] == "path" for p in op.get("parameters", [])), (path, name)
