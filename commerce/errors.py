@@ -194,9 +194,21 @@ def as_error(exc: BaseException) -> CommerceError | None:
         return InvalidInput(exc.message)
     if isinstance(exc, NotReplicated):
         return Unavailable(f"the answer is not on enough replicas yet ({exc}); retry the same request id")
-    if isinstance(exc, _REDIS_DOWN):
+    if isinstance(exc, _REDIS_DOWN) or _torn_in_redis(exc):
         return Unavailable("the stock service is unreachable or failing over; retry the same request id")
     return None
+
+
+def _torn_in_redis(exc: BaseException) -> bool:
+    """A RuntimeError / AttributeError raised inside redis-py's connection code: a connection the cluster
+    client closed under a command (it does on a topology change) -- a connection failure, not a bug of ours."""
+    if not isinstance(exc, (RuntimeError, AttributeError)) or exc.__traceback__ is None:
+        return False
+    tb = exc.__traceback__
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    name = tb.tb_frame.f_code.co_filename.replace("\\", "/")
+    return "/redis/" in name or "/asyncio/selector_events.py" in name or "uvloop" in name
 
 
 def status_of(code: ErrorCode | str) -> int:

@@ -31,6 +31,7 @@ from redis.exceptions import (
     TryAgainError,
 )
 
+from .redis_link import TORN as _TORN
 from .redis_link import GatedCluster, is_cluster
 
 __all__ = ["NotReplicated", "run_acked"]
@@ -104,7 +105,7 @@ async def _on_cluster(rc: RedisCluster, script: AsyncScript, keys: Sequence[Any]
             node = rc.get_node_from_key(keys[0])
             if node is None:
                 raise SlotNotCoveredError(f"no master for {keys[0]!r}")
-        except (SlotNotCoveredError, *_REROUTE) as exc:
+        except (SlotNotCoveredError, *_REROUTE, *_TORN) as exc:  # torn: a reload's connection closed under it
             last = exc
             rc._initialize = True  # reload the slot map before the next command
             continue
@@ -127,7 +128,10 @@ async def _on_cluster(rc: RedisCluster, script: AsyncScript, keys: Sequence[Any]
             continue
         reply, acked = cmds[0].result, cmds[1].result
         if isinstance(reply, NoScriptError):  # a promoted replica that never loaded it
-            await node.execute_command("SCRIPT", "LOAD", script.script)
+            try:
+                await node.execute_command("SCRIPT", "LOAD", script.script)
+            except (*_REROUTE, *_TORN) as exc:
+                last = exc
             continue
         if isinstance(reply, _REROUTE):  # MOVED / ASK / TRYAGAIN / CLUSTERDOWN: the slot map changed
             last = reply
@@ -142,7 +146,9 @@ async def _on_cluster(rc: RedisCluster, script: AsyncScript, keys: Sequence[Any]
                 if _replicas_of(await node.execute_command("ROLE")) < replicas:
                     _SHORT[node.name] = time.monotonic() + SHORT_PAUSE_S
         return reply, int(acked)
-    raise last if last is not None else ConnectionError("no master for the slot")
+    if last is None or isinstance(last, _TORN):  # redis-py closed the connection under us every time
+        raise ConnectionError(f"the shard owning this key kept closing its connections ({last}); retry") from last
+    raise last
 
 
 def _replicas_of(role: Any) -> int:

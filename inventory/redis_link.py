@@ -27,7 +27,7 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.crc import key_slot
 from redis.exceptions import ConnectionError
 
-__all__ = ["connect", "GatedCluster", "is_cluster", "by_slot", "slot_of", "FAILOVER_RETRIES"]
+__all__ = ["connect", "GatedCluster", "is_cluster", "by_slot", "slot_of", "FAILOVER_RETRIES", "TORN"]
 
 # A cluster command that meets a dead master is retried by redis-py at once, each retry refreshing the slot
 # map (redis-py 8.1's async cluster client applies no backoff between them): many retries only multiply
@@ -43,7 +43,7 @@ _BACKOFF_CAP_S = 0.25
 # redis-py 8.1 closes every node's connections when a command meets CLUSTERDOWN (``RedisCluster.aclose``), while
 # other commands may be writing on them: those fail with these instead of a ConnectionError. They mean the
 # same thing (the topology is changing; try again), so callers see them as one.
-_TORN = (RuntimeError, AttributeError)
+TORN = _TORN = (RuntimeError, AttributeError)
 # A torn connection fails before the command is written (its writer was closed under it), so trying again is
 # safe; redis-py closes a node's free connections on any connection error, and a burst (e.g. every client
 # reloading its scripts after SCRIPT FLUSH) can tear a second connection while the first retry connects.

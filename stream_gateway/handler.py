@@ -223,6 +223,7 @@ class Gateway:
         task = self._late.spawn(_settled(pending))
         done, _ = await asyncio.wait((task,), timeout=deadline)
         if not done:
+            task.add_done_callback(_log_late)
             return msg.error(ErrorCode.UNAVAILABLE, f"not finished within {deadline:g} s (the stock service is slow "
                              "or failing over); retry with the same request id", m.rid)
         outcome = task.result()
@@ -401,17 +402,26 @@ class Gateway:
 
 
 async def _settled(pending: Awaitable[dict[str, Any]]) -> dict[str, Any] | BaseException:
-    """A request's reply or the exception it raised, returned (a late request's failure is nobody's to log
-    beyond the rare UNAVAILABLE line: the client was answered, and retries)."""
+    """A request's reply or the exception it raised, returned (raised by ``_in_time`` when in time)."""
     try:
         return await pending
     except Exception as exc:
-        err = as_error(exc)
-        if err is not None and err.code is ErrorCode.UNAVAILABLE:
-            _UNAVAILABLE_LOG.note("late request", exc)
-        elif err is None:
-            log.warning("a request answered at its deadline failed later: %s", exc)
         return exc
+
+
+def _log_late(task: asyncio.Task[Any]) -> None:
+    """The outcome of a request answered UNAVAILABLE at its deadline: a failure is only logged (the client was
+    answered and retries with the same rid); a failover's are counted on the rare UNAVAILABLE line."""
+    if task.cancelled():
+        return
+    outcome = task.result()
+    if not isinstance(outcome, BaseException):
+        return
+    err = as_error(outcome)
+    if err is not None and err.code is ErrorCode.UNAVAILABLE:
+        _UNAVAILABLE_LOG.note("late request", outcome)
+    elif err is None:
+        log.warning("a request answered at its deadline failed later: %r", outcome)
 
 
 def _buy_refusal(m: Inbound, code: str, why: str) -> dict[str, Any]:
