@@ -46,7 +46,9 @@ _BACKOFF_CAP_S = 0.25
 TORN = _TORN = (RuntimeError, AttributeError)
 # A torn connection fails before the command is written (its writer was closed under it), so trying again is
 # safe; redis-py closes a node's free connections on any connection error, and a burst (e.g. every client
-# reloading its scripts after SCRIPT FLUSH) can tear a second connection while the first retry connects.
+# reloading its scripts after SCRIPT FLUSH) can tear a second connection while the first retry connects. A lost
+# connection to a live node is tried again as often (redis-py's own retries do the same; the money scripts are
+# idempotent per request id).
 TORN_RETRIES = 3
 
 
@@ -82,9 +84,14 @@ class GatedCluster(RedisCluster):
                 try:
                     return await super().execute_command(*args, **kwargs)
                 except ConnectionError as exc:
-                    if _unreachable(exc):
+                    if _unreachable(exc):  # a dead node: fail fast, the caller retries later
                         self._mark_down(exc)
-                    raise
+                        raise
+                    if attempt == TORN_RETRIES:
+                        raise
+                    # a live node's connection lost (redis-py closes a node's free connections on any error,
+                    # and a burst of reconnects can lose the ones being set up): once more, shortly
+                    await asyncio.sleep(0.01 * (attempt + 1))
                 except _TORN as exc:  # not sent: again on a fresh connection, then as a ConnectionError
                     if attempt == TORN_RETRIES:
                         raise _torn(exc) from exc
