@@ -44,7 +44,7 @@ class TokenBucket:
 class Conn:
     __slots__ = ("ws", "transport", "binary", "identity", "room_id", "last_seen", "dead", "session",
                  "buys", "comments", "flood_window", "flood_count", "hard_limit", "skipped", "inflight",
-                 "_settled", "addr", "_acts", "team", "joined_ms", "device", "watched")
+                 "_settled", "addr", "_acts", "team", "joined_ms", "device", "watched", "reading")
 
     def __init__(self, ws: web.WebSocketResponse, transport: asyncio.Transport, binary: bool,
                  buy_rate: float, comment_rate: float, hard_limit: int) -> None:
@@ -70,6 +70,7 @@ class Conn:
         self.inflight = 0  # requests accepted and not answered yet (buys in a reserve batch)
         self._settled: asyncio.Future[None] | None = None
         self.addr = ""  # the client's address (commerce.addresses), for the per-address limits
+        self.reading = False  # the read loop is waiting for the next message (idle): one may be handled directly
 
     @property
     def acts(self) -> TokenBucket:
@@ -125,6 +126,10 @@ class Conn:
         if not t.is_closing():
             t.write(close_frame(code, reason))
             asyncio.get_running_loop().call_later(2.0, t.abort)
+
+    def would_flood(self, limit: int) -> bool:
+        """True when one more inbound message now would be over ``limit`` (nothing counted)."""
+        return self.flood_count >= limit and int(time.monotonic()) == self.flood_window
 
     def flood(self, limit: int) -> bool:
         """Count an inbound message; True when more than ``limit`` arrived within this second."""

@@ -5,11 +5,12 @@ type in ``ROUTES``; every refusal and error is mapped to the wire in one place (
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import traceback
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -37,6 +38,7 @@ __all__ = ["Gateway", "GatewayLimits", "FLOOD_LIMIT", "ROUTES"]
 log = logging.getLogger(__name__)
 
 FLOOD_LIMIT = 50  # inbound messages per second before the socket is closed
+_DATA = (WSMsgType.TEXT, WSMsgType.BINARY)
 _RETRY = "the server could not complete this request; retry"
 
 
@@ -104,6 +106,10 @@ class Route:
     bucket: str | None = None     # the Conn token bucket it draws from (else RATE_LIMITED)
     refuse: Refuse | None = None  # the typed reply that carries a refusal (buy/pay/release), else `error`
     answer_by: bool = False       # ``run`` returns the reply, sent if it is ready within the answer deadline
+    sync: bool = field(init=False, default=False)  # handled start to end without awaiting (may run directly)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sync", not self.answer_by and not inspect.iscoroutinefunction(self.run))
 
 
 class Gateway:
@@ -121,6 +127,7 @@ class Gateway:
         self._late = OwnedTasks(log, "late answer")  # requests answered UNAVAILABLE at the deadline, still running
         self.buys = BuyMeter()      # buy answers by code and click -> answer time (server/metrics.py)
         self.errors = ErrorMeter()  # Redis / database failures of requests
+        self.direct = 0  # messages handled from the transport's data callback (``_direct``), not the read loop
 
     async def aclose(self) -> None:
         """Stops the requests still running after their deadline answer (bounded)."""
@@ -148,6 +155,7 @@ class Gateway:
         conn = Conn(ws, transport, ws.ws_protocol == SUBPROTOCOL_MSGPACK, lim.buy_rate, lim.comment_rate,
                     lim.hard_limit)
         conn.addr = addr
+        ws.set_direct(partial(self._direct, conn))  # False (ordinary path only) when aiohttp's internals differ
         self.connections.add(conn)
         self.hub.all.add(conn)
         conn.send(msg.hello(self.hub.now_ms(), conn.session, {
@@ -159,6 +167,7 @@ class Gateway:
             pass
         finally:
             conn.dead = True
+            ws.set_direct(None)  # the queue -> conn -> ws cycle
             self._left(conn)
             self.connections.discard(conn)
             self.hub.all.discard(conn)
@@ -173,7 +182,9 @@ class Gateway:
 
     async def _read_loop(self, conn: Conn, ws: GatewaySocket) -> None:
         while not conn.dead:
+            conn.reading = True  # idle: ``_direct`` may handle the next message itself
             frame = await ws.receive()
+            conn.reading = False
             conn.last_seen = time.monotonic()
             if frame.type in (WSMsgType.TEXT, WSMsgType.BINARY):
                 if conn.flood(FLOOD_LIMIT):
@@ -185,6 +196,40 @@ class Gateway:
                 await ws.pong(frame.data)
             elif frame.type != WSMsgType.PONG:  # CLOSE, CLOSING, CLOSED, ERROR (e.g. too big: 1009)
                 return
+
+    def _direct(self, conn: Conn, frame: Any) -> bool:
+        """A joined socket's message handled from the transport's data callback (stream_gateway/direct.py),
+        as the read loop would have handled it, when the read loop is idle (nothing in progress, nothing
+        queued: the order of the connection's messages is kept) and its handling never awaits; False sends
+        it through aiohttp's queue to the read loop (join, pay, comment, host actions, control frames, a
+        message that floods, anything while the read loop is busy)."""
+        if not conn.reading or conn.dead or conn.room_id is None or frame[0] not in _DATA or conn.ws.closed:
+            return False
+        if conn.would_flood(FLOOD_LIMIT):  # the read loop closes the socket (1008) after the accepted buys
+            return False
+        try:
+            m = parse_inbound(frame[1])
+        except BadInbound as e:
+            self._seen(conn)
+            conn.send(msg.error(e.error.code, e.error.message, e.rid))
+            return True
+        route = ROUTES.get(m.type)
+        if route is None or not route.sync:
+            return False
+        self._seen(conn)
+        try:
+            if self._allowed(conn, m, route):
+                route.run(self, conn, m)
+        except Exception as exc:
+            self._failed(conn, m, exc)
+        return True
+
+    def _seen(self, conn: Conn) -> None:
+        """What the read loop does for a data message before handling it: ``last_seen``, the flood count
+        (not over the limit: ``_direct`` checked ``would_flood``)."""
+        conn.last_seen = time.monotonic()
+        conn.flood(FLOOD_LIMIT)
+        self.direct += 1
 
     async def _on_message(self, conn: Conn, data: bytes | str) -> None:
         try:
@@ -202,15 +247,19 @@ class Gateway:
                 elif pending is not None:
                     await pending
         except Exception as exc:
-            self.errors.seen("ws", exc)
-            err = as_error(exc)
-            if err is None:
-                log.exception("handling %s failed", m.type, extra=_log_ids(conn, m))
-                conn.send(msg.error("INTERNAL", _RETRY, m.rid))
-            else:
-                if err.code is ErrorCode.UNAVAILABLE:
-                    _UNAVAILABLE_LOG.note(m.type, exc)
-                conn.send(msg.error(err.code, err.message, m.rid))
+            self._failed(conn, m, exc)
+
+    def _failed(self, conn: Conn, m: Inbound, exc: Exception) -> None:
+        """A request's failure, answered as the typed ``error`` (and counted / logged)."""
+        self.errors.seen("ws", exc)
+        err = as_error(exc)
+        if err is None:
+            log.exception("handling %s failed", m.type, extra=_log_ids(conn, m))
+            conn.send(msg.error("INTERNAL", _RETRY, m.rid))
+        else:
+            if err.code is ErrorCode.UNAVAILABLE:
+                _UNAVAILABLE_LOG.note(m.type, exc)
+            conn.send(msg.error(err.code, err.message, m.rid))
 
     async def _in_time(self, m: Inbound, pending: Any) -> Any:
         """The reply of a money request, or the retryable UNAVAILABLE once the answer deadline passes: the

@@ -13,6 +13,9 @@ only then closes the socket. Only the oversize case lingers; every other close i
 This hooks ``WebSocketResponse._close_transport`` and ``_req``, aiohttp internals (3.10-3.14);
 tests/integration/test_ws_defects.py::test_oversize_frames_always_close_with_1009 fails loudly if an upgrade
 changes them.
+
+``GatewaySocket`` also starts its frame reader with ``stream_gateway.direct.DirectQueue`` in place of aiohttp's
+queue (``_post_start``), so the gateway can handle a message synchronously (``set_direct``).
 """
 
 from __future__ import annotations
@@ -22,6 +25,11 @@ import contextlib
 from typing import Any
 
 from aiohttp import WSCloseCode, web
+from aiohttp.helpers import DEFAULT_CHUNK_SIZE
+from aiohttp.http import WebSocketReader, WebSocketWriter
+from aiohttp.web_request import BaseRequest
+
+from .direct import Direct, DirectQueue, supported
 
 __all__ = ["GatewaySocket", "LINGER_S"]
 
@@ -54,6 +62,33 @@ class GatewaySocket(web.WebSocketResponse):
         super().__init__(**kw)
         self._too_big = False
         self.lingering: asyncio.Future[None] | None = None
+        self._direct_queue: DirectQueue | None = None
+
+    def _post_start(self, request: BaseRequest, protocol: str | None, writer: WebSocketWriter) -> None:
+        if not supported():  # aiohttp's internals are not the ones DirectQueue relies on (logged once)
+            super()._post_start(request, protocol, writer)
+            return
+        # aiohttp 3.14's WebSocketResponse._post_start with DirectQueue in place of WebSocketDataQueue
+        # (tests/unit/test_aiohttp_internals.py compares the source of the original)
+        self._ws_protocol = protocol
+        self._writer = writer
+        self._reset_heartbeat()
+        loop = self._loop
+        assert loop is not None
+        self._reader = self._direct_queue = DirectQueue(request._protocol, DEFAULT_CHUNK_SIZE, loop=loop)
+        self._parser = WebSocketReader(self._reader, self._max_msg_size, compress=bool(self._compress),
+                                       decode_text=self._decode_text)
+        cb = None if self._heartbeat is None else self._on_data_received
+        request.protocol.set_parser(self._parser, data_received_cb=cb)
+        request.protocol.keep_alive(False)  # disable HTTP keepalive for WebSocket
+
+    def set_direct(self, direct: Direct | None) -> bool:
+        """Offer every parsed message to ``direct`` first (None: no longer; False: this socket takes the
+        ordinary path only)."""
+        if self._direct_queue is None:
+            return False
+        self._direct_queue.direct = direct
+        return True
 
     async def close(self, *, code: int = WSCloseCode.OK, message: bytes = b"", drain: bool = True) -> bool:
         if code == WSCloseCode.MESSAGE_TOO_BIG:
