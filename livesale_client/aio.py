@@ -33,8 +33,8 @@ from .clock import ClockSync, local_ms
 from .codec import Codec, ws_url
 from .core import BACKOFF_S, REPLY_OF, RetryPolicy, Step, backoff_delay, decide, new_rid
 from .errors import ClientClosed, ConnectionLost, JoinRefused, LiveSaleError, RequestTimeout
-from .messages import BuyResult, Message, Ok, PayResult, PaymentStarted, ReleaseResult, Snapshot, parse
-from .session import Action, Session
+from .messages import BuyResult, Message, Ok, PayResult, PaymentStarted, ReleaseResult, parse
+from .session import Action, Session, SessionFacts
 
 __all__ = ["LiveSaleClient", "connect"]
 
@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 EventCallback = Callable[[Message], None]
 
 
-class LiveSaleClient:
+class LiveSaleClient(SessionFacts):
     """One viewer's (or host's) session in one room, across reconnects. ``start()`` (or ``connect()``)
     returns after the first join; ``close()`` ends it."""
 
@@ -80,38 +80,7 @@ class LiveSaleClient:
         self._tasks: set[asyncio.Task[Any]] = set()
 
     # -- facts ---------------------------------------------------------------------------------------
-    @property
-    def clock(self) -> ClockSync:
-        return self.session.clock
-
-    @property
-    def offset_ms(self) -> float:
-        return self.session.clock.offset
-
-    def server_now(self) -> float:
-        """The server's time in ms (local clock + the best clock sample's offset)."""
-        return self.session.clock.server_now()
-
-    @property
-    def snapshot(self) -> Snapshot | None:
-        return self.session.snapshot
-
-    @property
-    def you(self) -> dict[str, Any] | None:
-        return self.session.snapshot.you if self.session.snapshot else None
-
-    @property
-    def limits(self) -> dict[str, Any]:
-        return self.session.hello.limits if self.session.hello else {}
-
-    @property
-    def epoch(self) -> str | None:
-        return self.session.sequencer.epoch
-
-    @property
-    def seq(self) -> int | None:
-        return self.session.sequencer.seq
-
+    # clock, offset_ms, server_now, snapshot, you, limits, epoch, seq: SessionFacts (session.py)
     @property
     def joined(self) -> bool:
         return self._joined.is_set()

@@ -117,3 +117,41 @@ class Session:
         first = not self.joined
         self.joined = True
         return Outcome(Action.JOINED if first else Action.DELIVER, msg, raw)
+
+
+class SessionFacts:
+    """What both clients (``aio`` and ``sync``) tell about their session, read from ``self.session``."""
+
+    session: Session
+
+    @property
+    def clock(self) -> ClockSync:
+        return self.session.clock
+
+    @property
+    def offset_ms(self) -> float:
+        return self.session.clock.offset
+
+    def server_now(self) -> float:
+        """The server's time in ms (local clock + the best clock sample's offset)."""
+        return self.session.clock.server_now()
+
+    @property
+    def snapshot(self) -> Snapshot | None:
+        return self.session.snapshot
+
+    @property
+    def you(self) -> dict[str, Any] | None:
+        return self.session.snapshot.you if self.session.snapshot else None
+
+    @property
+    def limits(self) -> dict[str, Any]:
+        return self.session.hello.limits if self.session.hello else {}
+
+    @property
+    def epoch(self) -> str | None:
+        return self.session.sequencer.epoch
+
+    @property
+    def seq(self) -> int | None:
+        return self.session.sequencer.seq
