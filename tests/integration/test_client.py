@@ -137,11 +137,10 @@ class Collector:
             self.events.append(ev)
             self.changed.set()
 
-    async def wait(self, kind: type[M], pred: Callable[[M], bool] = lambda _m: True, wait: float = 10.0,
-                   start: int = 0) -> M:
+    async def wait(self, kind: type[M], pred: Callable[[M], bool] = lambda _m: True, wait: float = 10.0) -> M:
         async def until() -> M:
             while True:
-                for ev in self.events[start:]:
+                for ev in self.events:
                     if isinstance(ev, kind) and pred(ev):
                         return ev
                 self.changed.clear()
@@ -181,7 +180,6 @@ async def test_join_events_buy_pay_release(env: Env) -> None:
 
         second = await live.buy(sale, 2)
         assert second.reserved and second.qty == 2
-        after_second = len(seen.events)  # units were 2 from here until the release
         released = await live.release(second.hold or "")
         assert released.code == "RELEASED" and released.hold == second.hold
         third = await live.buy(sale, 3)
@@ -190,8 +188,16 @@ async def test_join_events_buy_pay_release(env: Env) -> None:
         await env.announce("hello room")
         ann = await seen.wait(Announcement, lambda e: e.text == "hello room")
         assert ann.seq == live.seq or (live.seq or 0) >= (ann.seq or 0)
-        # a tick composed before the release may still carry 2: the one after it carries the 4 left
-        tick = await seen.wait(Tick, lambda t: (t.units or {}).get(sale) == 4, start=after_second)
+        # ticks carry units only when they changed since the last tick (4 -> 2 -> 4 inside one tick: none
+        # at all): the latest tick that carries the sale's units says the 4 left, once the ticks caught up
+        async def latest_units_are_4() -> Tick:
+            while True:
+                ticks = [e for e in seen.events if isinstance(e, Tick) and sale in (e.units or {})]
+                if ticks and (ticks[-1].units or {}).get(sale) == 4:
+                    return ticks[-1]
+                seen.changed.clear()
+                await seen.changed.wait()
+        tick = await asyncio.wait_for(latest_units_are_4(), timeout(10))
         assert tick.units is not None and tick.units[sale] == 4
 
         with pytest.raises(LiveSaleError) as err:  # instant mode: checkout is refused, typed
