@@ -13,6 +13,7 @@ from aiohttp import web
 from commerce.identity import ANONYMOUS, Identity
 from .frames import BINARY, TEXT, close_frame, frame
 from .messages import encode_json, encode_msgpack
+from .outbox import Outbox
 
 __all__ = ["Conn", "TokenBucket", "CLOSE_SLOW", "CLOSE_HEARTBEAT", "CLOSE_POLICY", "CLOSE_GOING_AWAY", "CLOSES"]
 
@@ -44,10 +45,10 @@ class TokenBucket:
 class Conn:
     __slots__ = ("ws", "transport", "binary", "identity", "room_id", "last_seen", "dead", "session",
                  "buys", "comments", "flood_window", "flood_count", "hard_limit", "skipped", "inflight",
-                 "_settled", "addr", "_acts", "team", "joined_ms", "device", "watched", "reading")
+                 "_settled", "addr", "_acts", "team", "joined_ms", "device", "watched", "reading", "out", "outbox")
 
     def __init__(self, ws: web.WebSocketResponse, transport: asyncio.Transport, binary: bool,
-                 buy_rate: float, comment_rate: float, hard_limit: int) -> None:
+                 buy_rate: float, comment_rate: float, hard_limit: int, outbox: Outbox | None = None) -> None:
         self.ws = ws
         self.transport = transport
         self.binary = binary
@@ -71,6 +72,8 @@ class Conn:
         self._settled: asyncio.Future[None] | None = None
         self.addr = ""  # the client's address (commerce.addresses), for the per-address limits
         self.reading = False  # the read loop is waiting for the next message (idle): one may be handled directly
+        self.outbox = outbox  # None: every frame is its own transport write (no coalescing)
+        self.out: list[bytes] | None = None  # frames queued in this loop iteration (stream_gateway/outbox.py)
 
     @property
     def acts(self) -> TokenBucket:
@@ -104,8 +107,14 @@ class Conn:
             self.write(frame(encode_json(obj), TEXT))
 
     def write(self, data: bytes) -> bool:
+        """Queue one frame; it leaves with the connection's other frames of this iteration in one write.
+        False when the connection is gone (or was just closed as a slow consumer)."""
         if self.dead:
             return False
+        out = self.out
+        if out is not None:  # already checked in this iteration: ride along
+            out.append(data)
+            return True
         t = self.transport
         if t.is_closing():
             self.dead = True
@@ -114,13 +123,35 @@ class Conn:
             CLOSES["slow"] += 1
             self.kill(CLOSE_SLOW, "slow consumer: resync")
             return False
-        t.write(data)
+        ob = self.outbox
+        if ob is None:
+            t.write(data)
+        else:
+            self.out = [data]
+            ob.add(self)
         return True
 
+    def flush(self) -> None:
+        """Hand this iteration's frames to the transport as one write (also before any close frame)."""
+        out = self.out
+        if out is None:
+            return
+        self.out = None
+        t = self.transport
+        if t.is_closing():
+            self.dead = True
+        elif len(out) == 1:
+            t.write(out[0])
+        else:
+            t.write(b"".join(out))
+            if self.outbox is not None:
+                self.outbox.frames_saved += len(out) - 1
+
     def kill(self, code: int, reason: str) -> None:
-        """Close without awaiting the peer: queue a close frame, then drop the transport shortly."""
+        """Close without awaiting the peer: the queued frames, a close frame, then drop the transport shortly."""
         if self.dead:
             return
+        self.flush()
         self.dead = True
         t = self.transport
         if not t.is_closing():

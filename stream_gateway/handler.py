@@ -32,6 +32,7 @@ from .hub import Hub
 from .interest import WatchSignals, who
 from .lingering import GatewaySocket
 from .messages import SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK, BadInbound, Inbound, parse_inbound
+from .outbox import Outbox
 
 __all__ = ["Gateway", "GatewayLimits", "FLOOD_LIMIT", "ROUTES"]
 
@@ -128,6 +129,7 @@ class Gateway:
         self.buys = BuyMeter()      # buy answers by code and click -> answer time (server/metrics.py)
         self.errors = ErrorMeter()  # Redis / database failures of requests
         self.direct = 0  # messages handled from the transport's data callback (``_direct``), not the read loop
+        self.outbox = Outbox()  # a connection's frames of one loop iteration leave in one write
 
     async def aclose(self) -> None:
         """Stops the requests still running after their deadline answer (bounded)."""
@@ -153,8 +155,9 @@ class Gateway:
         if transport is None:
             return ws
         conn = Conn(ws, transport, ws.ws_protocol == SUBPROTOCOL_MSGPACK, lim.buy_rate, lim.comment_rate,
-                    lim.hard_limit)
+                    lim.hard_limit, self.outbox)
         conn.addr = addr
+        ws.before_close = conn.flush  # queued frames before any close frame
         ws.set_direct(partial(self._direct, conn))  # False (ordinary path only) when aiohttp's internals differ
         self.connections.add(conn)
         self.hub.all.add(conn)
@@ -177,6 +180,7 @@ class Gateway:
                     await asyncio.wait_for(ws.close(), 1.0)
                 except Exception:
                     transport.abort()
+            ws.before_close = None  # the ws -> conn cycle
             await ws.wait_lingering()  # an oversize message: the client reads its 1009, then we close
         return ws
 

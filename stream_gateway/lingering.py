@@ -9,6 +9,7 @@ a WebSocket client reports 1006 (abnormal closure) although the 1009 frame was o
 close" do: after the close frame it shuts down the write side (FIN), then keeps reading and
 discarding whatever the client still sends until the client closes (or ``LINGER_S`` passes), and
 only then closes the socket. Only the oversize case lingers; every other close is aiohttp's own.
+Before any close frame, ``before_close`` sends the connection's coalesced frames (stream_gateway/outbox.py).
 
 This hooks ``WebSocketResponse._close_transport`` and ``_req``, aiohttp internals (3.10-3.14);
 tests/integration/test_ws_defects.py::test_oversize_frames_always_close_with_1009 fails loudly if an upgrade
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import WSCloseCode, web
@@ -63,6 +65,9 @@ class GatewaySocket(web.WebSocketResponse):
         self._too_big = False
         self.lingering: asyncio.Future[None] | None = None
         self._direct_queue: DirectQueue | None = None
+        # called before every close (ours and aiohttp's own): the connection's queued frames go first
+        # (stream_gateway/outbox.py)
+        self.before_close: Callable[[], None] | None = None
 
     def _post_start(self, request: BaseRequest, protocol: str | None, writer: WebSocketWriter) -> None:
         if not supported():  # aiohttp's internals are not the ones DirectQueue relies on (logged once)
@@ -93,6 +98,8 @@ class GatewaySocket(web.WebSocketResponse):
     async def close(self, *, code: int = WSCloseCode.OK, message: bytes = b"", drain: bool = True) -> bool:
         if code == WSCloseCode.MESSAGE_TOO_BIG:
             self._too_big = True
+        if self.before_close is not None:
+            self.before_close()
         return await super().close(code=code, message=message, drain=drain)
 
     def _close_transport(self) -> None:

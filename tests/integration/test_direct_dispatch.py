@@ -120,3 +120,32 @@ async def test_order_join_buy_pay_buy_is_kept(make_server: Any, settings: Settin
     assert by["p1"]["type"] == "pay_result" and by["p1"]["code"] == "CONFIRMED", got
     assert at["p1"] < at["c1"] < at["g1"], got  # nothing overtakes the pay
     assert gateway.direct >= before
+
+
+async def test_answers_to_one_segment_leave_in_one_write(make_server: Any, settings: Settings, uid: str) -> None:
+    """Five requests in one TCP write to an idle joined socket: handled in one data callback, their five answers
+    leave in one transport write (stream_gateway/outbox.py), in order."""
+    client, api = await _server(make_server, settings, uid)
+    gateway = client.server.app[GATEWAY]
+    token, _ = viewer(settings.secret, "Coalesce")
+    raw = await RawWs.connect(client.server.host, client.server.port)
+    try:
+        await raw.send_json({"type": "join", "room": uid, "token": token})
+        await raw.read_json_until(lambda m: m["type"] == "snapshot", timeout(5))
+        flushes, saved = gateway.outbox.flushes, gateway.outbox.frames_saved
+        rids = [f"r{i}" for i in range(5)]
+        await asyncio.get_running_loop().sock_sendall(raw.sock, _frames(
+            *({"type": "clock" if i % 2 else "ping", "rid": rid, "t0": i} for i, rid in enumerate(rids))))
+        got: list[dict[str, Any]] = []
+
+        def record(m: dict[str, Any]) -> bool:
+            if m.get("rid"):
+                got.append(m)
+            return len(got) == len(rids)
+        await raw.read_json_until(record, timeout(10))
+    finally:
+        raw.close()
+    assert [m["rid"] for m in got] == rids
+    assert [m["type"] for m in got] == ["pong", "clock", "pong", "clock", "pong"]
+    assert gateway.outbox.frames_saved - saved >= len(rids) - 1, "the five answers were not one write"
+    assert gateway.outbox.flushes - flushes <= 2
