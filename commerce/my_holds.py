@@ -6,7 +6,10 @@ reservation adds its hold id to the buyer's index (``inventory.keys.user_holds_k
 by creation time, trimmed to about the newest ``KEEP`` and expiring after the buyer's last reservation
 with the rooms' retention window, ``LIVESALE_RETAIN_ROOM_S``). The index is written after the
 reservation (never on the failed clicks of a burst), gathered per loop iteration, so a crash in
-between loses only that hold's line in this view, never the hold.
+between loses only that hold's line in this view, never the hold. On one server an iteration's holds go in
+one script call (commerce/lua/index_holds.lua: ~2 µs a hold less of the gateway's CPU than a pipeline of
+ZADD + EXPIRE per buyer); on a Redis Cluster the buyers' keys sit in many slots, so the same commands go as a
+pipeline.
 """
 
 from __future__ import annotations
@@ -19,8 +22,10 @@ from redis.asyncio import Redis
 
 from inventory.domain import Hold, InvalidInput
 from inventory.keys import user_holds_key
+from inventory.redis_link import is_cluster
 from inventory.scripts import Inventory
 
+from .lua_scripts import script
 from .tasks import OwnedTasks
 
 __all__ = ["MyHolds", "hold_line", "KEEP", "TTL_S", "TRIM_EVERY"]
@@ -30,6 +35,7 @@ log = logging.getLogger(__name__)
 KEEP = 200            # holds kept per buyer in the index (the newest)
 TRIM_EVERY = 16       # one index write in this many also trims it to KEEP
 TTL_S = 7 * 86400     # default: the index expires this long after the buyer's last reservation
+CHUNK = 500           # buyers per index_holds.lua call
 
 # a hold's status as the buyer reads it: held -> reserved, confirmed -> paid (settled once in SQL)
 _STATUS = {"held": "reserved", "deposit": "deposit", "confirmed": "paid", "expired": "expired", "released": "released"}
@@ -55,6 +61,7 @@ class MyHolds:
         self._pending: dict[str, dict[str, int]] = {}  # user -> {hold id: created ms}, not yet written
         self._writes = 0
         self._tasks = OwnedTasks(log, "buyers' hold index")
+        self._script = None if is_cluster(redis) else script(redis, "index_holds")
 
     def note(self, user_id: str, hold_id: str) -> None:
         """Index a new hold: gathered with every other reservation of this loop iteration (a reserve
@@ -73,15 +80,27 @@ class MyHolds:
         ~3 µs of gateway CPU per click of a sold-out burst; an index may so exceed ``KEEP`` by a few."""
         if not holds:
             return
-        async with self.redis.pipeline(transaction=False) as p:
-            for user_id, mapping in holds.items():
-                key = user_holds_key(user_id)
-                p.zadd(key, mapping)
-                p.expire(key, self.ttl_s)
-                self._writes += 1
-                if self._writes % TRIM_EVERY == 0 or len(mapping) > 1:
-                    p.zremrangebyrank(key, 0, -KEEP - 1)
-            await p.execute()
+        plan = []  # (key, mapping, trim)
+        for user_id, mapping in holds.items():
+            self._writes += 1
+            plan.append((user_holds_key(user_id), mapping, self._writes % TRIM_EVERY == 0 or len(mapping) > 1))
+        if self._script is None:
+            async with self.redis.pipeline(transaction=False) as p:
+                for key, mapping, trim in plan:
+                    p.zadd(key, mapping)
+                    p.expire(key, self.ttl_s)
+                    if trim:
+                        p.zremrangebyrank(key, 0, -KEEP - 1)
+                await p.execute()
+            return
+        for at in range(0, len(plan), CHUNK):
+            part = plan[at:at + CHUNK]
+            args: list[Any] = [self.ttl_s, KEEP]
+            for _, mapping, trim in part:
+                args += (1 if trim else 0, len(mapping))
+                for hold_id, ms in mapping.items():
+                    args += (ms, hold_id)
+            await self._script(keys=[key for key, _, _ in part], args=args)
 
     async def aclose(self) -> None:
         """Write what is gathered (bounded)."""

@@ -22,10 +22,13 @@ from typing import Any, cast
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import ClusterPipeline, RedisCluster
+from redis.asyncio.connection import Connection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.crc import key_slot
 from redis.exceptions import ConnectionError
+
+from .redis_pack import packed
 
 __all__ = ["connect", "GatedCluster", "is_cluster", "by_slot", "slot_of", "FAILOVER_RETRIES", "TORN"]
 
@@ -73,6 +76,11 @@ class GatedCluster(RedisCluster):
 
     def __init__(self, *args: Any, inflight: int = 64, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # commands packed in C (inventory/redis_pack.py): the nodes known now, and those found later
+        kw = self.nodes_manager.connection_kwargs
+        kw["connection_class"] = packed(kw.get("connection_class") or Connection)
+        for node in self.nodes_manager.startup_nodes.values():
+            node.connection_class = cast(type[Connection], packed(node.connection_class))
         self.gate = asyncio.Semaphore(inflight)
         self._down: dict[str, float] = {}  # node name -> refuse its commands until (monotonic s)
 
@@ -152,6 +160,7 @@ def connect(url: str, *, cluster: bool, decode: bool, pool_size: int = 64) -> Re
     if not cluster:
         pool = BlockingConnectionPool.from_url(url, max_connections=pool_size, timeout=20,
                                                decode_responses=decode, health_check_interval=30)
+        pool.connection_class = packed(pool.connection_class)  # commands packed in C (inventory/redis_pack.py)
         return Redis(connection_pool=pool)
     if url.startswith("unix:"):
         raise ValueError("a Redis Cluster needs TCP: REDIS_URL must be redis:// or rediss:// with "

@@ -9,7 +9,7 @@ docs/BENCHMARKS.md.
     python -m loadtest.bench --only storm [--quick]    # reconnect storm, 10,000 viewers (~1 min; only its section)
     python -m loadtest.bench --only slow [--quick]     # 2% slow consumers, A/B x 3 (~7 min; only its section)
     python -m loadtest.bench --only cluster [--quick]  # one server vs a 3-master cluster (writes only its section)
-    python -m loadtest.bench --baseline da14cd6 [--only checkout,fanout] [--quick] [--no-write]
+    python -m loadtest.bench --baseline da14cd6 [--only checkout,rate10k,rate20k,fanout] [--quick] [--no-write]
     make bench ARGS="--baseline da14cd6 --only checkout,fanout"   # make passes ARGS through
 
 Steps (``--only`` picks some): ``fanout`` (5,000 viewers x 10 events/s: livesale, Node ws, Node
@@ -39,8 +39,9 @@ above. The commit is checked out with ``git worktree add --detach`` under the te
 left by a killed run is removed by the next) and its server runs from there with this virtualenv
 (cwd and PYTHONPATH = the worktree, checked in a child process and on the running server's cwd). The
 load generators are this checkout's for both. For each step in ``--only`` (``checkout``: the sold-out
-burst, 15,000 buyers, private Valkey on core 0; ``fanout``: 5,000 viewers x 10 events/s for 30 s;
-``--quick``: 1,000 buyers / 1,000 viewers for 5 s) the two servers run interleaved, 3 runs each
+burst, 15,000 buyers, private Valkey on core 0; ``rate10k`` / ``rate20k``: 10,000 / 20,000 clicks/s offered
+for 10 s by 5,000 / 8,000 buyers, private Valkey on core 1 so the gateway has core 0 to itself; ``fanout``:
+5,000 viewers x 10 events/s for 30 s; ``--quick``: 1,000 buyers / 1,000 viewers for 3-5 s) the two servers run interleaved, 3 runs each
 (baseline, this, baseline, this, ...), each run on a fresh server. Reported (printed, and written into
 docs/BENCHMARKS.md as the section between the ``bench:baseline`` markers; the rest of the document is
 left as it is): per side the median over the runs of the gateway process's CPU per click / per delivery
@@ -171,7 +172,7 @@ async def checkout_runs(q: bool, engine_cores: set[int] | None = None, suffix: s
                     ("rate10k", dict(mode="rate", buyers=1000 if q else 5000, rate=2000 if q else 10000,
                                      seconds=3 if q else 10)),
                     ("rate20k", dict(mode="rate", buyers=1000 if q else 8000, rate=4000 if q else 20000,
-                                     seconds=3))]
+                                     seconds=3 if q else 10))]
             for name, extra in runs:
                 if name not in only:
                     continue
@@ -241,23 +242,32 @@ async def signals_run(q: bool) -> dict:
 
 
 AB_REPEAT = 3  # --baseline: runs per server, interleaved baseline, this, baseline, this, ...
-AB_STEPS = ("checkout", "fanout")
+AB_STEPS = ("checkout", "rate10k", "rate20k", "fanout")
+AB_RATES = ("rate10k", "rate20k")  # checkout at an offered rate, the Valkey on core 1 (the gateway has core 0)
 AB_TOLERANCE = 1.05  # this / baseline gateway CPU per unit at or below this: "within 5%"
 # per step: (result key of the CPU per unit, its label, throughput key, its label, what makes a run complete)
 AB_METRICS = {
     "checkout": ("server_us_per_click", "gateway CPU µs/click", "clicks_per_s", "clicks/s answered",
                  lambda x: x.get("results") == x.get("clicks") and not x.get("oversell")),
+    **{k: ("server_us_per_click", "gateway CPU µs/click", "clicks_per_s", "clicks/s answered",
+           lambda x: x.get("results") == x.get("clicks") and not x.get("oversell")) for k in AB_RATES},
     "fanout": ("server_us_per_msg", "gateway CPU µs/delivery", "deliveries_per_s", "deliveries/s",
                lambda x: bool(x.get("all_delivered"))),
 }
 
 
 def ab_plan(q: bool) -> dict:
-    """What each A/B step runs (the existing steps' first rows: the burst, and the 5,000-viewer fan-out)."""
+    """What each A/B step runs (the existing steps' rows: the burst, the offered rates with the Valkey on the
+    other core, and the 5,000-viewer fan-out)."""
     buyers = 1000 if q else 15000
     conns, secs = (1000, 5) if q else (5000, 30)
+    rate = "3 s (quick)" if q else "10 s"
     return {"checkout": {"quick": q, "buyers": buyers, "what": f"checkout burst: {buyers:,} buyers at once for "
                                                    f"{buyers // 10:,} units, private Valkey on core 0 with the gateway"},
+            "rate10k": {"quick": q, "what": f"checkout at {'2,000' if q else '10,000'} clicks/s offered for {rate} "
+                                            f"({'1,000' if q else '5,000'} buyers), private Valkey on core 1"},
+            "rate20k": {"quick": q, "what": f"checkout at {'4,000' if q else '20,000'} clicks/s offered for {rate} "
+                                            f"({'1,000' if q else '8,000'} buyers), private Valkey on core 1"},
             "fanout": {"conns": conns, "seconds": secs, "rate": 10,
                        "what": f"fan-out: {conns:,} viewers, 10 events/s for {secs} s"}}
 
@@ -267,6 +277,9 @@ async def ab_once(step: str, plan: dict, root: Path | None) -> dict:
     if step == "checkout":
         res = await checkout_runs(plan["quick"], only=("burst",), root=root)
         return res.get("burst", {"error": "no result"})
+    if step in AB_RATES:
+        res = await checkout_runs(plan["quick"], engine_cores=set(CLIENT_CORES), only=(step,), root=root)
+        return res.get(step, {"error": "no result"})
     return await fanout_one("livesale", plan["conns"], plan["rate"], plan["seconds"], root=root)
 
 
@@ -355,7 +368,7 @@ def baseline_section(ab: dict, argv: list[str] | None = None) -> list[str]:
     for step, st in ab["steps"].items():
         _, cpu_label, _, thr_label, _ = AB_METRICS[step]
         b, t = st["summary"]["baseline"], st["summary"]["this"]
-        nd = 1 if step == "checkout" else 2  # checkout.py rounds µs/click to 0.1
+        nd = 2 if step == "fanout" else 1  # checkout.py rounds µs/click to 0.1
         a(f"| {st['what']} | {cpu_label} | {cell(b['cpu'], b['cpu_runs'], nd)} | {cell(t['cpu'], t['cpu_runs'], nd)} | "
           f"{fmt(st['cpu_ratio'], 3)} | {st['verdict']} |")
         a(f"| | p99 ms | {cell(b['p99_ms'], b['p99_runs'], 1)} | {cell(t['p99_ms'], t['p99_runs'], 1)} | "
@@ -885,7 +898,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--notes", default="", help="notes file for BENCHMARKS.md (default loadtest/bench_notes.md)")
     ap.add_argument("--baseline", default="", metavar="REV",
                     help="A/B against this commit (built in a temporary git worktree) instead of the normal steps; "
-                         "--only picks from checkout,fanout (default both)")
+                         "--only picks from checkout,rate10k,rate20k,fanout (default all)")
     a = ap.parse_args(argv)
     if a.baseline:
         bad = (set(a.only.split(",")) if a.only else set()) - set(AB_STEPS)

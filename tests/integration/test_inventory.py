@@ -866,3 +866,18 @@ def test_lib_helpers_touch_only_their_key_parameter():
             continue
         assert cmd.upper() == "TYPE" and first.strip() == "key", (cmd, first)
     assert "KEYS" not in text and "ARGV" not in text
+
+
+async def test_every_connection_packs_with_hiredis(redis):
+    """inventory/redis_pack.py on a live client: the single server's pool, or every node the cluster client
+    found (its slot map loaded by the first command), packs in C."""
+    from inventory.redis_link import is_cluster
+    from inventory.redis_pack import HiredisPacking
+
+    assert await redis.ping()
+    if is_cluster(redis):
+        nodes = redis.get_nodes()
+        assert len(nodes) >= 3
+        assert all(issubclass(n.connection_class, HiredisPacking) for n in nodes)
+    else:
+        assert issubclass(redis.connection_pool.connection_class, HiredisPacking)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
+import pytest
+
 from commerce.identity import mint_merchant_token
 from goods_helpers import until
 from gateway_helpers import Api, host_token, viewer
@@ -94,3 +96,35 @@ async def test_save_for_later_takes_no_stock(aiohttp_client: Any, settings: Sett
     assert (await api.ok("DELETE", f"/api/me/saved/{room}/p0", token))["removed"]
     assert not (await api.ok("DELETE", f"/api/me/saved/{room}/p0", token))["removed"]
     assert (await api.ok("GET", "/api/me/saved", token))["saved"] == []
+
+
+async def test_the_hold_index_writes_the_same_by_script_and_by_pipeline(redis: Any, inventory: Any, uid: str) -> None:
+    """commerce/my_holds.py: one index_holds.lua call (one server) and the pipeline (a cluster) leave the same
+    indexes: every new hold scored by its creation time, the expiry set, an index trimmed to the newest KEEP."""
+    from commerce import my_holds as M
+    from inventory.keys import user_holds_key
+    from inventory.redis_link import is_cluster
+
+    async def run(tag: str, use_script: bool) -> list[Any]:
+        mh = M.MyHolds(redis, inventory, ttl_s=600)
+        if not use_script:
+            mh._script = None
+        users = [f"{uid}{tag}{i}" for i in range(3)]
+        await redis.zadd(user_holds_key(users[2]), {f"old{i}": i for i in range(M.KEEP + 5)})
+        await mh.add_many({users[0]: {"h1": 1000}, users[1]: {"h2": 2000, "h3": 3000},
+                           users[2]: {"h4": 10**12, "h5": 10**12 + 1}})
+        out = []
+        for u in users:
+            key = user_holds_key(u)
+            out.append((await redis.zrange(key, -3, -1, withscores=True), await redis.zcard(key),
+                        0 < await redis.ttl(key) <= 600))
+            await redis.delete(key)
+        return out
+    if is_cluster(redis):
+        pytest.skip("a cluster client takes the pipeline only: compared on one server")
+    by_script, by_pipeline = await run("s", True), await run("p", False)
+    assert by_script == by_pipeline
+    assert by_script[0] == ([("h1", 1000.0)], 1, True)
+    assert by_script[1][1] == 2 and by_script[2][1] == M.KEEP  # two holds at once: trimmed to the newest KEEP
+    assert [h for h, _ in by_script[2][0]] == ["old204", "h4", "h5"]
+
