@@ -58,10 +58,12 @@ import datetime as dt
 import json
 import os
 import platform
+import shutil
 import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -70,7 +72,7 @@ from . import cluster as clbench
 from . import signals as sigbench
 from . import slow as slowbench
 from . import storm as stormbench
-from .serverproc import (Livesale, Worktree, check_imports_from, checkout_label, ensure_peer_deps, peer,
+from .serverproc import (Livesale, Settler, Worktree, check_imports_from, checkout_label, ensure_peer_deps, peer,
                          setup_room, stop_all)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -154,14 +156,25 @@ CHECKOUT_RUNS = ("burst", "claim", "rate6k", "rate10k", "rate20k")
 async def checkout_runs(q: bool, engine_cores: set[int] | None = None, suffix: str = "",
                         only: tuple[str, ...] = CHECKOUT_RUNS, root: Path | None = None) -> dict:
     """The checkout runs against one gateway process on core 0. ``engine_cores``: where the private
-    Valkey runs (default: core 0 with the gateway, as the embedded default would; {1}: on the client
-    core, so the gateway has core 0 to itself, as with Redis on its own machine). ``root``: the source
-    tree the server runs from (default this checkout)."""
+    Valkey runs (default: core 0 with the gateway, as the embedded default would, settlement inside the
+    gateway process; {1}: on the client core with a separate ``livesale settle`` at nice 19, so the gateway
+    has core 0 to itself, as with Redis and the settlement worker on their own machines). ``root``: the
+    source tree the servers run from (default this checkout)."""
     out: dict = {}
+    apart = bool(engine_cores) and not (engine_cores or set()) & SERVER_CORES
     vk = engine.PrivateValkey(cores=engine_cores or SERVER_CORES).start()  # we read its commandstats
+    db_dir = Path(tempfile.mkdtemp(prefix="ls-bench-db-"))
+    settler: Settler | None = None
     try:
-        srv, tok = await _livesale_started({"REDIS_URL": vk.url}, root=root)
+        env = {"REDIS_URL": vk.url}
+        if apart:
+            env.update(LIVESALE_SETTLE_IN_PROCESS="false", DATABASE_URL=f"sqlite:///{db_dir / 'livesale.db'}")
+        srv, tok = await _livesale_started(env, root=root)
         try:
+            if apart:
+                senv = dict(srv.env, LIVESALE_DATA_DIR=str(db_dir / "settle"))
+                settler = Settler(senv, engine_cores, db_dir, root=root, nice=19)
+                await asyncio.get_running_loop().run_in_executor(None, settler.start)
             base = dict(url=srv.url, room="load", product="p-load", host_token=tok, secret=srv.secret,
                         client_cores=CLIENT_CORES, server_pid=srv.pid())
             runs = [("burst", dict(mode="burst", buyers=1000 if q else 15000)),
@@ -182,15 +195,19 @@ async def checkout_runs(q: bool, engine_cores: set[int] | None = None, suffix: s
                     out[key] = await checkout.run(dict(base, **extra), log=log, engine=vk)
                     out[key]["loadavg_before"] = lb
                     out[key]["engine_cores"] = sorted(engine_cores or SERVER_CORES)
+                    out[key]["settlement"] = "apart (core 1, nice 19)" if apart else "in the gateway process"
                 except Exception as exc:
                     out[key] = {"error": repr(exc)}
                     log(f"[checkout/{key}] FAILED: {exc!r}\n{srv.tail(1500)}")
                 await asyncio.sleep(1.0)
         finally:
+            if settler is not None:
+                settler.stop()
             srv.stop()
             srv.cleanup()
     finally:
         vk.stop()
+        shutil.rmtree(db_dir, ignore_errors=True)
     return out
 
 
@@ -538,8 +555,11 @@ def write_doc(r: dict, argv: list[str]) -> None:
           "sale's `starts_at`; latency = `buy` written → `buy_result` read. The server runs against a private "
           "Valkey (`REDIS_URL`) so the engine's INFO commandstats can be read. Oversell check afterwards over "
           "`GET /api/sales/{id}`. Rows without a suffix: the Valkey shares core 0 with the gateway (as the "
-          "embedded default would); rows marked `@e1`: the Valkey runs on core 1 with the load clients, so the "
-          "gateway process has core 0 to itself (as with Redis on its own machine). Row `claim`: the same "
+          "embedded default would; settlement runs inside the gateway process); rows marked `@e1`: the Valkey and "
+          "a separate `livesale settle` (settlement, hold reaper, signal sink; `LIVESALE_SETTLE_IN_PROCESS=false` on "
+          "the gateway, one SQLite file; `nice -n 19`: it takes what core 1 leaves over and catches up after the "
+          "burst) run on core 1 with the load clients, so the gateway process has core 0 to itself (as with Redis "
+          "and the settlement worker on their own machines). Row `claim`: the same "
           "burst on a coupon drop (`drop_coupons` of a tenth as many coupons; every buyer sends `claim_coupon` at "
           "its start; latency = `claim_coupon` written → `claim_result` read; clicks/s = claims answered per "
           "second; oversell = more claimed than the drop's count; the consistency column checks CLAIMED = "

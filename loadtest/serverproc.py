@@ -301,6 +301,39 @@ class Livesale(Proc):
         shutil.rmtree(self.data_dir, ignore_errors=True)
 
 
+class Settler(Proc):
+    """``python -m server.cli settle`` (the settlement worker, the hold reaper and the signal sink) from
+    ``root``; ready when it prints that it runs. No HTTP port. ``nice``: its scheduling niceness (19: it
+    runs on whatever CPU its core leaves over, as asynchronous settlement may)."""
+
+    READY = b"settlement worker running"
+
+    def __init__(self, env: dict, cores: set[int] | None, log_dir: Path, root: Path | None = None,
+                 nice: int = 0) -> None:
+        root = Path(root or ROOT)
+        cmd = (["nice", "-n", str(nice)] if nice else []) + [sys.executable, "-m", "server.cli", "settle"]
+        super().__init__("settle", cmd, 0, dict(env, **code_env(root)), cwd=root, cores=cores, log_dir=log_dir)
+
+    def start(self, timeout: float = 90.0) -> Settler:
+        self.log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(self.cmd, env=self.env, cwd=self.cwd, stdout=self.log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        _LIVE.add(self)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"settle exited with {self.proc.returncode}: {self.tail()}")
+            if self.READY in self.log_path.read_bytes():
+                return self
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"settle not ready after {timeout}s: {self.tail()}")
+
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid  # taskset and nice exec the command: the same pid
+
+
 def node_peer(name: str, script: str, port: int | None = None, cores: set[int] | None = None) -> Proc:
     return Proc(name, ["node", script, str(port or 0)], port or 0, cwd=PEERS, cores=cores)
 

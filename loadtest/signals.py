@@ -49,7 +49,6 @@ import os
 import random
 import secrets
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -61,7 +60,7 @@ import orjson
 
 from . import doc_sections, lean
 from .checkout import mint_viewer_token
-from .serverproc import ROOT, Livesale, Proc, code_env, setup_room
+from .serverproc import Livesale, Settler, code_env, setup_room
 
 SERVER_CORES = {0}
 CLIENT_CORES = [1]
@@ -198,35 +197,6 @@ async def _worker_main(idx: int, cfg: dict, pipe) -> None:
 
 # -- servers -------------------------------------------------------------------------------------------
 
-class Settler(Proc):
-    """``python -m server.cli settle`` (the settlement worker: its signal sink writes the signals to SQL);
-    ready when it prints that it runs. No HTTP port."""
-
-    READY = b"settlement worker running"
-
-    def __init__(self, env: dict, cores: set[int] | None, log_dir: Path) -> None:
-        super().__init__("settle", [sys.executable, "-m", "server.cli", "settle"], 0, env, cwd=ROOT,
-                         cores=cores, log_dir=log_dir)
-
-    def start(self, timeout: float = 90.0) -> Settler:
-        from .serverproc import _LIVE
-        self.log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(self.cmd, env=self.env, cwd=self.cwd, stdout=self.log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
-        _LIVE.add(self)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"settle exited with {self.proc.returncode}: {self.tail()}")
-            if self.READY in self.log_path.read_bytes():
-                return self
-            time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"settle not ready after {timeout}s: {self.tail()}")
-
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid  # taskset execs the command: the same pid
 
 
 class Cluster:
