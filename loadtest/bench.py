@@ -8,6 +8,7 @@ docs/BENCHMARKS.md.
     python -m loadtest.bench --only signals [--quick]  # interest signals into SQL (writes only its section)
     python -m loadtest.bench --only storm [--quick]    # reconnect storm, 10,000 viewers (~1 min; only its section)
     python -m loadtest.bench --only slow [--quick]     # 2% slow consumers, A/B x 3 (~7 min; only its section)
+    python -m loadtest.bench --only clicks [--quick]   # clicks/s through one gateway + the floor (~10 min; its section)
     python -m loadtest.bench --only cluster [--quick]  # one server vs a 3-master cluster (writes only its section)
     python -m loadtest.bench --baseline da14cd6 [--only checkout,rate10k,rate20k,fanout] [--quick] [--no-write]
     make bench ARGS="--baseline da14cd6 --only checkout,fanout"   # make passes ARGS through
@@ -27,7 +28,10 @@ core 0 (taskset; the embedded/private Valkey too), client processes to core 1. P
 installed by this command (``npm ci`` in loadtest/peers, pip python-socketio when missing).
 Raw results go to loadtest/results/ (git-ignored).
 
-Not in the default set, each run alone (``--only storm``, ``--only slow``: writes only its own section):
+Not in the default set, each run alone (``--only storm``, ``--only slow``, ``--only clicks``: writes only its
+own section): ``clicks`` (buy clicks per second through one gateway process at 20,000 and 10,000 clicks/s
+offered, engine on the other core / sharing core 0 / two workers, and the floor of a click's I/O alone:
+loadtest/clicks.py, loadtest/floor.py, ~10 min),
 ``storm`` (10,000 viewers on two gateway processes drop at one instant and reconnect with resume: resumes
 vs snapshots, time until all are back, first live event p50/p99, gateways alive: loadtest/storm.py) and
 ``slow`` (5,000 viewers, 2% of them stop reading, vs none, interleaved 3 + 3 runs of 60 s: the others'
@@ -68,6 +72,7 @@ import time
 from pathlib import Path
 
 from . import checkout, doc_sections, engine, fanout, lean, pool_ab
+from . import clicks as clicksbench
 from . import cluster as clbench
 from . import signals as sigbench
 from . import slow as slowbench
@@ -154,19 +159,20 @@ CHECKOUT_RUNS = ("burst", "claim", "rate6k", "rate10k", "rate20k")
 
 
 async def checkout_runs(q: bool, engine_cores: set[int] | None = None, suffix: str = "",
-                        only: tuple[str, ...] = CHECKOUT_RUNS, root: Path | None = None) -> dict:
+                        only: tuple[str, ...] = CHECKOUT_RUNS, root: Path | None = None, workers: int = 1) -> dict:
     """The checkout runs against one gateway process on core 0. ``engine_cores``: where the private
     Valkey runs (default: core 0 with the gateway, as the embedded default would, settlement inside the
     gateway process; {1}: on the client core with a separate ``livesale settle`` at nice 19, so the gateway
     has core 0 to itself, as with Redis and the settlement worker on their own machines). ``root``: the
-    source tree the servers run from (default this checkout)."""
+    source tree the servers run from (default this checkout). ``workers``: ``LIVESALE_WORKERS`` (all of them on
+    core 0; the CPU is the whole process tree's)."""
     out: dict = {}
     apart = bool(engine_cores) and not (engine_cores or set()) & SERVER_CORES
     vk = engine.PrivateValkey(cores=engine_cores or SERVER_CORES).start()  # we read its commandstats
     db_dir = Path(tempfile.mkdtemp(prefix="ls-bench-db-"))
     settler: Settler | None = None
     try:
-        env = {"REDIS_URL": vk.url}
+        env = {"REDIS_URL": vk.url, **({"LIVESALE_WORKERS": str(workers)} if workers > 1 else {})}
         if apart:
             env.update(LIVESALE_SETTLE_IN_PROCESS="false", DATABASE_URL=f"sqlite:///{db_dir / 'livesale.db'}")
         srv, tok = await _livesale_started(env, root=root)
@@ -176,7 +182,7 @@ async def checkout_runs(q: bool, engine_cores: set[int] | None = None, suffix: s
                 settler = Settler(senv, engine_cores, db_dir, root=root, nice=19)
                 await asyncio.get_running_loop().run_in_executor(None, settler.start)
             base = dict(url=srv.url, room="load", product="p-load", host_token=tok, secret=srv.secret,
-                        client_cores=CLIENT_CORES, server_pid=srv.pid())
+                        client_cores=CLIENT_CORES, server_pid=srv.pid() if workers == 1 else srv.proc.pid)
             runs = [("burst", dict(mode="burst", buyers=1000 if q else 15000)),
                     # the same buyers tap "claim" on a coupon drop of a tenth as many coupons (docs/PROTOCOL.md)
                     ("claim", dict(mode="claim", buyers=1000 if q else 15000)),
@@ -196,6 +202,7 @@ async def checkout_runs(q: bool, engine_cores: set[int] | None = None, suffix: s
                     out[key]["loadavg_before"] = lb
                     out[key]["engine_cores"] = sorted(engine_cores or SERVER_CORES)
                     out[key]["settlement"] = "apart (core 1, nice 19)" if apart else "in the gateway process"
+                    out[key]["workers"] = workers
                 except Exception as exc:
                     out[key] = {"error": repr(exc)}
                     log(f"[checkout/{key}] FAILED: {exc!r}\n{srv.tail(1500)}")
@@ -887,6 +894,14 @@ def main_cluster(a: argparse.Namespace, argv: list[str]) -> int:
     return 130 if r is None else 0 if r.get("modes", {}).get("cluster", {}).get("reserved") else 1
 
 
+def main_clicks(a: argparse.Namespace, argv: list[str]) -> int:
+    """``--only clicks``: clicks per second through one gateway process and the floor (loadtest/clicks.py);
+    replaces only its section of the doc."""
+    r = _main_section(a, argv, "clicks", lambda: clicksbench.run(clicksbench.plan(a.quick), checkout_runs,
+                                                                 set(CLIENT_CORES), log), clicksbench)
+    return 130 if r is None else 0 if clicksbench.ok(r) else 1
+
+
 def main_storm(a: argparse.Namespace, argv: list[str]) -> int:
     """``--only storm``: the reconnect storm alone (loadtest/storm.py); replaces only its section of the doc."""
     r = _main_section(a, argv, "storm", lambda: stormbench.run(stormbench.plan(a.quick), log=log), stormbench)
@@ -909,7 +924,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small counts and short runs (smoke test)")
-    ap.add_argument("--only", default="", help="comma list of: fanout,big,checkout,engine,pool,signals,cluster (none: "
+    ap.add_argument("--only", default="", help="comma list of: fanout,big,checkout,engine,pool,signals,cluster,clicks (none: "
                                                "just "
                                                "rewrite the doc from --merge; pool or signals alone: rewrite only "
                                                "its section; storm, slow: each alone, never in the default set)")
@@ -941,10 +956,10 @@ def main(argv: list[str] | None = None) -> int:
         return main_signals(a, argv)
     if a.only and not a.merge and set(a.only.split(",")) == {"cluster"}:
         return main_cluster(a, argv)
-    alone = {"storm": main_storm, "slow": main_slow}  # not in the default steps: each runs only by itself
+    alone = {"storm": main_storm, "slow": main_slow, "clicks": main_clicks}  # not in the default steps: each runs only by itself
     if a.only and set(a.only.split(",")) & set(alone):
         if len(set(a.only.split(","))) > 1 or a.merge:
-            ap.error("storm and slow run alone: --only storm or --only slow (without --merge)")
+            ap.error("storm, slow and clicks run alone: --only storm, --only slow or --only clicks (without --merge)")
         return alone[a.only](a, argv)
     r = asyncio.run(amain(a))
     notes = Path(a.notes) if a.notes else NOTES
