@@ -58,6 +58,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import os
@@ -69,6 +70,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from . import checkout, doc_sections, engine, fanout, lean, pool_ab
@@ -158,12 +160,27 @@ async def fanout_one(target: str, conns: int, rate: float, seconds: float, root:
 CHECKOUT_RUNS = ("burst", "claim", "rate6k", "rate10k", "rate20k")
 
 
+@contextlib.contextmanager
+def paused(proc: Settler | None) -> Iterator[None]:
+    """``proc`` stopped (SIGSTOP) inside the block, resumed after it, also on an error."""
+    if proc is None:
+        yield
+        return
+    os.kill(proc.pid(), signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(proc.pid(), signal.SIGCONT)
+
+
 async def checkout_runs(q: bool, engine_cores: set[int] | None = None, suffix: str = "",
                         only: tuple[str, ...] = CHECKOUT_RUNS, root: Path | None = None, workers: int = 1) -> dict:
     """The checkout runs against one gateway process on core 0. ``engine_cores``: where the private
     Valkey runs (default: core 0 with the gateway, as the embedded default would, settlement inside the
-    gateway process; {1}: on the client core with a separate ``livesale settle`` at nice 19, so the gateway
-    has core 0 to itself, as with Redis and the settlement worker on their own machines). ``root``: the
+    gateway process; {1}: on the client core, with a separate ``livesale settle`` there at nice 19, paused
+    during each run (settlement is asynchronous; its signal sink alone would need ~40% of a core at 20,000
+    clicks/s, which core 1 does not have beside the load clients and the Valkey): the gateway process has
+    core 0 to itself, as with Redis and the settlement worker on their own machines). ``root``: the
     source tree the servers run from (default this checkout). ``workers``: ``LIVESALE_WORKERS`` (all of them on
     core 0; the CPU is the whole process tree's)."""
     out: dict = {}
@@ -198,10 +215,11 @@ async def checkout_runs(q: bool, engine_cores: set[int] | None = None, suffix: s
                 key = name + suffix
                 try:
                     lb = round(os.getloadavg()[0], 2)
-                    out[key] = await checkout.run(dict(base, **extra), log=log, engine=vk)
+                    out[key] = await checkout.run(dict(base, **extra), log=log, engine=vk,
+                                                  window=lambda: paused(settler))
                     out[key]["loadavg_before"] = lb
                     out[key]["engine_cores"] = sorted(engine_cores or SERVER_CORES)
-                    out[key]["settlement"] = "apart (core 1, nice 19)" if apart else "in the gateway process"
+                    out[key]["settlement"] = "apart (core 1, paused during the run)" if apart else "in the gateway process"
                     out[key]["workers"] = workers
                 except Exception as exc:
                     out[key] = {"error": repr(exc)}
@@ -564,8 +582,9 @@ def write_doc(r: dict, argv: list[str]) -> None:
           "`GET /api/sales/{id}`. Rows without a suffix: the Valkey shares core 0 with the gateway (as the "
           "embedded default would; settlement runs inside the gateway process); rows marked `@e1`: the Valkey and "
           "a separate `livesale settle` (settlement, hold reaper, signal sink; `LIVESALE_SETTLE_IN_PROCESS=false` on "
-          "the gateway, one SQLite file; `nice -n 19`: it takes what core 1 leaves over and catches up after the "
-          "burst) run on core 1 with the load clients, so the gateway process has core 0 to itself (as with Redis "
+          "the gateway, one SQLite file; paused with SIGSTOP from the first click to the last result, resumed "
+          "after: beside the load clients and the Valkey, core 1 has no room for the signal sink at these rates) "
+          "run on core 1 with the load clients, so the gateway process has core 0 to itself (as with Redis "
           "and the settlement worker on their own machines). Row `claim`: the same "
           "burst on a coupon drop (`drop_coupons` of a tenth as many coupons; every buyer sends `claim_coupon` at "
           "its start; latency = `claim_coupon` written → `claim_result` read; clicks/s = claims answered per "

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import base64
 import hashlib
 import hmac
@@ -290,11 +291,12 @@ async def drop_coupons(url: str, room: str, host_token: str, count: int, starts_
     return doc["drop"]["drop_id"], int(doc["drop"]["starts_at"])
 
 
-async def run(cfg: dict, log=print, engine=None) -> dict:
+async def run(cfg: dict, log=print, engine=None, window=None) -> dict:
     """cfg: url, room, host_token, secret?, buyers, procs, mode (burst|rate|claim), rate, seconds, units, limit,
     product, client_cores, server_pid?, pool? (launch the sale from this stock pool), hold_ttl_s?, user_tag?
     (a prefix that makes the buyers' user ids distinct from another run's). ``engine``: a PrivateValkey the
-    server uses (commandstats)."""
+    server uses (commandstats). ``window``: a context manager factory entered from the first click to the last
+    result (the measured window)."""
     procs = max(1, cfg.get("procs") or (cfg["buyers"] + 4999) // 5000)
     share = [cfg["buyers"] // procs + (1 if i < cfg["buyers"] % procs else 0) for i in range(procs)]
     ctx = mp.get_context("spawn")
@@ -353,40 +355,46 @@ async def run(cfg: dict, log=print, engine=None) -> dict:
         res["sale"] = sale
         if cfg.get("pool"):
             res["pool"] = cfg["pool"]
-        srv_pid = cfg.get("server_pid") or lean.listening_pid(urlsplit(cfg["url"]).port)
-        tree = lean.tree_pids(srv_pid) if srv_pid else []
-        cpu0 = {p: lean.proc_cpu_s(p) for p in tree}
-        eng0 = engine.evalsha_stats() if engine else None
-        ecpu0 = engine.cpu_s() if engine else 0.0
-        cores0, wall0 = lean.core_busy_s(), time.monotonic()
-        cmd = {"cmd": "burst" if mode == "claim" else mode, "sale": sale, "starts_at": starts_at,
-               "rate": cfg.get("rate", 0) / procs, "seconds": cfg.get("seconds", 0),
-               "delay_ms": 5 if mode == "rate" else 2, "what": "claim" if mode == "claim" else "buy"}
-        for p in pipes:
-            p.send(cmd)
-        for p in pipes:
-            await recv(p)
-        # wait for every result (or 15 s without progress)
-        last, last_t = -1, time.monotonic()
-        while True:
-            tot = clicks = 0
+        pause = contextlib.ExitStack()  # e.g. a settlement process stopped while the clicks run (bench.py)
+        if window is not None:
+            pause.enter_context(window())
+        try:
+            srv_pid = cfg.get("server_pid") or lean.listening_pid(urlsplit(cfg["url"]).port)
+            tree = lean.tree_pids(srv_pid) if srv_pid else []
+            cpu0 = {p: lean.proc_cpu_s(p) for p in tree}
+            eng0 = engine.evalsha_stats() if engine else None
+            ecpu0 = engine.cpu_s() if engine else 0.0
+            cores0, wall0 = lean.core_busy_s(), time.monotonic()
+            cmd = {"cmd": "burst" if mode == "claim" else mode, "sale": sale, "starts_at": starts_at,
+                   "rate": cfg.get("rate", 0) / procs, "seconds": cfg.get("seconds", 0),
+                   "delay_ms": 5 if mode == "rate" else 2, "what": "claim" if mode == "claim" else "buy"}
             for p in pipes:
-                p.send("peek")
+                p.send(cmd)
             for p in pipes:
-                r = await recv(p)
-                tot += r["results"]
-                clicks += r["clicks"]
-            if tot >= clicks:
-                break
-            if tot != last:
-                last, last_t = tot, time.monotonic()
-            elif time.monotonic() - last_t > 15:
-                break
-            await asyncio.sleep(0.05)
-        cpu1 = {p: lean.proc_cpu_s(p) for p in tree if os.path.exists(f"/proc/{p}")}
-        eng1 = engine.evalsha_stats() if engine else None
-        ecpu1 = engine.cpu_s() if engine else 0.0
-        cores1, wall = lean.core_busy_s(), max(1e-9, time.monotonic() - wall0)
+                await recv(p)
+            # wait for every result (or 15 s without progress)
+            last, last_t = -1, time.monotonic()
+            while True:
+                tot = clicks = 0
+                for p in pipes:
+                    p.send("peek")
+                for p in pipes:
+                    r = await recv(p)
+                    tot += r["results"]
+                    clicks += r["clicks"]
+                if tot >= clicks:
+                    break
+                if tot != last:
+                    last, last_t = tot, time.monotonic()
+                elif time.monotonic() - last_t > 15:
+                    break
+                await asyncio.sleep(0.05)
+            cpu1 = {p: lean.proc_cpu_s(p) for p in tree if os.path.exists(f"/proc/{p}")}
+            eng1 = engine.evalsha_stats() if engine else None
+            ecpu1 = engine.cpu_s() if engine else 0.0
+            cores1, wall = lean.core_busy_s(), max(1e-9, time.monotonic() - wall0)
+        finally:
+            pause.close()
         # every process on each core (other work on the machine shows up here), over the measured window
         res["core_busy"] = {c: round((cores1.get(c, 0) - cores0.get(c, 0)) / wall, 2) for c in cores1}
         res["window_s"] = round(wall, 2)
