@@ -45,7 +45,8 @@ class TokenBucket:
 class Conn:
     __slots__ = ("ws", "transport", "binary", "identity", "room_id", "last_seen", "dead", "session",
                  "buys", "comments", "flood_window", "flood_count", "hard_limit", "skipped", "inflight",
-                 "_settled", "addr", "_acts", "team", "joined_ms", "device", "watched", "reading", "out", "outbox")
+                 "_settled", "addr", "_acts", "team", "joined_ms", "device", "watched", "reading", "out", "outbox",
+                 "ambient")
 
     def __init__(self, ws: web.WebSocketResponse, transport: asyncio.Transport, binary: bool,
                  buy_rate: float, comment_rate: float, hard_limit: int, outbox: Outbox | None = None) -> None:
@@ -74,6 +75,7 @@ class Conn:
         self.reading = False  # the read loop is waiting for the next message (idle): one may be handled directly
         self.outbox = outbox  # None: every frame is its own transport write (no coalescing)
         self.out: list[bytes] | None = None  # frames queued in this loop iteration (stream_gateway/outbox.py)
+        self.ambient: bytes | None = None  # a tick held back for the answer on its way (``defer``)
 
     @property
     def acts(self) -> TokenBucket:
@@ -83,10 +85,17 @@ class Conn:
         return self._acts
 
     def answered(self) -> None:
-        """One accepted request got its answer."""
+        """One accepted request got its answer (the caller sends it next, a held tick in front of it)."""
         self.inflight -= 1
         if not self.inflight and self._settled is not None and not self._settled.done():
             self._settled.set_result(None)
+
+    def defer(self, data: bytes) -> None:
+        """An ambient frame (a tick) for a connection with an answer on its way: it leaves in the same write
+        as that answer, or with any other frame written to the connection before it; at the latest with
+        the room's next tick (the ticker writes it then, before the new one). Order is kept: a held frame
+        always goes out before anything written after it."""
+        self.ambient = data if self.ambient is None else self.ambient + data
 
     async def settle(self, timeout: float) -> None:
         """Wait (bounded) until every accepted request has been answered, e.g. before closing."""
@@ -111,6 +120,8 @@ class Conn:
         """One frame for this connection alone (an answer, a join's snapshot): it leaves with the connection's
         other frames of this iteration in one write (stream_gateway/outbox.py). False when the connection is
         gone (or was just closed as a slow consumer)."""
+        if self.ambient is not None:  # a held tick was composed before this frame: it goes first
+            data, self.ambient = self.ambient + data, None
         out = self.out
         if out is not None and not self.dead:  # already checked in this iteration: ride along
             out.append(data)
@@ -130,6 +141,8 @@ class Conn:
         written at once, unless frames of this iteration are queued for the connection, which it follows.
         A broadcast gives each connection one frame, so deferring it would save no write, only cost
         (measured: +10% CPU per fan-out delivery). False when the connection is gone."""
+        if self.ambient is not None:
+            data, self.ambient = self.ambient + data, None
         out = self.out
         if out is not None and not self.dead:
             out.append(data)
@@ -164,6 +177,8 @@ class Conn:
     def flush(self) -> None:
         """Hand this iteration's frames to the transport as one write (also before any close frame)."""
         out = self.out
+        if self.ambient is not None:  # only before a close: every other write takes it along
+            out, self.ambient = (out or []) + [self.ambient], None
         if out is None:
             return
         self.out = None

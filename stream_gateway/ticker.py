@@ -201,5 +201,8 @@ class Ticker(LoopPart):
                     if not c.write(b""):  # closes it past the hard limit; reaps closed ones
                         reap(c)
                     continue
-                if not c.write(fr):
+                if c.inflight and c.out is None and c.ambient is None:
+                    c.defer(fr)  # an answer is on its way: one send() for both (stream_gateway/connection.py)
+                    stats["ambient_deferred"] += 1
+                elif not c.write(fr):  # a tick held since the last one goes first
                     reap(c)

@@ -163,6 +163,51 @@ def test_tick_skips_connections_over_the_soft_limit() -> None:
     assert not room.dirty and ticker.stride() == 1
 
 
+def test_a_tick_waits_for_the_answer_on_its_way_and_never_past_the_next_tick() -> None:
+    """A connection with a request in flight gets its tick in the same write as the answer; a tick held
+    without an answer goes out with the room's next tick, first; nothing overtakes a held tick."""
+    f = Feed()
+    room = loaded_room(f.registry)
+    idle, buyer, late, evented = conn("u1"), conn("u2"), conn("u3"), conn("u4")
+    for c in (idle, buyer, late, evented):
+        f.registry.add(c, room)
+    buyer.inflight = late.inflight = evented.inflight = 1
+    ticker = Ticker(f.registry, None, None, lambda: NOW, gateway_id="g", tick_ms=200,  # type: ignore[arg-type]
+                    ambient_rate=20_000, sample_threshold=100, soft_limit=1_000, stats=f.stats)
+    room.state.viewers = 4
+    ticker._tick(room, NOW)
+    assert [payload(d)["viewers"] for d in written(idle)] == [4]
+    assert written(buyer) == written(late) == written(evented) == [] and f.stats["ambient_deferred"] == 3
+
+    buyer.answered()  # the answer's turn (no outbox here: written at once), the tick before it
+    buyer.send({"type": "buy_result", "rid": "r1"})
+    assert len(written(buyer)) == 1
+    tick, answer = frames(written(buyer)[0])
+    assert tick["type"] == "tick" and answer == {"type": "buy_result", "rid": "r1"}
+
+    room.state.viewers = 5  # the next tick: the held one (viewers 4) and then the new one, one write
+    room.dirty.add(VIEWERS)
+    ticker._tick(room, NOW + 200)
+    assert [m.get("viewers") for m in frames(written(late)[0])] == [4, 5]
+
+    room.state.viewers = 6  # held again; then a critical event: the held tick goes first, in the same write
+    room.dirty.add(VIEWERS)
+    ticker._tick(room, NOW + 400)
+    f.feed.on_event(room, event(11))
+    assert [(m["type"], m.get("viewers")) for m in frames(written(evented)[-1])] == [("tick", 6),
+                                                                                     ("announcement", None)]
+
+
+def frames(data: bytes) -> list[Any]:
+    """Every unmasked server frame (7-bit lengths) in ``data``."""
+    out = []
+    while data:
+        n = data[1] & 0x7F
+        out.append(orjson.loads(data[2:2 + n]))
+        data = data[2 + n:]
+    return out
+
+
 async def test_sale_timers_fire_once_per_due_time() -> None:
     fired: list[tuple[str, str]] = []
 
