@@ -12,7 +12,8 @@ One run, one section of docs/BENCHMARKS.md (between the ``bench:clicks`` markers
   settle process paused from the first click to the last result: loadtest/bench.py ``checkout_runs``), the
   gateway process alone on core 0 (``REPEAT`` runs each, fresh servers, the median reported);
   without a suffix the Valkey on core 0 with the gateway and settlement inside it (the embedded default's
-  layout); ``@e1w2`` ``LIVESALE_WORKERS=2``, all gateway processes on core 0, CPU summed over them.
+  layout); ``@e1w2`` ``LIVESALE_WORKERS=2``, all gateway processes on core 0, CPU summed over them (at
+  10,000 clicks/s: two processes sharing one core cannot take 20,000).
 
 The targets of issue #14 are judged on the ``@e1`` medians: 20,000 clicks/s offered for 10 s *sustained*
 (every click answered, and answered per second -- results / (last result - first click) -- within
@@ -45,7 +46,8 @@ def plan(quick: bool) -> dict[str, Any]:
     rows = [("rate20k@e1", "rate20k", True, 1, 1 if quick else REPEAT),
             ("rate10k@e1", "rate10k", True, 1, 1 if quick else REPEAT),
             ("rate20k", "rate20k", False, 1, 1),
-            ("rate20k@e1w2", "rate20k", True, 2, 1)]
+            ("rate10k", "rate10k", False, 1, 1),
+            ("rate10k@e1w2", "rate10k", True, 2, 1)]
     return {"quick": quick, "rows": rows, "floor": floorbench.plan(quick)}
 
 
@@ -123,7 +125,8 @@ ROW_TEXT = {
     "rate20k@e1": "20,000 clicks/s offered, 8,000 buyers; Valkey on core 1, `livesale settle` there paused",
     "rate10k@e1": "10,000 clicks/s offered, 5,000 buyers; Valkey on core 1, `livesale settle` there paused",
     "rate20k": "20,000 clicks/s offered, 8,000 buyers; Valkey on core 0 with the gateway, settlement inside it",
-    "rate20k@e1w2": "20,000 clicks/s offered, 8,000 buyers; `LIVESALE_WORKERS=2` on core 0, Valkey on core 1",
+    "rate10k": "10,000 clicks/s offered, 5,000 buyers; Valkey on core 0 with the gateway, settlement inside it",
+    "rate10k@e1w2": "10,000 clicks/s offered, 5,000 buyers; `LIVESALE_WORKERS=2` on core 0, Valkey on core 1",
 }
 
 
