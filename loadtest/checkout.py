@@ -112,8 +112,14 @@ class Buyer(lean.WSProto):
                 st.errors.append(p[:200].decode(errors="replace"))
         elif b'"type":"clock"' in p and st.clock_waiter is not None and not st.clock_waiter.done():
             st.clock_waiter.set_result((orjson.loads(p), now))
-        elif b'"type":"error"' in p and len(st.errors) < 20:
-            st.errors.append(p[:200].decode(errors="replace"))
+        elif b'"type":"error"' in p:
+            i = p.find(b'"code":"')
+            if i >= 0 and b'"rid":"' in p:  # a click answered with an error (e.g. UNAVAILABLE at the deadline):
+                i += 8                      # counted by code beside the results (not a result)
+                code = p[i:p.find(b'"', i)].decode()
+                st.codes[code] = st.codes.get(code, 0) + 1
+            if len(st.errors) < 20:
+                st.errors.append(p[:200].decode(errors="replace"))
 
 
 class State:
