@@ -66,6 +66,9 @@ class Metrics:
                                  multiprocess_mode="livesum", **r)
         self.rooms = Gauge("livesale_rooms_loaded", "Rooms loaded by gateway processes (a room two workers serve "
                            "counts twice).", multiprocess_mode="livesum", **r)
+        self.shed = Gauge("livesale_ambient_shed", "How many times less often a CPU-saturated gateway process "
+                          "ticks (1: not shedding; ticks stay at least once a second).", multiprocess_mode="livemax",
+                          **r)
         self.events = Counter("livesale_events_total", "Room events fanned out: critical (sequenced events) "
                               "and ambient (ticks).", ["lane"], **r)
         self.deliveries = Counter("livesale_deliveries_total", "Frames written to sockets, per lane (+n per "
@@ -176,6 +179,7 @@ class Metrics:
             st = hub.stats
             self.connections.set(len(hub.all))
             self.rooms.set(len(hub.rooms))
+            self.shed.set(st["ambient_shed"])
             self._add(self.events, ("critical",), st["events"])
             self._add(self.events, ("ambient",), st["ticks"])
             self._add(self.deliveries, ("critical",), st["critical_deliveries"])

@@ -95,13 +95,34 @@ def tick_message(state: RoomState, dirty: set[str], comments: Sequence[dict[str,
     return TickPlan(msg if len(msg) > 2 else None, keep_polling)
 
 
-def tick_stride(connections: int, ambient_rate: int, tick_s: float) -> int:
+BUSY_CPU = 0.9   # a gateway process that used this share of a core over the last second is saturated
+CALM_CPU = 0.7   # ... and below this share, no longer
+SHED_MAX = 8     # ambient_shed never goes above this factor
+SHED_INTERVAL_S = 1.0  # a saturated process still ticks every room at least this often
+
+
+def tick_stride(connections: int, ambient_rate: int, tick_s: float, shed: int = 1) -> int:
     """Rooms tick every N-th base tick, N chosen so that the ambient frames this process writes (one
     per local viewer per tick) stay within ``ambient_rate`` per second. Small rooms tick every
     ``tick_s``; with 20,000 frames/s and 0.2 s ticks, 5,000 local viewers tick every 0.4 s, 19,000
-    every ~1 s. Critical events never wait for a tick."""
+    every ~1 s. ``shed`` (``ambient_shed``): a saturated process ticks ``shed`` times less often, but at
+    least every ``SHED_INTERVAL_S``. Critical events never wait for a tick."""
     budget_per_tick = max(1.0, ambient_rate * tick_s)
-    return max(1, math.ceil(connections / budget_per_tick))
+    base = max(1, math.ceil(connections / budget_per_tick))
+    if shed <= 1:
+        return base
+    return max(base, min(base * shed, round(SHED_INTERVAL_S / tick_s)))
+
+
+def ambient_shed(shed: int, cpu_share: float) -> int:
+    """The ambient lane yields first when the process runs out of CPU: ``cpu_share`` is the share of one
+    core the process used over the last second; at ``BUSY_CPU`` or more the shed factor doubles (up to
+    ``SHED_MAX``), at ``CALM_CPU`` or less it halves back towards 1 (no shedding)."""
+    if cpu_share >= BUSY_CPU:
+        return min(SHED_MAX, shed * 2)
+    if cpu_share <= CALM_CPU:
+        return max(1, shed // 2)
+    return shed
 
 
 # -- sale timers ----------------------------------------------------------------------------------------

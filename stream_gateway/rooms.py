@@ -20,7 +20,8 @@ def new_stats() -> dict[str, int]:
     """The hub's plain counters, shared by its parts (read by server/metrics.py): deliveries are frames
     written, +n per fan-out to n sockets (ambient ones less those skipped)."""
     return {"events": 0, "ticks": 0, "slow_closed": 0, "skipped": 0, "resyncs": 0,
-            "critical_deliveries": 0, "ambient_deliveries": 0, "ambient_deferred": 0, "resumed": 0, "snapshots": 0}
+            "critical_deliveries": 0, "ambient_deliveries": 0, "ambient_deferred": 0, "ambient_shed": 1,
+            "resumed": 0, "snapshots": 0}
 
 
 class LocalRoom:

@@ -1,12 +1,15 @@
 """Ambient ticks: every ``tick_ms`` (stretched by ``decisions.tick_stride`` under load) each room with
 something new gets one ``tick`` frame (viewers, likes, units left, comments, "just bought"), framed
-once per lane and skipped for connections above the soft write-buffer limit. Also reports this
-process's viewers to Redis once a second and polls units left of open sales."""
+once per lane and skipped for connections above the soft write-buffer limit. A process that used a
+whole core over the last second ticks less often (``decisions.ambient_shed``, at least once a second):
+the ambient lane yields to the clicks. Also reports this process's viewers to Redis once a second and
+polls units left of open sales."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
@@ -14,7 +17,7 @@ import orjson
 
 from commerce.room_bus import RoomBus
 
-from .decisions import UNITS, UNITS_CHANGED, VIEWERS, tick_message, tick_stride
+from .decisions import UNITS, UNITS_CHANGED, VIEWERS, ambient_shed, tick_message, tick_stride
 from .frames import BINARY, TEXT, frame
 from .lifecycle import LoopPart
 from .messages import encode_msgpack
@@ -48,8 +51,12 @@ class Ticker(LoopPart):
     def __init__(self, registry: RoomRegistry, bus: RoomBus, units: UnitsSource, now_ms: Callable[[], int], *,
                  gateway_id: str, tick_ms: int, ambient_rate: int, sample_threshold: int, soft_limit: int,
                  stats: dict[str, int], on_presence: PresenceHook | None = None,
-                 on_second: SecondHook | None = None, on_online: OnlineHook | None = None) -> None:
+                 on_second: SecondHook | None = None, on_online: OnlineHook | None = None,
+                 cpu_clock: Callable[[], float] = time.process_time) -> None:
         super().__init__()
+        self._cpu_clock = cpu_clock  # this process's CPU seconds (all threads): how busy it is
+        self._cpu_at: tuple[float, float] | None = None  # (monotonic, cpu) at the last measure
+        self.shed = 1  # decisions.ambient_shed: how many times less often a saturated process ticks
         self._on_online = on_online
         self._online_at = 0.0
         self._online_ms = 0  # server time of the last online report (who joined since: reported next second)
@@ -68,7 +75,16 @@ class Ticker(LoopPart):
         self._viewers_at = 0.0
 
     def stride(self) -> int:
-        return tick_stride(self._registry.connections(), self.ambient_rate, self.tick_s)
+        return tick_stride(self._registry.connections(), self.ambient_rate, self.tick_s, self.shed)
+
+    def measure_cpu(self, mono: float) -> None:
+        """The share of a core this process used since the last call: the ambient shed factor follows it."""
+        cpu = self._cpu_clock()
+        if self._cpu_at is not None and mono > self._cpu_at[0]:
+            share = (cpu - self._cpu_at[1]) / (mono - self._cpu_at[0])
+            self.shed = ambient_shed(self.shed, share)
+            self._stats["ambient_shed"] = self.shed
+        self._cpu_at = (mono, cpu)
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -91,6 +107,7 @@ class Ticker(LoopPart):
         now = self._now_ms()
         if mono - self._viewers_at >= VIEWERS_EVERY_S:
             self._viewers_at = mono
+            self.measure_cpu(mono)
             await self._report_viewers(now)
             if self._on_online is not None:
                 await self._report_online(mono, now)

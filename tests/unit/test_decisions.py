@@ -9,7 +9,8 @@ import pytest
 from commerce.room_state import RoomState
 from stream_gateway.decisions import (
     CLOSE, LIKES, MAX_TICK_ITEMS, OPEN, SAMPLED_TICK_ITEMS, UNITS, UNITS_CHANGED, VIEWERS, EventVerdict,
-    SaleTimer, can_resume, clock_offset, event_verdict, sale_timers, should_unload, tick_message, tick_stride,
+    SaleTimer, ambient_shed, can_resume, clock_offset, event_verdict, sale_timers, should_unload, tick_message,
+    tick_stride,
 )
 
 NOW = 1_700_000_000_000
@@ -139,6 +140,25 @@ def test_tick_reads_its_inputs_only() -> None:
 ])
 def test_tick_stride(conns: int, rate: int, tick_s: float, stride: int) -> None:
     assert tick_stride(conns, rate, tick_s) == stride
+
+
+@pytest.mark.parametrize(("conns", "shed", "stride"), [
+    (100, 2, 2),       # a small room of a saturated process: every 0.4 s instead of 0.2 s
+    (8_000, 2, 4),     # 0.4 s -> 0.8 s
+    (8_000, 8, 5),     # never less often than once a second
+    (19_000, 8, 5),    # already at once a second: unchanged
+    (50_000, 8, 13),   # the budget's own stride above a second wins
+])
+def test_a_saturated_process_ticks_less_often_but_every_second(conns: int, shed: int, stride: int) -> None:
+    assert tick_stride(conns, 20_000, 0.2, shed) == stride
+
+
+def test_ambient_shed_follows_the_cpu_with_hysteresis() -> None:
+    shed = 1
+    for cpu, want in [(0.5, 1), (0.95, 2), (0.8, 2), (1.0, 4), (1.0, 8), (1.0, 8), (0.75, 8), (0.6, 4), (0.1, 2),
+                      (0.1, 1), (0.1, 1)]:
+        shed = ambient_shed(shed, cpu)
+        assert shed == want, (cpu, want)
 
 
 # -- sale timers ----------------------------------------------------------------------------------------

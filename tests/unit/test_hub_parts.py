@@ -198,6 +198,29 @@ def test_a_tick_waits_for_the_answer_on_its_way_and_never_past_the_next_tick() -
                                                                                      ("announcement", None)]
 
 
+def test_a_saturated_process_sheds_ticks_and_recovers() -> None:
+    f = Feed()
+    room = loaded_room(f.registry)
+    for i in range(8_000):
+        f.registry.add(conn(f"u{i}"), room)
+    cpu = [0.0]
+    ticker = Ticker(f.registry, None, None, lambda: NOW, gateway_id="g", tick_ms=200,  # type: ignore[arg-type]
+                    ambient_rate=20_000, sample_threshold=100, soft_limit=1_000, stats=f.stats,
+                    cpu_clock=lambda: cpu[0])
+    ticker.measure_cpu(100.0)
+    assert ticker.stride() == 2  # 8,000 viewers: every 0.4 s
+    cpu[0] += 0.97  # a whole core over the last second
+    ticker.measure_cpu(101.0)
+    assert ticker.shed == 2 and ticker.stride() == 4 and f.stats["ambient_shed"] == 2
+    cpu[0] += 0.99
+    ticker.measure_cpu(102.0)
+    assert ticker.stride() == 5  # never less than once a second
+    for t in (103.0, 104.0, 105.0):  # calm again
+        cpu[0] += 0.3
+        ticker.measure_cpu(t)
+    assert ticker.shed == 1 and ticker.stride() == 2
+
+
 def frames(data: bytes) -> list[Any]:
     """Every unmasked server frame (7-bit lengths) in ``data``."""
     out = []
