@@ -95,11 +95,15 @@ class Proc:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.name} exited with {self.proc.returncode}: {self.tail()}")
-            if _get(self.url + self.ready_path) == 200:
+            if self.ready():
                 return self
             time.sleep(0.2)
         self.stop()
         raise RuntimeError(f"{self.name} not ready on {self.url} after {timeout}s: {self.tail()}")
+
+    def ready(self) -> bool:
+        """Started and serving (polled by ``start``): its ready path answers 200."""
+        return _get(self.url + self.ready_path) == 200
 
     def pid(self) -> int:
         """The process that listens on the port (the gateway, not a wrapper like taskset)."""
@@ -314,20 +318,8 @@ class Settler(Proc):
         cmd = (["nice", "-n", str(nice)] if nice else []) + [sys.executable, "-m", "server.cli", "settle"]
         super().__init__("settle", cmd, 0, dict(env, **code_env(root)), cwd=root, cores=cores, log_dir=log_dir)
 
-    def start(self, timeout: float = 90.0) -> Settler:
-        self.log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(self.cmd, env=self.env, cwd=self.cwd, stdout=self.log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
-        _LIVE.add(self)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"settle exited with {self.proc.returncode}: {self.tail()}")
-            if self.READY in self.log_path.read_bytes():
-                return self
-            time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"settle not ready after {timeout}s: {self.tail()}")
+    def ready(self) -> bool:
+        return self.READY in self.log_path.read_bytes()
 
     def pid(self) -> int:
         assert self.proc is not None
