@@ -184,7 +184,7 @@ async def checkout_runs(q: bool, engine_cores: set[int] | None = None, suffix: s
     source tree the servers run from (default this checkout). ``workers``: ``LIVESALE_WORKERS`` (all of them on
     core 0; the CPU is the whole process tree's)."""
     out: dict = {}
-    apart = bool(engine_cores) and not (engine_cores or set()) & SERVER_CORES
+    apart = bool(engine_cores and not engine_cores & SERVER_CORES)  # the engine off the gateway's core
     vk = engine.PrivateValkey(cores=engine_cores or SERVER_CORES).start()  # we read its commandstats
     db_dir = Path(tempfile.mkdtemp(prefix="ls-bench-db-"))
     settler: Settler | None = None
