@@ -76,7 +76,8 @@ def plan(quick: bool, viewers: int | None = None, seconds: float | None = None, 
     secs = seconds or (5 if quick else 60)
     steps = [r for r in ((600, 1200) if quick else RAMP_STEPS) if r / n <= ACTS_PER_S] if ramp else []
     return {"viewers": n, "seconds": secs, "rate": 1.0, "idle_s": secs, "quick": quick, "ramp": steps,
-            "step_s": 3 if quick else 15, "procs": 2 * max(1, math.ceil(n / 2500))}
+            "step_s": 3 if quick else 15, "procs": 2 * max(1, math.ceil(n / 2500)),
+            "drain_timeout_s": 60 if quick else 180}
 
 
 # -- client worker (its own process) ------------------------------------------------------------------
@@ -261,7 +262,9 @@ class Probe:
         from redis.asyncio import Redis
         from sqlalchemy import text
         from sqlalchemy.ext.asyncio import create_async_engine
-        self.engine = create_async_engine(_async_db_url(database_url))
+        from sqlalchemy.pool import NullPool
+        # a fresh connection per read: nothing pooled can hold an old snapshot of another process's writes
+        self.engine = create_async_engine(_async_db_url(database_url), poolclass=NullPool)
         self.q = text("SELECT count(*) FROM signals WHERE kind = 'viewed' AND room_id = :room")
         self.room = room
         self.redis = Redis(unix_socket_path=valkey_sock)
@@ -269,8 +272,9 @@ class Probe:
     async def sql_count(self) -> int:
         for attempt in range(5):
             try:
-                async with self.engine.connect() as conn:
-                    return int((await conn.execute(self.q, {"room": self.room})).scalar() or 0)
+                async with asyncio.timeout(15):  # a read that hangs fails the run instead of stalling it
+                    async with self.engine.connect() as conn:
+                        return int((await conn.execute(self.q, {"room": self.room})).scalar() or 0)
             except Exception:  # a locked SQLite file for a moment, or the table not created yet
                 if attempt == 4:
                     raise
@@ -402,13 +406,21 @@ class Clients:
                 w.terminate()
 
 
-async def _drain(probe: Probe, want: int, since: float, timeout: float) -> tuple[int, float | None]:
-    """Poll the SQL count until it reaches ``want`` (or ``timeout`` s pass): (count, s from ``since`` (wall))."""
+async def _drain(probe: Probe, want: int, since: float, timeout: float, log=print) -> tuple[int, float | None]:
+    """Poll the SQL count until it reaches ``want`` (or ``timeout`` s pass): (count, s from ``since`` (wall)).
+    Says every 10 s how far it is, and what the sink and the stream say when it gives up."""
     end = time.monotonic() + timeout
+    said = time.monotonic()
     n = await probe.sql_count()
     while n < want and time.monotonic() < end:
         await asyncio.sleep(0.1)
         n = await probe.sql_count()
+        if time.monotonic() - said >= 10:
+            said = time.monotonic()
+            log(f"[signals] draining: {n:,} of {want:,} in SQL")
+    if n < want:
+        with contextlib.suppress(Exception):
+            log(f"[signals] gave up after {timeout:g} s: {n:,} of {want:,} in SQL; sink {await probe.sink_stats()}")
     return n, (round(time.time() - since, 2) if n >= want else None)
 
 
@@ -467,7 +479,7 @@ async def run(cfg: dict, log=print) -> dict:
         c1, k1, wall = cl.cpu(), lean.core_busy_s(), time.monotonic() - w0
         sc = await clients.stats()
         accepted = sc["sent"] - sc["rejected"]
-        sql, after = await _drain(probe, accepted, snd["last"], cfg.get("drain_timeout_s", 300))
+        sql, after = await _drain(probe, accepted, snd["last"], cfg.get("drain_timeout_s", 180), log)
         await asyncio.sleep(2.5)  # the sink reports every 2 s: its last batches are in the stats after this
         lag = await sampler.stop()
         final = await probe.sink_stats()
@@ -546,7 +558,7 @@ async def _ramp(cfg: dict, cl: Cluster, clients: Clients, probe: Probe, idle_gw_
             reasons.append(f"the clients sent only {achieved:,}/s")
         if rej:
             reasons.append(f"{rej:,} rejected (acts bucket)")
-        sql_all, after = await _drain(probe, total_sent - total_rej, snd["last"], 180)
+        sql_all, after = await _drain(probe, total_sent - total_rej, snd["last"], cfg.get("drain_timeout_s", 180), log)
         lag = await sampler.stop()
         st = {"offered": rate, "per_viewer": round(rate / cfg["viewers"], 2), "sent": snd["sent"], "achieved": achieved,
               "rejected": rej, "behind_at_end": behind, "stream_len_at_end": xlen, "client_backlog_bytes":
