@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import time
 from functools import partial
 from typing import Any
 
@@ -134,23 +135,24 @@ class Checkout:
                   result: ReserveResult | BaseException) -> None:
         # a replayed answer (a retry of a request already decided) changed nothing: it neither counts in
         # the funnel again nor announces anything to the room
-        if isinstance(result, ReserveResult) and room_id and not result.replayed:
-            self.funnel.count(room_id, "tapped", user)
-            if result.ok:
-                self.funnel.count(room_id, "reserved", user)
-                if result.available == 0:  # this request took the last unit: exactly once per depletion
+        if result.__class__ is ReserveResult and not result.replayed:
+            r: ReserveResult = result
+            held = r.code is ReserveCode.RESERVED and bool(r.hold_id)
+            if room_id:
+                self.funnel.tapped(room_id, user, r.code is ReserveCode.RESERVED)
+                if r.code is ReserveCode.RESERVED and r.available == 0:  # took the last unit: once per depletion
                     self._tasks.spawn(self._sold_out(room_id, sale_id))
-        if isinstance(result, ReserveResult) and not result.replayed:
-            if result.ok and result.hold_id:
-                self.my_holds.note(user, result.hold_id)
+            if held:
+                self.my_holds.note(user, r.hold_id)  # type: ignore[arg-type]
             sig = self.signals
             if sig is not None and sig.enabled:  # interest signals: tapped, held, came too late
-                sig.record(SignalKind.TAP, user, room_id or "", sale=sale_id)
-                if result.ok and result.hold_id:
-                    sig.record(SignalKind.HELD, user, room_id or "", sale=sale_id, ref=result.hold_id,
-                               value=result.at_ms or 0)
-                elif result.code is ReserveCode.SOLD_OUT:
-                    sig.record(SignalKind.SOLD_OUT, user, room_id or "", sale=sale_id)
+                now_ms = int(time.time() * 1000)
+                sig.record(SignalKind.TAP, user, room_id or "", sale=sale_id, at_ms=now_ms)
+                if held:
+                    sig.record(SignalKind.HELD, user, room_id or "", sale=sale_id, ref=r.hold_id or "",
+                               value=r.at_ms or 0, at_ms=now_ms)
+                elif r.code is ReserveCode.SOLD_OUT:
+                    sig.record(SignalKind.SOLD_OUT, user, room_id or "", sale=sale_id, at_ms=now_ms)
         done(result)
 
     async def _sold_out(self, room_id: str, sale_id: str) -> None:

@@ -33,6 +33,7 @@ __all__ = ["Funnel", "STEPS", "REQUESTS", "unique_keys"]
 log = logging.getLogger(__name__)
 
 STEPS = ("viewers", "tapped", "reserved", "paid")  # unique users, each step a subset of the one before
+_TAPPED, _RESERVED = STEPS.index("tapped"), STEPS.index("reserved")
 REQUESTS = ("tapped", "reserved", "paid")          # request counters (the funnel hash)
 
 _CHUNK = 2000  # user ids per PFADD call at most (a script's arguments stay small)
@@ -62,6 +63,16 @@ class Funnel:
         room[field] = room.get(field, 0) + 1
         if user and field in STEPS:
             self._add(room_id, STEPS.index(field), user)
+
+    def tapped(self, room_id: str, user: str, reserved: bool) -> None:
+        """A buy decided (not a replay): ``tapped``, and ``reserved`` when it got a hold; the same counts as
+        ``count`` for each, with the buyer added to each step once (one call per click)."""
+        room = self._counts.setdefault(room_id, {})
+        room["tapped"] = room.get("tapped", 0) + 1
+        if reserved:
+            room["reserved"] = room.get("reserved", 0) + 1
+        if user:
+            self._add(room_id, _RESERVED if reserved else _TAPPED, user)
 
     def seen(self, room_id: str, user: str) -> None:
         """A viewer joined the room (the gateway's join): the ``viewers`` step."""

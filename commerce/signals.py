@@ -61,7 +61,7 @@ class Signals:
                ref: str = "", detail: str = "", value: int = 0, at_ms: int | None = None) -> None:
         if not self.enabled or not user:
             return
-        s = Signal(kind.value, user, at_ms if at_ms is not None else int(time.time() * 1000), room, sale, product,
+        s = Signal(kind._value_, user, at_ms if at_ms is not None else int(time.time() * 1000), room, sale, product,
                    ref, detail, int(value))
         self._buf.append(s)
         self.recorded += 1

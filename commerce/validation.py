@@ -156,7 +156,7 @@ def _metadata(hint: Any) -> tuple[tuple[Any, ...], bool]:
 class Schema(Generic[T]):
     """The compiled validators of one request type; ``name`` prefixes field names in messages."""
 
-    __slots__ = ("cls", "name", "fields")
+    __slots__ = ("cls", "name", "fields", "setters")
 
     def __init__(self, cls: type[T], name: str = "") -> None:
         self.cls = cls
@@ -174,18 +174,42 @@ class Schema(Generic[T]):
             nullable = optional or NullMeansAbsent in meta
             compiled.append((f.name, _compile(where, rules[0]), required, default, nullable, where))
         self.fields: tuple[tuple[str, Checker, bool, Any, bool, str], ...] = tuple(compiled)
+        self.setters = _slot_setters(cls, [c[0] for c in compiled])
 
     def parse(self, obj: Mapping[str, Any]) -> T:
         """Check ``obj`` (a decoded JSON object) and build the request; unknown keys are ignored."""
-        values: dict[str, Any] = {}
+        values: list[Any] = []
         for name, check, required, default, nullable, where in self.fields:
             v = obj.get(name, _MISSING)
             if v is _MISSING or (v is None and nullable):
                 if required:
                     raise BadMessage(f"{where} is required")
-                values[name] = default
+                values.append(default)
             elif v is None:
                 raise BadMessage(f"{where} must not be null (leave it out for the default)")
             else:
-                values[name] = check(v)
-        return self.cls(**values)
+                values.append(check(v))
+        setters = self.setters
+        if setters is None:
+            return self.cls(*values)
+        # a frozen slots dataclass's __init__ sets each field through object.__setattr__ (~0.3 µs a field):
+        # the slots' own descriptors set the checked values directly (one request per inbound message)
+        inst = _new(self.cls)
+        for put, v in zip(setters, values, strict=True):
+            put(inst, v)
+        return inst
+
+
+_new = object.__new__
+_MemberDescriptor = types.MemberDescriptorType
+
+
+def _slot_setters(cls: type, names: list[str]) -> tuple[Callable[[Any, Any], None], ...] | None:
+    """The slot setters of ``cls``'s fields, in order, when building it by them is the same as calling it
+    (a slots dataclass without ``__post_init__``); else None (``parse`` calls the class)."""
+    if hasattr(cls, "__post_init__") or getattr(cls, "__new__", None) is not _new:
+        return None
+    descs = [cls.__dict__.get(n) for n in names]
+    if not all(type(d) is _MemberDescriptor for d in descs):
+        return None
+    return tuple(d.__set__ for d in descs)  # type: ignore[union-attr]

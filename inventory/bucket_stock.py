@@ -235,7 +235,7 @@ class BucketStock:
                     remaining = await self.remaining(ids)
                     done = [i for i in fresh if reqs[i].qty > remaining]  # sold out: fewer units than asked anywhere
                     for i in done:
-                        results[i] = replace(results[i], available=remaining)
+                        results[i] = results[i]._replace(available=remaining)
                     pending = [i for i in pending if i not in done]  # a replayed one walks its chain to the end
                     if not pending:
                         break
@@ -248,7 +248,7 @@ class BucketStock:
                                             B.retry_request_id(reqs[i].request_id, attempts[i])))
             again = await self.inv.reserve_many(ids[home], retry, channel, route=False)
             for i, r in zip(pending, again, strict=True):
-                results[i] = replace(r, replayed=results[i].replayed and r.replayed)
+                results[i] = r._replace(replayed=results[i].replayed and r.replayed)
             pending = [i for i in pending if results[i].code is ReserveCode.SOLD_OUT]
             if not pending:
                 break
@@ -389,9 +389,9 @@ class BucketStock:
             if r.code is ReserveCode.SOLD_OUT:
                 out.append(r)
             elif exact is not None and r.ok and r.available == 0 and not r.replayed:
-                out.append(replace(r, available=exact))
+                out.append(r._replace(available=exact))
             else:
-                out.append(replace(r, available=r.available + others))
+                out.append(r._replace(available=r.available + others))
         return out
 
     async def _hashes(self, ids: Sequence[str]) -> list[dict[str, str]]:

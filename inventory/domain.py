@@ -6,7 +6,7 @@ import re
 import secrets
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import holds as H
 
@@ -162,15 +162,15 @@ class ReserveCode(str, Enum):
     MEMBERS_ONLY = "MEMBERS_ONLY"  # decided by commerce before the script (a guest on a members-only sale)
 
 
-@dataclass(frozen=True, slots=True)
-class ReserveRequest:
+class ReserveRequest(NamedTuple):
+    """One buy of a reserve batch (a NamedTuple: built once per click, ~4x cheaper than a frozen dataclass)."""
     user_id: str
     qty: int
     request_id: str
 
 
-@dataclass(frozen=True, slots=True)
-class ReserveResult:
+class ReserveResult(NamedTuple):
+    """A buy's outcome (a NamedTuple: one per click, built from the script's reply)."""
     code: ReserveCode
     hold_id: str | None
     at_ms: int | None          # the instant the code is about: RESERVED pay-by, NOT_STARTED starts_at, ENDED ends_at

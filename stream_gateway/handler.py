@@ -12,7 +12,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import WSMsgType, web
 
@@ -209,18 +209,19 @@ class Gateway:
         message that floods, anything while the read loop is busy)."""
         if not conn.reading or conn.dead or conn.room_id is None or frame[0] not in _DATA or conn.ws.closed:
             return False
-        if conn.would_flood(FLOOD_LIMIT):  # the read loop closes the socket (1008) after the accepted buys
+        now = time.monotonic()
+        if conn.would_flood(FLOOD_LIMIT, now):  # the read loop closes the socket (1008) after the accepted buys
             return False
         try:
             m = parse_inbound(frame[1])
         except BadInbound as e:
-            self._seen(conn)
+            self._seen(conn, now)
             conn.send(msg.error(e.error.code, e.error.message, e.rid))
             return True
         route = ROUTES.get(m.type)
         if route is None or not route.sync:
             return False
-        self._seen(conn)
+        self._seen(conn, now)
         try:
             if self._allowed(conn, m, route):
                 route.run(self, conn, m)
@@ -228,11 +229,11 @@ class Gateway:
             self._failed(conn, m, exc)
         return True
 
-    def _seen(self, conn: Conn) -> None:
+    def _seen(self, conn: Conn, now: float) -> None:
         """What the read loop does for a data message before handling it: ``last_seen``, the flood count
-        (not over the limit: ``_direct`` checked ``would_flood``)."""
-        conn.last_seen = time.monotonic()
-        conn.flood(FLOOD_LIMIT)
+        (not over the limit: ``_direct`` checked ``would_flood``); ``now``: when it arrived (monotonic)."""
+        conn.last_seen = now
+        conn.flood(FLOOD_LIMIT, now)
         self.direct += 1
 
     async def _on_message(self, conn: Conn, data: bytes | str) -> None:
@@ -530,14 +531,16 @@ def _answer_buy(conn: Conn, m: Inbound, meter: BuyMeter, received: float, r: Res
         conn.send(_buy_refusal(m, "MEMBERS_ONLY", "this sale is for signed-in members: guest tokens cannot buy it"))
         meter.answered("MEMBERS_ONLY", time.monotonic() - received)
         return
-    out: dict[str, Any] = dict(msg.buy_result(m.rid or "", r.code.value, m.body.sale, m.body.qty, r.available))
-    if r.code is ReserveCode.RESERVED:
+    code = r.code
+    value = code._value_  # Enum.value is a property costing ~0.25 µs a read on 3.11: once per click here
+    out = cast(dict[str, Any], msg.buy_result(m.rid or "", value, m.body.sale, m.body.qty, r.available))
+    if code is ReserveCode.RESERVED:
         out["hold"] = r.hold_id
         out["pay_by"] = r.at_ms
-    elif r.code is ReserveCode.NOT_STARTED:
+    elif code is ReserveCode.NOT_STARTED:
         out["starts_at"] = r.at_ms
     conn.send(out)
-    meter.answered(r.code.value, time.monotonic() - received)
+    meter.answered(value, time.monotonic() - received)
 
 
 ROUTES: dict[str, Route] = {

@@ -9,7 +9,7 @@ per reply, typed as a TypedDict; room events are ``commerce.events``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, NotRequired, TypedDict
+from typing import Annotated, Any, Literal, NamedTuple, NotRequired, TypedDict
 
 import msgpack
 import orjson
@@ -78,8 +78,8 @@ SCHEMAS: dict[str, Schema[Any]] = {
 RID_REQUIRED = frozenset({"buy", "pay", "release", "checkout", "vote", "claim_coupon", "enter_draw"})
 
 
-@dataclass(frozen=True, slots=True)
-class Inbound:
+class Inbound(NamedTuple):
+    """One parsed request (a NamedTuple: one per inbound message)."""
     type: str
     rid: str | None
     body: Any  # the typed request: Join, Buy, LaunchSale, ...
