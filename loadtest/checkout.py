@@ -118,6 +118,7 @@ class Buyer(lean.WSProto):
                 i += 8                      # counted by code beside the results (not a result)
                 code = p[i:p.find(b'"', i)].decode()
                 st.codes[code] = st.codes.get(code, 0) + 1
+                st.refused += 1
             if len(st.errors) < 20:
                 st.errors.append(p[:200].decode(errors="replace"))
 
@@ -129,6 +130,7 @@ class State:
         self.nconn = 0
         self.hist = lean.Histogram()
         self.codes: dict[str, int] = {}
+        self.refused = 0  # clicks answered with an error (UNAVAILABLE at the deadline, ...): answered, not results
         self.results = 0
         self.clicks = 0
         self.first_click = 0.0
@@ -241,7 +243,7 @@ async def _worker_main(idx: int, cfg: dict, pipe) -> None:
                 st.last_click = lean.now_ms()
             pipe.send("fired")
         elif cmd == "peek":
-            pipe.send({"results": st.results, "clicks": st.clicks})
+            pipe.send({"results": st.results + st.refused, "clicks": st.clicks})  # answered, either way
         elif cmd == "stats":
             pipe.send({"hist": st.hist.sparse(), "codes": st.codes, "results": st.results, "clicks": st.clicks,
                        "first_click": st.first_click, "last_click": st.last_click, "last_result": st.last_result,
@@ -378,7 +380,7 @@ async def run(cfg: dict, log=print, engine=None, window=None) -> dict:
                 p.send(cmd)
             for p in pipes:
                 await recv(p)
-            # wait for every result (or 15 s without progress)
+            # wait for every click's answer, a result or an error (or 15 s without progress)
             last, last_t = -1, time.monotonic()
             while True:
                 tot = clicks = 0
