@@ -7,15 +7,7 @@ answer: a request still queued when its deadline passes is answered ``UNAVAILABL
 changed), and a batch whose script call outlives the deadline of its oldest request answers all of its requests
 ``UNAVAILABLE`` then -- the call goes on in the background and its outcome is kept by the scripts under each
 request id, so the client's retry with the same id gets it. A failing-over shard answers slowly, not never:
-without a deadline a click could wait on the cluster client's retries and slot-map reloads for many seconds.
-
-Admission: a key whose oldest queued request has already waited ``ADMIT_SHARE`` of the deadline takes no
-more requests: each new one is answered ``UNAVAILABLE`` at once (never queued, nothing changed; a retry
-with the same id is a fresh request). Without it an engine that cannot keep up (more clicks per second
-than it decides) lets the queue grow to the whole deadline: every click then waits ~the deadline, the
-batches started near it outlive it (their work is done but answered UNAVAILABLE) and the clicks answered
-in time per second collapse to a fraction of what the engine decides (measured: 20,000 offered to a
-gateway answering ~10,000, 1,800-7,400 answered in time per second, 5 s p50)."""
+without a deadline a click could wait on the cluster client's retries and slot-map reloads for many seconds."""
 
 from __future__ import annotations
 
@@ -39,7 +31,6 @@ log = logging.getLogger(__name__)
 Req = TypeVar("Req")
 Res = TypeVar("Res")
 ReserveCallback = Callable[[ReserveResult | BaseException], None]
-ADMIT_SHARE = 0.5  # of the deadline: the oldest queued request's wait past which a key takes no new requests
 _Queued = tuple[Req, Callable[[Res | BaseException], None], float]  # request, callback, queued at (monotonic s)
 
 
@@ -68,21 +59,10 @@ class Batcher(Generic[Req, Res]):
         self._queues: dict[str, list[_Queued[Req, Res]]] = {}  # key -> requests in arrival order
         self._inflight: dict[str, int] = {}
         self._tasks = OwnedTasks(log, what)
-        self.turned_away = 0  # requests answered UNAVAILABLE at once: their key's queue was too far behind
 
     def submit(self, key: str, req: Req, done: Callable[[Res | BaseException], None]) -> None:
-        """Queue one request; ``done`` gets its result (or the exception that failed its batch). With a
-        deadline, a key already ``ADMIT_SHARE`` of it behind answers ``UNAVAILABLE`` at once instead."""
-        now = time.monotonic()
-        queue = self._queues.get(key)
-        if queue is None:
-            queue = self._queues[key] = []
-        elif queue and self.deadline_s and now - queue[0][2] > self.deadline_s * ADMIT_SHARE:
-            self.turned_away += 1
-            done(Unavailable(f"too busy: requests here already wait over {self.deadline_s * ADMIT_SHARE:g} s; this "
-                             "one was not queued (nothing changed): retry shortly, with the same request id"))
-            return
-        queue.append((req, done, now))
+        """Queue one request; ``done`` gets its result (or the exception that failed its batch)."""
+        self._queues.setdefault(key, []).append((req, done, time.monotonic()))
         self._kick(key)
 
     def _kick(self, key: str) -> None:

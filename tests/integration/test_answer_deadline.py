@@ -114,49 +114,6 @@ async def test_a_request_queued_past_its_deadline_is_answered_without_being_run(
     assert len(answers) == 4
 
 
-async def test_a_key_too_far_behind_turns_new_requests_away_at_once() -> None:
-    """Admission (commerce/batcher.py ADMIT_SHARE): once the oldest queued request of a key has waited half
-    the deadline, a new request is answered UNAVAILABLE at once and never run; the queued ones keep their
-    place (first come, first served) and, once the engine answers, the key takes requests again."""
-    gate = asyncio.Event()
-    seen: list[list[int]] = []
-
-    async def run(_key: str, reqs: Any) -> list[int]:
-        seen.append(list(reqs))
-        await gate.wait()
-        return [r * 10 for r in reqs]
-
-    batcher: Batcher[int, int] = Batcher(run, "test batch", max_batch=2, max_inflight=1, deadline_s=2.0)
-    answers: dict[int, Any] = {}
-    arrived: dict[int, asyncio.Event] = {i: asyncio.Event() for i in range(6)}
-
-    def done_for(i: int) -> Callable[[Any], None]:
-        def done(out: Any) -> None:
-            assert i not in answers, "answered twice"
-            answers[i] = out
-            arrived[i].set()
-        return done
-
-    for i in range(4):  # 0 and 1 run (held at the gate), 2 and 3 queue behind them
-        batcher.submit("k", i, done_for(i))
-    await asyncio.sleep(0)  # the drain takes the first batch
-    while time.monotonic() - batcher._queues["k"][0][2] <= 1.0:  # half of the 2 s deadline, by the queue's clock
-        await asyncio.sleep(0.05)
-    started = time.monotonic()
-    batcher.submit("k", 4, done_for(4))  # the queue is over 1 s behind: turned away at once
-    assert arrived[4].is_set() and time.monotonic() - started < 0.05
-    assert isinstance(answers[4], Unavailable) and "not queued" in answers[4].message, answers[4]
-    assert batcher.turned_away == 1
-    gate.set()  # the engine answers: 0 and 1, then 2 and 3 (still in time) are decided in order
-    for i in range(4):
-        await asyncio.wait_for(arrived[i].wait(), timeout(5))
-    assert [answers[i] for i in range(4)] == [0, 10, 20, 30], answers
-    batcher.submit("k", 5, done_for(5))  # nothing queued any more: taken again
-    await asyncio.wait_for(arrived[5].wait(), timeout(5))
-    assert answers[5] == 50 and seen == [[0, 1], [2, 3], [5]], (answers, seen)
-    await batcher.aclose()
-
-
 async def test_in_time_results_are_answered_as_usual() -> None:
     async def run(_key: str, reqs: Any) -> list[int]:
         await asyncio.sleep(0)
