@@ -8,13 +8,16 @@ it was. Nothing here knows about Prometheus.
 
 from __future__ import annotations
 
+import logging
+import time
+import traceback
 from bisect import bisect_left
 
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
-__all__ = ["LocalHistogram", "BuyMeter", "BatchMeter", "ErrorMeter", "LATENCY_BUCKETS", "BATCH_SIZE_BUCKETS",
-           "REDIS_BUCKETS", "error_kind"]
+__all__ = ["LocalHistogram", "BuyMeter", "BatchMeter", "ErrorMeter", "RareLog", "LATENCY_BUCKETS",
+           "BATCH_SIZE_BUCKETS", "REDIS_BUCKETS", "error_kind"]
 
 # click -> answer, seconds: a reservation is answered in about a millisecond on a quiet server
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -89,3 +92,29 @@ class ErrorMeter:
         kind = error_kind(exc)
         if kind is not None:
             self.counts[(kind, where)] = self.counts.get((kind, where), 0) + 1
+
+
+class RareLog:
+    """A failover answers thousands of requests UNAVAILABLE in a second: log the first of each second, with how
+    many were left out, instead of one line (and one traceback walk) per request."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self._log = logger
+        self._next = 0.0
+        self._skipped = 0
+
+    def note(self, kind: str, exc: BaseException) -> None:
+        now = time.monotonic()
+        if now < self._next:
+            self._skipped += 1
+            return
+        self._log.warning("%s answered UNAVAILABLE: %s (at %s; %d more in the last second)", kind, exc,
+                          _where(exc), self._skipped)
+        self._next, self._skipped = now + 1.0, 0
+
+
+def _where(exc: BaseException) -> str:
+    """The innermost frame of our own code an exception came through (for the log of a Redis failure)."""
+    ours = [f for f in traceback.extract_tb(exc.__traceback__)
+            if "/site-packages/" not in f.filename and "/lib/python" not in f.filename]
+    return f"{ours[-1].filename.rsplit('/', 2)[-2]}/{ours[-1].name}:{ours[-1].lineno}" if ours else "?"

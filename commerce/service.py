@@ -21,6 +21,7 @@ from inventory.store import OrderRecord, Store
 from .catalogue import Catalogue
 from .chat import Chat
 from .checkout import Checkout
+from .deadline import AnswerDeadline
 from .funnel import Funnel
 from .payments.provider import PaymentMode, PaymentProvider
 from .payments.service import Payments
@@ -109,6 +110,8 @@ class Commerce:
         # every click answered within the deadline (LIVESALE_ANSWER_DEADLINE_MS; commerce/batcher.py)
         for batcher in (self.checkout.batcher, self.polls.votes, self.coupons.claims):
             batcher.deadline_s = answer_deadline_s
+        # and every pay, checkout and release, over WebSocket and HTTP (commerce/deadline.py)
+        self.deadline = AnswerDeadline(answer_deadline_s)
         self.checkout.on_paid = self.teams.on_paid
         self.payments.coupons = self.coupons
         self.payments.on_paid = self.teams.on_paid
@@ -133,6 +136,7 @@ class Commerce:
         self.shelf.start()
 
     async def aclose(self) -> None:
+        await self.deadline.aclose()  # requests answered at their deadline and still running
         await self.checkout.aclose()  # answers the buys in flight, then the funnel counts them
         await self.funnel.aclose()
         await self.coupons.aclose()

@@ -259,7 +259,8 @@ async def pay(request: web.Request) -> web.Response:
     checkout = _commerce(request).checkout
     hold = await checkout.own_hold(viewer, request.match_info["hold"])
     req = _parse(_PAY, await body(request))
-    c = await checkout.pay(viewer, hold.hold_id, req.payment_ref, coupon=req.coupon)
+    c = await _commerce(request).deadline.within(checkout.pay(viewer, hold.hold_id, req.payment_ref,
+                                                               coupon=req.coupon))
     if c.code is ConfirmCode.DEPOSITED:  # a pre-sale's deposit: the unit stays held for the balance
         return json({"hold_id": hold.hold_id, "status": "deposit", "deposit_paid": True}, 201 if c.fresh else 200)
     if c.code is not ConfirmCode.CONFIRMED:
@@ -279,7 +280,8 @@ async def checkout(request: web.Request) -> web.Response:
     """Start paying a hold through the provider: what the client needs (redirect URL / client secret)."""
     viewer = viewer_of(request)
     req = _parse(_CHECKOUT, await body(request))
-    started = await _commerce(request).payments.checkout(viewer, request.match_info["hold"], coupon=req.coupon)
+    c = _commerce(request)
+    started = await c.deadline.within(c.payments.checkout(viewer, request.match_info["hold"], coupon=req.coupon))
     return json(started, 201)
 
 
@@ -294,7 +296,7 @@ async def release(request: web.Request) -> web.Response:
     viewer = viewer_of(request)
     checkout = _commerce(request).checkout
     hold = await checkout.own_hold(viewer, request.match_info["hold"])
-    r = await checkout.release(viewer, hold.hold_id)
+    r = await _commerce(request).deadline.within(checkout.release(viewer, hold.hold_id))
     if r.code is not ReleaseCode.RELEASED:
         raise _refused(r.code.value)
     return json({"hold_id": hold.hold_id, "status": "released", "units_left": r.available})

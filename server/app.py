@@ -236,8 +236,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
                                     tick_ms=s.tick_ms, soft_limit=s.ws_soft_limit, hard_limit=s.ws_hard_limit,
                                     guests=s.guest_tokens, conn_per_addr=s.conn_per_addr,
                                     join_rate_per_addr=s.join_rate_per_addr,
-                                    trusted_proxies=parse_proxies(s.trusted_proxies),
-                                    answer_deadline_s=s.answer_deadline_ms / 1000), watch)
+                                    trusted_proxies=parse_proxies(s.trusted_proxies)), watch)
     app[CORE], app[COMMERCE], app[HUB], app[GATEWAY] = core, commerce, hub, gateway
     upkeep = Upkeep(s, core)
     upkeep.start()

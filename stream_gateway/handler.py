@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-import traceback
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -20,10 +19,10 @@ from commerce.addresses import AddressCount, AddressRate, Network, client_addres
 from commerce.errors import ErrorCode, Forbidden, NotFound, NotJoined, RateLimited, Refused, Unauthorized, as_error
 from commerce.host_actions import HOST_ACTIONS
 from commerce.identity import ANONYMOUS, TokenError, TokenVerifier
-from commerce.meters import BuyMeter, ErrorMeter
+from commerce.deadline import LateAnswer
+from commerce.meters import BuyMeter, ErrorMeter, RareLog
 from commerce.service import Commerce
 from commerce.signals import SignalKind
-from commerce.tasks import OwnedTasks
 from inventory.domain import ReserveCode, ReserveResult
 
 from . import messages as msg
@@ -43,32 +42,7 @@ _DATA = (WSMsgType.TEXT, WSMsgType.BINARY)
 _RETRY = "the server could not complete this request; retry"
 
 
-class _RareLog:
-    """A failover answers thousands of requests UNAVAILABLE in a second: log the first of each second, with how
-    many were left out, instead of one line (and one traceback walk) per request."""
-
-    def __init__(self) -> None:
-        self._next = 0.0
-        self._skipped = 0
-
-    def note(self, kind: str, exc: BaseException) -> None:
-        now = time.monotonic()
-        if now < self._next:
-            self._skipped += 1
-            return
-        log.warning("%s answered UNAVAILABLE: %s (at %s; %d more in the last second)", kind, exc, _where(exc),
-                    self._skipped)
-        self._next, self._skipped = now + 1.0, 0
-
-
-def _where(exc: BaseException) -> str:
-    """The innermost frame of our own code an exception came through (for the log of a Redis failure)."""
-    ours = [f for f in traceback.extract_tb(exc.__traceback__)
-            if "/site-packages/" not in f.filename and "/lib/python" not in f.filename]
-    return f"{ours[-1].filename.rsplit('/', 2)[-2]}/{ours[-1].name}:{ours[-1].lineno}" if ours else "?"
-
-
-_UNAVAILABLE_LOG = _RareLog()
+_UNAVAILABLE_LOG = RareLog(log)  # a failover's UNAVAILABLE answers, one line a second
 
 
 def _log_ids(conn: Conn, m: Inbound) -> dict[str, Any]:
@@ -91,7 +65,6 @@ class GatewayLimits:
     conn_per_addr: int = 0                 # concurrent sockets per client address (0: no cap)
     join_rate_per_addr: float = 0.0        # joins per second per client address (0: no limit)
     trusted_proxies: tuple[Network, ...] = ()  # whose X-Forwarded-For names the client
-    answer_deadline_s: float = 0.0         # pay / checkout / release answered UNAVAILABLE after this (0: never)
 
 
 Refuse = Callable[[Inbound, str, str], dict[str, Any]]  # (message, code, why) -> the typed refusal
@@ -125,15 +98,14 @@ class Gateway:
         self.connections: set[Conn] = set()
         self.per_addr = AddressCount(limits.conn_per_addr)
         self.joins = AddressRate(limits.join_rate_per_addr, 2 * limits.join_rate_per_addr)
-        self._late = OwnedTasks(log, "late answer")  # requests answered UNAVAILABLE at the deadline, still running
         self.buys = BuyMeter()      # buy answers by code and click -> answer time (server/metrics.py)
         self.errors = ErrorMeter()  # Redis / database failures of requests
         self.direct = 0  # messages handled from the transport's data callback (``_direct``), not the read loop
         self.outbox = Outbox()  # a connection's frames of one loop iteration leave in one write
 
     async def aclose(self) -> None:
-        """Stops the requests still running after their deadline answer (bounded)."""
-        await self._late.cancel(5.0)
+        """Stops the requests still running after their deadline answer (bounded; commerce/deadline.py)."""
+        await self.commerce.deadline.aclose()
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         lim = self.limits
@@ -269,22 +241,11 @@ class Gateway:
     async def _in_time(self, m: Inbound, pending: Any) -> Any:
         """The reply of a money request, or the retryable UNAVAILABLE once the answer deadline passes: the
         request goes on in the background (its reply dropped), and a retry with the same request id gets its
-        outcome (the scripts and the payments are idempotent per request / hold)."""
-        deadline = self.limits.answer_deadline_s
-        if not deadline:
-            reply: dict[str, Any] = await pending
-            return reply
-        task = self._late.spawn(_settled(pending))
-        done, _ = await asyncio.wait((task,), timeout=deadline)
-        if not done:
-            task.add_done_callback(_log_late)
-            return msg.error(ErrorCode.UNAVAILABLE, f"not finished within {deadline:g} s (the stock service is slow "
-                             "or failing over); retry with the same request id", m.rid)
-        outcome = task.result()
-        if isinstance(outcome, BaseException):
-            raise outcome
-        done_reply: dict[str, Any] = outcome
-        return done_reply
+        outcome (the scripts and the payments are idempotent per request / hold; commerce/deadline.py)."""
+        try:
+            return await self.commerce.deadline.within(pending)
+        except LateAnswer as late:
+            return msg.error(ErrorCode.UNAVAILABLE, late.message, m.rid)
 
     def _allowed(self, conn: Conn, m: Inbound, route: Route) -> bool:
         """The route's checks; a refusal is raised (an ``error``) or sent as the typed reply."""
@@ -453,29 +414,6 @@ class Gateway:
     async def _host_action(self, conn: Conn, m: Inbound) -> None:
         extra = await HOST_ACTIONS[m.type].run(self.commerce, conn.room_id or "", m.body) or {}
         conn.send(msg.ok(m.rid, m.type, extra))
-
-
-async def _settled(pending: Awaitable[dict[str, Any]]) -> dict[str, Any] | BaseException:
-    """A request's reply or the exception it raised, returned (raised by ``_in_time`` when in time)."""
-    try:
-        return await pending
-    except Exception as exc:
-        return exc
-
-
-def _log_late(task: asyncio.Task[Any]) -> None:
-    """The outcome of a request answered UNAVAILABLE at its deadline: a failure is only logged (the client was
-    answered and retries with the same rid); a failover's are counted on the rare UNAVAILABLE line."""
-    if task.cancelled():
-        return
-    outcome = task.result()
-    if not isinstance(outcome, BaseException):
-        return
-    err = as_error(outcome)
-    if err is not None and err.code is ErrorCode.UNAVAILABLE:
-        _UNAVAILABLE_LOG.note("late request", outcome)
-    elif err is None:
-        log.warning("a request answered at its deadline failed later: %r", outcome)
 
 
 def _buy_refusal(m: Inbound, code: str, why: str) -> dict[str, Any]:

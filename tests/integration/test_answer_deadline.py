@@ -81,6 +81,55 @@ async def test_buy_and_pay_answered_at_the_deadline_and_decided_once(
         await room.close()
 
 
+async def test_http_pay_and_release_answered_at_the_deadline_and_decided_once(
+        make_server: Callable[..., Awaitable[Any]], settings: Settings, uid: str, redis: Redis) -> None:
+    """The same deadline over HTTP (commerce/deadline.py): POST /api/holds/{hold}/pay and DELETE /api/holds/{hold}
+    answer 503 UNAVAILABLE while Redis holds the write, the call goes on, and the retry gets its outcome:
+    one order, the hold paid once; a release likewise."""
+    room = await make_room(make_server, settings, uid, answer_deadline_ms=DEADLINE_MS)
+    try:
+        sale = await room.api.ok("POST", f"/api/rooms/{room.id}/sales", room.host,
+                                 {"product_id": "p0", "units": 5, "per_user_limit": 2}, 201)
+        sid = sale["sale_id"]
+        token, _user = viewer(room.secret, "Bea")
+        holds = [(await room.api.ok("POST", f"/api/sales/{sid}/reserve", token,
+                                    {"qty": 1, "request_id": f"r{i}"}, 201))["hold_id"] for i in range(2)]
+
+        await _paused(redis)
+        try:
+            started = time.monotonic()
+            st, body = await room.api.call("POST", f"/api/holds/{holds[0]}/pay", token, {})
+            answered_in = time.monotonic() - started
+        finally:
+            await redis.execute_command("CLIENT", "UNPAUSE")
+        assert st == 503 and body["error"]["code"] == "UNAVAILABLE", (st, body)
+        assert "same request id" in body["error"]["message"] and answered_in < 5, (body, answered_in)
+        paid = await room.api.ok("POST", f"/api/holds/{holds[0]}/pay", token, {}, status=(200, 201))
+        assert paid["status"] == "confirmed" and paid["order_id"], paid
+        again = await room.api.ok("POST", f"/api/holds/{holds[0]}/pay", token, {}, status=200)
+        assert again["order_id"] == paid["order_id"]  # the paused call and the retries: one order
+
+        await _paused(redis)
+        try:
+            st, body = await room.api.call("DELETE", f"/api/holds/{holds[1]}", token)
+        finally:
+            await redis.execute_command("CLIENT", "UNPAUSE")
+        assert st == 503 and body["error"]["code"] == "UNAVAILABLE", (st, body)
+        for _ in range(50):  # the release went on once Redis answered: the retry finds it released
+            st, body = await room.api.call("DELETE", f"/api/holds/{holds[1]}", token)
+            if st != 503:
+                break
+            await asyncio.sleep(0.1)
+        # released once: by the paused call (the retry finds it NOT_HELD: a release is not replayed) or, when
+        # Redis ran the retry first, by the retry (the paused call then found it released)
+        assert (st == 409 and body["error"]["code"] == "NOT_HELD") or (st == 200 and body["status"] == "released"), \
+            (st, body)
+        state = await room.api.ok("GET", f"/api/sales/{sid}", status=200)
+        assert state["units_left"] == 4, state  # one unit sold, the released one back
+    finally:
+        await room.close()
+
+
 # -- the batcher alone (pure: its `run` is any coroutine) ------------------------------------------------
 
 async def test_a_request_queued_past_its_deadline_is_answered_without_being_run() -> None:
