@@ -41,6 +41,8 @@ FAILOVER_RETRIES = 3
 DOWN_FOR_S = 0.25  # GatedCluster: after a node fails a command, its other commands fail fast this long
 _BACKOFF_BASE_S = 0.05
 _BACKOFF_CAP_S = 0.25
+SOCKET_TIMEOUT_S = 5.0   # the cluster client's least read timeout (socket_timeout_for)
+CONNECT_TIMEOUT_S = 2.0  # a node that does not accept a connection in this long is down
 
 
 # redis-py 8.1 closes every node's connections when a command meets CLUSTERDOWN (``RedisCluster.aclose``), while
@@ -153,10 +155,19 @@ class _GatedPipeline(ClusterPipeline):
         return cast(GatedCluster, self.cluster_client).gate
 
 
-def connect(url: str, *, cluster: bool, decode: bool, pool_size: int = 64) -> Redis:
+def socket_timeout_for(wait_ms: int) -> float:
+    """The cluster client's read timeout: above the longest wait a command may legitimately take (``WAIT``
+    holds an answer up to ``wait_ms``; XREADGROUP blocks below 5 s, server/config.py), so a reply that never
+    comes (a connection left half-open by a failover) ends as a retryable error instead of holding one of
+    ``GatedCluster``'s in-flight slots for good."""
+    return max(SOCKET_TIMEOUT_S, wait_ms / 1000 + 2.0)
+
+
+def connect(url: str, *, cluster: bool, decode: bool, pool_size: int = 64, wait_ms: int = 1000) -> Redis:
     """A client for ``url``: a single server (a pool that makes callers wait for a free connection
     rather than fail) or, with ``cluster``, a cluster client seeded from that node (``pool_size``
-    commands in flight at once, the rest wait: ``GatedCluster``)."""
+    commands in flight at once, the rest wait: ``GatedCluster``; reads time out after
+    ``socket_timeout_for(wait_ms)``)."""
     if not cluster:
         pool = BlockingConnectionPool.from_url(url, max_connections=pool_size, timeout=20,
                                                decode_responses=decode, health_check_interval=30)
@@ -167,7 +178,8 @@ def connect(url: str, *, cluster: bool, decode: bool, pool_size: int = 64) -> Re
                          "LIVESALE_REDIS_CLUSTER")
     retry = Retry(ExponentialWithJitterBackoff(base=_BACKOFF_BASE_S, cap=_BACKOFF_CAP_S), retries=FAILOVER_RETRIES)
     client = GatedCluster.from_url(url, decode_responses=decode, max_connections=pool_size + 16,
-                                   retry=retry, health_check_interval=30, inflight=pool_size)
+                                   retry=retry, health_check_interval=30, inflight=pool_size,
+                                   socket_timeout=socket_timeout_for(wait_ms), socket_connect_timeout=CONNECT_TIMEOUT_S)
     return cast(Redis, client)
 
 

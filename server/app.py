@@ -58,10 +58,11 @@ __all__ = ["create_app", "redis_client", "Core", "Settlement"]
 log = logging.getLogger(__name__)
 
 
-def redis_client(url: str, pool_size: int, decode: bool, cluster: bool = False) -> Redis:
+def redis_client(url: str, pool_size: int, decode: bool, cluster: bool = False, wait_ms: int = 1000) -> Redis:
     """A single server's client whose pool makes callers wait for a free connection instead of failing,
-    or a cluster client seeded from ``url`` (inventory/redis_link.py)."""
-    return connect(url, cluster=cluster, decode=decode, pool_size=pool_size)
+    or a cluster client seeded from ``url`` (inventory/redis_link.py; ``wait_ms``: LIVESALE_REDIS_WAIT_MS,
+    which its read timeout stays above)."""
+    return connect(url, cluster=cluster, decode=decode, pool_size=pool_size, wait_ms=wait_ms)
 
 
 async def _engine(app: web.Application) -> AsyncIterator[None]:
@@ -98,8 +99,10 @@ class Core:
     @classmethod
     async def open(cls, s: Settings) -> Core:
         s.data_path.mkdir(parents=True, exist_ok=True)
-        redis = redis_client(s.redis_url, s.redis_pool_size, decode=True, cluster=s.redis_cluster)
-        raw = redis_client(s.redis_url, s.redis_pool_size, decode=False, cluster=s.redis_cluster)
+        redis = redis_client(s.redis_url, s.redis_pool_size, decode=True, cluster=s.redis_cluster,
+                             wait_ms=s.redis_wait_ms)
+        raw = redis_client(s.redis_url, s.redis_pool_size, decode=False, cluster=s.redis_cluster,
+                           wait_ms=s.redis_wait_ms)
         store = await Store.open(s.sqlalchemy_url)
         store.order_hooks.append(CommissionHook(s.commission_bps))  # share commissions, in the orders' transaction
         inventory = Inventory(redis, max_qty=s.max_qty_per_request, wait_replicas=s.redis_wait_replicas,
