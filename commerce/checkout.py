@@ -137,20 +137,21 @@ class Checkout:
         # the funnel again nor announces anything to the room
         if result.__class__ is ReserveResult and not result.replayed:
             r: ReserveResult = result
-            held = r.code is ReserveCode.RESERVED and bool(r.hold_id)
+            reserved = r.code is ReserveCode.RESERVED
+            hold = r.hold_id if reserved else None
             if room_id:
-                self.funnel.tapped(room_id, user, r.code is ReserveCode.RESERVED)
-                if r.code is ReserveCode.RESERVED and r.available == 0:  # took the last unit: once per depletion
+                self.funnel.tapped(room_id, user, reserved)
+                if reserved and r.available == 0:  # this request took the last unit: once per depletion
                     self._tasks.spawn(self._sold_out(room_id, sale_id))
-            if held:
-                self.my_holds.note(user, r.hold_id)  # type: ignore[arg-type]
+            if hold:
+                self.my_holds.note(user, hold)
             sig = self.signals
             if sig is not None and sig.enabled:  # interest signals: tapped, held, came too late
                 now_ms = int(time.time() * 1000)
                 sig.record(SignalKind.TAP, user, room_id or "", sale=sale_id, at_ms=now_ms)
-                if held:
-                    sig.record(SignalKind.HELD, user, room_id or "", sale=sale_id, ref=r.hold_id or "",
-                               value=r.at_ms or 0, at_ms=now_ms)
+                if hold:
+                    sig.record(SignalKind.HELD, user, room_id or "", sale=sale_id, ref=hold, value=r.at_ms or 0,
+                               at_ms=now_ms)
                 elif r.code is ReserveCode.SOLD_OUT:
                     sig.record(SignalKind.SOLD_OUT, user, room_id or "", sale=sale_id, at_ms=now_ms)
         done(result)

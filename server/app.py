@@ -247,7 +247,6 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await upkeep.aclose()
-        await gateway.aclose()  # requests answered at their deadline and still running
         await hub.aclose()  # the hub's one stop; _on_shutdown only closed its connections
         await core.aclose()
 

@@ -203,14 +203,14 @@ class Conn:
             t.write(close_frame(code, reason))
             asyncio.get_running_loop().call_later(2.0, t.abort)
 
-    def would_flood(self, limit: int, now: float | None = None) -> bool:
-        """True when one more inbound message now (monotonic s) would be over ``limit`` (nothing counted)."""
-        return self.flood_count >= limit and int(time.monotonic() if now is None else now) == self.flood_window
+    def would_flood(self, limit: int, now: float) -> bool:
+        """True when one more inbound message at ``now`` (monotonic s) would be over ``limit`` (nothing counted)."""
+        return self.flood_count >= limit and int(now) == self.flood_window
 
-    def flood(self, limit: int, now: float | None = None) -> bool:
-        """Count an inbound message arriving ``now`` (monotonic s, default the clock); True when more than
-        ``limit`` arrived within this second."""
-        second = int(time.monotonic() if now is None else now)
+    def flood(self, limit: int, now: float) -> bool:
+        """Count an inbound message arriving at ``now`` (monotonic s); True when more than ``limit`` arrived
+        within this second."""
+        second = int(now)
         if second != self.flood_window:
             self.flood_window, self.flood_count = second, 0
         self.flood_count += 1

@@ -103,10 +103,6 @@ class Gateway:
         self.direct = 0  # messages handled from the transport's data callback (``_direct``), not the read loop
         self.outbox = Outbox()  # a connection's frames of one loop iteration leave in one write
 
-    async def aclose(self) -> None:
-        """Stops the requests still running after their deadline answer (bounded; commerce/deadline.py)."""
-        await self.commerce.deadline.aclose()
-
     async def handle(self, request: web.Request) -> web.StreamResponse:
         lim = self.limits
         addr = client_address(request.remote, request.headers.get("X-Forwarded-For"), lim.trusted_proxies)
@@ -163,7 +159,7 @@ class Gateway:
             conn.reading = False
             conn.last_seen = time.monotonic()
             if frame.type in (WSMsgType.TEXT, WSMsgType.BINARY):
-                if conn.flood(FLOOD_LIMIT):
+                if conn.flood(FLOOD_LIMIT, conn.last_seen):
                     await conn.settle(2.0)  # the buys already accepted get their answers first
                     await ws.close(code=CLOSE_POLICY, message=b"too many messages")
                     return
