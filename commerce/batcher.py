@@ -109,11 +109,14 @@ class Batcher(Generic[Req, Res]):
                     if late.fired:  # answered at the deadline; another drain took over the key's queue
                         return
                     late = None
-                for i, (_, done, _t) in enumerate(batch):
-                    try:
-                        done(outcome if isinstance(outcome, BaseException) else outcome[i])
-                    except Exception:
-                        log.exception("%s callback failed", self.what)
+                if isinstance(outcome, BaseException):
+                    self._answer(batch, outcome)
+                else:
+                    for (_, done, _t), res in zip(batch, outcome):
+                        try:
+                            done(res)
+                        except Exception:
+                            log.exception("%s callback failed", self.what)
         finally:
             if late is None or not late.fired:
                 self._release(key)
@@ -130,16 +133,19 @@ class Batcher(Generic[Req, Res]):
         UNAVAILABLE now; the call goes on (its outcome is kept under each request id) and its drain leaves
         the key, so the requests queued behind it are decided (or expire) without waiting for it."""
         late.fired = True
-        error = Unavailable(f"not decided within {self.deadline_s:g} s (the stock service is slow or failing "
-                            "over); retry with the same request id")
+        self._answer(batch, Unavailable(f"not decided within {self.deadline_s:g} s (the stock service is slow or "
+                                        "failing over); retry with the same request id"))
+        self._release(key)
+        if self._queues.get(key):
+            self._kick(key)
+
+    def _answer(self, batch: list[_Queued[Req, Res]], error: BaseException) -> None:
+        """Every request of ``batch`` answered with ``error``."""
         for _, done, _t in batch:
             try:
                 done(error)
             except Exception:
                 log.exception("%s callback failed", self.what)
-        self._release(key)
-        if self._queues.get(key):
-            self._kick(key)
 
     def _expire(self, queue: list[_Queued[Req, Res]]) -> list[_Queued[Req, Res]]:
         """Answers the queued requests whose deadline passed (never run: nothing changed); returns the rest."""

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import time
 from functools import partial
 from typing import Any
 
@@ -39,6 +38,8 @@ from .wire import mask_name
 __all__ = ["Checkout"]
 
 log = logging.getLogger(__name__)
+
+_new = tuple.__new__  # a NamedTuple made without its Python-level __new__ (per click: 0.08 vs 0.22 µs)
 
 
 def _with_discount(result: ConfirmResult, hold: Hold, counters: SaleCounters | None) -> ConfirmResult:
@@ -119,7 +120,7 @@ class Checkout:
             return
         # a hot sale split into buckets: the batch of the buyer's home bucket (one script call per slot)
         self.batcher.submit(self.inventory.buckets.batch_key(sale_id, viewer.user),
-                            ReserveRequest(viewer.user, qty, request_id),
+                            _new(ReserveRequest, (viewer.user, qty, request_id)),
                             partial(self._reserved, room_id, sale_id, done, viewer.user))
 
     async def _guest_buy(self, viewer: Identity, room_id: str | None, sale_id: str, qty: int, request_id: str,
@@ -146,14 +147,8 @@ class Checkout:
             if hold:
                 self.my_holds.note(user, hold)
             sig = self.signals
-            if sig is not None and sig.enabled:  # interest signals: tapped, held, came too late
-                now_ms = int(time.time() * 1000)
-                sig.record(SignalKind.TAP, user, room_id or "", sale=sale_id, at_ms=now_ms)
-                if hold:
-                    sig.record(SignalKind.HELD, user, room_id or "", sale=sale_id, ref=hold, value=r.at_ms or 0,
-                               at_ms=now_ms)
-                elif r.code is ReserveCode.SOLD_OUT:
-                    sig.record(SignalKind.SOLD_OUT, user, room_id or "", sale=sale_id, at_ms=now_ms)
+            if sig is not None:  # interest signals: tapped, held, came too late
+                sig.decided(user, room_id or "", sale_id, hold, r.at_ms or 0, r.code is ReserveCode.SOLD_OUT)
         done(result)
 
     async def _sold_out(self, room_id: str, sale_id: str) -> None:

@@ -28,6 +28,8 @@ __all__ = ["Signals", "SignalKind", "viewer_key"]
 
 log = logging.getLogger(__name__)
 
+_TAP, _HELD, _SOLD_OUT = SignalKind.TAP._value_, SignalKind.HELD._value_, SignalKind.SOLD_OUT._value_
+_new = tuple.__new__
 _PER_ENTRY = 5000  # signals per stream entry at most (an entry stays well under a megabyte)
 
 
@@ -74,6 +76,35 @@ class Signals:
                 self.on_signal(s)
             except Exception:  # a hook's bug must not fail the buy path
                 log.exception("signal hook failed")
+
+    def decided(self, user: str, room: str, sale: str, hold: str | None, pay_by: int, sold_out: bool) -> None:
+        """A decided buy's signals in one call (the buy path: one clock read, no keyword arguments): ``tap``,
+        then ``held`` (the hold, its pay-by) or ``sold_out``; what two or three ``record`` calls would record."""
+        if not self.enabled or not user:
+            return
+        now_ms = int(time.time() * 1000)
+        buf = self._buf
+        tap = _new(Signal, (_TAP, user, now_ms, room, sale, "", "", "", 0))  # a NamedTuple without its __new__
+        buf.append(tap)
+        if hold:
+            more: Signal | None = _new(Signal, (_HELD, user, now_ms, room, sale, "", hold, "", int(pay_by)))
+        elif sold_out:
+            more = _new(Signal, (_SOLD_OUT, user, now_ms, room, sale, "", "", "", 0))
+        else:
+            more = None
+        if more is not None:
+            buf.append(more)
+        self.recorded += 1 if more is None else 2
+        if len(buf) > self.max_buffer:
+            cut = len(buf) - self.max_buffer
+            del buf[:cut]
+            self.dropped += cut
+        if self.on_signal is not None:
+            for s in (tap,) if more is None else (tap, more):
+                try:
+                    self.on_signal(s)
+                except Exception:  # a hook's bug must not fail the buy path
+                    log.exception("signal hook failed")
 
     # -- lifecycle ---------------------------------------------------------------------------------
 

@@ -29,6 +29,7 @@ from .domain import (
 __all__ = ["Inventory", "script_source"]
 
 _LUA = importlib.resources.files("inventory") / "lua"
+_new = tuple.__new__  # a NamedTuple made without its Python-level __new__ (per click: 0.08 vs 0.22 µs)
 SCRIPT_NAMES = ("arm", "reserve", "confirm", "release", "reap", "audit", "close", "retire", "rebuild",
                 "pool_open", "pool_stock", "pool_allocate", "pool_topup", "pool_return", "pool_allocate_group",
                 "pool_audit", "bucket_lend", "bucket_take")
@@ -159,8 +160,8 @@ class Inventory:
         out = []
         for code, hold_id, pay_by, available, units, replayed in replies:
             c = _RESERVE_CODES[code]
-            out.append(ReserveResult(c, _s(hold_id) if c is ReserveCode.RESERVED else None,
-                                     int(pay_by) or None, int(available), int(units), replayed == 1))
+            out.append(_new(ReserveResult, (c, _s(hold_id) if c is ReserveCode.RESERVED else None,
+                                            int(pay_by) or None, int(available), int(units), replayed == 1)))
         return out
 
     async def confirm(self, hold_id: str, payment_ref: str, user_id: str = "", discount: int = 0,
