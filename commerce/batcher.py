@@ -112,7 +112,7 @@ class Batcher(Generic[Req, Res]):
                 if isinstance(outcome, BaseException):
                     self._answer(batch, outcome)
                 else:
-                    for (_, done, _t), res in zip(batch, outcome):
+                    for (_, done, _t), res in zip(batch, outcome, strict=True):
                         try:
                             done(res)
                         except Exception:

@@ -46,7 +46,8 @@ load generators are this checkout's for both. For each step in ``--only`` (``che
 burst, 15,000 buyers, private Valkey on core 0; ``rate10k`` / ``rate20k``: 10,000 / 20,000 clicks/s offered
 for 10 s by 5,000 / 8,000 buyers, private Valkey on core 1 so the gateway has core 0 to itself; ``fanout``:
 5,000 viewers x 10 events/s for 30 s; ``--quick``: 1,000 buyers / 1,000 viewers for 3-5 s) the two servers run interleaved, 3 runs each
-(baseline, this, baseline, this, ...), each run on a fresh server. Reported (printed, and written into
+(baseline, this, baseline, this, ...), each run on a fresh server; the fan-out step runs Node ws in the same
+rotation (baseline, this, Node ws, ...), so each side's p99 is also reported against Node ws's. Reported (printed, and written into
 docs/BENCHMARKS.md as the section between the ``bench:baseline`` markers; the rest of the document is
 left as it is): per side the median over the runs of the gateway process's CPU per click / per delivery
 (the same /proc measurement as the steps above), p99 latency and throughput, the ratio this / baseline
@@ -314,8 +315,13 @@ def ab_plan(q: bool) -> dict:
                        "what": f"fan-out: {conns:,} viewers, 10 events/s for {secs} s"}}
 
 
-async def ab_once(step: str, plan: dict, root: Path | None) -> dict:
-    """One run of one A/B step on a fresh server from ``root``."""
+AB_PEER = "ws"  # the fan-out step also runs Node ws, interleaved: each side's p99 against it in the same run
+
+
+async def ab_once(step: str, plan: dict, root: Path | None, target: str = "livesale") -> dict:
+    """One run of one A/B step on a fresh server from ``root`` (``target``: a peer for the fan-out step)."""
+    if target != "livesale":
+        return await fanout_one(target, plan["conns"], plan["rate"], plan["seconds"])
     if step == "checkout":
         res = await checkout_runs(plan["quick"], only=("burst",), root=root)
         return res.get("burst", {"error": "no result"})
@@ -361,13 +367,15 @@ async def baseline_ab(only: set[str], q: bool, wt: Worktree) -> dict:
                  "repeat": AB_REPEAT, "quick": q, "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
                  "steps": {}}
     for step in (s for s in AB_STEPS if s in only):
-        runs: dict[str, list[dict]] = {name: [] for name, _ in sides}
+        # the fan-out step with Node ws interleaved too: "p99 vs Node ws" for both sides from the same run
+        step_sides = (*sides, (AB_PEER, None)) if step == "fanout" else sides
+        runs: dict[str, list[dict]] = {name: [] for name, _ in step_sides}
         for i in range(AB_REPEAT):
-            for name, root in sides:
+            for name, root in step_sides:
                 log(f"A/B {step}: {name} (run {i + 1}/{AB_REPEAT}): {plan[step]['what']}")
                 lb = round(os.getloadavg()[0], 2)
                 try:
-                    x = await ab_once(step, plan[step], root)
+                    x = await ab_once(step, plan[step], root, "livesale" if name in ("baseline", "this") else name)
                 except Exception as exc:  # a failed start: keep going with the other runs
                     x = {"error": repr(exc)}
                     log(f"A/B {step}/{name} FAILED: {exc!r}")
@@ -417,9 +425,15 @@ def baseline_section(ab: dict, argv: list[str] | None = None) -> list[str]:
           f"{ratio(t['p99_ms'], b['p99_ms'])} | |")
         a(f"| | {thr_label} | {cell(b['throughput'], b['throughput_runs'], 0)} | "
           f"{cell(t['throughput'], t['throughput_runs'], 0)} | {ratio(t['throughput'], b['throughput'])} | |")
+        peer = st["summary"].get(AB_PEER)
+        if peer and peer["p99_ms"]:
+            pb, pt = (x["p99_ms"] / peer["p99_ms"] if x["p99_ms"] else None for x in (b, t))
+            a(f"| | p99 ÷ {PEER_NAMES[AB_PEER]}'s p99 (its runs: {cell(peer['p99_ms'], peer['p99_runs'], 1)} ms, "
+              f"interleaved) | {fmt(pb, 2)}x | {fmt(pt, 2)}x | {ratio(pt, pb)} | "
+              f"{'no worse' if pb and pt and pt <= pb else 'worse' if pb and pt else ''} |")
     a("")
     for step, st in ab["steps"].items():
-        for side in ("baseline", "this"):
+        for side in st["summary"]:
             s = st["summary"][side]
             if s["incomplete"] or s["errors"]:
                 a(f"- {step}, {side}: run(s) {', '.join(map(str, s['incomplete']))} incomplete (missing deliveries, "

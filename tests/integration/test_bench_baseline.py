@@ -95,3 +95,11 @@ def test_doc_splice_replaces_one_section() -> None:
     two = bench.splice_baseline(one, bench.baseline_section(fake(8.0, 9.0)))
     assert two.count(bench.AB_START) == 1 and "not within 5%" in two and "## Checkout" in two
     assert bench.ab_verdict(1.05) == "within 5%" and bench.ab_verdict(0.9).startswith("within 5%")
+    # the fan-out step's Node ws runs (interleaved with both sides): each side's p99 against Node ws's
+    three = fake(8.0, 8.2)
+    peer = [{"server_us_per_msg": 9.0, "p99_ms": p, "deliveries_per_s": 10000, "all_delivered": True}
+            for p in (90.0, 100.0, 110.0)]
+    three["steps"]["fanout"]["summary"][bench.AB_PEER] = bench.ab_summary("fanout", peer)
+    row = [ln for ln in bench.baseline_section(three) if "Node ws" in ln]
+    assert len(row) == 1 and "| 0.80x | 0.80x | 1.00 | no worse |" in row[0], row
+    assert "Node ws" not in "\n".join(bench.baseline_section(fake(8.0, 8.2)))
