@@ -864,6 +864,8 @@ def main_baseline(a: argparse.Namespace, argv: list[str]) -> int:
     wt = Worktree(a.baseline)
     log(f"baseline {a.baseline} = {wt.sha}: git worktree at {wt.path}")
     r: dict = {"machine": machine(), "quick": a.quick}
+    if "fanout" in only:
+        ensure_peer_deps(log)  # Node ws runs in the fan-out step's rotation
     try:
         wt.create()
         r["baseline"] = asyncio.run(baseline_ab(only, a.quick, wt))
