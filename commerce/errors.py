@@ -15,6 +15,7 @@ from redis.exceptions import TryAgainError
 
 from inventory.acked import NotReplicated
 from inventory.domain import InvalidInput as InventoryInvalidInput
+from inventory.domain import StockMoving
 
 __all__ = [
     "ErrorCode", "HTTP_STATUS", "CommerceError", "BadJson", "BadMessage", "InvalidInput", "NotFound",
@@ -192,6 +193,8 @@ def as_error(exc: BaseException) -> CommerceError | None:
         return exc
     if isinstance(exc, InventoryInvalidInput):
         return InvalidInput(exc.message)
+    if isinstance(exc, StockMoving):
+        return Unavailable(f"{exc} the same request id")
     if isinstance(exc, NotReplicated):
         return Unavailable(f"the answer is not on enough replicas yet ({exc}); retry the same request id")
     if isinstance(exc, _REDIS_DOWN) or _torn_in_redis(exc):

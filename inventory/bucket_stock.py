@@ -10,7 +10,9 @@ everything runs unchanged on Redis Cluster; the work across buckets is done here
   the home takes it (``bucket_take.lua``), and the request is retried in the home bucket under a request id
   derived from its own (``buckets.retry_request_id``). The answer is SOLD_OUT only when the units not held
   or sold anywhere (``remaining``: the total minus every bucket's held + sold, which only grows while
-  nothing is released) are fewer than the request's quantity;
+  nothing is released) are fewer than the request's quantity; when units are left but none reached the home
+  bucket within the rounds (on their way: a move left half done, completed by recovery), the batch fails
+  retryable (``StockMoving``: UNAVAILABLE; the retries with the same request ids get the decided answers);
 - **recover**: a move a crash left half done (lent, never taken) is completed by the reaper after
   ``TRANSIT_GRACE_MS``; the take is idempotent by transfer id, so a unit arrives exactly once;
 - **sums**: counters, units left, the invariant audit and retirement see the sale as one.
@@ -33,7 +35,7 @@ from . import keys as K
 from .acked import run_acked
 from .domain import (
     ArmCode, ArmResult, InvariantReport, ReserveCode, ReserveRequest, ReserveResult, RetireCode, RetireResult,
-    SaleCounters, SaleSpec,
+    SaleCounters, SaleSpec, StockMoving,
 )
 
 if TYPE_CHECKING:
@@ -226,10 +228,15 @@ class BucketStock:
         results = list(results)
         pending = [i for i, r in enumerate(results) if r.code is ReserveCode.SOLD_OUT]
         attempts = dict.fromkeys(pending, 0)
-        for round_no in range(_MAX_ROUNDS + len(ids)):
+        rounds = _MAX_ROUNDS + len(ids)  # rounds that may move units; a replayed chain's walk costs none of them
+        recovered = False
+        for round_no in range(4 * rounds):
             # a replayed SOLD_OUT (a client's retry) first walks its chain of remembered retries: no move
             fresh = [i for i in pending if not results[i].replayed]
             if fresh:
+                rounds -= 1
+                if rounds < 0:
+                    break
                 moved = await self._refill(ids, home, sum(reqs[i].qty for i in fresh))
                 if not moved:
                     remaining = await self.remaining(ids)
@@ -239,6 +246,13 @@ class BucketStock:
                     pending = [i for i in pending if i not in done]  # a replayed one walks its chain to the end
                     if not pending:
                         break
+                    if not recovered and [i for i in fresh if i not in done]:
+                        # units left, none movable: some may be stuck between buckets (a move whose take failed,
+                        # e.g. over a failover, left for the reaper's recovery): complete every open move now
+                        # (a take is idempotent by transfer id), then borrow again
+                        recovered = True
+                        if await self.recover_all(ids):
+                            continue
                     if round_no:  # units on their way between buckets, or lent to this one by another batch
                         await asyncio.sleep(min(0.05, 0.002 * round_no))
             retry = []
@@ -252,9 +266,15 @@ class BucketStock:
             pending = [i for i in pending if results[i].code is ReserveCode.SOLD_OUT]
             if not pending:
                 break
-        else:
-            log.warning("buckets: %d request(s) of %s still SOLD_OUT after %d rounds with units left",
-                        len(pending), ids[0], _MAX_ROUNDS + len(ids))
+        if pending:
+            remaining = await self.remaining(ids)
+            short = [i for i in pending if reqs[i].qty <= remaining]
+            if short:  # units left, but not reachable from here yet: not SOLD_OUT (the whole batch is retried)
+                log.warning("buckets: %d request(s) of %s still SOLD_OUT after %d rounds with %d unit(s) left: "
+                            "answered retryable", len(short), ids[0], _MAX_ROUNDS + len(ids), remaining)
+                raise StockMoving(f"{remaining} unit(s) of {ids[0]} are moving between its buckets; retry")
+            for i in pending:
+                results[i] = results[i]._replace(available=remaining)
         return results
 
     async def _refill(self, ids: tuple[str, ...], home: int, need: int) -> int:
@@ -279,11 +299,13 @@ class BucketStock:
             moved += units
         return moved
 
-    async def lend(self, donor: str, transfer: str, to: str, wanted: int) -> tuple[str, int, int]:
-        """``bucket_lend.lua`` on the donor: (code, units lent, donor's available after)."""
+    async def lend(self, donor: str, transfer: str, to: str, wanted: int,
+                   replay_only: bool = False) -> tuple[str, int, int]:
+        """``bucket_lend.lua`` on the donor: (code, units lent, donor's available after). ``replay_only``: confirm
+        a lend already recorded (REPLAYED), never make one (GONE when its record was deleted meanwhile)."""
         code, units, available = await run_acked(
             self.redis, self.inv._scripts["bucket_lend"], [K.sale_keys(donor).sale, K.bucket_transfer_keys(donor)[0]],
-            [transfer, to, wanted], self.inv.wait_replicas, self.inv.wait_ms)
+            [transfer, to, wanted, "1" if replay_only else "0"], self.inv.wait_replicas, self.inv.wait_ms)
         return _s(code), int(units), int(available)
 
     async def take(self, receiver: str, transfer: str, units: int, donor: str) -> tuple[str, int]:
@@ -315,8 +337,9 @@ class BucketStock:
                 continue
             if now - at_ms < grace:
                 continue
-            # the lend once more (REPLAYED: nothing moves; with replica acks on, its record is replicated)
-            code, _units, _left = await self.lend(bucket, tid, to, units)
+            # the lend once more (REPLAYED: nothing moves; with replica acks on, its record is replicated); GONE:
+            # its mover finished meanwhile (took it and deleted the record): nothing to do
+            code, _units, _left = await self.lend(bucket, tid, to, units, replay_only=True)
             if code != "REPLAYED":
                 continue
             taken, _available = await self.take(to, tid, units, bucket)
@@ -328,6 +351,11 @@ class BucketStock:
                 arrived += units
                 log.info("buckets: recovered transfer %s: %d unit(s) from %s to %s", tid, units, bucket, to)
         return arrived
+
+    async def recover_all(self, ids: Sequence[str]) -> int:
+        """``recover`` every bucket's open moves, whatever their age (for a batch that finds units left and none
+        movable); returns the units that arrived."""
+        return sum([await self.recover(b, grace_ms=0) for b in ids])
 
     async def in_transit(self, ids: Sequence[str]) -> int:
         """Units lent by one bucket and not (yet) taken by another."""

@@ -15,7 +15,7 @@ __all__ = [
     "ReserveRequest", "ReserveResult", "ConfirmCode", "ConfirmResult", "ReleaseCode", "ReleaseResult",
     "CHANNEL_RE", "PresaleTerms", "ExpiredDeposit",
     "Hold", "SaleCounters", "InvariantReport", "new_hold_ids", "check_id", "SLUG_RE", "RetireCode",
-    "RetireResult",
+    "RetireResult", "StockMoving",
 ]
 
 ID_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,128}\Z")
@@ -24,6 +24,13 @@ CURRENCY_RE = re.compile(r"^[A-Z]{3}\Z")
 CHANNEL_RE = re.compile(r"^[A-Za-z0-9_:-]{1,64}\Z")  # a sales channel: a room id, web-shop, store:17
 MAX_PRICE = 10**12
 MAX_UNITS = 10**9
+
+
+class StockMoving(Exception):
+    """A bucketed sale's buy could be decided neither way in time: its home bucket is empty, yet units are left
+    in the sale (on their way between buckets, e.g. a move whose second half waits for the reaper's recovery
+    after a failover). The retryable answer (UNAVAILABLE): SOLD_OUT would be wrong, a retry with the same request
+    id is decided once the units have arrived."""
 
 
 class InvalidInput(ValueError):

@@ -25,7 +25,8 @@ from gateway_helpers import Api, host_token, setup_room, viewer
 from inventory import archive
 from inventory import buckets as B
 from inventory import keys as K
-from inventory.domain import ArmCode, ReleaseCode, ReserveCode, ReserveRequest, ReserveResult, SaleSpec
+from commerce.errors import ErrorCode, as_error
+from inventory.domain import ArmCode, ReleaseCode, ReserveCode, ReserveRequest, ReserveResult, SaleSpec, StockMoving
 from inventory.reaper import Reaper
 from inventory.redis_link import is_cluster
 from inventory.scripts import Inventory
@@ -183,6 +184,45 @@ async def test_quantities_borrow_what_they_need_and_sold_out_means_too_few_anywh
     await assert_balanced(inventory, sale)
 
 
+async def test_units_stuck_between_buckets_are_sold_not_answered_sold_out(inventory: Inventory, redis: Redis,
+                                                                         uid: str) -> None:
+    """Moves left half done (lent, never taken: e.g. the take failed over a failover) hold the last units: a buyer
+    whose home bucket is empty still gets one (the batch completes the open moves itself instead of waiting for
+    the reaper), and units that cannot arrive yet are answered retryable (UNAVAILABLE), never SOLD_OUT."""
+    sale = f"{uid}-stuck"
+    b0, b1, b2 = await arm_hot(inventory, sale, 30, 5)  # 10 units per bucket
+    buyers = homed(uid, 0, 3, 13)
+    got = await inventory.reserve_many(sale, [ReserveRequest(u, 1, f"r-{u}") for u in buyers[:10]])
+    assert [r.code for r in got] == [ReserveCode.RESERVED] * 10  # bucket 0's own units
+    stock = inventory.buckets
+    # buckets 1 and 2 lend everything they have to each other, and neither take happens
+    assert (await stock.lend(b1, "T1", b2, 10))[:2] == ("LENT", 10)
+    assert (await stock.lend(b2, "T2", b1, 10))[:2] == ("LENT", 10)
+    assert await stock.in_transit((b0, b1, b2)) == 20 and await stock.remaining((b0, b1, b2)) == 20
+    r = await inventory.reserve(sale, buyers[10], 1, "r-a")
+    assert r.code is ReserveCode.RESERVED and r.hold_id and r.hold_id.startswith(b0 + "."), r
+    assert await stock.in_transit((b0, b1, b2)) == 0  # both moves completed by that batch
+    await assert_balanced(inventory, sale)
+
+    # the rest of the units lent towards a bucket that cannot take them (gone): units are left, none can reach
+    # a buyer now -- the retryable answer, never SOLD_OUT; nothing changes
+    left = await stock.remaining((b0, b1, b2))
+    assert left == 19
+    for b in (b1, b2):
+        avail = int(await redis.hget(K.sale_keys(b).sale, "available") or 0)
+        if avail:
+            assert (await stock.lend(b, f"G{b[-1]}", f"{sale}gone", avail))[:2] == ("LENT", avail)
+    for b in (b0, b1, b2):  # bucket 0 lends what it got back in the move too
+        avail = int(await redis.hget(K.sale_keys(b).sale, "available") or 0)
+        if avail:
+            assert (await stock.lend(b, f"H{b[-1]}", f"{sale}gone", avail))[:2] == ("LENT", avail)
+    with pytest.raises(StockMoving):
+        await inventory.reserve(sale, buyers[11], 1, "r-b")
+    err = as_error(StockMoving("2 unit(s) of x are moving between its buckets; retry"))
+    assert err is not None and err.code is ErrorCode.UNAVAILABLE and "same request id" in err.message
+    assert await stock.remaining((b0, b1, b2)) == 19  # nothing was taken
+
+
 async def test_a_burst_sells_exactly_the_units_and_no_sold_out_comes_early(inventory: Inventory, redis: Redis,
                                                                           uid: str) -> None:
     """3,000 requests (1,000 buyers, 3 taps each, limit 2) over 200 units in 3 buckets, through the gateway's
@@ -273,6 +313,22 @@ async def test_a_lend_without_its_take_is_recovered_exactly_once(inventory: Inve
         stock.transit_grace_ms = 5_000
     st = await state(redis, (b0, b1, b2))
     assert [s["allocated"] for s in st] == [15, 10, 5] and await stock.in_transit((b0, b1, b2)) == 0
+    await assert_balanced(inventory, sale)
+
+
+async def test_a_recovery_confirming_a_finished_move_lends_nothing(inventory: Inventory, redis: Redis,
+                                                                   uid: str) -> None:
+    """The race between a recovery and the mover: the recovery read the lend record, the mover then took the units
+    and deleted the record. The recovery's confirming lend (replay only) must not lend the same transfer id
+    afresh: the receiver took that id already, so those units would arrive nowhere."""
+    sale = f"{uid}-race"
+    b0, b1, _b2 = await arm_hot(inventory, sale, 30, 5)
+    stock = inventory.buckets
+    assert (await stock.lend(b1, "T1", b0, 4))[:2] == ("LENT", 5)
+    assert (await stock.take(b0, "T1", 5, b1))[0] == "TAKEN"
+    await redis.hdel(K.bucket_transfer_keys(b1)[0], "T1")  # the mover's last step
+    assert await stock.lend(b1, "T1", b0, 5, replay_only=True) == ("GONE", 0, 5)
+    assert await stock.remaining((b0, b1, _b2)) == 30 and await stock.in_transit((b0, b1, _b2)) == 0
     await assert_balanced(inventory, sale)
 
 
