@@ -46,7 +46,7 @@ class Conn:
     __slots__ = ("ws", "transport", "binary", "identity", "room_id", "last_seen", "dead", "session",
                  "buys", "comments", "flood_window", "flood_count", "hard_limit", "skipped", "inflight",
                  "_settled", "addr", "_acts", "team", "joined_ms", "device", "watched", "reading", "out", "outbox",
-                 "ambient")
+                 "ambient", "clicked")
 
     def __init__(self, ws: web.WebSocketResponse, transport: asyncio.Transport, binary: bool,
                  buy_rate: float, comment_rate: float, hard_limit: int, outbox: Outbox | None = None) -> None:
@@ -76,6 +76,7 @@ class Conn:
         self.outbox = outbox  # None: every frame is its own transport write (no coalescing)
         self.out: list[bytes] | None = None  # frames queued in this loop iteration (stream_gateway/outbox.py)
         self.ambient: bytes | None = None  # a tick held back for the answer on its way (``defer``)
+        self.clicked = 0.0  # when this connection last sent a buy (monotonic s): ticks wait for its answers
 
     @property
     def acts(self) -> TokenBucket:

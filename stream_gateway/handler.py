@@ -335,6 +335,7 @@ class Gateway:
             self.buys.answered("NOT_FOUND", time.monotonic() - conn.last_seen)
             return
         conn.inflight += 1
+        conn.clicked = conn.last_seen
         # conn.last_seen: when the read loop received this message (the click's latency starts there)
         self.commerce.checkout.submit_buy(conn.identity, room_id, m.body.sale, m.body.qty, m.rid or "",
                                           partial(_answer_buy, conn, m, self.buys, conn.last_seen))

@@ -204,6 +204,9 @@ class Ticker(LoopPart):
         soft = self._soft_limit
         reap = self._registry.reap_dead
         stats = self._stats
+        # a buyer who clicked since the room's last tick (its answers carry units_left) has its tick held for its
+        # next frame too, at the latest until the next tick: in a click storm the ticks ride on the answers
+        active_since = time.monotonic() - self.tick_s * self.stride()
         stats["ambient_deliveries"] += len(room.text) + len(room.bin)  # less the skipped ones, counted below
         for conns, binary in ((room.text, False), (room.bin, True)):
             if not conns:
@@ -218,7 +221,7 @@ class Ticker(LoopPart):
                     if not c.write(b""):  # closes it past the hard limit; reaps closed ones
                         reap(c)
                     continue
-                if c.inflight and c.out is None and c.ambient is None:
+                if (c.inflight or c.clicked > active_since) and c.out is None and c.ambient is None:
                     c.defer(fr)  # an answer is on its way: one send() for both (stream_gateway/connection.py)
                     stats["ambient_deferred"] += 1
                 elif not c.write(fr):  # a tick held since the last one goes first

@@ -4,6 +4,7 @@ join replay, ambient ticks and sale timers."""
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import orjson
@@ -168,16 +169,20 @@ def test_a_tick_waits_for_the_answer_on_its_way_and_never_past_the_next_tick() -
     without an answer goes out with the room's next tick, first; nothing overtakes a held tick."""
     f = Feed()
     room = loaded_room(f.registry)
-    idle, buyer, late, evented = conn("u1"), conn("u2"), conn("u3"), conn("u4")
-    for c in (idle, buyer, late, evented):
+    idle, buyer, late, evented, clicking = conn("u1"), conn("u2"), conn("u3"), conn("u4"), conn("u5")
+    for c in (idle, buyer, late, evented, clicking):
         f.registry.add(c, room)
     buyer.inflight = late.inflight = evented.inflight = 1
+    clicking.clicked = time.monotonic()  # clicked buy since the last tick (answered): its next frame carries the tick
     ticker = Ticker(f.registry, None, None, lambda: NOW, gateway_id="g", tick_ms=200,  # type: ignore[arg-type]
                     ambient_rate=20_000, sample_threshold=100, soft_limit=1_000, stats=f.stats)
     room.state.viewers = 4
     ticker._tick(room, NOW)
     assert [payload(d)["viewers"] for d in written(idle)] == [4]
-    assert written(buyer) == written(late) == written(evented) == [] and f.stats["ambient_deferred"] == 3
+    assert written(buyer) == written(late) == written(evented) == written(clicking) == []
+    assert f.stats["ambient_deferred"] == 4
+    clicking.send({"type": "buy_result", "rid": "r0"})  # its next frame: the held tick in front of it
+    assert [m["type"] for m in frames(written(clicking)[0])] == ["tick", "buy_result"]
 
     buyer.answered()  # the answer's turn (no outbox here: written at once), the tick before it
     buyer.send({"type": "buy_result", "rid": "r1"})
