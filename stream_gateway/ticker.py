@@ -17,6 +17,7 @@ import orjson
 
 from commerce.room_bus import RoomBus
 
+from .connection import Conn
 from .decisions import UNITS, UNITS_CHANGED, VIEWERS, ambient_shed, tick_message, tick_stride
 from .frames import BINARY, TEXT, frame
 from .lifecycle import LoopPart
@@ -73,6 +74,7 @@ class Ticker(LoopPart):
         self._soft_limit = soft_limit
         self._stats = stats
         self._viewers_at = 0.0
+        self._held: dict[str, list[Conn]] = {}  # room id -> connections whose tick was held at its last tick
 
     def stride(self) -> int:
         return tick_stride(self._registry.connections(), self.ambient_rate, self.tick_s, self.shed)
@@ -114,7 +116,8 @@ class Ticker(LoopPart):
         if n % self.stride():
             return
         await self._poll_units(now)
-        for room in list(self._registry.rooms.values()):
+        rooms = self._registry.rooms
+        for room in list(rooms.values()):
             if room.ready.is_set() and room.size:
                 self._tick(room, now)
             elif room.ready.is_set():
@@ -122,6 +125,8 @@ class Ticker(LoopPart):
                 room.bought.clear()
                 room.dirty.clear()
                 room.live.clear()
+        for room_id in [r for r in self._held if r not in rooms]:  # rooms unloaded since
+            del self._held[room_id]
 
     async def _report_online(self, mono: float, now: int) -> None:
         """Who is online here: everyone every ONLINE_EVERY_S, and each second the viewers who joined since the
@@ -184,8 +189,11 @@ class Ticker(LoopPart):
                 room.dirty.add(UNITS_CHANGED)
 
     def _tick(self, room: LocalRoom, now: int) -> None:
+        held = self._held.pop(room.room_id, None)
         dirty = room.dirty
         if not (dirty or room.comments or room.bought or room.live):
+            if held:  # nothing new to send: the ticks held at the last tick leave now, on their own
+                self._release(held)
             return
         msg, keep_polling = tick_message(room.state, dirty, room.comments, room.bought, room_size=room.size,
                                          sample_threshold=self._sample_threshold, now_ms=now, live=room.live)
@@ -197,7 +205,9 @@ class Ticker(LoopPart):
             dirty.add(UNITS)
         if msg is not None:
             self._stats["ticks"] += 1
-            self._send(room, msg)
+            self._send(room, msg)  # a tick held at the last tick goes first, in the same write
+        elif held:
+            self._release(held)
 
     def _send(self, room: LocalRoom, msg: dict[str, Any]) -> None:
         """The ambient lane: one frame per lane; connections over the soft limit skip it."""
@@ -207,6 +217,7 @@ class Ticker(LoopPart):
         # a buyer who clicked since the room's last tick (its answers carry units_left) has its tick held for its
         # next frame too, at the latest until the next tick: in a click storm the ticks ride on the answers
         active_since = time.monotonic() - self.tick_s * self.stride()
+        held: list[Conn] = []
         stats["ambient_deliveries"] += len(room.text) + len(room.bin)  # less the skipped ones, counted below
         for conns, binary in ((room.text, False), (room.bin, True)):
             if not conns:
@@ -223,6 +234,16 @@ class Ticker(LoopPart):
                     continue
                 if (c.inflight or c.clicked > active_since) and c.out is None and c.ambient is None:
                     c.defer(fr)  # an answer is on its way: one send() for both (stream_gateway/connection.py)
+                    held.append(c)
                     stats["ambient_deferred"] += 1
                 elif not c.write(fr):  # a tick held since the last one goes first
                     reap(c)
+        if held:
+            self._held[room.room_id] = held
+
+    def _release(self, held: list[Conn]) -> None:
+        """Held ticks still waiting (no frame of their connection came by the next tick): written now."""
+        reap = self._registry.reap_dead
+        for c in held:
+            if c.ambient is not None and not c.dead and not c.write(b""):  # write(): the held tick goes first
+                reap(c)

@@ -203,6 +203,25 @@ def test_a_tick_waits_for_the_answer_on_its_way_and_never_past_the_next_tick() -
                                                                                      ("announcement", None)]
 
 
+def test_a_tick_held_for_a_buyer_who_went_quiet_leaves_with_the_next_tick_even_an_empty_one() -> None:
+    """A buyer who clicked since the last tick has its tick held for its next frame; if none comes, the room's next
+    tick releases it on its own, also when that tick has nothing new to send."""
+    f = Feed()
+    room = loaded_room(f.registry)
+    quiet, idle = conn("u1"), conn("u2")
+    for c in (quiet, idle):
+        f.registry.add(c, room)
+    quiet.clicked = time.monotonic()
+    ticker = Ticker(f.registry, None, None, lambda: NOW, gateway_id="g", tick_ms=200,  # type: ignore[arg-type]
+                    ambient_rate=20_000, sample_threshold=100, soft_limit=1_000, stats=f.stats)
+    room.state.viewers = 2
+    ticker._tick(room, NOW)
+    assert written(quiet) == [] and quiet.ambient is not None and len(written(idle)) == 1
+    ticker._tick(room, NOW + 200)  # nothing new in the room
+    assert [payload(d)["viewers"] for d in written(quiet)] == [2] and quiet.ambient is None
+    assert len(written(idle)) == 1  # nothing new for the others
+
+
 def test_a_saturated_process_sheds_ticks_and_recovers() -> None:
     f = Feed()
     room = loaded_room(f.registry)
