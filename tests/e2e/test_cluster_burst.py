@@ -9,7 +9,8 @@ the killed node is started again (as a supervisor would) and rejoins as the new 
 until then WAIT 1 cannot be met on that shard, so its buys and payments are answered UNAVAILABLE. Then:
 
 - the replica takes over; every request is answered with a typed code (UNAVAILABLE at worst, never
-  INTERNAL; the gateways stay up); the ones in flight at the kill within 5 s of it (the gateways' answer
+  INTERNAL; the gateways stay up); the ones in flight at the kill or sent within 0.5 s of it within 5 s of it
+  (the gateways' answer
   deadline, LIVESALE_ANSWER_DEADLINE_MS, is 2.5 s here: a request stuck behind the failover is answered
   UNAVAILABLE then and goes on in the background); UNAVAILABLE only until the shard has its replica again
   (and, before the kill, only as the deadline's own answer to a request the saturated burst had not answered);
@@ -180,10 +181,13 @@ async def _burst(cluster: EmbeddedCluster, tmp: Path, settings: Settings, databa
         assert set(codes) <= {"RESERVED", "SOLD_OUT", "CONFIRMED", "UNAVAILABLE"}, codes  # no INTERNAL
         final = Counter(r[2] for r in results)
         assert set(final) <= {"RESERVED", "SOLD_OUT"}, final
-        # the clicks in flight when the master died are answered within 5 s of the kill
-        in_flight = [a for a in answers if a[0] <= killed_at < a[1]]
-        assert in_flight and max(a[1] for a in in_flight) - killed_at <= timeout(ANSWER_WITHIN_S), \
-            f"{len([a for a in in_flight if a[1] - killed_at > ANSWER_WITHIN_S])} in-flight requests answered late"
+        # the requests that met the dying shard -- in flight when the master died, or sent within half a second of
+        # it (at a few hundred requests a second answered in milliseconds, often none is in flight at the instant
+        # of the kill) -- are answered within 5 s of the kill
+        met = [a for a in answers if a[0] <= killed_at < a[1] or abs(a[0] - killed_at) <= 0.5]
+        assert met, "no request met the failover: the burst did not overlap the kill"
+        late = [a for a in met if a[1] - killed_at > timeout(ANSWER_WITHIN_S)]
+        assert not late, f"{len(late)} of {len(met)} requests around the kill answered more than {ANSWER_WITHIN_S} s after it"
         # every later request too, but for the burst's own queueing on two shared cores (see the module doc)
         assert max(a[1] - a[0] for a in answers) <= timeout(LATER_WITHIN_S)
         # UNAVAILABLE after the kill, while the shard fails over and the clients' slot maps settle
