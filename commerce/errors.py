@@ -194,7 +194,7 @@ def as_error(exc: BaseException) -> CommerceError | None:
     if isinstance(exc, InventoryInvalidInput):
         return InvalidInput(exc.message)
     if isinstance(exc, StockMoving):
-        return Unavailable(f"{exc} the same request id")
+        return Unavailable(f"{exc}; retry the same request id")
     if isinstance(exc, NotReplicated):
         return Unavailable(f"the answer is not on enough replicas yet ({exc}); retry the same request id")
     if isinstance(exc, _REDIS_DOWN) or _torn_in_redis(exc):

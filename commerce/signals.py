@@ -63,19 +63,8 @@ class Signals:
                ref: str = "", detail: str = "", value: int = 0, at_ms: int | None = None) -> None:
         if not self.enabled or not user:
             return
-        s = Signal(kind._value_, user, at_ms if at_ms is not None else int(time.time() * 1000), room, sale, product,
-                   ref, detail, int(value))
-        self._buf.append(s)
-        self.recorded += 1
-        if len(self._buf) > self.max_buffer:
-            cut = len(self._buf) - self.max_buffer
-            del self._buf[:cut]
-            self.dropped += cut
-        if self.on_signal is not None:
-            try:
-                self.on_signal(s)
-            except Exception:  # a hook's bug must not fail the buy path
-                log.exception("signal hook failed")
+        self._add((Signal(kind._value_, user, at_ms if at_ms is not None else int(time.time() * 1000), room, sale,
+                          product, ref, detail, int(value)),))
 
     def decided(self, user: str, room: str, sale: str, hold: str | None, pay_by: int, sold_out: bool) -> None:
         """A decided buy's signals in one call (the buy path: one clock read, no keyword arguments): ``tap``,
@@ -83,24 +72,25 @@ class Signals:
         if not self.enabled or not user:
             return
         now_ms = int(time.time() * 1000)
-        buf = self._buf
         tap = _new(Signal, (_TAP, user, now_ms, room, sale, "", "", "", 0))  # a NamedTuple without its __new__
-        buf.append(tap)
         if hold:
-            more: Signal | None = _new(Signal, (_HELD, user, now_ms, room, sale, "", hold, "", int(pay_by)))
+            self._add((tap, _new(Signal, (_HELD, user, now_ms, room, sale, "", hold, "", int(pay_by)))))
         elif sold_out:
-            more = _new(Signal, (_SOLD_OUT, user, now_ms, room, sale, "", "", "", 0))
+            self._add((tap, _new(Signal, (_SOLD_OUT, user, now_ms, room, sale, "", "", "", 0))))
         else:
-            more = None
-        if more is not None:
-            buf.append(more)
-        self.recorded += 1 if more is None else 2
+            self._add((tap,))
+
+    def _add(self, signals: tuple[Signal, ...]) -> None:
+        """Buffer ``signals`` (the oldest dropped past ``max_buffer``) and show each to ``on_signal``."""
+        buf = self._buf
+        buf += signals
+        self.recorded += len(signals)
         if len(buf) > self.max_buffer:
             cut = len(buf) - self.max_buffer
             del buf[:cut]
             self.dropped += cut
         if self.on_signal is not None:
-            for s in (tap,) if more is None else (tap, more):
+            for s in signals:
                 try:
                     self.on_signal(s)
                 except Exception:  # a hook's bug must not fail the buy path

@@ -272,7 +272,7 @@ class BucketStock:
             if short:  # units left, but not reachable from here yet: not SOLD_OUT (the whole batch is retried)
                 log.warning("buckets: %d request(s) of %s still SOLD_OUT after %d rounds with %d unit(s) left: "
                             "answered retryable", len(short), ids[0], _MAX_ROUNDS + len(ids), remaining)
-                raise StockMoving(f"{remaining} unit(s) of {ids[0]} are moving between its buckets; retry")
+                raise StockMoving(f"{remaining} unit(s) of {ids[0]} are moving between its buckets")
             for i in pending:
                 results[i] = results[i]._replace(available=remaining)
         return results
