@@ -355,11 +355,16 @@ async def test_resume_replays_exactly_the_missed_events(room: Room, protocol: st
     epoch, seq = ev["epoch"], ev["seq"]
     assert seq == snap["seq"] + 1 and epoch == snap["epoch"]
     await c.close()
+    # a second socket in the room: the gateway learns of events from the bus a moment after the HTTP
+    # answer, and a resume answers with what the gateway holds; wait until it holds the pin
+    watcher = await room.ws(protocol)
+    assert (await watcher.join(room.id))["type"] == "snapshot"
 
     missed = [f"missed-{i}" for i in range(5)]
     for text in missed:
         await room.announce_http(text)
     await room.api.ok("POST", f"/api/rooms/{room.id}/actions/pin", room.host, {"product": "p1"}, 200)
+    await watcher.wait(lambda m: m.get("type") == "product_pinned", timeout(3))
 
     c2 = await room.ws(protocol)
     start = len(c2.msgs)
@@ -386,8 +391,11 @@ async def test_resume_too_old_or_wrong_epoch_gets_snapshot(make_server: Any, set
         snap = await c.join(room.id)
         epoch, seq = snap["epoch"], snap["seq"]
         await c.close()
+        watcher = await room.ws()  # as above: resume only once the gateway holds the last event
+        assert (await watcher.join(room.id))["type"] == "snapshot"
         for i in range(20):
             await room.announce_http(f"flood-{i}")
+        await watcher.wait(lambda m: m.get("text") == "flood-19", timeout(3))
         c2 = await room.ws()
         first = await c2.join(room.id, resume={"epoch": epoch, "seq": seq})
         assert first["type"] == "snapshot" and first["recovered"] is False, first
