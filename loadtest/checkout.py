@@ -13,7 +13,9 @@ or, given ``--secret`` (the server's LIVESALE_SECRET, i.e. acting as the platfor
 PROTOCOL.md Identity), mint HS256 tokens themselves. Each client process measures its clock offset
 NTP-style (5 ``clock`` samples, smallest rtt) and fires at the sale's ``starts_at`` (server time,
 from ``GET /api/sales/{id}``) minus that offset. Reported: clicks sent, results by code, clicks/s
-sustained (results / time from first click to last result), click->result p50/p99/max, and the
+sustained (results / time from first click to last result; in rate mode also the steady rate: results
+arriving while clicks are still offered, after the first second, per second, beside the clicks sent in the
+same window), click->result p50/p99/max, and the
 oversell check over HTTP afterwards (``GET /api/sales/{id}``: RESERVED answers == held + sold <=
 allocated, units_left >= 0).
 """
@@ -36,6 +38,26 @@ import orjson
 
 from . import lean
 from .fanout import Host
+
+BIN_MS = 100       # results and clicks are counted in bins of this many ms of lean.now_ms() (one clock for all
+WARMUP_MS = 1000   # client processes); the steady window starts this long after the first click
+
+
+def steady_rates(answered: list[dict[int, int]], clicked: list[dict[int, int]], first_click: float,
+                 last_click: float) -> dict[str, int | float | None]:
+    """Results and clicks per second in the steady window: the whole bins from ``WARMUP_MS`` after the
+    first click to the last click (a server that keeps up answers as many as are offered there; the
+    first answers' latency and the last ones' after the last click fall outside it)."""
+    lo = -(-int(first_click + WARMUP_MS) // BIN_MS)
+    hi = int(last_click) // BIN_MS
+    if hi - lo < 10:  # under a second of steady window: no figure
+        return {"steady_answered_per_s": None, "steady_offered_per_s": None, "steady_window_s": None}
+    secs = (hi - lo) * BIN_MS / 1000.0
+
+    def rate(bins: list[dict[int, int]]) -> int:
+        return round(sum(n for b in bins for k, n in b.items() if lo <= k < hi) / secs)
+    return {"steady_answered_per_s": rate(answered), "steady_offered_per_s": rate(clicked),
+            "steady_window_s": secs}
 
 
 def mint_token(secret: str, sub: str, role: str, name: str, ttl_s: int = 3600) -> str:
@@ -101,6 +123,8 @@ class Buyer(lean.WSProto):
             st.codes[code] = st.codes.get(code, 0) + 1
             st.results += 1
             st.last_result = now
+            b = int(now) // BIN_MS
+            st.answered_bins[b] = st.answered_bins.get(b, 0) + 1
             if t is not None:
                 st.hist.add(now - t)
             return
@@ -136,6 +160,8 @@ class State:
         self.first_click = 0.0
         self.last_click = 0.0
         self.last_result = 0.0
+        self.answered_bins: dict[int, int] = {}  # results by arrival time (BIN_MS bins of lean.now_ms())
+        self.clicked_bins: dict[int, int] = {}   # clicks by send time (rate mode)
         self.joined = 0
         self.closed = 0
         self.close_codes: dict[int, int] = {}
@@ -235,6 +261,8 @@ async def _worker_main(idx: int, cfg: dict, pipe) -> None:
                 while st.clicks < total:
                     due = min(total, int((time.monotonic() - t0) * rate) + 1)
                     now = lean.now_ms()
+                    b = int(now) // BIN_MS
+                    st.clicked_bins[b] = st.clicked_bins.get(b, 0) + max(0, due - st.clicks)
                     while st.clicks < due:
                         conns[i % nconn].click(sale, now)
                         i += 1
@@ -247,6 +275,7 @@ async def _worker_main(idx: int, cfg: dict, pipe) -> None:
         elif cmd == "stats":
             pipe.send({"hist": st.hist.sparse(), "codes": st.codes, "results": st.results, "clicks": st.clicks,
                        "first_click": st.first_click, "last_click": st.last_click, "last_result": st.last_result,
+                       "answered_bins": st.answered_bins, "clicked_bins": st.clicked_bins,
                        "closed": st.closed, "close_codes": st.close_codes, "errors": st.errors[:5],
                        "cpu_s": lean.proc_cpu_s(os.getpid()) - cpu0})
         elif cmd == "stop":
@@ -432,6 +461,8 @@ async def run(cfg: dict, log=print, engine=None, window=None) -> dict:
         if mode == "rate":
             res["target_rate"] = cfg["rate"]
             res["achieved_rate"] = round(clicks / max(1e-3, (last_click - first) / 1000.0))
+            res.update(steady_rates([s["answered_bins"] for s in stats], [s["clicked_bins"] for s in stats],
+                                    first, last_click))
         if tree:
             res["server_cpu_s"] = round(sum(cpu1[p] - cpu0[p] for p in cpu1 if p in cpu0), 2)
             res["server_us_per_click"] = round(res["server_cpu_s"] * 1e6 / max(1, results), 1)
@@ -459,7 +490,10 @@ async def run(cfg: dict, log=print, engine=None, window=None) -> dict:
         res["sale_after"] = {k: doc.get(k) for k in ("allocated", "units_left", "held", "sold", "state")}
         res["oversell"] = not (left >= 0 and held + sold <= alloc and reserved <= alloc)
         res["consistent"] = (alloc - left == held + sold) and reserved == held + sold
-        log(f"[checkout/{mode}] {results}/{clicks} results {codes}, {res['clicks_per_s']:,} clicks/s sustained, "
+        steady = (f" (steady: {res['steady_answered_per_s']:,}/s answered, {res['steady_offered_per_s']:,}/s "
+                  "offered)") if res.get("steady_answered_per_s") is not None else ""
+        log(f"[checkout/{mode}] {results}/{clicks} results {codes}, {res['clicks_per_s']:,} clicks/s sustained"
+            f"{steady}, "
             f"p50={res['p50_ms']} p99={res['p99_ms']} max={res['max_ms']} ms; sale {res['sale_after']} "
             f"oversell={res['oversell']} consistent={res['consistent']}")
     finally:

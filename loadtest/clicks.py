@@ -16,10 +16,11 @@ One run, one section of docs/BENCHMARKS.md (between the ``bench:clicks`` markers
   10,000 clicks/s: two processes sharing one core cannot take 20,000).
 
 The targets of issue #14 are judged on the ``@e1`` medians: 20,000 clicks/s offered for 10 s *sustained*
-(every click answered, and answered per second -- results / (last result - first click) -- within
-``SUSTAINED`` of the offered rate: the last answers come one latency after the last click, so the ratio
-is below 1 even for a server that keeps up) at <= 50 µs of gateway CPU per click, and p99 click -> result
-<= 100 ms at 10,000 clicks/s.
+(every click answered, and the steady answered rate -- results arriving from 1 s after the first click to
+the last click, per second: loadtest/checkout.py ``steady_rates`` -- within ``SUSTAINED`` of the offered
+rate; results / (last result - first click) is reported beside it, below 1 x offered even for a server that
+keeps up since the last answers come one latency after the last click) at <= 50 µs of gateway CPU per
+click, and p99 click -> result <= 100 ms at 10,000 clicks/s.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from . import floor as floorbench
 
 START, END = "<!-- bench:clicks:start -->", "<!-- bench:clicks:end -->"
 REPEAT = 3          # runs of each @e1 row (fresh servers each)
-SUSTAINED = 0.98    # answered/s >= this x offered (and every click answered): the rate was sustained
+SUSTAINED = 0.99    # steady answered/s >= this x offered (and every click answered): the rate was sustained
 CPU_TARGET = 50.0   # µs of gateway CPU per click
 P99_TARGET = 100.0  # ms at 10,000 clicks/s
 
@@ -85,6 +86,8 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
     def every(k: str) -> list[Any]:
         return [x.get(k) for x in runs]
     return {"n": len(ok), "cpu": med("server_us_per_click"), "answered": med("clicks_per_s"),
+            "steady": med("steady_answered_per_s"), "steady_offered": med("steady_offered_per_s"),
+            "steady_runs": every("steady_answered_per_s"),
             "target": med("target_rate"), "offered": med("achieved_rate"), "p50_ms": med("p50_ms"),
             "p99_ms": med("p99_ms"),
             "engine_us": med("engine_us"), "cpu_runs": every("server_us_per_click"),
@@ -99,11 +102,12 @@ def targets(rows: dict[str, Any]) -> list[dict[str, Any]]:
     r20 = rows.get("rate20k@e1", {}).get("summary")
     if r20 and r20["cpu"] is not None:
         target = r20["target"] or 0  # the rate the buyers were asked to click at (smaller in --quick)
-        sustained = r20["complete"] and (r20["answered"] or 0) >= SUSTAINED * target
+        sustained = r20["complete"] and (r20["steady"] or 0) >= SUSTAINED * target
         out.append({"target": f"{target:,} clicks/s offered for 10 s, sustained, at <= {CPU_TARGET:.0f} µs of "
                               "gateway CPU per click (engine on the other core)",
-                    "measured": f"{_f(r20['answered'], 0)} answered/s "
-                                f"({'every click answered' if r20['complete'] else 'NOT every click answered'}), "
+                    "measured": f"{_f(r20['steady'], 0)} answered/s while {_f(r20['steady_offered'], 0)}/s were "
+                                f"offered ({_f(r20['answered'], 0)}/s first click to last result; "
+                                f"{'every click answered' if r20['complete'] else 'NOT every click answered'}), "
                                 f"{_f(r20['cpu'])} µs/click (median of {r20['n']})",
                     "met": bool(sustained and r20["cpu"] <= CPU_TARGET)})
     r10 = rows.get("rate10k@e1", {}).get("summary")
@@ -140,24 +144,28 @@ def section(r: dict[str, Any], machine: dict[str, Any], command: str) -> list[st
       f"cores, Python {machine['python']}, kernel {machine['kernel']}. Gateway processes on core 0, load clients on "
       "core 1 (`loadtest/checkout.py` rate mode: each buyer clicks `buy` on a schedule, every click a reservation of "
       "a sale with stock for all; CPU = the gateway process's utime+stime from the first click to the last result "
-      "÷ results; answered/s = results ÷ (last result − first click)). The targets are judged on the `@e1` rows' "
-      f"medians ({REPEAT} runs each, fresh servers): sustained = every click answered and answered/s at least "
-      f"{SUSTAINED:.0%} of the offered rate (the last answers arrive one latency after the last click).")
+      "÷ results; steady answered/s = results arriving from 1 s after the first click to the last click, per "
+      "second, beside the clicks offered in that window; overall = results ÷ (last result − first click), below "
+      "the offered rate even for a server that keeps up: the last answers arrive one latency after the last "
+      f"click). The targets are judged on the `@e1` rows' medians ({REPEAT} runs each, fresh servers): sustained "
+      f"= every click answered and steady answered/s at least {SUSTAINED:.0%} of the offered rate.")
     a("")
-    a("| row | runs | answered/s | gateway CPU µs/click | p50 ms | p99 ms | engine µs/click | every click answered "
-      "| core 0 / core 1 busy |")
-    a("|---|---|---|---|---|---|---|---|---|")
+    a("| row | runs | steady answered/s (offered) | overall answered/s | gateway CPU µs/click | p50 ms | p99 ms "
+      "| engine µs/click | every click answered | core 0 / core 1 busy |")
+    a("|---|---|---|---|---|---|---|---|---|---|")
     for key, row in r.get("rows", {}).items():
         s = row["summary"]
         busy = " ; ".join(f"{(b or {}).get(0, 0):.2f} / {(b or {}).get(1, 0):.2f}" for b in s["core_busy"])
         runs = len(row["runs"])
         cpu = _f(s["cpu"]) + (f" ({' / '.join(_f(v) for v in s['cpu_runs'])})" if runs > 1 else "")
         ans = _f(s["answered"], 0) + (f" ({' / '.join(_f(v, 0) for v in s['answered_runs'])})" if runs > 1 else "")
+        steady = _f(s["steady"], 0) + (f" ({' / '.join(_f(v, 0) for v in s['steady_runs'])})" if runs > 1 else "") \
+            + f"; offered {_f(s['steady_offered'], 0)}"
         p99 = _f(s["p99_ms"]) + (f" ({' / '.join(_f(v) for v in s['p99_runs'])})" if runs > 1 else "")
-        a(f"| `{key}`: {ROW_TEXT.get(key, key)} | {runs} | {ans} | {cpu} | {_f(s['p50_ms'])} | {p99} | "
+        a(f"| `{key}`: {ROW_TEXT.get(key, key)} | {runs} | {steady} | {ans} | {cpu} | {_f(s['p50_ms'])} | {p99} | "
           f"{_f(s['engine_us'])} | {'yes' if s['complete'] else '**no**'} | {busy} |")
         for e in s["errors"]:
-            a(f"|  | error: {e} | | | | | | | |")
+            a(f"|  | error: {e} | | | | | | | | |")
     a("")
     fl = r.get("floor") or {}
     if fl.get("results"):
