@@ -27,6 +27,7 @@ from commerce.recovery import ReconcileLoop
 from commerce.room_bus import RoomBus
 from commerce.service import Commerce
 from commerce.tasks import Every, OwnedTasks
+from inventory.engine_check import log_engine_warnings
 from inventory.growth import CommissionHook
 from inventory.reaper import Reaper
 from inventory.redis_link import connect, is_cluster
@@ -108,6 +109,7 @@ class Core:
         inventory = Inventory(redis, max_qty=s.max_qty_per_request, wait_replicas=s.redis_wait_replicas,
                               wait_ms=s.redis_wait_ms)
         await inventory.load()
+        await log_engine_warnings(redis)  # settings that undermine the guarantees (inventory/engine_check.py)
         bus = RoomBus(raw, replay_keep=s.replay_buffer, retain_room_s=s.retain_room_s, retain_ended_s=s.retain_ended_s)
         await bus.load_script()
         mode, provider = payment_provider(s)
