@@ -41,7 +41,7 @@ FAILOVER_RETRIES = 3
 DOWN_FOR_S = 0.25  # GatedCluster: after a node fails a command, its other commands fail fast this long
 _BACKOFF_BASE_S = 0.05
 _BACKOFF_CAP_S = 0.25
-SOCKET_TIMEOUT_S = 5.0   # the cluster client's least read timeout (socket_timeout_for)
+SOCKET_TIMEOUT_S = 5.0   # every client's least read timeout (socket_timeout_for)
 CONNECT_TIMEOUT_S = 2.0  # a node that does not accept a connection in this long is down
 
 
@@ -156,21 +156,24 @@ class _GatedPipeline(ClusterPipeline):
 
 
 def socket_timeout_for(wait_ms: int) -> float:
-    """The cluster client's read timeout: above the longest wait a command may legitimately take (``WAIT``
-    holds an answer up to ``wait_ms``; XREADGROUP blocks below 5 s, server/config.py), so a reply that never
-    comes (a connection left half-open by a failover) ends as a retryable error instead of holding one of
-    ``GatedCluster``'s in-flight slots for good."""
+    """Every client's read timeout: above the longest wait a command may legitimately take (``WAIT``
+    holds an answer up to ``wait_ms``; XREADGROUP blocks below 5 s, server/config.py; pub/sub reads pass their
+    own), so a reply that never comes (a connection left half-open by a failover, a host gone without a
+    reset) ends as a retryable error instead of holding a pool connection or one of ``GatedCluster``'s
+    in-flight slots for good."""
     return max(SOCKET_TIMEOUT_S, wait_ms / 1000 + 2.0)
 
 
 def connect(url: str, *, cluster: bool, decode: bool, pool_size: int = 64, wait_ms: int = 1000) -> Redis:
     """A client for ``url``: a single server (a pool that makes callers wait for a free connection
     rather than fail) or, with ``cluster``, a cluster client seeded from that node (``pool_size``
-    commands in flight at once, the rest wait: ``GatedCluster``; reads time out after
-    ``socket_timeout_for(wait_ms)``)."""
+    commands in flight at once, the rest wait: ``GatedCluster``). Either way reads time out after
+    ``socket_timeout_for(wait_ms)`` and a connection is made within ``CONNECT_TIMEOUT_S`` or not at all."""
     if not cluster:
         pool = BlockingConnectionPool.from_url(url, max_connections=pool_size, timeout=20,
-                                               decode_responses=decode, health_check_interval=30)
+                                               decode_responses=decode, health_check_interval=30,
+                                               socket_timeout=socket_timeout_for(wait_ms),
+                                               socket_connect_timeout=CONNECT_TIMEOUT_S)
         pool.connection_class = packed(pool.connection_class)  # commands packed in C (inventory/redis_pack.py)
         return Redis(connection_pool=pool)
     if url.startswith("unix:"):
