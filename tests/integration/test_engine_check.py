@@ -15,6 +15,7 @@ from redis.asyncio.cluster import RedisCluster
 
 from cluster_helpers import TestCluster
 from inventory.engine_check import engine_warnings, log_engine_warnings
+from inventory.redis_link import connect
 from server.embedded import EmbeddedRedis
 
 pytestmark = pytest.mark.timeout(60, method="thread")
@@ -56,7 +57,8 @@ async def test_eviction_policy_is_warned_about_and_refused_config_is_not_a_failu
 
 
 async def test_a_cluster_primary_requiring_full_coverage_is_warned_about(redis_cluster: TestCluster) -> None:
-    rc = RedisCluster.from_url(redis_cluster.url, decode_responses=True)
+    rc = connect(redis_cluster.url, cluster=True, decode=True)  # the client the server uses (GatedCluster)
+    assert isinstance(rc, RedisCluster)
     await rc.initialize()
     primary = rc.get_primaries()[0]
     before = await rc.config_get("cluster-require-full-coverage", target_nodes=primary)
