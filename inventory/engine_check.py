@@ -65,19 +65,20 @@ async def _read(redis: Any, name: str, **target: Any) -> dict[str, str]:
 
 async def engine_warnings(redis: Redis) -> list[EngineWarning]:
     """Read ``SETTINGS`` from the server, or from every primary of a cluster, and judge them."""
-    if not is_cluster(redis):
+    names: tuple[str, ...]
+    if is_cluster(redis):
+        nodes = [(p.name, {"target_nodes": p}) for p in redis.get_primaries()]  # type: ignore[attr-defined]
+        names = SETTINGS
+    else:
         kw = redis.connection_pool.connection_kwargs
-        node = str(kw["path"]) if kw.get("path") else f"{kw.get('host', '?')}:{kw.get('port', 6379)}"
-        conf: dict[str, str] = {}
-        for name in SETTINGS[:2]:
-            conf.update(await _read(redis, name))
-        return advice(node, conf, cluster=False)
+        nodes = [(str(kw["path"]) if kw.get("path") else f"{kw.get('host', '?')}:{kw.get('port', 6379)}", {})]
+        names = SETTINGS[:2]  # full coverage is a cluster's setting
     out: list[EngineWarning] = []
-    for primary in redis.get_primaries():  # type: ignore[attr-defined]
-        conf = {}
-        for name in SETTINGS:
-            conf.update(await _read(redis, name, target_nodes=primary))
-        out.extend(advice(primary.name, conf, cluster=True))
+    for node, target in nodes:
+        conf: dict[str, str] = {}
+        for name in names:
+            conf.update(await _read(redis, name, **target))
+        out.extend(advice(node, conf, cluster=bool(target)))
     return out
 
 
